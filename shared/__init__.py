@@ -1,0 +1,1 @@
+"""OrgGuard's core: domain, policy, service layer and the adapters behind ports."""

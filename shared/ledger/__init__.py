@@ -1,0 +1,18 @@
+"""Ledger port and its implementations; ``open_ledger`` picks one from a URL."""
+
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
+
+__all__ = ["ConcurrencyConflict", "DuplicateEvent", "Ledger", "LedgerError", "open_ledger"]
+
+
+def open_ledger(url: str) -> Ledger:
+    """``sqlite:///path`` (embedded) or ``tables:<connection string or account URL>``."""
+    if url.startswith("sqlite:"):
+        from shared.ledger.sqlite import SqliteLedger
+
+        return SqliteLedger.from_url(url)
+    if url.startswith("tables:"):
+        from shared.ledger.tables import TableLedger
+
+        return TableLedger.from_url(url)
+    raise LedgerError(f"unknown ledger URL scheme: {url.split(':', 1)[0]!r} (use sqlite:/// or tables:)")

@@ -1,0 +1,97 @@
+"""The ledger port: what the service layer needs from durable storage.
+
+Two implementations pass one contract suite (``tests/contract``): SQLite (the
+embedded default) and Azure Table Storage. The mailbox is the aggregate: every
+change to a mailbox's ownership, cases, claims and event keys is one ``Change``
+written atomically against the mailbox version it was computed from
+(optimistic concurrency, as in *Architecture Patterns with Python*, ch. 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from shared.model import (
+    Action,
+    ActionStatus,
+    AuditEntry,
+    AuditEvent,
+    AuditReport,
+    Case,
+    CaseQuery,
+    Change,
+    ClaimRecord,
+    EventOutcome,
+    MailboxKey,
+    MailboxView,
+    Page,
+    PolicyVersion,
+)
+
+
+class LedgerError(Exception):
+    """The ledger could not do what was asked (storage down, corrupt, ...)."""
+
+
+class ConcurrencyConflict(LedgerError):
+    """The mailbox moved since it was read; decide again from a fresh view."""
+
+
+class DuplicateEvent(LedgerError):
+    """The source event was already processed; nothing was written."""
+
+    def __init__(self, outcome: EventOutcome) -> None:
+        super().__init__(f"event {outcome.event_key} already processed")
+        self.outcome = outcome
+
+
+class Ledger(Protocol):
+    """Durable record of ownership, cases, actions, processed events and audit."""
+
+    # --- the mailbox aggregate -------------------------------------------------
+    def mailbox(self, key: MailboxKey) -> MailboxView: ...
+
+    def event(self, event_key: str) -> EventOutcome | None: ...
+
+    def commit(self, change: Change) -> None:
+        """Write ``change`` atomically; raise ``DuplicateEvent`` or ``ConcurrencyConflict``."""
+        ...
+
+    # --- reads -----------------------------------------------------------------
+    def case(self, case_id: str) -> Case | None: ...
+
+    def cases(self, query: CaseQuery) -> Page: ...
+
+    def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]: ...
+
+    # --- the outbox ------------------------------------------------------------
+    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]: ...
+
+    def record_attempt(self, action_id: str, status: ActionStatus, error: str | None = None) -> Action:
+        """Record one attempt at an action; the case follows (applied/failed) when all are done."""
+        ...
+
+    def reset_action(self, action_id: str) -> Action:
+        """Make a failed action pending again (a retry asked by an operator)."""
+        ...
+
+    # --- audit -----------------------------------------------------------------
+    def append_audit(self, event: AuditEvent) -> AuditEntry: ...
+
+    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]: ...
+
+    def verify_audit(self) -> AuditReport: ...
+
+    # --- policy versions -------------------------------------------------------
+    def policy(self) -> PolicyVersion | None: ...
+
+    def save_policy(self, text: str, actor: str) -> PolicyVersion: ...
+
+    # --- life cycle ------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise ``LedgerError`` if the storage cannot be reached."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,403 @@
+"""OrgGuard's domain: plain dataclasses and small functions, no framework imports.
+
+The vocabulary follows DESIGN.md. Everything here is importable without Azure,
+a network or ``azure.functions``; invariants that can be checked on one object
+live on that object.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import idna
+
+
+class DomainError(Exception):
+    """A bad input or a refused operation, with the field it concerns.
+
+    Entry points map it to a client error (HTTP 4xx, a dead-lettered message,
+    CLI exit 1); nothing has been recorded when it is raised.
+    """
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidPayload(DomainError):
+    title = "Malformed payload"
+
+
+class InvalidAddress(DomainError):
+    title = "Invalid mailbox address"
+
+
+class UnknownOrg(DomainError):
+    status = 404
+    title = "Unknown org"
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not found"
+
+
+class InvalidTransition(DomainError):
+    status = 409
+    title = "Case cannot change that way"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# ---------------------------------------------------------------------------
+# Enumerations (string values are what the API, the ledger and the logs use)
+
+
+class ClaimKind(StrEnum):
+    TEST_ENABLE = "test_enable"
+    PRIMARY_FLAG = "primary_flag"
+    ACT_METHOD = "act_method"
+    SWEEP = "sweep"
+    ADMIN = "admin"
+
+
+class Origin(StrEnum):
+    GATE = "gate"
+    SERVICEBUS = "servicebus"
+    EVENTGRID = "eventgrid"
+    WEBHOOK = "webhook"
+    SWEEP = "sweep"
+    ADMIN = "admin"
+
+    @property
+    def after_the_fact(self) -> bool:
+        """True when the org has already saved the claim (OrgGuard can only repair)."""
+        return self is not Origin.GATE
+
+
+class Effect(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+    OVERRIDE = "override"
+    HOLD = "hold"
+    AUDIT = "audit"
+
+
+class CaseState(StrEnum):
+    OPEN = "open"
+    HELD = "held"
+    DECIDED = "decided"
+    APPLIED = "applied"
+    FAILED = "failed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+class ActionKind(StrEnum):
+    DEMOTE = "demote"
+    PROMOTE = "promote"
+    NOTIFY = "notify"
+
+
+class ActionStatus(StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+
+
+# ---------------------------------------------------------------------------
+# Mailbox identity
+
+_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+MAX_ADDRESS = 254
+
+
+@dataclass(frozen=True, order=True)
+class MailboxKey:
+    """A mailbox's identity across orgs: trimmed, case-folded, IDNA domain."""
+
+    address: str
+
+    @classmethod
+    def parse(cls, raw: object, *, field: str = "address") -> MailboxKey:
+        if not isinstance(raw, str):
+            raise InvalidAddress("a mailbox address must be a string", field=field)
+        text = raw.strip()
+        if not text:
+            raise InvalidAddress("the mailbox address is empty", field=field)
+        if len(text) > MAX_ADDRESS:
+            raise InvalidAddress(f"the mailbox address is longer than {MAX_ADDRESS} characters", field=field)
+        if text.count("@") != 1:
+            raise InvalidAddress("a mailbox address has exactly one '@'", field=field)
+        local, domain = text.split("@")
+        local = local.casefold()
+        if not local or len(local) > 64 or not _LOCAL_PART.match(local):
+            raise InvalidAddress("the part before '@' is not a valid mailbox name", field=field)
+        if local.startswith(".") or local.endswith(".") or ".." in local:
+            raise InvalidAddress("the part before '@' has a misplaced dot", field=field)
+        try:
+            ascii_domain = idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise InvalidAddress(f"the domain is not a valid host name ({exc})", field=field) from None
+        if "." not in ascii_domain:
+            raise InvalidAddress("the domain needs at least one dot", field=field)
+        return cls(f"{local}@{ascii_domain.lower()}")
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+    @property
+    def redacted(self) -> str:
+        """What logs may show: never a full address (DESIGN, security)."""
+        local, domain = self.address.rsplit("@", 1)
+        return f"{local[:1]}***@{domain}"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+# ---------------------------------------------------------------------------
+# Orgs
+
+
+@dataclass(frozen=True)
+class Org:
+    """A registered Dataverse org. Only registered orgs are heard."""
+
+    id: str
+    name: str
+    url: str
+    label: str = ""
+    app_user_id: str | None = None  # OrgGuard's own systemuser in the org (loop guard)
+
+
+def normalize_guid(raw: object, *, field: str) -> str:
+    if not isinstance(raw, str):
+        raise InvalidPayload(f"{field} must be a GUID string", field=field)
+    try:
+        return str(uuid.UUID(raw.strip().strip("{}")))
+    except ValueError:
+        raise InvalidPayload(f"{field} is not a GUID", field=field) from None
+
+
+# ---------------------------------------------------------------------------
+# Claims, decisions, cases
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Org ``org`` wants ACT sync of mailbox ``key``."""
+
+    key: MailboxKey
+    org: str
+    mailbox_id: str
+    kind: ClaimKind
+    origin: Origin
+    source_ids: dict[str, str] = field(default_factory=dict)
+    observed_at: datetime = field(default_factory=utcnow)
+    user_id: str | None = None
+
+    @property
+    def event_key(self) -> str:
+        """Idempotency key: a source event takes effect at most once (invariant 2)."""
+        ids = self.source_ids
+        source = ids.get("operation") or ids.get("request") or ids.get("message") or ids.get("correlation")
+        if not source:
+            source = f"{self.origin}:{self.observed_at.isoformat()}"
+        return f"{ids.get('org', self.org)}:{source}:{self.mailbox_id}".lower()
+
+
+@dataclass(frozen=True)
+class Decision:
+    effect: Effect
+    rule: str
+    explanation: str
+    dry_run: bool = False
+
+    @property
+    def acts(self) -> bool:
+        return not self.dry_run and self.effect in (Effect.BLOCK, Effect.OVERRIDE)
+
+    @property
+    def stops_claim(self) -> bool:
+        """Whether the gate answers 409 (the save is cancelled)."""
+        return not self.dry_run and self.effect in (Effect.BLOCK, Effect.HOLD)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    key: MailboxKey
+    owner: str
+    since: datetime
+    how: str
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class Action:
+    """One idempotent write to one org."""
+
+    id: str
+    case_id: str
+    org: str
+    mailbox_id: str | None
+    kind: ActionKind
+    status: ActionStatus = ActionStatus.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    state: CaseState
+    actor: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """A recorded competing claim and what became of it."""
+
+    id: str
+    key: MailboxKey
+    owner: str | None
+    claimant: str
+    claimant_mailbox_id: str
+    kind: ClaimKind
+    origin: Origin
+    decision: Decision
+    state: CaseState
+    created_at: datetime
+    updated_at: datetime
+    owner_mailbox_id: str | None = None
+    expires_at: datetime | None = None
+    actions: tuple[Action, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+
+    def moved_to(self, state: CaseState, *, actor: str, note: str, at: datetime | None = None) -> Case:
+        """The case in a new state, with the change in its history."""
+        when = at or utcnow()
+        entry = HistoryEntry(at=when, state=state, actor=actor, note=note)
+        return replace(self, state=state, updated_at=when, history=(*self.history, entry))
+
+
+# ---------------------------------------------------------------------------
+# Ledger records
+
+
+@dataclass(frozen=True)
+class MailboxView:
+    """The ledger's view of one mailbox aggregate, with its version for optimistic writes."""
+
+    key: MailboxKey
+    ownership: Ownership | None
+    version: int  # 0 when the ledger has never seen the mailbox
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What a processed source event decided, returned again on redelivery."""
+
+    event_key: str
+    effect: Effect
+    case_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    key: MailboxKey
+    org: str
+    kind: ClaimKind
+    origin: Origin
+    event_key: str
+    effect: Effect
+    case_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """A fact for the hash-chained audit log; the ledger adds sequence and hashes."""
+
+    kind: str
+    subject: str
+    actor: str
+    data: dict[str, object] = field(default_factory=dict)
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    event: AuditEvent
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """Everything one decision writes, committed atomically or not at all.
+
+    ``expected_version`` is the mailbox version the decision was computed from;
+    the ledger refuses the change (``ConcurrencyConflict``) when another writer
+    moved the mailbox in between, and the service layer decides again.
+    ``event`` is created only if absent (``DuplicateEvent`` otherwise).
+    """
+
+    key: MailboxKey
+    expected_version: int
+    ownership: Ownership | None = None
+    event: EventOutcome | None = None
+    claim: ClaimRecord | None = None
+    cases: tuple[Case, ...] = ()
+    audit: tuple[AuditEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool
+    entries: int
+    first_bad: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    version: int
+    text: str
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    state: CaseState | None = None
+    org: str | None = None
+    mailbox: MailboxKey | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: tuple[Case, ...]
+    next: str | None
