@@ -246,6 +246,7 @@ class Ownership:
     since: datetime
     how: str
     version: int = 1
+    mailbox_id: str | None = None  # the owner org's own mailbox row, when known
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ class Action:
     last_error: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    next_attempt_at: datetime | None = None  # backoff: not before this time
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,13 @@ class Ledger(Protocol):
     # --- the outbox ------------------------------------------------------------
     def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]: ...
 
-    def record_attempt(self, action_id: str, status: ActionStatus, error: str | None = None) -> Action:
-        """Record one attempt at an action; the case follows (applied/failed) when all are done."""
+    def record_attempt(
+        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+    ) -> Action:
+        """Record one attempt at an action; the case follows (applied/failed) when all are done.
+
+        ``status`` PENDING with ``retry_at`` is a transient failure to try again later.
+        """
         ...
 
     def reset_action(self, action_id: str) -> Action:

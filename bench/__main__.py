@@ -1,0 +1,21 @@
+"""`python -m bench [gate ...]`: run the named benchmarks (all by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import gate
+
+SUITES = {"gate": gate.main}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(SUITES)
+    for name in names:
+        if name not in SUITES:
+            sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}")
+        SUITES[name]()
+
+
+if __name__ == "__main__":
+    main()

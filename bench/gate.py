@@ -1,0 +1,222 @@
+"""Gate decisions: in-process, over HTTP (closed loop and at a fixed rate), and import time.
+
+Baselines run in the same process: for in-process decisions, a bare SQLite
+insert-and-commit per request plus ``json.loads`` of the same payload; for
+HTTP, ``GET /api/health`` on the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.report import console, header, median, percentile, table
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO.parent / "shared" / "fixtures" / "gate-test-enable.json"
+
+
+def payloads(n: int, contested_every: int = 4) -> list[bytes]:
+    """n gate payloads from contoso-jp: distinct operations, some on mailboxes contoso-na owns."""
+    doc = json.loads(FIXTURE.read_text())
+    out = []
+    for i in range(n):
+        doc["OperationId"] = str(uuid.uuid4())
+        doc["PrimaryEntityId"] = str(uuid.uuid4())
+        address = f"user{i // contested_every if i % contested_every else i}@contoso.com"
+        doc["PreEntityImages"][0]["value"]["Attributes"][1]["value"] = address
+        out.append(json.dumps(doc).encode())
+    return out
+
+
+def _container(tmp: Path):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(REPO))
+    from tests.factories import container
+
+    return container(tmp)
+
+
+def in_process(n: int = 3000) -> list[list[object]]:
+    from shared.model import Origin
+    from tests.factories import KEYS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c = _container(Path(tmp))
+        bodies = payloads(n)
+        key = KEYS["contoso-jp"]
+        start = time.perf_counter()
+        for body in bodies:
+            c.intake.receive_webhook(body, key=key, origin=Origin.GATE)
+        ours = time.perf_counter() - start
+        c.close()
+        db = sqlite3.connect(Path(tmp) / "baseline.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        start = time.perf_counter()
+        for body in bodies:
+            doc = json.loads(body)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?, ?)", (doc["OperationId"], body.decode()))
+            db.execute("COMMIT")
+        base = time.perf_counter() - start
+    return [
+        ["gate decision (parse+decide+commit)", n, n / ours, ours / n * 1e3, ours / base],
+        ["baseline: json.loads + one SQLite commit", n, n / base, base / n * 1e3, 1.0],
+    ]
+
+
+SERVER = """
+import sys; sys.path.insert(0, {repo!r})
+from pathlib import Path
+import uvicorn
+from functions.http_api import create_api
+from shared import bootstrap
+from tests.factories import claim, container
+c = container(Path({tmp!r}))
+bootstrap.install(c)
+uvicorn.run(create_api(), host="127.0.0.1", port={port}, log_level="error", access_log=False)
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _closed_loop(
+    url: str, bodies: list[bytes], headers: dict[str, str], concurrency: int
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = list(bodies)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                r = await (
+                    client.post("/api/dataverse/gate", content=body, headers=headers)
+                    if body
+                    else client.get("/api/health")
+                )
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code not in (200, 409):
+                    raise RuntimeError(f"unexpected {r.status_code}: {r.text[:200]}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies
+
+
+async def _open_loop(url: str, bodies: list[bytes], headers: dict[str, str], rate: float) -> list[float]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+
+        async def one(body: bytes) -> None:
+            t0 = time.perf_counter()
+            await (
+                client.post("/api/dataverse/gate", content=body, headers=headers) if body else client.get("/api/health")
+            )
+            latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def over_http(n: int = 2000, rate: float = 200.0) -> list[list[object]]:
+    from tests.factories import KEYS
+
+    headers = {"x-orgguard-key": KEYS["contoso-jp"], "content-type": "application/json"}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        script = SERVER.format(repo=str(REPO), tmp=tmp, port=port)
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(url)
+            rows: list[list[object]] = []
+            for label, bodies in (("gate POST", payloads(n)), ("baseline: GET /api/health", [b""] * n)):
+                asyncio.run(_closed_loop(url, bodies[:100], headers, 8))  # warm up
+                elapsed, lat = asyncio.run(_closed_loop(url, bodies, headers, 8))
+                paced = asyncio.run(
+                    _open_loop(url, payloads(int(rate * 5)) if bodies[0] else [b""] * int(rate * 5), headers, rate)
+                )
+                rows.append(
+                    [
+                        label,
+                        n,
+                        n / elapsed,
+                        median(lat) * 1e3,
+                        percentile(lat, 99) * 1e3,
+                        median(paced) * 1e3,
+                        percentile(paced, 99) * 1e3,
+                    ]
+                )
+            return rows
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the benchmark server did not start")
+
+
+def import_time(runs: int = 5) -> list[list[object]]:
+    code = "import time; t=time.perf_counter(); import {m}; print(time.perf_counter()-t)"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    rows = []
+    for module in ("function_app", "azure.functions"):
+        times = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", code.format(m=module)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times.append(float(out.stdout.strip()))
+        rows.append([f"import {module}", runs, median(times) * 1e3, min(times) * 1e3])
+    return rows
+
+
+def main() -> None:
+    header("Gate decisions in-process")
+    table(["path", "requests", "per second", "ms each", "x baseline"], in_process())
+    header("Gate over HTTP (uvicorn, 1 worker, client with 8 connections; paced at 200 req/s for 5 s)")
+    table(
+        ["route", "requests", "req/s (closed loop)", "p50 ms", "p99 ms", "p50 ms @200/s", "p99 ms @200/s"], over_http()
+    )
+    header("Cold import (python -c 'import ...', median of 5)")
+    table(["what", "runs", "median ms", "best ms"], import_time())
+    console.print("Also: python -X importtime -c 'import function_app' 2>&1 | sort -t'|' -k2 -n | tail")

@@ -1,0 +1,72 @@
+"""Dataverse's webhooks: the synchronous gate and the asynchronous event intake."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from functions.deps import container, limited_body
+from functions.problems import problem
+from shared.intake import CannotDecide
+from shared.ledger.port import LedgerError
+from shared.model import Origin
+from shared.views import outcome_view
+
+log = logging.getLogger("orgguard.gate")
+router = APIRouter(prefix="/api/dataverse", tags=["dataverse"])
+
+KEY_HEADER = "x-orgguard-key"
+SIZE_EXCEEDED = "x-ms-dynamics-msg-size-exceeded"
+
+
+def _size_exceeded(request: Request) -> bool:
+    return request.headers.get(SIZE_EXCEEDED, "").strip().lower() in ("true", "1", "yes")
+
+
+@router.post("/gate", responses={409: {"description": "the claim is stopped (block or hold)"}})
+async def gate(request: Request) -> JSONResponse:
+    """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
+    body = await limited_body(request)
+    c = container()
+    try:
+        outcome = await run_in_threadpool(
+            c.intake.receive_webhook,
+            body,
+            key=request.headers.get(KEY_HEADER),
+            origin=Origin.GATE,
+            size_exceeded=_size_exceeded(request),
+        )
+    except (LedgerError, CannotDecide) as exc:
+        return _undecided(c.settings.gate_on_error, exc)
+    view = outcome_view(outcome)
+    if outcome.decision.stops_claim:
+        return problem(409, "Claim stopped by OrgGuard", outcome.decision.explanation, **view)
+    return JSONResponse(view)
+
+
+def _undecided(on_error: str, exc: Exception) -> JSONResponse:
+    log.error("gate could not decide (%s): %s", on_error, exc)
+    detail = f"OrgGuard could not decide ({exc}); gate.on_error is {on_error}"
+    if on_error == "allow":
+        return JSONResponse({"effect": "allow", "case": None, "degraded": True, "detail": detail})
+    return problem(409, "Claim stopped: OrgGuard could not decide", detail, effect="block", case=None, degraded=True)
+
+
+@router.post("/events", status_code=202)
+async def events(request: Request) -> JSONResponse:
+    """Dataverse's asynchronous webhook: the claim already happened; decide and repair."""
+    body = await limited_body(request)
+    c = container()
+    outcome = await run_in_threadpool(
+        c.intake.receive_webhook,
+        body,
+        key=request.headers.get(KEY_HEADER),
+        origin=Origin.WEBHOOK,
+        size_exceeded=_size_exceeded(request),
+    )
+    doc: dict[str, Any] = {**outcome_view(outcome), "event": outcome.event, "duplicate": outcome.duplicate}
+    return JSONResponse(doc, status_code=202)

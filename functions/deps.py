@@ -1,0 +1,44 @@
+"""Request-scoped helpers shared by the routers: the container, the caller, the body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from shared import bootstrap
+from shared.auth import Principal, Role, authenticate
+from shared.claims import MAX_BODY
+from shared.intake import PayloadTooLarge
+
+
+def container() -> bootstrap.Container:
+    return bootstrap.container()
+
+
+def caller(request: Request) -> Principal:
+    c = bootstrap.container()
+    return authenticate(request.headers, mode=c.settings.auth, admin_token=c.settings.admin_token)
+
+
+def role(needed: Role) -> Callable[[Request], Principal]:
+    def dependency(request: Request) -> Principal:
+        principal = caller(request)
+        principal.require(needed)
+        return principal
+
+    return dependency
+
+
+async def limited_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, refused with 413 as soon as it grows past ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the payload is {declared} bytes; OrgGuard takes at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the payload is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

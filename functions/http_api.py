@@ -1,0 +1,30 @@
+"""The HTTP face of OrgGuard: one FastAPI app for Azure (AsgiFunctionApp) and the local host."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from functions import admin_routes, dataverse_routes, problems
+from functions.dashboard import DASHBOARD_HTML
+
+
+def create_api() -> FastAPI:
+    app = FastAPI(
+        title="OrgGuard",
+        version="0.1.0",
+        summary="Guards which Dynamics 365 org syncs each Exchange mailbox",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.include_router(dataverse_routes.router)
+    app.include_router(admin_routes.router)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        # The page holds no data; it asks the API (Reader) for everything it shows.
+        return HTMLResponse(DASHBOARD_HTML)
+
+    return app

@@ -1,0 +1,265 @@
+// The OrgGuard function app on a Flex Consumption (FC1) plan, Python 3.11.
+//
+// Every connection is identity-based: the host's storage, the Service Bus
+// trigger, Application Insights ingestion and the deployment package all use
+// the user-assigned identity. There is no connection string with a key and no
+// listKeys() anywhere. Flex Consumption takes the runtime from
+// functionAppConfig, so FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION,
+// WEBSITE_RUN_FROM_PACKAGE and the WEBSITE_CONTENT* settings must not be set.
+
+param name string
+param planName string
+param location string
+param tags object = {}
+
+@description('Resource id, client id of the user-assigned identity the app runs as.')
+param identityId string
+param identityClientId string
+
+param storageAccountName string
+param storageBlobEndpoint string
+param deploymentContainerName string
+
+param serviceBusFullyQualifiedNamespace string
+@description('Queue the Service Bus trigger reads (bound in code as %ORGGUARD_QUEUE%).')
+param serviceBusQueueName string
+param applicationInsightsConnectionString string
+param keyVaultName string
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+
+// OrgGuard settings (shared/settings.py reads the same names).
+param orgsFile string
+param policyFile string
+@allowed([
+  'block'
+  'allow'
+])
+param gateOnError string
+param sweepSchedule string
+
+@description('Webhook keys as Key Vault references: app setting name (e.g. ORGGUARD_KEY_CONTOSO_NA, used as env:NAME in orgs.yaml) -> secret name in the vault.')
+param orgKeySecrets object = {}
+
+// App Service Authentication (Easy Auth) with Microsoft Entra ID.
+@description('Application (client) id of the OrgGuard API app registration.')
+param authClientId string
+param authTenantId string
+
+@description('True when the Event Grid topic delivers to this app: its runtime webhook must pass Easy Auth (it carries the system key instead).')
+param allowEventGridDelivery bool = false
+
+// Dataverse calls these with its per-org `x-orgguard-key` header, not an Entra
+// token; health and the OpenAPI schema are public per CONTRACT.md. Every other
+// path needs a token from the app registration.
+var anonymousPaths = [
+  '/api/dataverse/gate'
+  '/api/dataverse/events'
+  '/api/health'
+  '/api/openapi.json'
+]
+var excludedPaths = allowEventGridDelivery ? concat(anonymousPaths, ['/runtime/webhooks/eventgrid']) : anonymousPaths
+
+var tableEndpoint = 'https://${storageAccountName}.table.${environment().suffixes.storage}'
+
+var baseAppSettings = [
+  // Functions host storage, through the managed identity.
+  {
+    name: 'AzureWebJobsStorage__accountName'
+    value: storageAccountName
+  }
+  {
+    name: 'AzureWebJobsStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'AzureWebJobsStorage__clientId'
+    value: identityClientId
+  }
+  // Service Bus trigger connection ("ServiceBusConnection" in function code).
+  {
+    name: 'ServiceBusConnection__fullyQualifiedNamespace'
+    value: serviceBusFullyQualifiedNamespace
+  }
+  {
+    name: 'ServiceBusConnection__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'ServiceBusConnection__clientId'
+    value: identityClientId
+  }
+  {
+    name: 'ORGGUARD_QUEUE'
+    value: serviceBusQueueName
+  }
+  // Telemetry: where to send (an identifier, not a credential) and how to
+  // authenticate (Entra, as the identity) since local auth is disabled.
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: applicationInsightsConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'ClientId=${identityClientId};Authorization=AAD'
+  }
+  // azure-identity picks the user-assigned identity from this.
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identityClientId
+  }
+  // OrgGuard.
+  {
+    name: 'ORGGUARD_LEDGER'
+    value: 'tables:${tableEndpoint}'
+  }
+  {
+    name: 'ORGGUARD_ORGS'
+    value: orgsFile
+  }
+  {
+    name: 'ORGGUARD_POLICY'
+    value: policyFile
+  }
+  {
+    name: 'ORGGUARD_GATE_ON_ERROR'
+    value: gateOnError
+  }
+  {
+    name: 'ORGGUARD_SWEEP_SCHEDULE'
+    value: sweepSchedule
+  }
+  {
+    name: 'ORGGUARD_AUTH'
+    value: 'easyauth'
+  }
+]
+
+// Resolved by the platform with keyVaultReferenceIdentity; the app sees the
+// secret's value in the environment, never the template.
+var orgKeyAppSettings = [for key in items(orgKeySecrets): {
+  name: key.key
+  value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${key.value})'
+}]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: concat(baseAppSettings, orgKeyAppSettings)
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: 2048
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No basic (username/password) publishing credentials: deployments go
+// through Entra (az/azd/func with the operator's login).
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: excludedPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+}
+
+output name string = functionApp.name
+output id string = functionApp.id
+output defaultHostName string = functionApp.properties.defaultHostName

@@ -1,0 +1,118 @@
+// Role assignments for the function app's user-assigned managed identity:
+// least privilege, each scoped to the one resource it is for. Names are
+// guid(scope, principal, role) so a redeploy finds the same assignment
+// instead of failing with RoleAssignmentExists.
+
+@description('Principal (object) id of the user-assigned managed identity.')
+param principalId string
+
+param storageAccountName string
+param serviceBusNamespaceName string
+param serviceBusQueueName string
+param applicationInsightsName string
+param keyVaultName string
+
+@description('Optional: an operator or group (object id) allowed to write the webhook-key secrets (Key Vault Secrets Officer). Empty: none.')
+param secretsOfficerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param secretsOfficerPrincipalType string = 'Group'
+
+// Host storage (blobs for leases and the deployment package, queues for the
+// host's internal work) and the ledger (tables).
+var storageRoleIds = [
+  'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
+  '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
+  '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
+]
+
+// The trigger receives from the queue; the app puts events on it.
+var serviceBusRoleIds = [
+  '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0' // Azure Service Bus Data Receiver
+  '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39' // Azure Service Bus Data Sender
+]
+
+var monitoringRoleIds = [
+  '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
+]
+
+var keyVaultRoleIds = [
+  '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+]
+
+var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
+  name: serviceBusNamespaceName
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' existing = {
+  parent: serviceBus
+  name: serviceBusQueueName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in storageRoleIds: {
+  name: guid(storage.id, principalId, roleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource serviceBusRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in serviceBusRoleIds: {
+  name: guid(queue.id, principalId, roleId)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource monitoringRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in monitoringRoleIds: {
+  name: guid(applicationInsights.id, principalId, roleId)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource keyVaultRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in keyVaultRoleIds: {
+  name: guid(vault.id, principalId, roleId)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretsOfficerPrincipalId)) {
+  name: guid(vault.id, secretsOfficerPrincipalId, keyVaultSecretsOfficerRoleId)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficerRoleId)
+    principalId: secretsOfficerPrincipalId
+    principalType: secretsOfficerPrincipalType
+  }
+}

@@ -1,0 +1,79 @@
+"""The composition root: the one place that builds adapters and wires the use cases.
+
+``function_app.py`` and the local host both call ``container()``; tests call
+``build()`` with their own ledger or registry. Nothing is opened at import time
+(cold start): the first request builds the container.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.intake import Intake, MailboxReader
+from shared.ledger import Ledger, open_ledger
+from shared.orgs import OrgRegistry, load_orgs
+from shared.policy import UserDirectory
+from shared.service import OrgGuard
+from shared.settings import Settings
+
+log = logging.getLogger("orgguard")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    ledger: Ledger
+    orgs: OrgRegistry
+    service: OrgGuard
+    intake: Intake
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    ledger: Ledger | None = None,
+    orgs: OrgRegistry | None = None,
+    users: UserDirectory | None = None,
+    read_back: MailboxReader | None = None,
+) -> Container:
+    settings = settings or Settings.from_env()
+    orgs = orgs if orgs is not None else load_orgs(settings.orgs)
+    ledger = ledger if ledger is not None else open_ledger(settings.ledger)
+    service = OrgGuard(ledger=ledger, orgs=orgs) if users is None else OrgGuard(ledger=ledger, orgs=orgs, users=users)
+    seed_policy(service, settings.policy)
+    return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back))
+
+
+def seed_policy(service: OrgGuard, path: str) -> None:
+    """Start the ledger from the policy file when it holds no policy yet."""
+    version, _ = service.policy_text()
+    file = Path(path)
+    if version == 0 and file.exists():
+        service.save_policy(file.read_text(encoding="utf-8"), actor=f"file:{file.name}")
+        log.info("policy loaded from %s", file)
+
+
+_lock = threading.Lock()
+_container: Container | None = None
+
+
+def container() -> Container:
+    """The process-wide container, built on first use."""
+    global _container
+    with _lock:
+        if _container is None:
+            _container = build()
+        return _container
+
+
+def install(c: Container | None) -> None:
+    """Replace the process-wide container (the local host and tests)."""
+    global _container
+    with _lock:
+        _container = c

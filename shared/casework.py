@@ -1,0 +1,231 @@
+"""Pure case work: what a decision writes, and how a case moves on.
+
+No I/O here. The service layer reads the ledger, calls these to compute a
+``Change``, and commits it; on a concurrency conflict it reads again and calls
+these again, so everything here must be a function of its arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from shared.model import (
+    Action,
+    ActionKind,
+    AuditEvent,
+    Case,
+    CaseState,
+    Change,
+    Claim,
+    ClaimKind,
+    ClaimRecord,
+    Decision,
+    Effect,
+    EventOutcome,
+    InvalidTransition,
+    MailboxView,
+    Origin,
+    Ownership,
+    new_id,
+)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A change ready to commit, and what the caller answers once it is committed."""
+
+    change: Change
+    decision: Decision
+    case: Case | None
+
+
+def _action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
+    return Action(
+        id=new_id(), case_id=case_id, org=org, mailbox_id=mailbox_id or None, kind=kind, created_at=now, updated_at=now
+    )
+
+
+def actions_for(case: Case, effect: Effect, now: datetime) -> tuple[Action, ...]:
+    """The writes that carry out ``effect`` for ``case``.
+
+    block: the claimant is demoted (ACT None, check box off); after the fact the
+    owner is promoted again (check box + Test & Enable) so Exchange points back
+    to it. override: the old owner is demoted and the claimant promoted, which
+    makes Exchange follow under every Test & Enable semantics.
+    """
+    if effect is Effect.BLOCK:
+        acts = [_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now)]
+        if case.origin.after_the_fact and case.owner:
+            acts.append(_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now))
+        return tuple(acts)
+    if effect is Effect.OVERRIDE:
+        acts = []
+        if case.owner and case.owner != case.claimant:
+            acts.append(_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now))
+        acts.append(_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now))
+        return tuple(acts)
+    return ()
+
+
+def _state_for(decision: Decision) -> CaseState:
+    if decision.effect is Effect.HOLD and not decision.dry_run:
+        return CaseState.HELD
+    return CaseState.DECIDED
+
+
+def plan_claim(
+    claim: Claim, view: MailboxView, decision: Decision, *, now: datetime, expires_after: timedelta
+) -> Planned:
+    """Everything recording ``decision`` on ``claim`` writes, against ``view``."""
+    owner = view.ownership
+    contested = owner is not None and owner.owner != claim.org
+    case = None
+    ownership = None
+    if not contested:
+        ownership = _uncontested_ownership(claim, owner, now)
+    else:
+        assert owner is not None
+        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after)
+        if decision.effect is Effect.OVERRIDE and not decision.dry_run:
+            ownership = Ownership(
+                claim.key, claim.org, now, f"rule:{decision.rule}", owner.version + 1, claim.mailbox_id or None
+            )
+    event = EventOutcome(claim.event_key, decision.effect, case.id if case else None, now)
+    record = ClaimRecord(
+        claim.key, claim.org, claim.kind, claim.origin, claim.event_key, decision.effect, case.id if case else None, now
+    )
+    audit = [
+        AuditEvent(
+            "claim.decided",
+            claim.key.address,
+            claim.org,
+            {
+                "effect": decision.effect.value,
+                "rule": decision.rule,
+                "origin": claim.origin.value,
+                "kind": claim.kind.value,
+                "case": case.id if case else None,
+                "dry_run": decision.dry_run,
+            },
+            now,
+        )
+    ]
+    if ownership is not None and (owner is None or owner.owner != ownership.owner):
+        audit.append(
+            AuditEvent(
+                "owner.set",
+                claim.key.address,
+                claim.org,
+                {"owner": ownership.owner, "previous": owner.owner if owner else None, "how": ownership.how},
+                now,
+            )
+        )
+    change = Change(claim.key, view.version, ownership, event, record, (case,) if case else (), tuple(audit))
+    return Planned(change, decision, case)
+
+
+def _uncontested_ownership(claim: Claim, owner: Ownership | None, now: datetime) -> Ownership | None:
+    if owner is None:
+        return Ownership(claim.key, claim.org, now, "first-claim", 1, claim.mailbox_id or None)
+    if claim.mailbox_id and owner.mailbox_id != claim.mailbox_id:
+        return replace(owner, mailbox_id=claim.mailbox_id)
+    return None
+
+
+def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datetime, expires_after: timedelta) -> Case:
+    state = _state_for(decision)
+    case = Case(
+        id=new_id(),
+        key=claim.key,
+        owner=owner.owner,
+        claimant=claim.org,
+        claimant_mailbox_id=claim.mailbox_id,
+        owner_mailbox_id=owner.mailbox_id,
+        kind=claim.kind,
+        origin=claim.origin,
+        decision=decision,
+        state=CaseState.OPEN,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + expires_after if state is CaseState.HELD else None,
+    )
+    case = case.moved_to(state, actor="policy", note=decision.explanation, at=now)
+    if decision.acts:
+        case = replace(case, actions=actions_for(case, decision.effect, now))
+    return case
+
+
+def plan_resolution(
+    case: Case,
+    view: MailboxView,
+    *,
+    effect: Effect,
+    state: CaseState,
+    actor: str,
+    reason: str,
+    rule: str,
+    now: datetime,
+) -> Change:
+    """A held case resolved: approved (override), denied (block) or expired (either)."""
+    if case.state is not CaseState.HELD:
+        raise InvalidTransition(f"case {case.id} is {case.state.value}; only held cases can be resolved", field="state")
+    owner = view.ownership
+    current_owner = owner.owner if owner else None
+    base = replace(case, owner=current_owner, owner_mailbox_id=owner.mailbox_id if owner else case.owner_mailbox_id)
+    decision = Decision(effect, rule, reason)
+    resolved = replace(base, decision=decision).moved_to(state, actor=actor, note=reason, at=now)
+    if current_owner == case.claimant and effect is Effect.OVERRIDE:
+        actions: tuple[Action, ...] = ()
+    else:
+        actions = actions_for(resolved, effect, now)
+    resolved = replace(resolved, actions=actions)
+    if actions and state is not CaseState.DENIED and state is not CaseState.EXPIRED:
+        resolved = resolved.moved_to(CaseState.DECIDED, actor=actor, note="actions queued", at=now)
+    ownership = None
+    if effect is Effect.OVERRIDE:
+        version = owner.version + 1 if owner else 1
+        ownership = Ownership(case.key, case.claimant, now, rule, version, case.claimant_mailbox_id or None)
+    audit = (
+        AuditEvent(
+            f"case.{state.value}",
+            case.key.address,
+            actor,
+            {"case": case.id, "effect": effect.value, "reason": reason},
+            now,
+        ),
+    )
+    return Change(case.key, view.version, ownership, None, None, (resolved,), audit)
+
+
+def plan_designation(view: MailboxView, org: str, *, actor: str, reason: str, now: datetime) -> tuple[Change, Case]:
+    """An admin makes ``org`` the owner: an override case with its actions."""
+    owner = view.ownership
+    decision = Decision(Effect.OVERRIDE, "admin", f"{actor} made {org} the owner of {view.key}: {reason}")
+    case = Case(
+        id=new_id(),
+        key=view.key,
+        owner=owner.owner if owner else None,
+        claimant=org,
+        claimant_mailbox_id="",
+        owner_mailbox_id=owner.mailbox_id if owner else None,
+        kind=ClaimKind.ADMIN,
+        origin=Origin.ADMIN,
+        decision=decision,
+        state=CaseState.OPEN,
+        created_at=now,
+        updated_at=now,
+    ).moved_to(CaseState.DECIDED, actor=actor, note=reason, at=now)
+    case = replace(case, actions=actions_for(case, Effect.OVERRIDE, now))
+    version = owner.version + 1 if owner else 1
+    ownership = Ownership(view.key, org, now, "admin", version, None)
+    audit = (
+        AuditEvent(
+            "owner.designated",
+            view.key.address,
+            actor,
+            {"case": case.id, "owner": org, "previous": owner.owner if owner else None, "reason": reason},
+            now,
+        ),
+    )
+    return Change(view.key, view.version, ownership, None, None, (case,), audit), case

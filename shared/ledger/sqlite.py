@@ -1,0 +1,479 @@
+"""The embedded ledger: one SQLite file in WAL mode.
+
+Every ``commit`` is one ``BEGIN IMMEDIATE`` transaction, so writers in any
+thread or process serialize on the file lock and a decision is recorded whole
+or not at all. The mailbox row's ``version`` makes each decision conditional on
+the view it was computed from. The audit head (last seq and hash) is kept in
+``meta`` in the same transaction, so deleting the newest entries is detected too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared.ledger import codec
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
+from shared.model import (
+    Action,
+    ActionStatus,
+    AuditEntry,
+    AuditEvent,
+    AuditReport,
+    Case,
+    CaseQuery,
+    CaseState,
+    Change,
+    ClaimKind,
+    ClaimRecord,
+    DomainError,
+    Effect,
+    EventOutcome,
+    MailboxKey,
+    MailboxView,
+    NotFound,
+    Origin,
+    Page,
+    PolicyVersion,
+    utcnow,
+)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    key TEXT PRIMARY KEY, version INTEGER NOT NULL, ownership TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_key TEXT PRIMARY KEY, effect TEXT NOT NULL, case_id TEXT, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, org TEXT NOT NULL, kind TEXT NOT NULL,
+    origin TEXT NOT NULL, event_key TEXT NOT NULL, effect TEXT NOT NULL, case_id TEXT, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_by_key ON claims (key, seq);
+CREATE TABLE IF NOT EXISTS cases (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
+    owner TEXT, claimant TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_by_state ON cases (state, seq);
+CREATE INDEX IF NOT EXISTS cases_by_key ON cases (key, seq);
+CREATE INDEX IF NOT EXISTS cases_by_claimant ON cases (claimant, seq);
+CREATE INDEX IF NOT EXISTS cases_by_owner ON cases (owner, seq);
+CREATE TABLE IF NOT EXISTS actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, case_id TEXT NOT NULL,
+    status TEXT NOT NULL, next_at TEXT, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_case ON actions (case_id, seq);
+CREATE INDEX IF NOT EXISTS actions_pending ON actions (status, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    version INTEGER PRIMARY KEY, text TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL
+);
+"""
+
+
+class SqliteLedger:
+    """Ledger on one SQLite file; safe across threads (a connection each) and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path == ":memory:" or not self.path:
+            raise LedgerError("the SQLite ledger needs a file (each thread opens its own connection)")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteLedger:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        rest = url.removeprefix("sqlite:")
+        path = rest[3:] if rest.startswith("///") else rest
+        if not path or (path.startswith("/") and url.startswith("sqlite://") and not url.startswith("sqlite:///")):
+            raise LedgerError("the sqlite ledger URL names no file (sqlite:///.orgguard/ledger.db)")
+        return cls(path)
+
+    # --- connections --------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot open the ledger at {self.path}: {exc}") from exc
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise LedgerError(f"the ledger could not commit: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = int(row["value"]) if row else 0
+            if found > SCHEMA_VERSION:
+                raise LedgerError(f"the ledger's schema {found} is newer than this OrgGuard ({SCHEMA_VERSION})")
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # --- the mailbox aggregate ---------------------------------------------------------
+
+    def mailbox(self, key: MailboxKey) -> MailboxView:
+        rows = self._read("SELECT version, ownership FROM mailboxes WHERE key = ?", (key.address,))
+        if not rows:
+            return MailboxView(key, None, 0)
+        doc = rows[0]["ownership"]
+        ownership = codec.ownership_from(key, json.loads(doc)) if doc else None
+        return MailboxView(key, ownership, int(rows[0]["version"]))
+
+    def event(self, event_key: str) -> EventOutcome | None:
+        rows = self._read("SELECT * FROM events WHERE event_key = ?", (event_key,))
+        return _event_from(rows[0]) if rows else None
+
+    def commit(self, change: Change) -> None:
+        with self._tx() as db:
+            if change.event:
+                seen = db.execute("SELECT * FROM events WHERE event_key = ?", (change.event.event_key,)).fetchone()
+                if seen:
+                    raise DuplicateEvent(_event_from(seen))
+            row = db.execute("SELECT version, ownership FROM mailboxes WHERE key = ?", (change.key.address,)).fetchone()
+            current = int(row["version"]) if row else 0
+            if current != change.expected_version:
+                raise ConcurrencyConflict(
+                    f"mailbox version is {current}, the decision was made at {change.expected_version}"
+                )
+            ownership = (
+                json.dumps(codec.ownership_doc(change.ownership))
+                if change.ownership
+                else (row["ownership"] if row else None)
+            )
+            db.execute(
+                "INSERT INTO mailboxes (key, version, ownership) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET version = excluded.version, ownership = excluded.ownership",
+                (change.key.address, current + 1, ownership),
+            )
+            if change.event:
+                e = change.event
+                db.execute(
+                    "INSERT INTO events (event_key, effect, case_id, at) VALUES (?, ?, ?, ?)",
+                    (e.event_key, e.effect.value, e.case_id, codec.ts(e.at)),
+                )
+            if change.claim:
+                c = change.claim
+                db.execute(
+                    "INSERT INTO claims (key, org, kind, origin, event_key, effect, case_id, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        c.key.address,
+                        c.org,
+                        c.kind.value,
+                        c.origin.value,
+                        c.event_key,
+                        c.effect.value,
+                        c.case_id,
+                        codec.ts(c.at),
+                    ),
+                )
+            for case in change.cases:
+                self._write_case(db, case)
+            for event in change.audit:
+                self._append(db, event)
+
+    @staticmethod
+    def _write_case(db: sqlite3.Connection, case: Case) -> None:
+        db.execute(
+            "INSERT INTO cases (id, key, owner, claimant, state, doc) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state = excluded.state, owner = excluded.owner, doc = excluded.doc",
+            (case.id, case.key.address, case.owner, case.claimant, case.state.value, json.dumps(codec.case_doc(case))),
+        )
+        for action in case.actions:
+            db.execute(
+                "INSERT INTO actions (id, case_id, status, next_at, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO NOTHING",
+                (
+                    action.id,
+                    action.case_id,
+                    action.status.value,
+                    codec.ts(action.next_attempt_at),
+                    json.dumps(codec.action_doc(action)),
+                ),
+            )
+
+    # --- reads -------------------------------------------------------------------
+
+    def case(self, case_id: str) -> Case | None:
+        rows = self._read("SELECT doc FROM cases WHERE id = ?", (case_id,))
+        return self._case_from(rows[0]["doc"]) if rows else None
+
+    def _case_from(self, doc: str) -> Case:
+        data = json.loads(doc)
+        actions = self._read("SELECT doc FROM actions WHERE case_id = ? ORDER BY seq", (data["id"],))
+        return codec.case_from(data, tuple(codec.action_from(json.loads(a["doc"])) for a in actions))
+
+    def cases(self, query: CaseQuery) -> Page:
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
+        if query.state:
+            where.append("state = ?")
+            args.append(query.state.value)
+        if query.org:
+            where.append("(claimant = ? OR owner = ?)")
+            args += [query.org, query.org]
+        if query.mailbox:
+            where.append("key = ?")
+            args.append(query.mailbox.address)
+        if query.cursor:
+            where.append("seq < ?")
+            args.append(_decode_cursor(query.cursor))
+        limit = max(1, min(query.limit, 500))
+        rows = self._read(
+            f"SELECT seq, doc FROM cases WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",  # noqa: S608
+            (*args, limit + 1),
+        )
+        items = tuple(self._case_from(r["doc"]) for r in rows[:limit])
+        nxt = _encode_cursor(int(rows[limit - 1]["seq"])) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
+        rows = self._read("SELECT * FROM claims WHERE key = ? ORDER BY seq DESC LIMIT ?", (key.address, limit))
+        return [
+            ClaimRecord(
+                MailboxKey(r["key"]),
+                r["org"],
+                ClaimKind(r["kind"]),
+                Origin(r["origin"]),
+                r["event_key"],
+                Effect(r["effect"]),
+                r["case_id"],
+                codec.must_ts(r["at"]),
+            )
+            for r in rows
+        ]
+
+    # --- the outbox ------------------------------------------------------------------
+
+    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]:
+        moment = codec.ts(now or utcnow())
+        rows = self._read(
+            "SELECT doc FROM actions WHERE status = 'pending' AND (next_at IS NULL OR next_at <= ?) "
+            "ORDER BY seq LIMIT ?",
+            (moment, limit),
+        )
+        return [codec.action_from(json.loads(r["doc"])) for r in rows]
+
+    def record_attempt(
+        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+    ) -> Action:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if not row:
+                raise NotFound(f"no action {action_id}", field="action")
+            old = codec.action_from(json.loads(row["doc"]))
+            now = utcnow()
+            new = replace(
+                old,
+                status=status,
+                attempts=old.attempts + 1,
+                last_error=error,
+                updated_at=now,
+                next_attempt_at=retry_at,
+            )
+            self._save_action(db, new)
+            self._append(
+                db,
+                AuditEvent(
+                    f"action.{status.value}",
+                    old.case_id,
+                    "orgguard",
+                    {
+                        "action": action_id,
+                        "kind": old.kind.value,
+                        "org": old.org,
+                        "attempt": new.attempts,
+                        "error": error,
+                    },
+                    now,
+                ),
+            )
+            self._settle_case(db, old.case_id)
+            return new
+
+    def reset_action(self, action_id: str) -> Action:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if not row:
+                raise NotFound(f"no action {action_id}", field="action")
+            old = codec.action_from(json.loads(row["doc"]))
+            new = replace(old, status=ActionStatus.PENDING, updated_at=utcnow(), next_attempt_at=None)
+            self._save_action(db, new)
+            case_row = db.execute("SELECT doc FROM cases WHERE id = ?", (old.case_id,)).fetchone()
+            if case_row:
+                case = codec.case_from(json.loads(case_row["doc"]))
+                if case.state is CaseState.FAILED:
+                    self._write_case(db, case.moved_to(CaseState.DECIDED, actor="operator", note="retry asked"))
+            self._append(db, AuditEvent("action.retry", old.case_id, "operator", {"action": action_id}))
+            return new
+
+    @staticmethod
+    def _save_action(db: sqlite3.Connection, action: Action) -> None:
+        db.execute(
+            "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
+            (action.status.value, codec.ts(action.next_attempt_at), json.dumps(codec.action_doc(action)), action.id),
+        )
+
+    def _settle_case(self, db: sqlite3.Connection, case_id: str) -> None:
+        """Move the case to applied / failed once none of its actions is pending."""
+        statuses = {r["status"] for r in db.execute("SELECT status FROM actions WHERE case_id = ?", (case_id,))}
+        if not statuses or ActionStatus.PENDING.value in statuses:
+            return
+        row = db.execute("SELECT doc FROM cases WHERE id = ?", (case_id,)).fetchone()
+        if not row:
+            return
+        case = codec.case_from(json.loads(row["doc"]))
+        target = CaseState.FAILED if ActionStatus.FAILED.value in statuses else CaseState.APPLIED
+        if case.state is not target:
+            note = "every action applied" if target is CaseState.APPLIED else "an action failed"
+            self._write_case(db, case.moved_to(target, actor="orgguard", note=note))
+
+    # --- audit ------------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> AuditEntry:
+        with self._tx() as db:
+            return self._append(db, event)
+
+    def _append(self, db: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
+        head = db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        entry = codec.chain_entry(_audit_from(head) if head else None, event)
+        db.execute(
+            "INSERT INTO audit (seq, at, kind, subject, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.seq,
+                codec.ts(event.at),
+                event.kind,
+                event.subject,
+                event.actor,
+                codec.dumps(event.data),
+                entry.prev_hash,
+                entry.hash,
+            ),
+        )
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)", (f"{entry.seq}:{entry.hash}",))
+        return entry
+
+    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]:
+        rows = self._read("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [_audit_from(r) for r in rows]
+
+    def verify_audit(self) -> AuditReport:
+        entries = [_audit_from(r) for r in self._read("SELECT * FROM audit ORDER BY seq")]
+        ok, bad, reason = codec.verify_chain(entries)
+        if ok:
+            head = self._read("SELECT value FROM meta WHERE key = 'audit_head'")
+            expected = head[0]["value"] if head else None
+            actual = f"{entries[-1].seq}:{entries[-1].hash}" if entries else None
+            if expected != actual:
+                ok, bad, reason = False, len(entries) + 1, "the newest entries were removed"
+        return AuditReport(ok, len(entries), bad, reason)
+
+    # --- policy versions ------------------------------------------------------------
+
+    def policy(self) -> PolicyVersion | None:
+        rows = self._read("SELECT * FROM policies ORDER BY version DESC LIMIT 1")
+        return (
+            PolicyVersion(rows[0]["version"], rows[0]["text"], rows[0]["actor"], codec.must_ts(rows[0]["at"]))
+            if rows
+            else None
+        )
+
+    def save_policy(self, text: str, actor: str) -> PolicyVersion:
+        with self._tx() as db:
+            row = db.execute("SELECT MAX(version) AS v FROM policies").fetchone()
+            version = int(row["v"] or 0) + 1
+            saved = PolicyVersion(version, text, actor, utcnow())
+            db.execute(
+                "INSERT INTO policies (version, text, actor, at) VALUES (?, ?, ?, ?)",
+                (version, text, actor, codec.ts(saved.at)),
+            )
+            self._append(db, AuditEvent("policy.saved", f"policy:{version}", actor, {"version": version}))
+            return saved
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _event_from(row: sqlite3.Row) -> EventOutcome:
+    return EventOutcome(row["event_key"], Effect(row["effect"]), row["case_id"], codec.must_ts(row["at"]))
+
+
+def _audit_from(row: sqlite3.Row) -> AuditEntry:
+    event = AuditEvent(row["kind"], row["subject"], row["actor"], json.loads(row["data"]), codec.must_ts(row["at"]))
+    return AuditEntry(int(row["seq"]), event, row["prev_hash"], row["hash"])
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "seq":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise DomainError("the cursor is not one this API gave out", field="cursor") from None

@@ -1,0 +1,48 @@
+"""The one settings loader: environment variables, same names as Azure app settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.model import DomainError
+
+GateOnError = Literal["block", "allow"]
+AuthMode = Literal["token", "easyauth"]
+
+
+class SettingsError(DomainError):
+    title = "Invalid settings"
+
+
+@dataclass(frozen=True)
+class Settings:
+    ledger: str = "sqlite:///.orgguard/ledger.db"
+    orgs: str = "orgs.yaml"
+    policy: str = "policy.yaml"
+    admin_token: str | None = None
+    gate_on_error: GateOnError = "block"
+    auth: AuthMode = "token"
+    sweep_schedule: str = "0 0 */6 * * *"
+    max_body: int = 256 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        on_error = e.get("ORGGUARD_GATE_ON_ERROR", "block").strip().lower()
+        if on_error not in ("block", "allow"):
+            raise SettingsError("ORGGUARD_GATE_ON_ERROR must be 'block' or 'allow'", field="ORGGUARD_GATE_ON_ERROR")
+        auth = e.get("ORGGUARD_AUTH", "token").strip().lower()
+        if auth not in ("token", "easyauth"):
+            raise SettingsError("ORGGUARD_AUTH must be 'token' or 'easyauth'", field="ORGGUARD_AUTH")
+        return cls(
+            ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
+            orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
+            policy=e.get("ORGGUARD_POLICY") or cls.policy,
+            admin_token=e.get("ORGGUARD_ADMIN_TOKEN") or None,
+            gate_on_error=on_error,  # type: ignore[arg-type]
+            auth=auth,  # type: ignore[arg-type]
+            sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
+        )

@@ -1,0 +1,116 @@
+"""Builders shared by the suites: the sandbox's three orgs, policies, fixtures, containers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shared import bootstrap
+from shared.ledger.sqlite import SqliteLedger
+from shared.model import Claim, ClaimKind, MailboxKey, Origin
+from shared.orgs import OrgRegistry, parse_orgs
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+ORG_IDS = {
+    "contoso-na": "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01",
+    "contoso-jp": "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12",
+    "contoso-eu": "c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34",
+}
+KEYS = {name: f"key-{name}-0123456789" for name in ORG_IDS}
+ADMIN_TOKEN = "test-admin-token-abcdef"
+AIKO = MailboxKey("aiko.tanaka@contoso.com")
+AIKO_JP_MAILBOX = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
+
+BLOCKING_POLICY = """
+version: 1
+mode: enforce
+default: block
+rules: []
+"""
+
+OVERRIDING_POLICY = """
+version: 1
+mode: enforce
+default: override
+rules: []
+"""
+
+HOLDING_POLICY = """
+version: 1
+mode: enforce
+default: hold
+rules: []
+approval:
+  approvers: [group:OrgGuard Approvers]
+  expires_after: P3D
+  on_expiry: block
+"""
+
+
+def registry(base_url: str = "http://127.0.0.1:7072") -> OrgRegistry:
+    return parse_orgs(
+        {
+            "orgs": [
+                {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": KEYS[n]} for n, i in ORG_IDS.items()
+            ]
+        },
+        env={},
+    )
+
+
+def fixture(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return doc
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def container(tmp_path: Path, policy: str = BLOCKING_POLICY, **kwargs: Any) -> bootstrap.Container:
+    settings = Settings(
+        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+        orgs="unused",
+        policy=str(tmp_path / "none"),
+        admin_token=ADMIN_TOKEN,
+        **kwargs,
+    )
+    c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry())
+    c.service.save_policy(policy, actor="test")
+    return c
+
+
+def claim(
+    org: str,
+    *,
+    key: MailboxKey = AIKO,
+    origin: Origin = Origin.GATE,
+    op: str = "op-1",
+    mailbox_id: str | None = None,
+    kind: ClaimKind = ClaimKind.TEST_ENABLE,
+    user_id: str | None = None,
+) -> Claim:
+    return Claim(
+        key=key,
+        org=org,
+        mailbox_id=mailbox_id or f"mbx-{org}",
+        kind=kind,
+        origin=origin,
+        source_ids={"org": ORG_IDS[org], "operation": op},
+        user_id=user_id,
+    )
+
+
+def ledger_snapshot(c: bootstrap.Container) -> tuple[int, int, int]:
+    """What a bad input must not change: audit entries, cases, and Aiko's mailbox version."""
+    from shared.model import CaseQuery
+
+    return (
+        c.ledger.verify_audit().entries,
+        len(c.ledger.cases(CaseQuery(limit=500)).items),
+        c.ledger.mailbox(AIKO).version,
+    )
