@@ -7,15 +7,14 @@ recorded for it.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 
 import azure.functions as func
 
 from shared import bootstrap
-from shared.claims import SERVICEBUS_PROPERTY_PREFIX, unwrap_event
-from shared.intake import check_size
-from shared.model import InvalidPayload, Origin
+from shared.claims import servicebus_size_exceeded, unwrap_event
+from shared.model import Origin
 from shared.service import Outcome
 
 log = logging.getLogger("orgguard.bus")
@@ -24,49 +23,38 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 QUEUE = "%ORGGUARD_QUEUE%"
 
 
-def _json(body: bytes, what: str) -> object:
-    check_size(body)
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"the {what} body is not JSON: {exc}", field="body") from None
-
-
 def handle_servicebus(msg: func.ServiceBusMessage) -> Outcome:
-    props = msg.application_properties or {}
-    trimmed = (
-        str(
-            props.get("MessageMaxSizeExceeded", props.get(SERVICEBUS_PROPERTY_PREFIX + "MessageMaxSizeExceeded", ""))
-        ).lower()
-        == "true"
-    )
-    doc = _json(msg.get_body(), "Service Bus message")
+    trimmed = servicebus_size_exceeded(msg.application_properties or {})
     outcome = bootstrap.container().intake.receive_trusted(
-        doc, origin=Origin.SERVICEBUS, message_id=msg.message_id, size_exceeded=trimmed
+        msg.get_body(), origin=Origin.SERVICEBUS, message_id=msg.message_id, size_exceeded=trimmed
     )
     log.info("servicebus message %s: %s (duplicate=%s)", msg.message_id, outcome.effect.value, outcome.duplicate)
     return outcome
 
 
 def handle_eventgrid(event: func.EventGridEvent | func.CloudEvent) -> Outcome:
-    data, event_id = event.get_json(), event.id  # both schemas carry the context in data
-    if isinstance(data, (bytes, str)):
-        data = _json(data.encode() if isinstance(data, str) else data, "Event Grid data")
-    context, inner_id = unwrap_event({"specversion": "1.0", "id": event_id, "data": data})
+    # Both schemas carry the context in ``data``; the event type string is not relied on.
+    context, inner_id = unwrap_event({"specversion": "1.0", "id": event.id, "data": event.get_json()})
     outcome = bootstrap.container().intake.receive_trusted(
-        context, origin=Origin.EVENTGRID, message_id=inner_id or event_id
+        context, origin=Origin.EVENTGRID, message_id=inner_id or event.id
     )
-    log.info("event grid event %s: %s (duplicate=%s)", event_id, outcome.effect.value, outcome.duplicate)
+    log.info("event grid event %s: %s (duplicate=%s)", event.id, outcome.effect.value, outcome.duplicate)
     return outcome
+
+
+def act_on(outcome: Outcome) -> None:
+    """After the fact, repair at once rather than wait for the next timer."""
+    if outcome.case_id and outcome.decision.acts and not outcome.duplicate:
+        asyncio.run(bootstrap.container().run_actions())
 
 
 @bp.function_name("servicebus_events")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name=QUEUE, connection="ServiceBusConnection")
 def servicebus_events(msg: func.ServiceBusMessage) -> None:
-    handle_servicebus(msg)
+    act_on(handle_servicebus(msg))
 
 
 @bp.function_name("eventgrid_events")
 @bp.event_grid_trigger(arg_name="event")
 def eventgrid_events(event: func.EventGridEvent) -> None:
-    handle_eventgrid(event)
+    act_on(handle_eventgrid(event))

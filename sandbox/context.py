@@ -66,7 +66,7 @@ def entity(logical_name: str, record_id: str, attributes: list[tuple[str, object
 
 def image(org: OrgState, spec: TableSpec, values: dict[str, object], columns: list[str] | None) -> dict[str, Any]:
     """An entity image: the primary key first, then the step image's attributes (all when none); nulls left out."""
-    wanted = list(spec.columns) if not columns else columns
+    wanted = columns or list(spec.columns)
     ordered = [spec.primary_key, *(column for column in wanted if column != spec.primary_key)]
     attributes = [
         (attribute_name(column), encode(org, spec, column, values[column]))

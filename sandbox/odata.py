@@ -109,7 +109,7 @@ class _Parser:
         return token
 
     def expect(self, value: str) -> None:
-        kind, text = self.take()
+        _, text = self.take()
         if text != value:
             raise self.error(f"expected '{value}' but found '{text}'")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sandbox import context as ctx
@@ -193,9 +194,7 @@ class Pipeline:
                 pre=[(alias, ctx.image(org, MAILBOX, before, columns)) for alias, columns in step.pre],
                 post=[(alias, ctx.image(org, MAILBOX, after, columns)) for alias, columns in step.post],
             )
-            unit.after_commit.append(
-                lambda step=step, context=context: self.poster.post_later(org, step.row, step.endpoint, context)
-            )
+            unit.after_commit.append(partial(self.poster.post_later, org, step.row, step.endpoint, context))
 
     def test_and_enable(self, org: OrgState, row: Mailbox, unit: UnitOfWork) -> None:
         """Exchange's answer to Test & Enable under the org's `semantics` (see FACTS.md)."""

@@ -33,3 +33,15 @@ def spend(state: SandboxState, org: OrgState, user_id: str, now: float | None = 
         )
     org.windows[user_id] = (started, used + 1)
     return {REMAINING: str(int(budget) - used - 1), TIME_REMAINING: "1200000.00"}
+
+
+def check(state: SandboxState, org: OrgState, user_id: str, now: float | None = None) -> None:
+    """Refuse a `$batch` outright when its caller has nothing left; its inner requests spend one by one."""
+    budget = state.setting(org, "budget")
+    if budget is None:
+        return
+    window = float(state.setting(org, "window_s"))
+    now = time.monotonic() if now is None else now
+    started, used = org.windows.get(user_id, (now, 0))
+    if now - started < window and used >= int(budget):
+        spend(state, org, user_id, now)  # raises the 429 with its Retry-After

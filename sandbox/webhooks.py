@@ -81,10 +81,7 @@ class Poster:
         return self._client
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cancel_pending()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -107,6 +104,16 @@ class Poster:
         task = asyncio.get_running_loop().create_task(self._post_async(org, step, endpoint, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def cancel_pending(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait for background deliveries (tests and benchmarks call this through /_sandbox/events?wait)."""

@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import orgclients
+from shared.executor import Executor
 from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
 from shared.orgs import OrgRegistry, load_orgs
@@ -30,6 +32,18 @@ class Container:
     service: OrgGuard
     intake: Intake
 
+    def executor(self, pool: orgclients.ClientPool) -> Executor:
+        """The outbox worker, writing through ``pool`` (one per event loop)."""
+        return Executor(self.ledger, self.orgs, pool, clock=self.service.clock)
+
+    async def run_actions(self) -> None:
+        """Carry out every due action once, with clients for this event loop only."""
+        pool = orgclients.ClientPool()
+        try:
+            await self.executor(pool).run_once()
+        finally:
+            await pool.aclose()
+
     def close(self) -> None:
         self.ledger.close()
 
@@ -40,7 +54,7 @@ def build(
     ledger: Ledger | None = None,
     orgs: OrgRegistry | None = None,
     users: UserDirectory | None = None,
-    read_back: MailboxReader | None = None,
+    read_back: MailboxReader | None = orgclients.read_back,
 ) -> Container:
     settings = settings or Settings.from_env()
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)

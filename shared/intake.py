@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.claims import MAX_BODY, Context, MailboxRow, loads_context, parse_context, to_claim
+from shared.claims import MAX_BODY, Context, MailboxRow, PayloadTooLarge, loads_context, parse_context, to_claim
 from shared.ledger.port import LedgerError
 from shared.model import Decision, DomainError, Effect, InvalidPayload, Org, Origin
 from shared.orgs import OrgRegistry
@@ -18,11 +18,6 @@ from shared.service import OrgGuard, Outcome
 
 MailboxReader = Callable[[Org, str], MailboxRow | None]
 """Reads a mailbox row back from its org (for trimmed payloads); None when it is gone."""
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    title = "Payload too large"
 
 
 class MissingKey(DomainError):
@@ -63,10 +58,13 @@ class Intake:
         return self.decide(ctx, org, origin)
 
     def receive_trusted(
-        self, doc: object, *, origin: Origin, message_id: str | None = None, size_exceeded: bool = False
+        self, payload: object, *, origin: Origin, message_id: str | None = None, size_exceeded: bool = False
     ) -> Outcome:
-        """A payload from a channel Azure authenticates (Service Bus, Event Grid)."""
-        ctx = parse_context(doc, size_exceeded=size_exceeded)
+        """A payload (raw bytes or parsed JSON) from a channel Azure authenticates (Service Bus, Event Grid)."""
+        if isinstance(payload, (bytes, str)):
+            ctx = loads_context(payload, size_exceeded=size_exceeded)
+        else:
+            ctx = parse_context(payload, size_exceeded=size_exceeded)
         org = self.orgs.by_id(ctx.org_id)
         if org is None:
             raise InvalidPayload(f"organization {ctx.org_id} is not registered", field="OrganizationId")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
@@ -155,14 +155,16 @@ def load_policy(text: str, *, known_orgs: Collection[str] | None = None) -> Poli
 
 
 def _parse(text: str, reader: _Reader) -> object:
-    """JSON when it is JSON (exact line numbers), YAML otherwise; syntax errors carry a line."""
+    """JSON when it parses as JSON (PyYAML reads a few JSON documents differently), YAML otherwise."""
     try:
         return json.loads(text, object_pairs_hook=_json_object(reader))
     except (ValueError, RecursionError):
         reader.errors.clear()  # not JSON after all: read it as YAML, which JSON mostly is
-    loader = _Loader(text)
+    doc: object = None
+    loader = None
     try:
-        return loader.get_single_data()
+        loader = _Loader(text)
+        doc = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -172,9 +174,10 @@ def _parse(text: str, reader: _Reader) -> object:
     except (ValueError, TypeError, RecursionError) as exc:
         reader.error("", f"the policy could not be read as YAML: {exc.__class__.__name__}")
     finally:
-        loader.dispose()
-    reader.errors.extend(loader.duplicates)
-    return None
+        if loader is not None:
+            loader.dispose()
+            reader.errors.extend(loader.duplicates)
+    return doc
 
 
 def _json_object(reader: _Reader) -> Callable[[list[tuple[str, object]]], dict[str, object]]:
@@ -665,7 +668,7 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
         sentence = f"{s.claimant} claimed {s.key}, {why}; rule {UNCONTESTED} allows it{_dry(dry_run)}."
         return _Outcome(
             Decision(Effect.ALLOW, UNCONTESTED, sentence, dry_run),
-            [f"uncontested: {s.claimant} claimed {s.key}, {why}; rules decide competing claims only"],
+            [f"{UNCONTESTED}: {s.claimant} claimed {s.key}, {why}; rules decide competing claims only"],
         )
     trace: list[str] = []
     for n, rule in enumerate(policy.rules, start=1):
@@ -674,49 +677,47 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
         if failed is not None:
             trace.append(f"{head}: no match, {failed.why}")
             continue
-        matched = _apply(policy, rule, s, dry_run or rule.dry_run)
-        if isinstance(matched, str):
-            trace.append(f"{head}: no match, {matched}")
+        applied = _apply(policy, rule, s, dry_run or rule.dry_run)
+        if isinstance(applied, str):
+            trace.append(f"{head}: no match, {applied}")
             continue
-        conditions = "its conditions match" if _conditions(rule.when) else "it has no conditions"
-        trace.append(f"{head}: matches ({conditions}) -> {matched.effect.value}")
+        decision, why = applied
+        trace.append(f"{head}: matches, {why} -> {decision.effect.value}")
         trace.extend(
-            f"rule {m} {later.id}: not checked, an earlier rule matched"
+            f"rule {m} {later.id} ({later.effect}): not checked, an earlier rule matched"
             for m, later in enumerate(policy.rules[n:], start=n + 1)
         )
-        return _Outcome(matched, trace)
-    trace.append(f"no rule matched: default {policy.default.value}")
+        return _Outcome(decision, trace)
+    trace.append(f"no rule matched: the {DEFAULT_RULE} effect {policy.default.value} applies")
     verb = _verb(policy.default, s, "it")
     sentence = f"{_contest(s)}; no rule matched and the {DEFAULT_RULE} rule {verb}{_dry(dry_run)}."
     return _Outcome(Decision(policy.default, DEFAULT_RULE, sentence, dry_run), trace)
 
 
-def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> Decision | str:
-    """The rule's decision, or why prefer-primary falls through to the next rule."""
+def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Decision, str] | str:
+    """A matching rule's decision and why, or why prefer-primary falls through to the next rule."""
+    why = "; ".join(c.why for c in _checks(rule.when, s)) or "it has no conditions"
     if rule.effect != "prefer-primary":
         effect = Effect(rule.effect)
         scope = _scope(rule.when)
         subject = f"claims {scope}" if scope else "every competing claim"
         sentence = f"{_contest(s)}; rule {rule.id} {_verb(effect, s, subject)}{_dry(dry_run)}."
-        return Decision(effect, rule.id, sentence, dry_run)
+        return Decision(effect, rule.id, sentence, dry_run), why
     found = _designation(policy, s)
     if found is None:
         return f"no primary designation matches {s.key}"
     i, designation = found
-    basis = _scope(designation.when) or "for every mailbox"
+    terms = _terms(designation.when)
+    basis = f"primary[{i}] designates {designation.org} for {terms or 'every mailbox'}"
     if designation.org == s.claimant:
-        sentence = (
-            f"{_contest(s)}; rule {rule.id} lets {s.claimant} take over as the designated primary org "
-            f"({basis}){_dry(dry_run)}."
-        )
-        return Decision(Effect.OVERRIDE, rule.id, sentence, dry_run)
-    if designation.org == s.owner:
-        sentence = (
-            f"{_contest(s)}; rule {rule.id} blocks it because {s.owner} is the designated primary org "
-            f"({basis}){_dry(dry_run)}."
-        )
-        return Decision(Effect.BLOCK, rule.id, sentence, dry_run)
-    return f"primary[{i}] designates {designation.org}, neither the claimant nor the owner"
+        verb = f"lets {s.claimant} take over"
+        decision = Decision(Effect.OVERRIDE, rule.id, f"{_contest(s)}; rule {rule.id} {verb}, as {basis}", dry_run)
+    elif designation.org == s.owner:
+        verb = f"blocks it and the mailbox stays with {s.owner}"
+        decision = Decision(Effect.BLOCK, rule.id, f"{_contest(s)}; rule {rule.id} {verb}, as {basis}", dry_run)
+    else:
+        return f"{basis}, neither the claimant nor the owner"
+    return replace(decision, explanation=f"{decision.explanation}{_dry(dry_run)}."), f"{why}; {basis}"
 
 
 def _contest(s: Situation) -> str:
@@ -740,10 +741,6 @@ def _verb(effect: Effect, s: Situation, subject: str) -> str:
 
 
 # --- conditions --------------------------------------------------------------------------
-
-
-def _conditions(when: When) -> bool:
-    return any(getattr(when, name) is not None for name in When.model_fields)
 
 
 def _failed(when: When, s: Situation) -> _Check | None:
@@ -780,7 +777,9 @@ def _checks(when: When, s: Situation) -> Iterator[_Check]:
 
 def _one_of(name: str, actual: str | None, values: Sequence[str]) -> _Check:
     ok = actual is not None and actual in values
-    return _Check(ok, f"{name} {actual or 'none'} {'is' if ok else 'is not'} {_list(values)}")
+    if len(values) == 1:
+        return _Check(ok, f"{name} {actual or 'none'} {'is' if ok else 'is not'} {values[0]}")
+    return _Check(ok, f"{name} {actual or 'none'} {'is one' if ok else 'is none'} of {_list(values)}")
 
 
 def _glob(name: str, actual: str, patterns: Sequence[str]) -> _Check:
@@ -792,7 +791,7 @@ def _user_attribute(name: str, actual: object, values: Sequence[str]) -> _Check:
     if not isinstance(actual, str) or not actual.strip():
         return _Check(False, f"user.{name} is not known (the directory did not supply it)")
     ok = actual.strip().casefold() in {v.casefold() for v in values}
-    return _Check(ok, f"user.{name} {actual} {'is' if ok else 'is not'} {_list(values)}")
+    return _Check(ok, f"user.{name} {actual} {'matches' if ok else 'does not match'} {_list(values)}")
 
 
 def _member_of(actual: object, groups: Sequence[str]) -> _Check:
@@ -825,6 +824,12 @@ def _utc_date(now: datetime) -> date:
 
 def _list(values: Sequence[str]) -> str:
     return ", ".join(values)
+
+
+def _terms(when: When) -> str:
+    """The conditions as written: "mailbox.domain contoso.co.jp and user.usageLocation JP"."""
+    dumped = when.model_dump(mode="json")
+    return " and ".join(f"{name} {' to '.join(v) if name == 'during' else _list(v)}" for name, v in dumped.items())
 
 
 def _scope(when: When) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,17 @@ def claim(
     return Claim(
         key=key,
         org=org,
-        mailbox_id=mailbox_id or f"mbx-{org}",
+        mailbox_id=mailbox_id or mailbox_guid(org, key),
         kind=kind,
         origin=origin,
         source_ids={"org": ORG_IDS[org], "operation": op},
         user_id=user_id,
     )
+
+
+def mailbox_guid(org: str, key: MailboxKey = AIKO) -> str:
+    """A stable mailbox row id for ``key`` in ``org`` (each org has its own row)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{org}/{key.address}"))
 
 
 def ledger_snapshot(c: bootstrap.Container) -> tuple[int, int, int]:

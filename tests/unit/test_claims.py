@@ -960,7 +960,9 @@ MINIMAL = {
     "PrimaryEntityName": "mailbox",
     "PrimaryEntityId": MAILBOX_ID,
 }
+# Kept small so the unit suite stays fast; a run with thousands of examples found nothing more.
 FAST = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -1005,13 +1007,13 @@ def test_arbitrary_json_only_ever_raises_domain_errors(value: object) -> None:
         unwrap_event(value)
 
 
-@FAST
+@FUZZ
 @given(st.dictionaries(context_keys, json_values, max_size=4))
 def test_arbitrary_context_shaped_objects_only_ever_raise_domain_errors(fields: dict[str, object]) -> None:
     exercise({**MINIMAL, **fields})
 
 
-@FAST
+@FUZZ
 @given(st.data(), st.sampled_from(["gate-test-enable.json", "event-post-test-enable.json"]))
 def test_fixtures_with_any_part_replaced_only_ever_raise_domain_errors(data: st.DataObject, name: str) -> None:
     doc = load(name)

@@ -20,7 +20,7 @@ from shared.model import (
     UnknownOrg,
 )
 from shared.policy import PolicyError
-from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, OVERRIDING_POLICY, claim, container
+from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, OVERRIDING_POLICY, claim, container, mailbox_guid
 
 
 def test_first_claim_is_allowed_and_makes_the_owner(tmp_path):
@@ -59,7 +59,7 @@ def test_competing_claim_blocked_after_the_fact_also_repairs_the_owner(tmp_path)
         (ActionKind.PROMOTE, "contoso-na"),
     }
     promote = next(a for a in case.actions if a.kind is ActionKind.PROMOTE)
-    assert promote.mailbox_id == "mbx-contoso-na"  # the owner's own row, remembered from its claim
+    assert promote.mailbox_id == mailbox_guid("contoso-na")  # the owner's own row, remembered from its claim
 
 
 def test_override_moves_ownership_and_queues_demote_and_promote(tmp_path):

@@ -1,0 +1,211 @@
+"""`/_sandbox/` routes: seed, reset, settings, faults, Exchange, logs. For tests and demos only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.model import mailbox_key
+from sandbox.seed import seed
+from sandbox.state import SEMANTICS, Fault, SandboxState, Settings
+from sandbox.webhooks import Poster
+
+
+class FaultSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: int = Field(ge=400, le=599)
+    count: int = Field(default=1, ge=0)
+    methods: list[str] | None = None
+    match: str | None = None
+    retry_after: int | None = Field(default=None, ge=0)
+
+
+class SettingsUpdate(BaseModel):
+    """Any subset; with `org` the values apply to that org only, otherwise to all."""
+
+    model_config = ConfigDict(extra="forbid")
+    org: str | None = None
+    semantics: Literal["overwrite", "alert", "disable-other"] | None = None
+    gate: bool | None = None
+    events: bool | None = None
+    budget: int | None = Field(default=None, ge=0)
+    window_s: float | None = Field(default=None, gt=0)
+    webhook_timeout_s: float | None = Field(default=None, gt=0, le=60)
+    max_context_bytes: int | None = Field(default=None, ge=1)
+    checkbox_resets: bool | None = None
+    event_retries: int | None = Field(default=None, ge=0, le=10)
+    event_retry_delay_s: float | None = Field(default=None, ge=0)
+    fail: FaultSpec | None = None
+    latency_ms: int | None = Field(default=None, ge=0, le=60_000)
+
+
+class SeedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mailboxes: int = Field(default=60, ge=1, le=200_000)
+    overlap: float = Field(default=0.3, ge=0, le=1)
+    seed: int = 7
+    orgs: int = Field(default=3, ge=1, le=50)
+
+
+class ExchangeUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    org: str | None
+
+
+def settings_view(state: SandboxState) -> dict[str, Any]:
+    return {
+        "global": asdict(state.settings),
+        "orgs": {
+            org.name: {
+                "overrides": dict(org.overrides),
+                "fail": None if org.fault is None else {**asdict(org.fault), "methods": _methods(org.fault)},
+                "latency_ms": org.latency_ms,
+            }
+            for org in state.orgs.values()
+        },
+        "semantics_choices": list(SEMANTICS),
+    }
+
+
+def _methods(fault: Fault) -> list[str] | None:
+    return None if fault.methods is None else sorted(fault.methods)
+
+
+def router(state: SandboxState, poster: Poster) -> APIRouter:
+    routes = APIRouter(prefix="/_sandbox", tags=["sandbox control"])
+
+    @routes.get("/exchange/{address:path}")
+    async def exchange(address: str) -> dict[str, Any]:
+        return {"address": mailbox_key(address), "org": state.exchange.get(mailbox_key(address))}
+
+    @routes.put("/exchange/{address:path}")
+    async def set_exchange(address: str, update: ExchangeUpdate) -> dict[str, Any]:
+        if update.org is not None and update.org not in state.orgs:
+            raise HTTPException(404, f"no org named {update.org}")
+        state.exchange[mailbox_key(address)] = update.org
+        return {"address": mailbox_key(address), "org": update.org}
+
+    @routes.get("/settings")
+    async def get_settings() -> dict[str, Any]:
+        return settings_view(state)
+
+    @routes.put("/settings")
+    async def put_settings(update: SettingsUpdate) -> dict[str, Any]:
+        given = update.model_fields_set - {"org", "fail", "latency_ms"}
+        values = {name: getattr(update, name) for name in given}
+        for name in ("semantics", "gate", "events", "window_s", "webhook_timeout_s", "max_context_bytes"):
+            if name in values and values[name] is None:
+                raise HTTPException(422, f"{name} cannot be null")
+        if update.org is not None:
+            org = state.org(update.org)
+            if org is None:
+                raise HTTPException(404, f"no org named {update.org}")
+            targets = [org]
+            org.overrides.update(values)
+        else:
+            targets = list(state.orgs.values())
+            for name, value in values.items():
+                setattr(state.settings, name, value)
+        for org in targets:
+            if "budget" in values or "window_s" in values:
+                org.windows.clear()
+            if "fail" in update.model_fields_set:
+                fail = update.fail
+                org.fault = (
+                    None
+                    if fail is None or fail.count == 0
+                    else Fault(
+                        fail.status,
+                        fail.count,
+                        None if fail.methods is None else frozenset(m.upper() for m in fail.methods),
+                        fail.match,
+                        fail.retry_after,
+                    )
+                )
+            if update.latency_ms is not None:
+                org.latency_ms = update.latency_ms
+        return settings_view(state)
+
+    @routes.post("/reset")
+    async def reset() -> dict[str, Any]:
+        """Back to the seeded world: same seed, default settings, no registration, empty logs."""
+        await poster.cancel_pending()
+        params = state.seeded_with
+        state.settings = Settings()
+        state.adopt(await asyncio.to_thread(seed, None, params.mailboxes, params.overlap, params.seed, params.orgs))
+        return {"reset": True, **asdict(params)}
+
+    @routes.post("/seed")
+    async def reseed(request: SeedRequest) -> dict[str, Any]:
+        """A new world with these parameters; settings stay, registration and logs go."""
+        await poster.cancel_pending()
+        fresh = await asyncio.to_thread(seed, None, request.mailboxes, request.overlap, request.seed, request.orgs)
+        state.adopt(fresh)
+        return {"seeded": True, **request.model_dump(), "orgs": list(state.orgs)}
+
+    @routes.get("/orgs")
+    async def orgs(request: Request) -> list[dict[str, Any]]:
+        base = str(request.base_url).rstrip("/")
+        held: dict[str | None, int] = {}
+        for holder in state.exchange.values():
+            held[holder] = held.get(holder, 0) + 1
+        return [
+            {
+                "name": org.name,
+                "id": org.id,
+                "url": f"{base}/orgs/{org.name}",
+                "webapi": f"{base}/orgs/{org.name}/api/data/v9.2/",
+                "business_unit_id": org.business_unit_id,
+                "mailboxes": len(org.mailboxes),
+                "systemusers": len(org.systemusers),
+                "tracelogs": len(org.tables["tracelogs"]),
+                "serviceendpoints": len(org.tables["serviceendpoints"]),
+                "steps": len(org.tables["sdkmessageprocessingsteps"]),
+                "exchange_held": held.get(org.name, 0),
+            }
+            for org in state.orgs.values()
+        ]
+
+    @routes.get("/requests")
+    async def requests() -> dict[str, Any]:
+        return {org.name: asdict(org.counters) for org in state.orgs.values()}
+
+    @routes.delete("/requests")
+    async def clear_requests() -> dict[str, Any]:
+        for org in state.orgs.values():
+            org.counters = type(org.counters)()
+        return {org.name: asdict(org.counters) for org in state.orgs.values()}
+
+    @routes.get("/events")
+    async def events(
+        org: str | None = None, stage: int | None = None, mode: int | None = None, wait: float = 0.0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """Posted contexts and their answers; `wait=s` first waits (up to s) for background deliveries."""
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poster.drain(), timeout=wait)
+        found = [
+            event
+            for event in state.events
+            if (org is None or event["org"] == org)
+            and (stage is None or event["stage"] == stage)
+            and (mode is None or event["mode"] == mode)
+        ]
+        return {"events": found[-limit:] if limit > 0 else [], "pending": poster.pending}
+
+    @routes.delete("/events")
+    async def clear_events() -> dict[str, int]:
+        count = len(state.events)
+        state.events.clear()
+        return {"cleared": count}
+
+    @routes.get("/mail")
+    async def mail() -> dict[str, Any]:
+        return {"mail": list(state.mail)}
+
+    return routes

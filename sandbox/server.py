@@ -1,0 +1,67 @@
+"""Running the sandbox: in the foreground (`python -m sandbox`) or in a background thread for tests."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from sandbox.app import create_app
+from sandbox.seed import seed as seed_world
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 7072,
+    mailboxes: int = 60,
+    overlap: float = 0.3,
+    seed: int = 7,
+    orgs: int = 3,
+) -> None:
+    """Serve until interrupted (Ctrl-C stops uvicorn cleanly)."""
+    state = seed_world(mailboxes=mailboxes, overlap=overlap, seed=seed, orgs=orgs)
+    uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def running(port: int = 0, host: str = "127.0.0.1", **seed_kwargs: Any) -> Iterator[str]:
+    """Serve in a background thread on `port` (0: a free one) and yield the base URL, e.g. http://127.0.0.1:53012."""
+    app = create_app(seed_world(**seed_kwargs))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    bound = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="sandbox", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            listener.close()
+            raise RuntimeError("the sandbox did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        listener.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Simulated Dataverse orgs, Exchange, Graph.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7072)
+    parser.add_argument("--mailboxes", type=int, default=60, help="mailbox rows per org")
+    parser.add_argument("--overlap", type=float, default=0.3, help="fraction of each org's mailboxes also in others")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--orgs", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(f"sandbox on http://{args.host}:{args.port} (orgs under /orgs/<name>/api/data/v9.2/, control /_sandbox/)")
+    run(args.host, args.port, args.mailboxes, args.overlap, args.seed, args.orgs)

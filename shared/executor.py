@@ -1,0 +1,219 @@
+"""The outbox worker: carries decided actions out in the orgs through the Web API.
+
+Each pending action is one idempotent PATCH of one mailbox row. Several for one
+org go out as one ``$batch`` (continue-on-error, so one bad row does not stop
+the rest). Every attempt is recorded; an action ends ``applied`` or, after its
+attempts or on a permanent error, ``failed`` with the error, visible in its case
+and retryable. Throttling (429) and transient errors (5xx, timeouts) defer it
+with exponential backoff, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
+from shared.ledger.port import Ledger
+from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.orgclients import find_mailbox
+from shared.orgs import OrgRegistry
+
+log = logging.getLogger("orgguard.executor")
+
+NONE, SERVER_SIDE_SYNC = 2, 1
+
+WRITES: Mapping[ActionKind, Mapping[str, Any]] = {
+    # ACT method None and the check box off: this org stops claiming the mailbox.
+    ActionKind.DEMOTE: {"actdeliverymethod": NONE, "orgmarkedasprimaryforexchangesync": False},
+    # The check box on, server-side sync, and Test & Enable scheduled: Exchange follows this org.
+    ActionKind.PROMOTE: {
+        "orgmarkedasprimaryforexchangesync": True,
+        "actdeliverymethod": SERVER_SIDE_SYNC,
+        "testemailconfigurationscheduled": True,
+    },
+}
+PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
+
+
+@dataclass
+class ExecutionReport:
+    applied: int = 0
+    failed: int = 0
+    deferred: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: ExecutionReport) -> None:
+        self.applied += other.applied
+        self.failed += other.failed
+        self.deferred += other.deferred
+        self.requests += other.requests
+        self.errors += other.errors
+
+
+@dataclass
+class Executor:
+    ledger: Ledger
+    orgs: OrgRegistry
+    client_for: Callable[[Org], DataverseClient]
+    max_attempts: int = 8
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+    clock: Callable[[], datetime] = utcnow
+    _known_users: set[str] = field(default_factory=set)
+
+    async def learn_own_users(self) -> None:
+        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard."""
+        for org in list(self.orgs):
+            if org.name in self._known_users:
+                continue
+            try:
+                me = await self.client_for(org).who_am_i()
+            except (DataverseError, OSError) as exc:
+                log.warning("WhoAmI failed in %s: %s", org.name, exc)
+                continue
+            self.orgs.with_app_user(org.name, me.user_id)
+            self._known_users.add(org.name)
+
+    async def run_once(self, limit: int = 1000) -> ExecutionReport:
+        """Carry out every action that is due now; return what happened."""
+        await self.learn_own_users()
+        actions = await asyncio.to_thread(self.ledger.pending_actions, limit, now=self.clock())
+        by_org: dict[str, list[Action]] = defaultdict(list)
+        for action in actions:
+            by_org[action.org].append(action)
+        report = ExecutionReport()
+        results = await asyncio.gather(*(self._run_org(org, acts) for org, acts in by_org.items()))
+        for r in results:
+            report.add(r)
+        return report
+
+    async def drain(self, *, rounds: int = 50, pause: float = 0.2) -> ExecutionReport:
+        """Run until nothing is due (or ``rounds`` runs), for the CLI, tests and benchmarks."""
+        total = ExecutionReport()
+        for _ in range(rounds):
+            report = await self.run_once()
+            total.add(report)
+            if not await asyncio.to_thread(self.ledger.pending_actions, 1):
+                break
+            if report.applied + report.failed == 0:
+                await asyncio.sleep(pause)
+        return total
+
+    async def _run_org(self, org_name: str, actions: list[Action]) -> ExecutionReport:
+        report = ExecutionReport()
+        try:
+            org = self.orgs.get(org_name)
+        except DataverseError:  # pragma: no cover - registry raises UnknownOrg, handled below
+            raise
+        except Exception as exc:
+            for a in actions:
+                await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
+            return report
+        client = self.client_for(org)
+        before = client.requests_sent
+        ready: list[tuple[Action, str]] = []
+        for action in actions:
+            if action.kind not in WRITES:
+                await self._record(action, ActionStatus.APPLIED, None, report)  # notify: recorded only for now
+                continue
+            mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
+            if mailbox_id:
+                ready.append((action, mailbox_id))
+        if len(ready) == 1:
+            await self._patch_one(client, *ready[0], report)
+        elif ready:
+            await self._patch_batch(client, ready, report)
+        report.requests += client.requests_sent - before
+        return report
+
+    async def _resolve(self, client: DataverseClient, action: Action, report: ExecutionReport) -> str | None:
+        """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
+        case = await asyncio.to_thread(self.ledger.case, action.case_id)
+        if case is None:
+            await self._fail(action, "its case is gone", report)
+            return None
+        try:
+            row = await find_mailbox(client, case.key)
+        except DataverseError as exc:
+            await self._defer_or_fail(action, exc, report)
+            return None
+        if row is None:
+            await self._fail(action, f"no active mailbox for {case.key.redacted} in {action.org}", report)
+            return None
+        return str(row["mailboxid"])
+
+    async def _patch_one(
+        self, client: DataverseClient, action: Action, mailbox_id: str, report: ExecutionReport
+    ) -> None:
+        try:
+            await client.patch("mailboxes", mailbox_id, WRITES[action.kind])
+        except DataverseError as exc:
+            await self._defer_or_fail(action, exc, report)
+        except (OSError, asyncio.TimeoutError) as exc:
+            await self._defer_or_fail(action, DataverseError(str(exc)), report)
+        except ValueError as exc:  # the client refused the request itself (a malformed id)
+            await self._fail(action, str(exc), report)
+        else:
+            await self._record(action, ActionStatus.APPLIED, None, report)
+
+    async def _patch_batch(
+        self, client: DataverseClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport
+    ) -> None:
+        ops = [BatchOperation("PATCH", f"mailboxes({mailbox_id})", dict(WRITES[a.kind])) for a, mailbox_id in ready]
+        try:
+            results = await client.batch(ops, atomic=False, continue_on_error=True)
+        except DataverseError as exc:
+            for action, _ in ready:
+                await self._defer_or_fail(action, exc, report)
+            return
+        except (OSError, asyncio.TimeoutError) as exc:
+            for action, _ in ready:
+                await self._defer_or_fail(action, DataverseError(str(exc)), report)
+            return
+        except ValueError as exc:
+            for action, _ in ready:
+                await self._fail(action, str(exc), report)
+            return
+        for (action, _), result in zip(ready, results, strict=True):
+            if result.ok:
+                await self._record(action, ActionStatus.APPLIED, None, report)
+            else:
+                error = result.error or DataverseError("not processed", status=result.status)
+                await self._defer_or_fail(action, error, report)
+
+    async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
+        attempts = action.attempts + 1
+        if exc.status in PERMANENT or attempts >= self.max_attempts:
+            await self._fail(action, _describe(exc), report)
+            return
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        if isinstance(exc, Throttled) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        await asyncio.to_thread(
+            self.ledger.record_attempt, action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at
+        )
+        report.deferred += 1
+
+    async def _fail(self, action: Action, error: str, report: ExecutionReport) -> None:
+        await self._record(action, ActionStatus.FAILED, error, report)
+        report.errors.append(f"{action.kind.value} in {action.org}: {error}")
+        log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, error)
+
+    async def _record(self, action: Action, status: ActionStatus, error: str | None, report: ExecutionReport) -> None:
+        await asyncio.to_thread(self.ledger.record_attempt, action.id, status, error)
+        if status is ActionStatus.APPLIED:
+            report.applied += 1
+        elif status is ActionStatus.FAILED:
+            report.failed += 1
+
+
+def _describe(exc: DataverseError) -> str:
+    return f"{exc.status or 'no answer'}: {exc}"

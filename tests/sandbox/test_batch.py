@@ -1,0 +1,144 @@
+"""`$batch` as the Web API takes it: multipart/mixed, atomic change sets, continue-on-error, 1000 max."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.sandbox.conftest import AIKO_JP, api
+
+pytestmark = pytest.mark.sandbox
+ROOT = api("contoso-jp")
+
+
+def request(method: str, url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> str:
+    lines = [f"{method} {url} HTTP/1.1", "Content-Type: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return "\r\n".join(lines) + "\r\n\r\n" + (json.dumps(body) if body is not None else "")
+
+
+def part(text: str, content_id: str | None = None) -> str:
+    head = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
+    if content_id:
+        head.append(f"Content-ID: {content_id}")
+    return "\r\n".join(head) + "\r\n\r\n" + text
+
+
+def batch(items: list[str | list[str]]) -> tuple[str, bytes]:
+    chunks = []
+    for index, item in enumerate(items):
+        if isinstance(item, list):
+            inner = f"changeset_{index}"
+            body = "".join(f"--{inner}\r\n{part(text, str(n + 1))}\r\n" for n, text in enumerate(item))
+            chunks.append(f"--batch_x\r\nContent-Type: multipart/mixed; boundary={inner}\r\n\r\n{body}--{inner}--\r\n")
+        else:
+            chunks.append(f"--batch_x\r\n{part(item)}\r\n")
+    return "multipart/mixed; boundary=batch_x", ("".join(chunks) + "--batch_x--\r\n").encode()
+
+
+def statuses(answer: httpx.Response) -> list[int]:
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
+    return [int(code) for code in re.findall(r"^HTTP/1\.1 (\d{3})", answer.text, flags=re.MULTILINE)]
+
+
+def send(client: httpx.Client, items: list[str | list[str]], prefer: str | None = None) -> httpx.Response:
+    content_type, body = batch(items)
+    headers = {"Content-Type": content_type}
+    if prefer:
+        headers["Prefer"] = prefer
+    return client.post(ROOT + "$batch", content=body, headers=headers)
+
+
+def two_rows(client: httpx.Client) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = client.get(
+        ROOT + "mailboxes", params={"$filter": "actdeliverymethod eq 1 and statecode eq 0", "$top": "2"}
+    ).json()["value"]
+    return rows
+
+
+def test_a_change_set_applies_all_of_its_requests(admin: httpx.Client) -> None:
+    first, second = two_rows(admin)
+    answer = send(
+        admin,
+        [
+            [
+                request("PATCH", f"{ROOT}mailboxes({first['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
+                request("PATCH", f"mailboxes({second['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
+            ],
+            request("GET", f"{ROOT}mailboxes({first['mailboxid']})?$select=actdeliverymethod"),
+        ],
+    )
+    assert statuses(answer) == [204, 204, 200]
+    assert "changesetresponse_" in answer.text
+    assert '"actdeliverymethod": 2' in answer.text
+    for row in (first, second):
+        assert admin.get(ROOT + f"mailboxes({row['mailboxid']})").json()["actdeliverymethod"] == 2
+
+
+def test_a_failing_change_set_applies_nothing(admin: httpx.Client) -> None:
+    first, second = two_rows(admin)
+    answer = send(
+        admin,
+        [
+            [
+                request("PATCH", f"mailboxes({first['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
+                request("PATCH", f"mailboxes({second['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": 'W/"1"'}),
+            ]
+        ],
+    )
+    assert statuses(answer) == [412]
+    assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json() == admin.get(
+        ROOT + f"mailboxes({first['mailboxid']})"
+    ).json()
+    assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["actdeliverymethod"] == 1
+    assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["@odata.etag"] == first["@odata.etag"]
+
+
+def test_without_continue_on_error_the_batch_stops_at_the_first_failure(admin: httpx.Client) -> None:
+    missing = "mailboxes(00000000-0000-4000-8000-000000000000)"
+    items: list[str | list[str]] = [request("GET", "WhoAmI"), request("GET", missing), request("GET", "WhoAmI")]
+    assert statuses(send(admin, items)) == [200, 404]
+    answer = send(admin, items, prefer="odata.continue-on-error")
+    assert statuses(answer) == [200, 404, 200]
+    assert answer.headers["Preference-Applied"] == "odata.continue-on-error"
+
+
+def test_continue_on_error_goes_on_after_a_failed_change_set(admin: httpx.Client) -> None:
+    (row, _) = two_rows(admin)
+    items: list[str | list[str]] = [
+        [request("PATCH", f"mailboxes({row['mailboxid']})", {"nosuchcolumn": 1}, {"If-Match": "*"})],
+        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 0}, {"If-Match": "*"}),
+    ]
+    assert statuses(send(admin, items, prefer="odata.continue-on-error")) == [400, 204]
+    assert admin.get(ROOT + f"mailboxes({row['mailboxid']})").json()["actdeliverymethod"] == 0
+
+
+def test_more_than_1000_requests_is_a_400(admin: httpx.Client) -> None:
+    items: list[str | list[str]] = [request("GET", "WhoAmI")] * 1001
+    answer = send(admin, items)
+    assert answer.status_code == 400
+    assert "1000" in answer.json()["error"]["message"]
+
+
+def test_each_inner_request_spends_the_budget(admin: httpx.Client, control: httpx.Client) -> None:
+    control.put("/_sandbox/settings", json={"budget": 3})
+    answer = send(admin, [request("GET", "WhoAmI")] * 5, prefer="odata.continue-on-error")
+    assert statuses(answer) == [200, 200, 200, 429, 429]
+    assert "Retry-After:" in answer.text
+    refused = send(admin, [request("GET", "WhoAmI")])
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    counters = control.get("/_sandbox/requests").json()["contoso-jp"]
+    assert counters["batches"] == 2
+    assert counters["batch_inner"] == 5
+
+
+def test_a_batch_part_that_is_not_http_is_refused(admin: httpx.Client) -> None:
+    body = b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n"
+    answer = admin.post(ROOT + "$batch", content=body, headers={"Content-Type": "multipart/mixed; boundary=b"})
+    assert answer.status_code == 400
+    assert admin.get(ROOT + f"mailboxes({AIKO_JP})").status_code == 200
