@@ -8,8 +8,7 @@ from fastapi import Request
 
 from shared import bootstrap
 from shared.auth import Principal, Role, authenticate
-from shared.claims import MAX_BODY
-from shared.intake import PayloadTooLarge
+from shared.claims import MAX_BODY, PayloadTooLarge
 
 
 def container() -> bootstrap.Container:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from functions import admin_routes, dataverse_routes, problems
 from functions.dashboard import DASHBOARD_HTML
 
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-def create_api() -> FastAPI:
+
+def create_api(lifespan: Lifespan | None = None) -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="OrgGuard",
         version="0.1.0",
         summary="Guards which Dynamics 365 org syncs each Exchange mailbox",

@@ -107,29 +107,55 @@ def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[st
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for OrgGuard's API.")] = 7071,
+    sandbox: Annotated[bool, typer.Option("--sandbox/--no-sandbox", help="Also run the simulated orgs.")] = False,
+    sandbox_port: Annotated[int, typer.Option(help="Port of the simulated orgs.")] = 7072,
     ledger: Annotated[str | None, typer.Option(help="Ledger URL (sqlite:///... or tables:...).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy file the ledger starts from.")] = None,
     orgs: Annotated[Path | None, typer.Option(help="Registered orgs file.")] = None,
-    sandbox_port: Annotated[int, typer.Option(help="Port of the simulated orgs.")] = 7072,
 ) -> None:
-    """Run the local host: admin API, gate, event intake and dashboard on one port."""
+    """Run the local host: admin API, gate, event intake and dashboard on one port.
+
+    With --sandbox it also runs three simulated orgs and registers OrgGuard's gate
+    and event endpoints in each, the way `orgguard register` does for real orgs.
+    """
+    import asyncio
+    from contextlib import ExitStack
+
     import uvicorn
 
-    from functions.http_api import create_api
+    from functions.local_host import create_local_app, register_all
     from shared import bootstrap
     from shared.settings import Settings
 
-    if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
-        os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))
-    for name, value in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
-        if value is not None:
-            os.environ[name] = str(value)
-    try:
-        container = bootstrap.build(Settings.from_env())
-    except (DomainError, PolicyError) as exc:
-        raise fail(exc.detail) from None
-    bootstrap.install(container)
-    base = f"http://{host}:{port}"
+    with ExitStack() as stack:
+        if sandbox:
+            from sandbox.server import running
+
+            sandbox_url = stack.enter_context(running(port=sandbox_port))
+            out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/")
+        if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
+            os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))
+        for name, value in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
+            if value is not None:
+                os.environ[name] = str(value)
+        try:
+            container = bootstrap.build(Settings.from_env())
+        except DomainError as exc:
+            raise fail(exc.detail) from None
+        stack.callback(container.close)
+        bootstrap.install(container)
+        base = f"http://{host}:{port}"
+        if sandbox:
+            for result in asyncio.run(register_all(container, container.orgs.names, base)):
+                out.print(
+                    f"  registered in {result.org}: {len(result.created)} created, "
+                    f"{len(result.updated)} updated, {len(result.unchanged)} unchanged"
+                )
+        _banner(container, base)
+        uvicorn.run(create_local_app(container), host=host, port=port, log_level="warning")
+
+
+def _banner(container: Any, base: str) -> None:
     out.print(f"[bold]OrgGuard[/bold] on {base}  (dashboard {base}/ · API docs {base}/api/docs)")
     out.print(f"  gate    POST {base}/api/dataverse/gate   (header x-orgguard-key)")
     out.print(f"  ledger  {container.settings.ledger}")
@@ -138,10 +164,48 @@ def serve(
         out.print(f"  admin token  {container.settings.admin_token}")
         out.print(f"  try: curl -H 'Authorization: Bearer {container.settings.admin_token}' {base}/api/cases")
     out.print("Ctrl-C stops it.")
+
+
+@app.command("sandbox")
+def sandbox_cmd(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7072,
+    mailboxes: Annotated[int, typer.Option(min=1, help="Mailbox rows per org.")] = 60,
+    overlap: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of mailboxes also in other orgs.")] = 0.3,
+    orgs: Annotated[int, typer.Option(min=1, max=50, help="How many simulated orgs.")] = 3,
+) -> None:
+    """Run the simulated orgs alone (Dataverse Web API, Exchange, Graph) until Ctrl-C."""
+    from sandbox.server import run
+
+    out.print(f"sandbox on http://127.0.0.1:{port}/orgs/<name>/api/data/v9.2/  (control: /_sandbox/)")
+    run(port=port, mailboxes=mailboxes, overlap=overlap, orgs=orgs)
+
+
+@app.command()
+def register(
+    org: Annotated[list[str], typer.Option("--org", help="Org name from the orgs file (repeat for several).")],
+    url: Annotated[str, typer.Option(help="OrgGuard's public base URL, e.g. https://orgguard.azurewebsites.net")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or update (idempotently) OrgGuard's service endpoints, steps and images in each org."""
+    import asyncio
+
+    from functions.local_host import register_all
+    from shared.dataverse import DataverseError
+
+    if not url.startswith(("https://", "http://127.", "http://localhost")):
+        raise fail("--url must be https (plain http only on loopback)", 2)
+    container = _container()
     try:
-        uvicorn.run(create_api(), host=host, port=port, log_level="warning")
-    finally:
-        container.close()
+        results = asyncio.run(register_all(container, org, url.rstrip("/")))
+    except (DomainError, DataverseError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        _print_json(
+            [{"org": r.org, "created": r.created, "updated": r.updated, "unchanged": r.unchanged} for r in results]
+        )
+        return
+    for r in results:
+        out.print(f"{r.org}: {len(r.created)} created, {len(r.updated)} updated, {len(r.unchanged)} unchanged")
 
 
 # --- cases -----------------------------------------------------------------------------

@@ -156,7 +156,7 @@ class Executor:
             await client.patch("mailboxes", mailbox_id, WRITES[action.kind])
         except DataverseError as exc:
             await self._defer_or_fail(action, exc, report)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             await self._defer_or_fail(action, DataverseError(str(exc)), report)
         except ValueError as exc:  # the client refused the request itself (a malformed id)
             await self._fail(action, str(exc), report)
@@ -173,7 +173,7 @@ class Executor:
             for action, _ in ready:
                 await self._defer_or_fail(action, exc, report)
             return
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             for action, _ in ready:
                 await self._defer_or_fail(action, DataverseError(str(exc)), report)
             return

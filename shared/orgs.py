@@ -57,6 +57,11 @@ class OrgRegistry:
         entry = self._by_id.get(org_id.lower())
         return entry.org if entry else None
 
+    def key_for(self, name: str) -> str:
+        """The webhook key OrgGuard registers in ``name`` (never logged)."""
+        self.get(name)
+        return self._by_name[name].key
+
     def org_for_key(self, key: str) -> Org | None:
         """The org whose webhook key this is; every key is compared in constant time."""
         found: Org | None = None

@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
 
 import idna
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from shared.model import ClaimKind, Decision, DomainError, Effect, MailboxKey, Origin
 
@@ -149,9 +149,13 @@ def load_policy(text: str, *, known_orgs: Collection[str] | None = None) -> Poli
         reader.error("", f"the policy must be a mapping with version, mode, default and rules, not {_kind(doc)}")
         raise reader.failure()
     normalized = reader.policy(doc)
-    if reader.errors:
-        raise reader.failure()
-    return Policy.model_validate(normalized)
+    if not reader.errors:
+        try:
+            return Policy.model_validate(normalized)
+        except ValidationError as exc:  # the reader above should have said it first; never a 500
+            for e in exc.errors():
+                reader.error(".".join(str(part) for part in e["loc"]), e["msg"])
+    raise reader.failure()
 
 
 def _parse(text: str, reader: _Reader) -> object:
@@ -207,14 +211,8 @@ class _Loader(yaml.SafeLoader):
             ident = (key_node.tag, key_node.value)
             if ident in seen:
                 line = key_node.start_mark.line + 1
-                self.duplicates.append(
-                    {
-                        "path": "",
-                        "message": f"line {line}: the key {key_node.value!r} appears "
-                        "twice in one mapping; the second would replace "
-                        "the first",
-                    }
-                )
+                message = f"line {line}: the key {key_node.value!r} appears twice; the second would replace the first"
+                self.duplicates.append({"path": "", "message": message})
             seen.add(ident)
         return super().construct_mapping(node, deep)
 
@@ -295,13 +293,10 @@ class _Reader:
         self.error(path, f"unknown {what} {shown}; use one of {', '.join(allowed)}")
         return None
 
-    def unknown_keys(self, path: str, value: Mapping[Any, Any], allowed: Sequence[str]) -> None:
+    def unknown_keys(self, path: str, value: Mapping[Any, Any], allowed: Sequence[str], what: str) -> None:
         for key in value:
             if key not in allowed:
-                self.error(
-                    f"{path}.{key}",
-                    f"unknown key {key!r}; a {path.split('[')[0].rstrip('s')} entry has {', '.join(allowed)}",
-                )
+                self.error(f"{path}.{key}", f"unknown key {key!r}; {what} has {', '.join(allowed)}")
 
     # --- rules and designations ---------------------------------------------------------
 
@@ -309,7 +304,7 @@ class _Reader:
         if not isinstance(raw, Mapping):
             self.error(path, f"a rule must be a mapping with id, effect and optionally when, not {_kind(raw)}")
             return {}
-        self.unknown_keys(path, raw, _RULE_KEYS)
+        self.unknown_keys(path, raw, _RULE_KEYS, "a rule")
         out: dict[str, object] = {}
         rule_id = raw.get("id")
         if "id" not in raw:
@@ -354,7 +349,7 @@ class _Reader:
         if not isinstance(raw, Mapping):
             self.error(path, f"a designation must be a mapping with org and when, not {_kind(raw)}")
             return {}
-        self.unknown_keys(path, raw, _DESIGNATION_KEYS)
+        self.unknown_keys(path, raw, _DESIGNATION_KEYS, "a designation")
         out: dict[str, object] = {"when": self.when(f"{path}.when", raw.get("when"))}
         org = raw.get("org")
         if "org" not in raw:
@@ -362,8 +357,8 @@ class _Reader:
         elif not isinstance(org, str) or not org.strip():
             self.error(f"{path}.org", f"must be an org name, not {_kind(org)}")
         else:
-            self.known_org(f"{path}.org", org)
-            out["org"] = org
+            self.known_org(f"{path}.org", org.strip())
+            out["org"] = org.strip()
         return out
 
     def known_org(self, path: str, name: str) -> None:
@@ -494,7 +489,7 @@ class _Reader:
         if not isinstance(raw, Mapping):
             self.error("approval", f"must be a mapping with approvers, expires_after and on_expiry, not {_kind(raw)}")
             return {}
-        self.unknown_keys("approval", raw, _APPROVAL_KEYS)
+        self.unknown_keys("approval", raw, _APPROVAL_KEYS, "approval")
         out: dict[str, object] = {}
         if raw.get("approvers") is not None:
             approvers = raw["approvers"]
@@ -710,14 +705,13 @@ def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Dec
     terms = _terms(designation.when)
     basis = f"primary[{i}] designates {designation.org} for {terms or 'every mailbox'}"
     if designation.org == s.claimant:
-        verb = f"lets {s.claimant} take over"
-        decision = Decision(Effect.OVERRIDE, rule.id, f"{_contest(s)}; rule {rule.id} {verb}, as {basis}", dry_run)
+        effect, verb = Effect.OVERRIDE, f"lets {s.claimant} take over"
     elif designation.org == s.owner:
-        verb = f"blocks it and the mailbox stays with {s.owner}"
-        decision = Decision(Effect.BLOCK, rule.id, f"{_contest(s)}; rule {rule.id} {verb}, as {basis}", dry_run)
+        effect, verb = Effect.BLOCK, f"blocks it and the mailbox stays with {s.owner}"
     else:
         return f"{basis}, neither the claimant nor the owner"
-    return replace(decision, explanation=f"{decision.explanation}{_dry(dry_run)}."), f"{why}; {basis}"
+    sentence = f"{_contest(s)}; rule {rule.id} {verb}, as {basis}{_dry(dry_run)}."
+    return Decision(effect, rule.id, sentence, dry_run), f"{why}; {basis}"
 
 
 def _contest(s: Situation) -> str:

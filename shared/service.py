@@ -86,7 +86,8 @@ class OrgGuard:
         saved = self.ledger.policy()
         version = saved.version if saved else 0
         if self._policy is None or self._policy[0] != version:
-            parsed = load_policy(saved.text, known_orgs=self.orgs.names) if saved else default_policy()
+            # Org names were checked when it was saved; an org removed since must not stop every decision.
+            parsed = load_policy(saved.text) if saved else default_policy()
             self._policy = (version, parsed)
         return self._policy[1]
 

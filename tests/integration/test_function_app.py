@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
-from azure.functions.timer import TimerRequest
 
 from shared import bootstrap
 from shared.model import CaseQuery, Effect, InvalidPayload
@@ -133,9 +132,3 @@ def test_eventgrid_trigger_with_cloudevent_and_eventgrid_schema(live):
         data_version="1.0",
     )
     assert handle_eventgrid(egs).duplicate
-
-
-def test_timer_runs_housekeeping(live):
-    from functions.timers import housekeeping
-
-    housekeeping(TimerRequest(past_due=True, schedule_status={}, schedule={}))

@@ -19,6 +19,7 @@ NA_ID = "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01"
 AIKO = "Aiko.Tanaka@Contoso.com"
 AIKO_JP = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
 KEY = "s3cret-key"
+FILTERING = "testemailconfigurationscheduled,orgmarkedasprimaryforexchangesync,actdeliverymethod"
 
 
 def api(org: str) -> str:
@@ -94,6 +95,11 @@ def hook() -> Iterator[Hook]:
     server.server_close()
 
 
+@pytest.fixture
+def hook_url(hook: Hook) -> str:
+    return hook.url
+
+
 def register(client: httpx.Client, org: str, url: str, key: str = KEY) -> dict[str, str]:
     """Register OrgGuard's gate and event steps the way `orgguard register` does, through the Web API."""
     root = api(org)
@@ -127,7 +133,7 @@ def register(client: httpx.Client, org: str, url: str, key: str = KEY) -> dict[s
                 "stage": stage,
                 "mode": mode,
                 "rank": 1,
-                "filteringattributes": "testemailconfigurationscheduled,orgmarkedasprimaryforexchangesync,actdeliverymethod",
+                "filteringattributes": FILTERING,
                 "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
                 "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
                 "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})",

@@ -16,7 +16,11 @@ ROOT = api("contoso-jp")
 
 
 def request(method: str, url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> str:
-    lines = [f"{method} {url} HTTP/1.1", "Content-Type: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"{method} {url} HTTP/1.1",
+        "Content-Type: application/json",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return "\r\n".join(lines) + "\r\n\r\n" + (json.dumps(body) if body is not None else "")
 
 
@@ -91,9 +95,10 @@ def test_a_failing_change_set_applies_nothing(admin: httpx.Client) -> None:
         ],
     )
     assert statuses(answer) == [412]
-    assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json() == admin.get(
-        ROOT + f"mailboxes({first['mailboxid']})"
-    ).json()
+    assert (
+        admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()
+        == admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()
+    )
     assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["actdeliverymethod"] == 1
     assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["@odata.etag"] == first["@odata.etag"]
 

@@ -98,11 +98,17 @@ def test_full_rows_carry_the_mailbox_columns_orgguard_reads(admin: httpx.Client)
     ("condition", "check"),
     [
         ("actdeliverymethod eq 2", lambda row: row["actdeliverymethod"] == 2),
-        ("actdeliverymethod ne 1 and statecode eq 0", lambda row: row["actdeliverymethod"] != 1 and row["statecode"] == 0),
+        (
+            "actdeliverymethod ne 1 and statecode eq 0",
+            lambda row: row["actdeliverymethod"] != 1 and row["statecode"] == 0,
+        ),
         ("statecode eq 1", lambda row: row["statecode"] == 1),
         ("actstatus eq 2", lambda row: row["actstatus"] == 2),
         ("orgmarkedasprimaryforexchangesync eq false", lambda row: not row["orgmarkedasprimaryforexchangesync"]),
-        ("endswith(emailaddress,'@contoso.com')", lambda row: row["emailaddress"].strip().lower().endswith("@contoso.com")),
+        (
+            "endswith(emailaddress,'@contoso.com')",
+            lambda row: row["emailaddress"].strip().lower().endswith("@contoso.com"),
+        ),
         ("startswith(emailaddress,'AIKO')", lambda row: row["emailaddress"].lower().startswith("aiko")),
         ("contains(emailaddress,'tanaka')", lambda row: "tanaka" in row["emailaddress"].lower()),
     ],
@@ -175,14 +181,20 @@ def test_patch_rejects_unknown_columns_and_bad_values_and_missing_rows(admin: ht
 
 def test_return_representation_answers_the_saved_row(admin: httpx.Client) -> None:
     url = api("contoso-jp") + f"mailboxes({AIKO_JP})?$select=actdeliverymethod"
-    answer = admin.patch(url, json={"actdeliverymethod": 1}, headers={"If-Match": "*", "Prefer": "return=representation"})
+    answer = admin.patch(
+        url, json={"actdeliverymethod": 1}, headers={"If-Match": "*", "Prefer": "return=representation"}
+    )
     assert answer.status_code == 200
     assert answer.json()["actdeliverymethod"] == 1
 
 
-def test_budget_answers_429_with_retry_after_per_user(admin: httpx.Client, control: httpx.Client, base_url: str) -> None:
+def test_budget_answers_429_with_retry_after_per_user(
+    admin: httpx.Client, control: httpx.Client, base_url: str
+) -> None:
     control.put("/_sandbox/settings", json={"budget": 3, "window_s": 120})
-    remaining = [admin.get(api("contoso-na") + "WhoAmI").headers["x-ms-ratelimit-burst-remaining-xrm-requests"] for _ in range(3)]
+    remaining = [
+        admin.get(api("contoso-na") + "WhoAmI").headers["x-ms-ratelimit-burst-remaining-xrm-requests"] for _ in range(3)
+    ]
     assert remaining == ["2", "1", "0"]
     refused = admin.get(api("contoso-na") + "WhoAmI")
     assert refused.status_code == 429

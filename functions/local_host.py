@@ -1,0 +1,70 @@
+"""The local host behind `orgguard serve`: the same ASGI app as Azure, plus the background work.
+
+In Azure the timer trigger carries out the outbox; locally a task in the
+server's event loop does, every half second, and expires held cases once a
+minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from functions.http_api import create_api
+from shared import orgclients
+from shared.bootstrap import Container
+from shared.registration import RegistrationResult, register
+
+log = logging.getLogger("orgguard.local")
+
+
+async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float = 60.0) -> None:
+    pool = orgclients.ClientPool()
+    executor = c.executor(pool)
+    since_expiry = expire_every
+    try:
+        while True:
+            try:
+                if since_expiry >= expire_every:
+                    await asyncio.to_thread(c.service.expire_held)
+                    since_expiry = 0.0
+                report = await executor.run_once()
+                if report.applied or report.failed:
+                    log.info(
+                        "actions: %d applied, %d failed, %d deferred", report.applied, report.failed, report.deferred
+                    )
+            except Exception:
+                log.exception("background work failed; trying again")
+            await asyncio.sleep(interval)
+            since_expiry += interval
+    finally:
+        await pool.aclose()
+
+
+def create_local_app(c: Container, *, background: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(work_loop(c)) if background else None
+        yield
+        if task:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return create_api(lifespan=lifespan)
+
+
+async def register_all(c: Container, names: list[str], base_url: str) -> list[RegistrationResult]:
+    """Register OrgGuard's gate and event endpoints in each named org."""
+    pool = orgclients.ClientPool()
+    try:
+        results = []
+        for name in names:
+            org = c.orgs.get(name)
+            results.append(await register(pool(org), org_name=name, base_url=base_url, key=c.orgs.key_for(name)))
+        return results
+    finally:
+        await pool.aclose()
