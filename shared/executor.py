@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
@@ -100,7 +100,7 @@ class Executor:
         for _ in range(rounds):
             report = await self.run_once()
             total.add(report)
-            if not await asyncio.to_thread(self.ledger.pending_actions, 1):
+            if not await asyncio.to_thread(has_pending, self.ledger):
                 break
             if report.applied + report.failed == 0:
                 await asyncio.sleep(pause)
@@ -213,6 +213,14 @@ class Executor:
             report.applied += 1
         elif status is ActionStatus.FAILED:
             report.failed += 1
+
+
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def has_pending(ledger: Ledger) -> bool:
+    """Whether any action is still pending, due now or deferred."""
+    return bool(ledger.pending_actions(1, now=END_OF_TIME))
 
 
 def _describe(exc: DataverseError) -> str:

@@ -8,6 +8,7 @@ live on that object.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -122,7 +123,8 @@ class ActionStatus(StrEnum):
 # ---------------------------------------------------------------------------
 # Mailbox identity
 
-_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+# RFC 5322 atext, plus any Unicode letter or digit (RFC 6531 internationalized addresses).
+_LOCAL_PART = re.compile(r"^[\w!#$%&'*+/=?^`{|}~.-]+$")
 MAX_ADDRESS = 254
 
 
@@ -144,7 +146,7 @@ class MailboxKey:
         if text.count("@") != 1:
             raise InvalidAddress("a mailbox address has exactly one '@'", field=field)
         local, domain = text.split("@")
-        local = local.casefold()
+        local = unicodedata.normalize("NFC", local).casefold()
         if not local or len(local) > 64 or not _LOCAL_PART.match(local):
             raise InvalidAddress("the part before '@' is not a valid mailbox name", field=field)
         if local.startswith(".") or local.endswith(".") or ".." in local:

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.claims import MailboxRow
 from shared.dataverse import DataverseClient, RetryPolicy, token_provider_for
-from shared.model import MailboxKey, Org
+from shared.model import DomainError, MailboxKey, Org
 
 READ_BACK_COLUMNS = (
     "mailboxid",
@@ -90,6 +90,6 @@ async def find_mailbox(client: DataverseClient, key: MailboxKey) -> dict[str, An
             try:
                 if MailboxKey.parse(row.get("emailaddress")) == key:
                     return row
-            except ValueError:
+            except DomainError:
                 continue
     return None

@@ -35,7 +35,17 @@ from shared.model import (
     utcnow,
 )
 from shared.orgs import OrgRegistry
-from shared.policy import NoUserDirectory, Policy, Situation, UserDirectory, decide, default_policy, load_policy
+from shared.overrides import Move, plan_move
+from shared.policy import (
+    NoUserDirectory,
+    Policy,
+    Situation,
+    UserDirectory,
+    decide,
+    default_policy,
+    designated_primary,
+    load_policy,
+)
 
 log = logging.getLogger("orgguard.service")
 
@@ -274,3 +284,48 @@ class OrgGuard:
     def verify_audit(self) -> tuple[bool, int, str | None]:
         report = self.ledger.verify_audit()
         return report.ok, report.entries, report.reason
+
+    # --- planned overrides (migrations, sweep repairs) --------------------------------------
+
+    def move_owner(self, move: Move) -> Outcome:
+        """Record ``move`` as one override case with its actions; the same ``event_key`` takes effect once."""
+        self.orgs.get(move.to)
+        for org in move.demote:
+            self.orgs.get(org)
+        for _ in range(MAX_ATTEMPTS):
+            seen = self.ledger.event(move.event_key)
+            if seen:
+                return self._duplicate_event(move.event_key, seen.effect, seen.case_id)
+            view = self.ledger.mailbox(move.key)
+            planned = plan_move(view, move, now=self.clock())
+            try:
+                self.ledger.commit(planned.change)
+            except DuplicateEvent as dup:
+                return self._duplicate_event(move.event_key, dup.outcome.effect, dup.outcome.case_id)
+            except ConcurrencyConflict:
+                continue
+            log.info(
+                "owner moved",
+                extra={"mailbox": move.key.redacted, "org": move.to, "rule": move.rule, "case": planned.case.id},
+            )
+            return Outcome(planned.decision, planned.case.id if planned.case else None, event=move.event_key)
+        raise LedgerBusy(f"the mailbox {move.key.redacted} kept changing; try again")
+
+    def _duplicate_event(self, event_key: str, effect: Effect, case_id: str | None) -> Outcome:
+        case = self.ledger.case(case_id) if case_id else None
+        decision = case.decision if case else Decision(effect, "duplicate", "this event was already processed")
+        return Outcome(decision, case_id, duplicate=True, event=event_key)
+
+    def designated(self, key: MailboxKey, *, owner: str | None = None) -> str | None:
+        """The org the policy's ``primary`` designations name for ``key``, if any (records nothing)."""
+        user = self.users.attributes(key) if self.policy().primary else {}
+        situation = Situation(
+            key=key,
+            claimant=owner or "",
+            owner=owner,
+            origin=Origin.SWEEP,
+            kind=ClaimKind.SWEEP,
+            user=user,
+            now=self.clock(),
+        )
+        return designated_primary(self.policy(), situation)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from shared.model import (
     Action,
@@ -100,3 +100,39 @@ class Ledger(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# --- jobs and the ownership index (sweeps and migrations) ----------------------------
+# A separate protocol so a ledger gains them without breaking the ones that have not yet:
+# ``job_ledger`` says clearly which ledger cannot run sweeps and migrations.
+
+if TYPE_CHECKING:
+    from shared.jobs import Job, JobKind
+    from shared.model import Ownership
+
+
+class JobLedger(Ledger, Protocol):
+    def save_job(self, job: Job) -> Job:
+        """Create or update ``job``; refuse (``JobConflict``) when its version is not the stored one.
+
+        Returns the job with its new version.
+        """
+        ...
+
+    def job(self, job_id: str) -> Job | None: ...
+
+    def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
+        """Newest first."""
+        ...
+
+    def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
+        """Every owned mailbox in key order, a page at a time: the keys greater than ``after``."""
+        ...
+
+
+def job_ledger(ledger: Ledger) -> JobLedger:
+    """``ledger`` as one that stores jobs, or a ``LedgerError`` naming what is missing."""
+    missing = [name for name in ("save_job", "job", "jobs", "ownerships") if not hasattr(ledger, name)]
+    if missing:
+        raise LedgerError(f"the {type(ledger).__name__} cannot run sweeps or migrations (no {', '.join(missing)})")
+    return cast("JobLedger", ledger)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.ledger import codec
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
@@ -41,10 +41,14 @@ from shared.model import (
     MailboxView,
     NotFound,
     Origin,
+    Ownership,
     Page,
     PolicyVersion,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from shared.jobs import Job, JobKind
 
 SCHEMA_VERSION = 1
 
@@ -82,6 +86,15 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS policies (
     version INTEGER PRIMARY KEY, text TEXT NOT NULL, actor TEXT NOT NULL, at TEXT NOT NULL
 );
+"""
+
+
+# Sweeps and migrations (appended): job records, and a key-ordered walk over ownership.
+SCHEMA += """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL, created TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, created);
 """
 
 
@@ -453,6 +466,45 @@ class SqliteLedger:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    # --- jobs and the ownership index (sweeps and migrations) ------------------------
+
+    def save_job(self, job: Job) -> Job:
+        from shared.jobs import JobConflict, job_doc
+
+        saved = replace(job, version=job.version + 1)
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            current = int(row["version"]) if row else 0
+            if current != job.version:
+                raise JobConflict(f"job {job.id} is at version {current}, not {job.version}; read it again")
+            db.execute(
+                "INSERT INTO jobs (id, kind, version, created, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET version = excluded.version, doc = excluded.doc",
+                (job.id, job.kind.value, saved.version, codec.ts(job.created_at), json.dumps(job_doc(saved))),
+            )
+        return saved
+
+    def job(self, job_id: str) -> Job | None:
+        from shared.jobs import job_from
+
+        rows = self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
+        return job_from(json.loads(rows[0]["doc"])) if rows else None
+
+    def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
+        from shared.jobs import job_from
+
+        rows = self._read(
+            "SELECT doc FROM jobs WHERE kind = ? ORDER BY created DESC, id LIMIT ?", (kind.value, max(1, limit))
+        )
+        return [job_from(json.loads(r["doc"])) for r in rows]
+
+    def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
+        rows = self._read(
+            "SELECT key, ownership FROM mailboxes WHERE key > ? AND ownership IS NOT NULL ORDER BY key LIMIT ?",
+            (after, max(1, limit)),
+        )
+        return [codec.ownership_from(MailboxKey(r["key"]), json.loads(r["ownership"])) for r in rows]
 
 
 def _event_from(row: sqlite3.Row) -> EventOutcome:

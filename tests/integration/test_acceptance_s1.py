@@ -18,6 +18,7 @@ import pytest
 from functions.local_host import create_local_app, register_all
 from sandbox.server import running
 from shared import bootstrap
+from shared.executor import has_pending
 from shared.ledger.sqlite import SqliteLedger
 from shared.model import ActionStatus, CaseQuery, CaseState, MailboxKey
 from shared.settings import Settings
@@ -74,7 +75,7 @@ class World:
         """Run the outbox until nothing is pending (what the timer / local host loop does)."""
         for _ in range(40):
             asyncio.run(self.c.run_actions())
-            if not self.c.ledger.pending_actions(1, now=None):
+            if not has_pending(self.c.ledger):
                 return
         raise AssertionError("actions still pending")
 

@@ -1,0 +1,126 @@
+"""The outbox worker against the sandbox's Web API under throttling, 5xx and timeouts.
+
+Every action must end applied, none applied twice, none lost; what a case asks
+for must be what the org holds afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+import pytest
+
+from shared import orgclients
+from shared.dataverse import RetryPolicy
+from shared.executor import END_OF_TIME, Executor, has_pending
+from shared.ledger.sqlite import SqliteLedger
+from shared.model import ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
+from shared.service import OrgGuard
+from tests.factories import ORG_IDS, registry
+
+pytestmark = pytest.mark.sandbox
+API = "/api/data/v9.2"
+COLUMNS = "mailboxid,emailaddress,actdeliverymethod,orgmarkedasprimaryforexchangesync,statecode"
+
+
+def rows(base: str, org: str) -> dict[MailboxKey, dict]:
+    """Every active mailbox of ``org`` with ACT on server-side sync, by key (as an admin would page it)."""
+    found: dict[MailboxKey, dict] = {}
+    url = f"{base}/orgs/{org}{API}/mailboxes?$select={COLUMNS}&$filter=statecode eq 0 and actdeliverymethod eq 1"
+    with httpx.Client(headers={"Authorization": "Bearer reader"}, timeout=30) as client:
+        while url:
+            page = client.get(url).json()
+            for row in page["value"]:
+                found[MailboxKey.parse(row["emailaddress"])] = row
+            url = page.get("@odata.nextLink")
+    return found
+
+
+def contested_world(tmp_path, base: str, count: int):
+    """NA owns ``count`` mailboxes that JP also has; an admin moves each to JP (demote NA, promote JP)."""
+    orgs = registry(base)
+    service = OrgGuard(SqliteLedger(tmp_path / "l.db"), orgs)
+    na, jp = rows(base, "contoso-na"), rows(base, "contoso-jp")
+    shared_keys = sorted(set(na) & set(jp))[:count]
+    assert len(shared_keys) == count, f"the seed has only {len(shared_keys)} shared mailboxes"
+    for i, key in enumerate(shared_keys):
+        service.handle_claim(
+            Claim(
+                key,
+                "contoso-na",
+                na[key]["mailboxid"],
+                ClaimKind.SWEEP,
+                Origin.SWEEP,
+                {"org": ORG_IDS["contoso-na"], "operation": f"seed-{i}"},
+            )
+        )
+        service.designate_owner(key, "contoso-jp", actor="admin", reason="moved to JP")
+    return service, shared_keys
+
+
+def drain(service: OrgGuard, *, timeout: float = 0.5, rounds: int = 200) -> None:
+    async def go() -> None:
+        pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0, timeout=timeout))
+        executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
+        try:
+            for _ in range(rounds):
+                await executor.run_once()
+                if not has_pending(service.ledger):
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await pool.aclose()
+
+    asyncio.run(go())
+
+
+def assert_all_applied_once(service: OrgGuard, base: str, keys: list[MailboxKey]) -> None:
+    cases = service.ledger.cases(CaseQuery(limit=500)).items
+    designations = [c for c in cases if c.origin is Origin.ADMIN]
+    assert len(designations) == len(keys)
+    assert all(c.state is CaseState.APPLIED for c in designations), Counter(c.state for c in designations)
+    actions = [a for c in designations for a in c.actions]
+    assert all(a.status is ActionStatus.APPLIED for a in actions)
+    applied_entries = Counter(
+        e.event.data["action"] for e in service.ledger.audit_entries(limit=100_000) if e.event.kind == "action.applied"
+    )
+    assert set(applied_entries) == {a.id for a in actions}, "an action was lost"
+    assert max(applied_entries.values()) == 1, "an action was applied twice"
+    na, jp = rows(base, "contoso-na"), rows(base, "contoso-jp")
+    for key in keys:
+        assert key not in na, f"{key} still syncs from NA"
+        assert jp[key]["orgmarkedasprimaryforexchangesync"] is True
+        with httpx.Client() as client:
+            assert client.get(f"{base}/_sandbox/exchange/{key.address}").json()["org"] == "contoso-jp"
+
+
+def test_actions_survive_throttling_and_5xx(tmp_path):
+    from sandbox.server import running
+
+    with running(mailboxes=200, overlap=0.8) as base:
+        service, keys = contested_world(tmp_path, base, 25)
+        with httpx.Client(base_url=base) as control:
+            control.put("/_sandbox/settings", json={"budget": 15, "window_s": 0.5, "gate": False, "events": False})
+            control.put("/_sandbox/settings", json={"org": "contoso-na", "fail": {"status": 503, "count": 4}})
+            control.put("/_sandbox/settings", json={"org": "contoso-jp", "fail": {"status": 502, "count": 3}})
+        drain(service)
+        assert_all_applied_once(service, base, keys)
+
+
+def test_actions_survive_timeouts(tmp_path):
+    from sandbox.server import running
+
+    with running(mailboxes=100, overlap=0.8) as base:
+        service, keys = contested_world(tmp_path, base, 6)
+        with httpx.Client(base_url=base) as control:
+            control.put("/_sandbox/settings", json={"gate": False, "events": False})
+            control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 800})
+        drain(service, timeout=0.3, rounds=2)
+        pending = service.ledger.pending_actions(100, now=END_OF_TIME)
+        assert pending and all(a.last_error for a in pending)  # NA kept timing out: deferred, not lost
+        with httpx.Client(base_url=base) as control:
+            control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 0})
+        drain(service, timeout=5)
+        assert_all_applied_once(service, base, keys)
