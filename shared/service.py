@@ -304,11 +304,11 @@ class OrgGuard:
                 return self._duplicate_event(move.event_key, dup.outcome.effect, dup.outcome.case_id)
             except ConcurrencyConflict:
                 continue
+            case_id = planned.case.id if planned.case else None
             log.info(
-                "owner moved",
-                extra={"mailbox": move.key.redacted, "org": move.to, "rule": move.rule, "case": planned.case.id},
+                "owner moved", extra={"mailbox": move.key.redacted, "org": move.to, "rule": move.rule, "case": case_id}
             )
-            return Outcome(planned.decision, planned.case.id if planned.case else None, event=move.event_key)
+            return Outcome(planned.decision, case_id, event=move.event_key)
         raise LedgerBusy(f"the mailbox {move.key.redacted} kept changing; try again")
 
     def _duplicate_event(self, event_key: str, effect: Effect, case_id: str | None) -> Outcome:

@@ -201,3 +201,44 @@ def test_failing_org_leaves_visible_failed_actions_that_a_retry_applies(world: W
     world.carry_out()
     assert world.c.service.case(case.id).state is CaseState.APPLIED
     assert world.aiko("contoso-jp")["actdeliverymethod"] == 2
+
+
+def test_servicebus_trigger_repairs_through_the_org(world: World):
+    """Dataverse posted the context to Service Bus (no gate, no webhook): the trigger decides and repairs."""
+    import json
+
+    from azure.functions.servicebus import ServiceBusMessage
+
+    from functions.bus_triggers import servicebus_events
+    from tests.factories import fixture
+
+    world.c.service.save_policy(BLOCKING_POLICY, actor="test")
+    na_owns_aiko(world)
+    world.settings(gate=False, events=False, semantics="overwrite")
+    assert world.test_and_enable("contoso-jp").status_code == 204
+    assert world.exchange() == "contoso-jp"  # JP took the mailbox over
+
+    sb = fixture("servicebus-message.json")  # the same mailbox row the sandbox seeds in contoso-jp
+    servicebus_events(
+        ServiceBusMessage(
+            body=json.dumps(sb["body"]).encode(),
+            message_id=sb["message_id"],
+            application_properties=sb["application_properties"],
+            user_properties={},
+        )
+    )
+    assert world.exchange() == "contoso-na"
+    assert world.aiko("contoso-jp")["actdeliverymethod"] == 2
+
+
+def test_timer_trigger_carries_out_the_outbox(world: World):
+    from azure.functions.timer import TimerRequest
+
+    from functions.timers import housekeeping
+
+    world.c.service.save_policy(BLOCKING_POLICY, actor="test")
+    na_owns_aiko(world)
+    world.test_and_enable("contoso-jp")
+    assert world.aiko("contoso-jp")["actdeliverymethod"] == 1
+    housekeeping(TimerRequest(past_due=False, schedule_status={}, schedule={}))
+    assert world.aiko("contoso-jp")["actdeliverymethod"] == 2

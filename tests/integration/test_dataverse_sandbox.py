@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox.server import running
 from shared.dataverse import (
     BatchOperation,
     DataverseClient,
@@ -22,14 +22,7 @@ from shared.dataverse import (
 )
 from shared.registration import register
 
-try:  # the sandbox is built concurrently; the lead removes this guard once it exists
-    running: Any = getattr(importlib.import_module("sandbox.server"), "running", None)
-    WHY = "sandbox.server has no running() yet"
-except ImportError as exc:
-    running = None
-    WHY = f"sandbox.server cannot be imported yet ({exc})"
-
-pytestmark = [pytest.mark.sandbox, pytest.mark.skipif(running is None, reason=WHY)]
+pytestmark = pytest.mark.sandbox
 
 CONTOSO_NA = "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=10.0)
@@ -37,7 +30,6 @@ FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=10.0)
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[str]:
-    assert running is not None
     with running(port=0) as server:
         yield str(getattr(server, "url", server)).rstrip("/")
 
