@@ -11,15 +11,20 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shared import orgclients
-from shared.executor import Executor
+from shared.claims import MailboxRow
 from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
+from shared.model import Org
 from shared.orgs import OrgRegistry, load_orgs
 from shared.policy import UserDirectory
 from shared.service import OrgGuard
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # the Dataverse client (httpx) stays off the gate's cold path
+    from shared.executor import Executor
+    from shared.orgclients import ClientPool
 
 log = logging.getLogger("orgguard")
 
@@ -32,13 +37,17 @@ class Container:
     service: OrgGuard
     intake: Intake
 
-    def executor(self, pool: orgclients.ClientPool) -> Executor:
+    def executor(self, pool: ClientPool) -> Executor:
         """The outbox worker, writing through ``pool`` (one per event loop)."""
+        from shared.executor import Executor
+
         return Executor(self.ledger, self.orgs, pool, clock=self.service.clock)
 
     async def run_actions(self) -> None:
         """Carry out every due action once, with clients for this event loop only."""
-        pool = orgclients.ClientPool()
+        from shared.orgclients import ClientPool
+
+        pool = ClientPool()
         try:
             await self.executor(pool).run_once()
         finally:
@@ -54,14 +63,21 @@ def build(
     ledger: Ledger | None = None,
     orgs: OrgRegistry | None = None,
     users: UserDirectory | None = None,
-    read_back: MailboxReader | None = orgclients.read_back,
+    read_back: MailboxReader | None = None,
 ) -> Container:
     settings = settings or Settings.from_env()
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)
     ledger = ledger if ledger is not None else open_ledger(settings.ledger)
     service = OrgGuard(ledger=ledger, orgs=orgs) if users is None else OrgGuard(ledger=ledger, orgs=orgs, users=users)
     seed_policy(service, settings.policy)
-    return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back))
+    return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back or read_back_from_org))
+
+
+def read_back_from_org(org: Org, mailbox_id: str) -> MailboxRow | None:
+    """Read a mailbox back through the Web API (imported on first use: cold start)."""
+    from shared.orgclients import read_back
+
+    return read_back(org, mailbox_id)
 
 
 def seed_policy(service: OrgGuard, path: str) -> None:
