@@ -27,16 +27,32 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "gate-test-enable.json"
 
 
 def payloads(n: int, contested_every: int = 4) -> list[bytes]:
-    """n gate payloads from contoso-jp: distinct operations, some on mailboxes contoso-na owns."""
-    doc = json.loads(FIXTURE.read_text())
+    """n gate payloads from contoso-jp, each a distinct operation on its own mailbox row.
+
+    One in ``contested_every`` names a mailbox contoso-na already owns (seeded by
+    ``seed_owners``), so the policy decides a competing claim; the rest are first claims.
+    """
+    text = FIXTURE.read_text()
     out = []
     for i in range(n):
-        doc["OperationId"] = str(uuid.uuid4())
-        doc["PrimaryEntityId"] = str(uuid.uuid4())
-        address = f"user{i // contested_every if i % contested_every else i}@contoso.com"
-        doc["PreEntityImages"][0]["value"]["Attributes"][1]["value"] = address
-        out.append(json.dumps(doc).encode())
+        address = f"owned{i}@contoso.com" if i % contested_every == 0 else f"user{i}@contoso.com"
+        body = (
+            text.replace("f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b", str(uuid.uuid4()))
+            .replace("0b3f6d2e-7a91-4c5d-a8e2-6f4b1d9c3e70", str(uuid.uuid4()))
+            .replace("Aiko.Tanaka@Contoso.com", address)
+        )
+        out.append(body.encode())
     return out
+
+
+def seed_owners(c, n: int, contested_every: int = 4) -> None:  # type: ignore[no-untyped-def]
+    from shared.model import Claim, ClaimKind, MailboxKey, Origin
+
+    for i in range(0, n, contested_every):
+        key = MailboxKey(f"owned{i}@contoso.com")
+        c.service.handle_claim(
+            Claim(key, "contoso-na", str(uuid.uuid4()), ClaimKind.SWEEP, Origin.SWEEP, {"operation": f"seed-{i}"})
+        )
 
 
 def _container(tmp: Path):  # type: ignore[no-untyped-def]
@@ -52,6 +68,7 @@ def in_process(n: int = 3000) -> list[list[object]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         c = _container(Path(tmp))
+        seed_owners(c, n)
         bodies = payloads(n)
         key = KEYS["contoso-jp"]
         start = time.perf_counter()
@@ -83,7 +100,9 @@ import uvicorn
 from functions.http_api import create_api
 from shared import bootstrap
 from tests.factories import claim, container
+from bench.gate import seed_owners
 c = container(Path({tmp!r}))
+seed_owners(c, {n})
 bootstrap.install(c)
 uvicorn.run(create_api(), host="127.0.0.1", port={port}, log_level="error", access_log=False)
 """
@@ -150,7 +169,7 @@ def over_http(n: int = 2000, rate: float = 200.0) -> list[list[object]]:
     headers = {"x-orgguard-key": KEYS["contoso-jp"], "content-type": "application/json"}
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        script = SERVER.format(repo=str(REPO), tmp=tmp, port=port)
+        script = SERVER.format(repo=str(REPO), tmp=tmp, port=port, n=n + int(rate * 5) + 100)
         proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
         url = f"http://127.0.0.1:{port}"
         try:

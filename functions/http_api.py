@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from functions import admin_routes, dataverse_routes, problems
+from functions import admin_routes, dataverse_routes, job_routes, problems
 from functions.dashboard import DASHBOARD_HTML
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -27,6 +27,7 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(dataverse_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(job_routes.router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:

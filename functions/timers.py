@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Mapping
 
 import azure.functions as func
 
 from shared import bootstrap
+from shared.settings import Settings
 
 log = logging.getLogger("orgguard.timer")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -29,3 +32,35 @@ def housekeeping(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("housekeeping is running late")
     run_housekeeping()
+
+
+# --- the scheduled sweep (ORGGUARD_SWEEP_SCHEDULE, ORGGUARD_SWEEP_APPLY) -------------------
+
+SWEEP_SCHEDULE = os.environ.get("ORGGUARD_SWEEP_SCHEDULE") or Settings.sweep_schedule
+
+
+def sweep_applies(env: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get("ORGGUARD_SWEEP_APPLY", "false").strip().lower()
+    return value in ("1", "true", "yes", "on")
+
+
+def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
+    """One sweep of every org, acting only when ORGGUARD_SWEEP_APPLY says so; its summary."""
+    from shared.ledger.port import job_ledger
+    from shared.sweep import new_job, run_sweep
+
+    c = bootstrap.container()
+    ledger = job_ledger(c.ledger)
+    job = ledger.save_job(new_job([], actor="orgguard:timer", apply=sweep_applies() if apply is None else apply))
+    done, result = asyncio.run(run_sweep(c.service, ledger, job))
+    summary = result.doc(limit=0)
+    log.info("sweep %s: %s", done.id, {k: summary[k] for k in ("mailboxes", "conflicts_total", "requests", "apply")})
+    return summary
+
+
+@bp.function_name("sweep")
+@bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE, run_on_startup=False)
+def sweep(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.warning("the sweep is running late")
+    run_sweep_now()

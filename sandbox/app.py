@@ -75,7 +75,9 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
             org.counters.batches += 1
             try:
                 throttle.check(state, org, user_id)
-                return _send(await batch.execute(org, user_id, inner))
+                answer = await batch.execute(org, user_id, inner)
+                answer.headers.update(throttle.remaining(state, org, user_id))
+                return _send(answer)
             except ODataError as error:
                 return _send(ApiResponse.error(error))
         return _send(await api.handle(org, user_id, inner))

@@ -45,3 +45,15 @@ def check(state: SandboxState, org: OrgState, user_id: str, now: float | None = 
     started, used = org.windows.get(user_id, (now, 0))
     if now - started < window and used >= int(budget):
         spend(state, org, user_id, now)  # raises the 429 with its Retry-After
+
+
+def remaining(state: SandboxState, org: OrgState, user_id: str, now: float | None = None) -> dict[str, str]:
+    """The budget headers for a `$batch` answer (what is left after its inner requests), as Dataverse sends."""
+    budget = state.setting(org, "budget")
+    if budget is None:
+        return {}
+    window = float(state.setting(org, "window_s"))
+    now = time.monotonic() if now is None else now
+    started, used = org.windows.get(user_id, (now, 0))
+    left = int(budget) if now - started >= window else max(0, int(budget) - used)
+    return {REMAINING: str(left), TIME_REMAINING: "1200000.00"}

@@ -95,32 +95,18 @@ def plan_claim(
     record = ClaimRecord(
         claim.key, claim.org, claim.kind, claim.origin, claim.event_key, decision.effect, case.id if case else None, now
     )
-    audit = [
-        AuditEvent(
-            "claim.decided",
-            claim.key.address,
-            claim.org,
-            {
-                "effect": decision.effect.value,
-                "rule": decision.rule,
-                "origin": claim.origin.value,
-                "kind": claim.kind.value,
-                "case": case.id if case else None,
-                "dry_run": decision.dry_run,
-            },
-            now,
-        )
-    ]
+    facts: dict[str, object] = {
+        "effect": decision.effect.value,
+        "rule": decision.rule,
+        "origin": claim.origin.value,
+        "kind": claim.kind.value,
+        "case": case.id if case else None,
+        "dry_run": decision.dry_run,
+    }
     if ownership is not None and (owner is None or owner.owner != ownership.owner):
-        audit.append(
-            AuditEvent(
-                "owner.set",
-                claim.key.address,
-                claim.org,
-                {"owner": ownership.owner, "previous": owner.owner if owner else None, "how": ownership.how},
-                now,
-            )
-        )
+        # One entry per decision: the ownership change it made travels with it.
+        facts.update(owner=ownership.owner, previous=owner.owner if owner else None, how=ownership.how)
+    audit = [AuditEvent("claim.decided", claim.key.address, claim.org, facts, now)]
     change = Change(claim.key, view.version, ownership, event, record, (case,) if case else (), tuple(audit))
     return Planned(change, decision, case)
 

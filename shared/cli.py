@@ -385,5 +385,9 @@ def main() -> None:
     app()
 
 
+from shared import cli_jobs  # noqa: E402
+
+cli_jobs.register(app)
+
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ class JobKind(StrEnum):
 
 
 class JobState(StrEnum):
-    PLANNED = "planned"  # a dry run: the plan is the result, nothing will run
+    PLANNED = "planned"  # a migration planned without --apply: the plan is the result
     RUNNING = "running"
     PAUSED = "paused"
     CANCELLED = "cancelled"
@@ -60,8 +60,7 @@ class Job:
     @classmethod
     def start(cls, kind: JobKind, params: dict[str, Any], *, actor: str, apply: bool) -> Job:
         now = utcnow()
-        state = JobState.RUNNING if apply else JobState.PLANNED
-        return cls(new_id(), kind, state, {**params, "apply": apply}, actor, now, now)
+        return cls(new_id(), kind, JobState.RUNNING, {**params, "apply": apply}, actor, now, now)
 
     @property
     def apply(self) -> bool:

@@ -7,6 +7,7 @@ live on that object.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import uuid
@@ -128,6 +129,12 @@ _LOCAL_PART = re.compile(r"^[\w!#$%&'*+/=?^`{|}~.-]+$")
 MAX_ADDRESS = 254
 
 
+@functools.lru_cache(maxsize=4096)
+def _ascii_domain(domain: str) -> str:
+    """IDNA (UTS 46) form of a domain; a tenant has few domains, so it is cached."""
+    return idna.encode(domain, uts46=True).decode("ascii").lower()
+
+
 @dataclass(frozen=True, order=True)
 class MailboxKey:
     """A mailbox's identity across orgs: trimmed, case-folded, IDNA domain."""
@@ -152,7 +159,7 @@ class MailboxKey:
         if local.startswith(".") or local.endswith(".") or ".." in local:
             raise InvalidAddress("the part before '@' has a misplaced dot", field=field)
         try:
-            ascii_domain = idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
+            ascii_domain = _ascii_domain(domain.rstrip("."))
         except (idna.IDNAError, UnicodeError) as exc:
             raise InvalidAddress(f"the domain is not a valid host name ({exc})", field=field) from None
         if "." not in ascii_domain:
@@ -188,9 +195,14 @@ class Org:
     app_user_id: str | None = None  # OrgGuard's own systemuser in the org (loop guard)
 
 
+_CANONICAL_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def normalize_guid(raw: object, *, field: str) -> str:
     if not isinstance(raw, str):
         raise InvalidPayload(f"{field} must be a GUID string", field=field)
+    if _CANONICAL_GUID.match(raw):
+        return raw
     try:
         return str(uuid.UUID(raw.strip().strip("{}")))
     except ValueError:

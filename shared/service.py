@@ -123,9 +123,6 @@ class OrgGuard:
             )
         policy = self.policy()
         for _ in range(MAX_ATTEMPTS):
-            seen = self.ledger.event(claim.event_key)
-            if seen:
-                return self._duplicate(claim, seen.effect, seen.case_id)
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now))

@@ -31,12 +31,14 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from shared.dataverse import MAX_PAGE_SIZE, DataverseClient, odata_string
+from shared.executor import Executor
+from shared.jobs import Job, JobKind, JobState
 from shared.ledger.port import JobLedger
 from shared.model import (
     ActionKind,
@@ -50,6 +52,8 @@ from shared.model import (
     Origin,
 )
 from shared.overrides import Move
+from shared.pacing import Pacer
+from shared.rollout import carry_out
 from shared.service import OrgGuard
 
 SERVER_SIDE_SYNC, FAILURE = 1, 2
@@ -59,6 +63,7 @@ ALERT_MARK = "configured with another"
 ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
 ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
 SCRATCH_CACHE_KIB = 8 * 1024
+JOB_CONFLICTS = 200  # conflicts kept in the job record (the CLI's --json and --csv have them all)
 
 
 class FindingKind(StrEnum):
@@ -122,6 +127,7 @@ class SweepResult:
     throttled: int = 0
     seconds: float = 0.0
     apply: bool = False
+    started: float = field(default_factory=time.perf_counter)
 
     def doc(self, *, limit: int | None = None) -> dict[str, Any]:
         conflicts = self.conflicts if limit is None else self.conflicts[:limit]
@@ -158,7 +164,7 @@ class ScratchIndex:
 
     def __init__(self, orgs: Sequence[str], directory: str | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="orgguard-sweep-", dir=directory)
-        self.db = sqlite3.connect(Path(self._dir.name) / "sweep.db", isolation_level=None)
+        self.db = sqlite3.connect(Path(self._dir.name) / "sweep.db", isolation_level=None, check_same_thread=False)
         self.orgs = list(orgs)
         self._org_index = {name: i for i, name in enumerate(self.orgs)}
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{SCRATCH_CACHE_KIB}", "temp_store=FILE"):
@@ -416,12 +422,11 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
                 settlement.cases.append(outcome.case_id)
         else:
             decision = service.evaluate(finding.key, row.org, owner, ClaimKind.SWEEP, Origin.SWEEP)
-        if owner is None or decision.effect is Effect.OVERRIDE and not decision.dry_run:
+        if owner is None or (decision.effect is Effect.OVERRIDE and not decision.dry_run):
             owner = row.org
-        if row.org != order[0].org or len(order) == 1:
+        if decision.effect is not Effect.ALLOW:
             decided.append(decision.explanation)
-            if decision.effect is not Effect.ALLOW:
-                settlement.effect, settlement.rule = decision.effect.value, decision.rule
+            settlement.effect, settlement.rule = decision.effect.value, decision.rule
     settlement.winner = owner
     settlement.explanation = " ".join(decided) or settlement.explanation
     return settlement
@@ -481,7 +486,6 @@ class Sweep:
 
     async def find(self) -> tuple[SweepResult, list[str]]:
         """Read every org, find, and settle; the case ids recorded (with ``apply``)."""
-        started = time.perf_counter()
         names = list(self.orgs) or self.service.orgs.names
         orgs = [self.service.orgs.get(n) for n in names]
         if not orgs:
@@ -490,9 +494,7 @@ class Sweep:
         scratch = ScratchIndex(names)
         case_ids: list[str] = []
         try:
-            await asyncio.gather(
-                *(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs)
-            )
+            await asyncio.gather(*(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs))
             await asyncio.to_thread(copy_owners, self.ledger, scratch)
             scratch.index()
             result.mailboxes = sum(result.rows_by_org.values())
@@ -511,5 +513,61 @@ class Sweep:
         finally:
             scratch.close()
         result.cases = len(set(case_ids))
-        result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - result.started
         return result, list(dict.fromkeys(case_ids))
+
+
+# ---------------------------------------------------------------------------
+# A sweep as a job (CLI, API, timer)
+
+
+async def run_sweep(
+    service: OrgGuard,
+    ledger: JobLedger,
+    job: Job,
+    *,
+    pacer: Pacer | None = None,
+    progress: Progress | None = None,
+    on_finding: Callable[[dict[str, Any]], None] | None = None,
+    keep: int = JOB_CONFLICTS,
+) -> tuple[Job, SweepResult]:
+    """Find, settle, and with ``job.apply`` carry out; the job record follows along."""
+    own = pacer is None
+    pacer = pacer or Pacer()
+    try:
+        sweep = Sweep(
+            service,
+            ledger,
+            pacer,
+            job.id,
+            orgs=list(job.params.get("orgs") or ()),
+            apply=job.apply,
+            progress=progress,
+            on_finding=on_finding,
+        )
+        result, case_ids = await sweep.find()
+        job = await asyncio.to_thread(ledger.save_job, job.with_progress(phase="found", cases=len(case_ids)))
+        if job.apply and case_ids:
+            executor = Executor(ledger, service.orgs, pacer, clock=service.clock)
+            rollout = await carry_out(executor, ledger, pacer, case_ids)
+            result.applied, result.failed = rollout.applied, rollout.failed
+        result.requests, result.throttled = pacer.requests, pacer.throttled
+        result.seconds = time.perf_counter() - result.started
+        done = job.with_progress(phase="done", paces=pacer.summary())
+        done = replace(done, result=result.doc(limit=keep)).moved_to(JobState.DONE)
+        return await asyncio.to_thread(ledger.save_job, done), result
+    except DomainError as exc:
+        failed = job.moved_to(JobState.FAILED, error=exc.detail)
+        await asyncio.to_thread(ledger.save_job, failed)
+        raise
+    except Exception as exc:
+        failed = job.moved_to(JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(ledger.save_job, failed)
+        raise
+    finally:
+        if own:
+            await pacer.aclose()
+
+
+def new_job(orgs: Sequence[str], *, actor: str, apply: bool) -> Job:
+    return Job.start(JobKind.SWEEP, {"orgs": list(orgs)}, actor=actor, apply=apply)

@@ -53,20 +53,19 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mailboxes (
     key TEXT PRIMARY KEY, version INTEGER NOT NULL, ownership TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     event_key TEXT PRIMARY KEY, effect TEXT NOT NULL, case_id TEXT, at TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, org TEXT NOT NULL, kind TEXT NOT NULL,
-    origin TEXT NOT NULL, event_key TEXT NOT NULL, effect TEXT NOT NULL, case_id TEXT, at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS claims_by_key ON claims (key, seq);
+    key TEXT NOT NULL, at TEXT NOT NULL, event_key TEXT NOT NULL, org TEXT NOT NULL, kind TEXT NOT NULL,
+    origin TEXT NOT NULL, effect TEXT NOT NULL, case_id TEXT, PRIMARY KEY (key, at, event_key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cases (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
     owner TEXT, claimant TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cases_by_state ON cases (state, seq);
@@ -74,7 +73,7 @@ CREATE INDEX IF NOT EXISTS cases_by_key ON cases (key, seq);
 CREATE INDEX IF NOT EXISTS cases_by_claimant ON cases (claimant, seq);
 CREATE INDEX IF NOT EXISTS cases_by_owner ON cases (owner, seq);
 CREATE TABLE IF NOT EXISTS actions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, case_id TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, case_id TEXT NOT NULL,
     status TEXT NOT NULL, next_at TEXT, doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_by_case ON actions (case_id, seq);
@@ -133,6 +132,7 @@ class SqliteLedger:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA wal_autocheckpoint=8000")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -293,7 +293,9 @@ class SqliteLedger:
         return Page(items, nxt)
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
-        rows = self._read("SELECT * FROM claims WHERE key = ? ORDER BY seq DESC LIMIT ?", (key.address, limit))
+        rows = self._read(
+            "SELECT * FROM claims WHERE key = ? ORDER BY at DESC, event_key DESC LIMIT ?", (key.address, limit)
+        )
         return [
             ClaimRecord(
                 MailboxKey(r["key"]),

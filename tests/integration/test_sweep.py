@@ -1,0 +1,186 @@
+"""The sweep against the sandbox's orgs over their Web API: S2, and a dry run that writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.server import running
+from shared import bootstrap
+from shared.cli import app
+from shared.jobs import JobState
+from shared.ledger.port import job_ledger
+from shared.model import CaseQuery, MailboxKey
+from shared.sweep import new_job, run_sweep
+from tests.factories import ADMIN_TOKEN, AIKO
+from tests.jobs_support import ADMIN, API, exchange, row_for, rows, wired, writes
+
+pytestmark = pytest.mark.sandbox
+
+AIKO_ADDRESS = "Aiko.Tanaka@Contoso.com"
+
+
+def policy_designating(org: str) -> str:
+    return f"""
+version: 1
+mode: enforce
+default: hold
+primary:
+  - when: {{mailbox.address: [aiko.tanaka@contoso.com]}}
+    org: {org}
+rules:
+  - id: designated-primary
+    effect: prefer-primary
+"""
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with running(port=0, mailboxes=60, overlap=0.3) as url:
+        yield url
+
+
+@pytest.fixture
+def sandbox(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        client.post("/_sandbox/reset").raise_for_status()
+        yield client
+        client.post("/_sandbox/reset").raise_for_status()
+
+
+def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
+    """S2: JP's admin runs Test & Enable while Exchange holds NA, under the alert semantics."""
+    sandbox.put("/_sandbox/settings", json={"org": "contoso-jp", "semantics": "alert"}).raise_for_status()
+    jp = row_for(sandbox, "contoso-jp", AIKO_ADDRESS)
+    answer = sandbox.patch(
+        API.format(org="contoso-jp") + f"mailboxes({jp['mailboxid']})",
+        json={"testemailconfigurationscheduled": True},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 204, answer.text
+    assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actstatus"] == 2
+    assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
+
+
+def sweep(c: bootstrap.Container, *, apply: bool, orgs: list[str] | None = None) -> tuple[object, object]:
+    ledger = job_ledger(c.ledger)
+    job = ledger.save_job(new_job(orgs or [], actor="test", apply=apply))
+    return asyncio.run(run_sweep(c.service, ledger, job))
+
+
+def test_s2_alert_in_jp_with_jp_designated_is_repaired_in_jp(sandbox: httpx.Client, base_url: str, tmp_path: Path):
+    jp_fails_with_the_alert(sandbox)
+    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
+    job, result = sweep(c, apply=True)
+    assert job.state is JobState.DONE
+    aiko = next(f for f in result.conflicts if f["mailbox"] == AIKO.address)
+    assert "alert" in aiko["kinds"] and aiko["failing"] == ["contoso-jp"] and aiko["winner"] == "contoso-jp"
+    jp, na = row_for(sandbox, "contoso-jp", AIKO_ADDRESS), row_for(sandbox, "contoso-na", AIKO_ADDRESS)
+    assert jp["orgmarkedasprimaryforexchangesync"] is True and jp["actdeliverymethod"] == 1
+    assert jp["actstatus"] == 1
+    assert na["actdeliverymethod"] == 2 and na["orgmarkedasprimaryforexchangesync"] is False
+    assert exchange(sandbox, AIKO_ADDRESS) == "contoso-jp"
+    assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-jp"
+
+
+def test_s2_alert_in_jp_with_na_designated_is_repaired_in_na(sandbox: httpx.Client, base_url: str, tmp_path: Path):
+    jp_fails_with_the_alert(sandbox)
+    before = row_for(sandbox, "contoso-na", AIKO_ADDRESS)
+    c = wired(tmp_path, base_url, policy_designating("contoso-na"))
+    sweep(c, apply=True)
+    jp, na = row_for(sandbox, "contoso-jp", AIKO_ADDRESS), row_for(sandbox, "contoso-na", AIKO_ADDRESS)
+    assert na["orgmarkedasprimaryforexchangesync"] is True and na["actdeliverymethod"] == 1
+    assert na["testemailconfigurationretrycount"] == before["testemailconfigurationretrycount"] + 1  # Test & Enable ran
+    assert jp["actdeliverymethod"] == 2
+    assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
+    assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
+    case = c.ledger.cases(CaseQuery(mailbox=AIKO)).items[0]
+    assert case.state.value == "applied" and case.decision.rule == "designated-primary"
+
+
+def test_a_sweep_without_apply_changes_nothing_and_reports_every_conflict(
+    sandbox: httpx.Client, base_url: str, tmp_path: Path
+):
+    jp_fails_with_the_alert(sandbox)
+    before = {org: rows(sandbox, org) for org in ("contoso-na", "contoso-jp", "contoso-eu")}
+    sandbox.delete("/_sandbox/requests")
+    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
+    bootstrap.install(c)
+    try:
+        answer = CliRunner().invoke(app, ["sweep", "--json", "--csv", str(tmp_path / "sweep.csv")])
+    finally:
+        bootstrap.install(None)
+    assert answer.exit_code == 0, answer.output
+    doc = json.loads(answer.stdout)
+    assert writes(sandbox) == {"contoso-na": 0, "contoso-jp": 0, "contoso-eu": 0}
+    assert {org: rows(sandbox, org) for org in before} == before
+    assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
+    assert c.ledger.cases(CaseQuery()).items == () and c.ledger.mailbox(AIKO).ownership is None
+    # What Exchange-side truth says is in several orgs, the sweep reports: every active, syncing address
+    syncing: dict[str, set[str]] = {}
+    for org, org_rows in before.items():
+        for row in org_rows:
+            if row["statecode"] == 0 and row["actdeliverymethod"] == 1:
+                syncing.setdefault(MailboxKey.parse(row["emailaddress"]).address, set()).add(org)
+    expected = {key for key, orgs in syncing.items() if len(orgs) > 1}
+    reported = {f["mailbox"]: set(f["orgs"]) for f in doc["conflicts"] if "multi_org" in f["kinds"]}
+    assert set(reported) == expected and all(reported[k] == syncing[k] for k in expected)
+    assert doc["orgs"] == 3 and doc["mailboxes"] == sum(len(o) for o in syncing.values())
+    assert doc["multi_org"] == len(expected) and doc["alert"] >= 1
+    assert doc["requests"] >= 3 and doc["apply"] is False
+    aiko = next(f for f in doc["conflicts"] if f["mailbox"] == AIKO.address)
+    assert aiko["winner"] == "contoso-jp" and aiko["cases"] == []
+    with (tmp_path / "sweep.csv").open(encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == len(doc["conflicts"])
+
+
+def test_sweep_apply_settles_multi_org_conflicts_per_policy(sandbox: httpx.Client, base_url: str, tmp_path: Path):
+    c = wired(tmp_path, base_url, "version: 1\nmode: enforce\ndefault: block\nrules: []\n")
+    _, result = sweep(c, apply=True)
+    multi = [f for f in result.conflicts if "multi_org" in f["kinds"]]
+    assert multi and result.applied > 0 and result.failed == 0
+    for finding in multi:
+        owner = c.ledger.mailbox(MailboxKey(finding["mailbox"])).ownership.owner
+        assert owner == finding["winner"]
+        others = [o for o in finding["orgs"] if o != owner]
+        for org in others:  # blocked claimants are at None now
+            assert all(
+                r["actdeliverymethod"] == 2
+                for r in rows(sandbox, org)
+                if r["statecode"] == 0 and MailboxKey.parse(r["emailaddress"]).address == finding["mailbox"]
+            )
+    # a second sweep finds no conflict left
+    _, again = sweep(c, apply=False)
+    assert [f for f in again.conflicts if "multi_org" in f["kinds"]] == []
+
+
+def test_post_sweeps_runs_in_the_background_and_reports(sandbox: httpx.Client, base_url: str, tmp_path: Path):
+    from functions.http_api import create_api
+    from tests.serving import serve
+
+    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
+    bootstrap.install(c)
+    try:
+        with serve(create_api()) as api, httpx.Client(base_url=api, timeout=30) as http:
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            started = http.post("/api/sweeps", json={"apply": False}, headers=auth)
+            assert started.status_code == 202, started.text
+            job_id = started.json()["id"]
+            for _ in range(200):
+                doc = http.get(f"/api/sweeps/{job_id}", headers=auth).json()
+                if doc["state"] != "running":
+                    break
+                asyncio.run(asyncio.sleep(0.05))
+            assert doc["progress"]["phase"] == "done", doc
+            assert doc["result"]["multi_org"] > 0 and doc["result"]["apply"] is False
+            assert http.get("/api/sweeps/nope", headers=auth).status_code == 404
+            assert http.post("/api/sweeps", json={"apply": True}).status_code == 401
+    finally:
+        bootstrap.install(None)
