@@ -39,7 +39,7 @@ def functions_by_name(app):
 
 def test_the_host_indexes_every_trigger(app_module):
     functions = functions_by_name(app_module.app)
-    assert set(functions) == {"http_app_func", "servicebus_events", "eventgrid_events", "housekeeping"}
+    assert set(functions) == {"http_app_func", "servicebus_events", "eventgrid_events", "housekeeping", "sweep"}
     bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in functions.items()}
     http = bindings["http_app_func"][0]
     assert http["type"] == "httpTrigger" and http["route"] == "/{*route}" and http["authLevel"] == "ANONYMOUS"
@@ -47,6 +47,7 @@ def test_the_host_indexes_every_trigger(app_module):
     assert sb["type"] == "serviceBusTrigger" and sb["connection"] == "ServiceBusConnection"
     assert bindings["eventgrid_events"][0]["type"] == "eventGridTrigger"
     assert bindings["housekeeping"][0]["type"] == "timerTrigger"
+    assert bindings["sweep"][0]["type"] == "timerTrigger"
 
 
 def call_http(app, req: func.HttpRequest) -> func.HttpResponse:
