@@ -31,7 +31,7 @@ app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 LOCAL_DIR = Path(".orgguard")

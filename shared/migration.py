@@ -158,7 +158,9 @@ async def _rows(client: DataverseClient, selection: Selection) -> tuple[dict[str
     return found, pages
 
 
-async def plan(service: OrgGuard, pacer: Pacer, source: str, target: str, selection: Selection) -> Plan:
+async def plan(
+    service: OrgGuard, pacer: Pacer, source: str, target: str, selection: Selection, *, job_id: str | None = None
+) -> Plan:
     """Pair every selected mailbox's row in ``source`` with its row in ``target``; say what cannot move."""
     if source == target:
         raise DomainError("the source and target org are the same", field="to")
@@ -173,7 +175,7 @@ async def plan(service: OrgGuard, pacer: Pacer, source: str, target: str, select
             result.skipped.append({"mailbox": address, "reason": f"no active mailbox in {source}"})
         elif row_b is None:
             result.skipped.append({"mailbox": address, "reason": f"no active mailbox in {target}: cannot move"})
-        elif _already_moved(service, key, target, row_a, row_b):
+        elif _already_moved(service, key, target, row_a, row_b) and not _ours(service, job_id, key):
             result.skipped.append({"mailbox": address, "reason": f"already owned by {target}, {source} at None"})
         else:
             result.moves.append(PlannedMove(key, str(row_a["mailboxid"]), str(row_b["mailboxid"])))
@@ -191,6 +193,11 @@ def _already_moved(
         and row_a.get("actdeliverymethod") == NONE
         and row_b.get("actdeliverymethod") == SERVER_SIDE_SYNC
     )
+
+
+def _ours(service: OrgGuard, job_id: str | None, key: MailboxKey) -> bool:
+    """Whether this job recorded the move itself (a resumed job keeps it in its plan and report)."""
+    return job_id is not None and service.ledger.event(event_key(job_id, key)) is not None
 
 
 # ---------------------------------------------------------------------------
@@ -237,7 +244,9 @@ class Migration:
     async def run(self) -> Job:
         """Plan, and with ``apply`` move everything, chunk by chunk; safe to call again to resume."""
         try:
-            the_plan = await plan(self.service, self.pacer, self.source, self.target, self.selection())
+            the_plan = await plan(
+                self.service, self.pacer, self.source, self.target, self.selection(), job_id=self.job.id
+            )
             await self.save(self.job.with_progress(phase="planned", plan=the_plan.doc(), planned=len(the_plan.moves)))
             if not self.job.apply:
                 return await self.save(self._finished(JobState.PLANNED, the_plan, None))

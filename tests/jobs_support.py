@@ -62,6 +62,4 @@ def exchange(sandbox: httpx.Client, address: str) -> str | None:
 def writes(sandbox: httpx.Client) -> dict[str, int]:
     """Requests other than reads each org received (PATCH, POST, DELETE, PUT; inside batches too)."""
     counters = sandbox.get("/_sandbox/requests").json()
-    return {
-        org: sum(n for method, n in c["by_method"].items() if method != "GET") for org, c in counters.items()
-    }
+    return {org: sum(n for method, n in c["by_method"].items() if method != "GET") for org, c in counters.items()}

@@ -740,11 +740,11 @@ class TableLedger:
                 self._take_over(snap)
                 write = self._plan_commit(change, snap, journal_id)
                 try:
-                    self._transact(pk, write)
+                    marked = self._transact(pk, write)
                 except _Retry:
                     _pause(attempt)
                     continue
-                self._roll_forward(write.journal)
+                self._finish(pk, write.journal, marked)
                 return None
         raise ConcurrencyConflict("the mailbox kept changing; decide again")
 
@@ -813,17 +813,27 @@ class TableLedger:
             raise LedgerError(f"one change would send about {wire} bytes; a transaction holds at most 2 MB")
         return _Write(ops, journal)
 
-    def _transact(self, pk: str, write: _Write) -> None:
-        """Mark the mailbox as having work in flight, then submit; ``_Retry`` when the partition moved."""
+    def _transact(self, pk: str, write: _Write) -> str:
+        """Mark the mailbox as having work in flight, then submit; ``_Retry`` when the partition moved.
+
+        Returns the marker's ETag, for ``_finish`` to remove it once the journal is rolled forward.
+        """
         marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
         marker["At"] = _clock(utcnow())
-        self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
+        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         try:
             self._tables["mailboxes"].submit_transaction(write.ops)
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):
                 raise _Retry from None
             raise
+        return str(marked["etag"])
+
+    def _finish(self, pk: str, journal: dict[str, Any], marker_etag: str) -> None:
+        """Roll the journal forward; then the marker goes, unless a newer write re-marked the mailbox."""
+        if self._roll_forward(journal):
+            with suppress(ResourceModifiedError, ResourceNotFoundError):
+                self._tables["mailboxes"].delete_entity(MARKERS, pk, **_if_match(marker_etag))
 
     def _take_over(self, snap: _Snapshot) -> None:
         """Roll forward journals their writer left behind (older than ``takeover_after``)."""
@@ -834,8 +844,8 @@ class TableLedger:
 
     # --- rolling journals forward ------------------------------------------------------
 
-    def _roll_forward(self, journal: dict[str, Any]) -> None:
-        """Write what a committed journal derives; idempotent and safe in any order."""
+    def _roll_forward(self, journal: dict[str, Any]) -> bool:
+        """Write what a committed journal derives; idempotent and safe in any order. True when done."""
         address, seq = str(journal["address"]), int(journal["seq"])
         pk = escape(address)
         try:
@@ -852,6 +862,8 @@ class TableLedger:
         except (AzureError, LedgerError) as exc:
             # The decision is committed; the journal stays and is finished by the next writer or the sweep.
             log.warning("ledger journal not rolled forward yet", extra={"journal": journal["id"], "error": _brief(exc)})
+            return False
+        return True
 
     def _index_event(self, address: str, event: Mapping[str, Any]) -> None:
         row: Entity = {"PartitionKey": escape(event["event_key"]), "RowKey": "event", "EventKey": event["event_key"]}
@@ -1084,11 +1096,11 @@ class TableLedger:
                 new, changed, audit = step(codec.action_from(_doc(row)), case, utcnow())
                 write = self._plan_outbox(pk, snap, new, case, changed, audit, journal_id)
                 try:
-                    self._transact(pk, write)
+                    marked = self._transact(pk, write)
                 except _Retry:
                     _pause(attempt)
                     continue
-                self._roll_forward(write.journal)
+                self._finish(pk, write.journal, marked)
                 return new
         raise LedgerError(f"action {action_id} kept changing; try again")
 

@@ -1,0 +1,62 @@
+"""The audit log: append-only, hash-chained, and any change to history is found by verify."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.ledger import codec
+from shared.ledger.port import Ledger
+from shared.model import AuditEvent
+from tests.contract.conftest import T0, Storage
+
+
+def fill(ledger: Ledger, n: int) -> list[AuditEvent]:
+    events = [AuditEvent("test.fact", f"subject-{i}", "tester", {"i": i, "note": "ünïcode ✓"}, T0 + timedelta(seconds=i))
+              for i in range(1, n + 1)]  # fmt: skip
+    for event in events:
+        ledger.append_audit(event)
+    return events
+
+
+def test_appends_are_chained_and_read_back_in_order(ledger: Ledger) -> None:
+    events = fill(ledger, 5)
+    entries = ledger.audit_entries()
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert [e.event for e in entries] == events
+    assert entries[0].prev_hash == codec.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert [e.seq for e in ledger.audit_entries(after=2, limit=2)] == [3, 4]
+    report = ledger.verify_audit()
+    assert (report.ok, report.entries, report.first_bad) == (True, 5, None)
+
+
+def test_append_returns_the_entry_it_wrote(ledger: Ledger) -> None:
+    fill(ledger, 2)
+    entry = ledger.append_audit(AuditEvent("x", "y", "z", {"nested": {"list": [1, 2]}}, T0))
+    assert entry.seq == 3 and ledger.audit_entries(after=2) == [entry]
+
+
+def test_an_empty_log_verifies(ledger: Ledger) -> None:
+    assert ledger.verify_audit().ok and ledger.verify_audit().entries == 0
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_bad", "reason"),
+    [
+        (lambda s: s.edit_audit(3, "someone-else"), 3, "changed"),
+        (lambda s: s.delete_audit(3), 3, "missing"),
+        (lambda s: s.delete_audit(6), 6, "removed"),
+    ],
+    ids=["edited", "deleted", "truncated-newest"],
+)
+def test_verify_finds_an_edited_a_deleted_and_a_truncated_entry(ledger: Ledger, storage: Storage, tamper,
+                                                                 first_bad: int, reason: str) -> None:  # fmt: skip
+    fill(ledger, 6)
+    assert ledger.verify_audit().ok
+    tamper(storage)
+    report = ledger.verify_audit()
+    assert not report.ok
+    assert report.first_bad == first_bad
+    assert report.reason is not None and reason in report.reason
