@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,7 @@ from functions.problems import problem
 from shared.intake import CannotDecide
 from shared.ledger.port import LedgerError
 from shared.model import Origin
+from shared.service import Outcome
 from shared.views import outcome_view
 
 log = logging.getLogger("orgguard.gate")
@@ -27,21 +28,24 @@ def _size_exceeded(request: Request) -> bool:
     return request.headers.get(SIZE_EXCEEDED, "").strip().lower() in ("true", "1", "yes")
 
 
+async def _receive(request: Request, origin: Origin) -> Outcome:
+    body = await limited_body(request)
+    return await run_in_threadpool(
+        container().intake.receive_webhook,
+        body,
+        key=request.headers.get(KEY_HEADER),
+        origin=origin,
+        size_exceeded=_size_exceeded(request),
+    )
+
+
 @router.post("/gate", responses={409: {"description": "the claim is stopped (block or hold)"}})
 async def gate(request: Request) -> JSONResponse:
     """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
-    body = await limited_body(request)
-    c = container()
     try:
-        outcome = await run_in_threadpool(
-            c.intake.receive_webhook,
-            body,
-            key=request.headers.get(KEY_HEADER),
-            origin=Origin.GATE,
-            size_exceeded=_size_exceeded(request),
-        )
+        outcome = await _receive(request, Origin.GATE)
     except (LedgerError, CannotDecide) as exc:
-        return _undecided(c.settings.gate_on_error, exc)
+        return _undecided(container().settings.gate_on_error, exc)
     view = outcome_view(outcome)
     if outcome.decision.stops_claim:
         return problem(409, "Claim stopped by OrgGuard", outcome.decision.explanation, **view)
@@ -57,16 +61,10 @@ def _undecided(on_error: str, exc: Exception) -> JSONResponse:
 
 
 @router.post("/events", status_code=202)
-async def events(request: Request) -> JSONResponse:
-    """Dataverse's asynchronous webhook: the claim already happened; decide and repair."""
-    body = await limited_body(request)
-    c = container()
-    outcome = await run_in_threadpool(
-        c.intake.receive_webhook,
-        body,
-        key=request.headers.get(KEY_HEADER),
-        origin=Origin.WEBHOOK,
-        size_exceeded=_size_exceeded(request),
-    )
+async def events(request: Request, background: BackgroundTasks) -> JSONResponse:
+    """Dataverse's asynchronous webhook: the claim already happened; decide, answer, then repair."""
+    outcome = await _receive(request, Origin.WEBHOOK)
+    if outcome.case_id and outcome.decision.acts and not outcome.duplicate:
+        background.add_task(container().run_actions)
     doc: dict[str, Any] = {**outcome_view(outcome), "event": outcome.event, "duplicate": outcome.duplicate}
     return JSONResponse(doc, status_code=202)

@@ -65,6 +65,7 @@ class Executor:
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 300.0
+    lease_s: float = 600.0  # longer than a run's Dataverse retries can take
     clock: Callable[[], datetime] = utcnow
     _known_users: set[str] = field(default_factory=set)
 
@@ -84,7 +85,10 @@ class Executor:
     async def run_once(self, limit: int = 1000) -> ExecutionReport:
         """Carry out every action that is due now; return what happened."""
         await self.learn_own_users()
-        actions = await asyncio.to_thread(self.ledger.pending_actions, limit, now=self.clock())
+        now = self.clock()
+        actions = await asyncio.to_thread(
+            self.ledger.lease_actions, limit, now=now, until=now + timedelta(seconds=self.lease_s)
+        )
         by_org: dict[str, list[Action]] = defaultdict(list)
         for action in actions:
             by_org[action.org].append(action)

@@ -69,12 +69,23 @@ class Ledger(Protocol):
     # --- the outbox ------------------------------------------------------------
     def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]: ...
 
+    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
+        """Take up to ``limit`` due pending actions for one worker.
+
+        Each taken action is not due again before ``until`` (its lease), so two
+        workers never carry out the same action at once; a worker that dies
+        loses its lease and the action comes back when it runs out.
+        """
+        ...
+
     def record_attempt(
         self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
     ) -> Action:
         """Record one attempt at an action; the case follows (applied/failed) when all are done.
 
         ``status`` PENDING with ``retry_at`` is a transient failure to try again later.
+        An action already applied or failed is returned unchanged (a late second
+        worker cannot apply it twice).
         """
         ...
 

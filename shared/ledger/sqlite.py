@@ -321,6 +321,18 @@ class SqliteLedger:
         )
         return [codec.action_from(json.loads(r["doc"])) for r in rows]
 
+    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT doc FROM actions WHERE status = 'pending' AND (next_at IS NULL OR next_at <= ?) "
+                "ORDER BY seq LIMIT ?",
+                (codec.ts(now), limit),
+            ).fetchall()
+            taken = [codec.action_from(json.loads(r["doc"])) for r in rows]
+            for action in taken:
+                self._save_action(db, replace(action, next_attempt_at=until))
+            return taken
+
     def record_attempt(
         self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
     ) -> Action:
@@ -329,6 +341,8 @@ class SqliteLedger:
             if not row:
                 raise NotFound(f"no action {action_id}", field="action")
             old = codec.action_from(json.loads(row["doc"]))
+            if old.status is not ActionStatus.PENDING:
+                return old
             now = utcnow()
             new = replace(
                 old,

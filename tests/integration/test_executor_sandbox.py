@@ -124,3 +124,36 @@ def test_actions_survive_timeouts(tmp_path):
             control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 0})
         drain(service, timeout=5)
         assert_all_applied_once(service, base, keys)
+
+
+def test_two_workers_never_apply_an_action_twice(tmp_path):
+    """Two OrgGuard instances draining one ledger (leases keep them off each other's actions)."""
+    from sandbox.server import running
+
+    with running(mailboxes=200, overlap=0.8) as base:
+        service, keys = contested_world(tmp_path, base, 20)
+        with httpx.Client(base_url=base) as control:
+            control.put("/_sandbox/settings", json={"gate": False, "events": False})
+            control.delete("/_sandbox/requests")
+
+        async def worker() -> None:
+            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0))
+            executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
+            try:
+                for _ in range(200):
+                    await executor.run_once(limit=5)
+                    if not has_pending(service.ledger):
+                        return
+                    await asyncio.sleep(0.02)
+            finally:
+                await pool.aclose()
+
+        async def both() -> None:
+            await asyncio.gather(worker(), worker())
+
+        asyncio.run(both())
+        assert_all_applied_once(service, base, keys)
+        with httpx.Client(base_url=base) as control:
+            counters = control.get("/_sandbox/requests").json()
+        patches = sum(org.get("by_method", {}).get("PATCH", 0) for org in counters.values())
+        assert patches == 2 * len(keys), "a mailbox was written twice"
