@@ -166,8 +166,6 @@ def plan_resolution(
     else:
         actions = actions_for(resolved, effect, now)
     resolved = replace(resolved, actions=actions)
-    if actions and state is not CaseState.DENIED and state is not CaseState.EXPIRED:
-        resolved = resolved.moved_to(CaseState.DECIDED, actor=actor, note="actions queued", at=now)
     ownership = None
     if effect is Effect.OVERRIDE:
         version = owner.version + 1 if owner else 1

@@ -61,6 +61,16 @@ def _container() -> Any:
         raise fail(exc.detail) from None
 
 
+def _case_id(service: Any, given: str) -> str:
+    """A full case id, or the unique case whose id starts with ``given`` (the list shows 8 characters)."""
+    if len(given) >= 36:
+        return given
+    matches = [c.id for c in service.cases(CaseQuery(limit=500)).items if c.id.startswith(given)]
+    if len(matches) == 1:
+        return str(matches[0])
+    raise fail(f"no case starts with {given!r}" if not matches else f"{given!r} names several cases; give more")
+
+
 def _print_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
@@ -248,7 +258,8 @@ def cases_show(case_id: str, as_json: JsonOpt = False) -> None:
     from shared.views import case_view
 
     try:
-        case = _container().service.case(case_id)
+        service = _container().service
+        case = service.case(_case_id(service, case_id))
     except DomainError as exc:
         raise fail(exc.detail) from None
     doc = case_view(case)
@@ -273,7 +284,7 @@ def _resolve(case_id: str, reason: str, approve: bool, as_json: bool) -> None:
     service = _container().service
     actor = f"cli:{os.environ.get('USER', 'operator')}"
     try:
-        case = (service.approve if approve else service.deny)(case_id, actor=actor, reason=reason)
+        case = (service.approve if approve else service.deny)(_case_id(service, case_id), actor=actor, reason=reason)
     except DomainError as exc:
         raise fail(exc.detail) from None
     if as_json:
