@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import gate
+from bench import gate, sweep
 
-SUITES = {"gate": gate.main}
+SUITES = {"gate": gate.main, "sweep": sweep.main}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import httpx
 from bench.report import console, header, median, percentile, table
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "gate-test-enable.json"
+FIXTURE = REPO / "tests" / "fixtures" / "gate-test-enable.json"
 
 
 def payloads(n: int, contested_every: int = 4) -> list[bytes]:

@@ -279,7 +279,9 @@ class Migration:
             await self.save(self.job.with_progress(phase="moving", recorded=recorded))
             if resumed and earlier:
                 total.verified += await verify_in_doubt(self.ledger, self._client, earlier)
-            done = await carry_out(executor, self.ledger, self.pacer, case_ids, stop=self.stopping)
+            done = await carry_out(
+                executor, self.ledger, self.pacer, case_ids, orgs=[self.source, self.target], stop=self.stopping
+            )
             total.applied += done.applied
             total.failed += done.failed
             total.deferred += done.deferred

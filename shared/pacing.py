@@ -87,6 +87,7 @@ class OrgPace:
 
     def observe(self, status: int, headers: httpx.Headers | dict[str, str]) -> None:
         """Learn from one answer: the remaining budget, and on 429 when to try again."""
+        headers = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
         raw = headers.get(REMAINING)
         if raw is not None and raw.strip().lstrip("-").isdigit():
             self.remaining = max(0, int(raw))

@@ -43,11 +43,16 @@ class Rollout:
 
 
 def round_size(pacer: Pacer, orgs: Sequence[str]) -> int:
-    """Actions to hand the executor now: the sum of each org's allowance, or everything when none is known."""
+    """Actions to hand the executor now, for a job writing to ``orgs``.
+
+    Everything when no org reports a budget; otherwise what the tightest org allows,
+    once per org (a job's actions alternate between its orgs), so no org is handed a
+    batch bigger than what is left of its window.
+    """
     paces = [pacer.pace(o) for o in orgs]
     if not paces or all(p.remaining is None for p in paces):
         return UNBOUNDED
-    return sum(p.allowance(MAX_BATCH) for p in paces)
+    return len(paces) * min(p.allowance(MAX_BATCH) for p in paces)
 
 
 def unsettled(ledger: Ledger, case_ids: Sequence[str]) -> list[str]:
@@ -69,15 +74,20 @@ async def carry_out(
     pacer: Pacer,
     case_ids: Sequence[str],
     *,
+    orgs: Sequence[str] | None = None,
     stop: Stop | None = None,
     progress: Progress | None = None,
     poll: float = 0.2,
 ) -> Rollout:
-    """Run the executor until every case in ``case_ids`` is settled (or ``stop`` says so)."""
+    """Run the executor until every case in ``case_ids`` is settled (or ``stop`` says so).
+
+    ``orgs`` are the orgs the cases write to (all registered ones by default): their
+    budgets size each round.
+    """
     state = Rollout(total=len(case_ids))
     waiting = await asyncio.to_thread(unsettled, ledger, case_ids)
     state.settled = state.total - len(waiting)
-    orgs = list(executor.orgs.names)
+    orgs = list(orgs or executor.orgs.names)
     while waiting:
         if stop is not None and await stop():
             state.stopped = True

@@ -27,6 +27,7 @@ primary), and the executor carries the actions out in ``$batch``es, paced.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import tempfile
 import time
@@ -62,6 +63,7 @@ COLUMNS = ("mailboxid", "emailaddress", "actstatus")
 ALERT_MARK = "configured with another"
 ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
 ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
+ADDRESSES_PER_QUERY = 40  # emailaddress eq ... or ...: keeps the URL well under the limits
 SCRATCH_CACHE_KIB = 8 * 1024
 JOB_CONFLICTS = 200  # conflicts kept in the job record (the CLI's --json and --csv have them all)
 
@@ -120,6 +122,7 @@ class SweepResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     pages: dict[str, int] = field(default_factory=dict)
     rows_by_org: dict[str, int] = field(default_factory=dict)
+    alerts_by_org: dict[str, int] = field(default_factory=dict)
     cases: int = 0
     applied: int = 0
     failed: int = 0
@@ -145,6 +148,7 @@ class SweepResult:
             "alerts_read": self.alerts_read,
             "pages": self.pages,
             "rows_by_org": self.rows_by_org,
+            "alerts_by_org": self.alerts_by_org,
             "requests": self.requests,
             "throttled": self.throttled,
             "apply": self.apply,
@@ -294,6 +298,7 @@ async def read_org(
     if failing:
         found = await read_alerts(client, failing)
         result.alerts_read += found[1]
+        result.alerts_by_org[org.name] = found[1]
         scratch.add_alerts(org.name, found[0])
         pages += found[2]
     result.pages[org.name] = pages
@@ -328,6 +333,26 @@ async def read_alerts(client: DataverseClient, failing: Sequence[str]) -> tuple[
     return sorted(found), read, requests
 
 
+async def active_rows(client: DataverseClient, keys: Sequence[MailboxKey]) -> dict[str, str]:
+    """Each address's active mailbox row id in one org, ``ADDRESSES_PER_QUERY`` addresses a request."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), ADDRESSES_PER_QUERY):
+        chunk = keys[start : start + ADDRESSES_PER_QUERY]
+        wanted = {k.address for k in chunk}
+        either = " or ".join(f"emailaddress eq {odata_string(k.address)}" for k in chunk)
+        async for page in client.query(
+            "mailboxes", select=("mailboxid", "emailaddress"), filter=f"statecode eq 0 and ({either})"
+        ):
+            for row in page:
+                try:
+                    key = MailboxKey.parse(row.get("emailaddress"))
+                except InvalidAddress:
+                    continue
+                if key.address in wanted:
+                    found.setdefault(key.address, str(row["mailboxid"]))
+    return found
+
+
 def copy_owners(ledger: JobLedger, scratch: ScratchIndex, page: int = 1000) -> None:
     after = ""
     while batch := ledger.ownerships(after, page):
@@ -350,29 +375,57 @@ def claim_order(finding: Finding) -> list[Row]:
     )
 
 
-def settle(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) -> Settlement:
+def designation(service: OrgGuard, finding: Finding) -> str | None:
+    """The designated primary of an alerting mailbox (the org to repair it in), if the policy names one."""
+    if FindingKind.ALERT not in finding.kinds:
+        return None
+    return service.designated(finding.key, owner=finding.owner)
+
+
+def settle(
+    service: OrgGuard,
+    finding: Finding,
+    *,
+    sweep_id: str,
+    apply: bool,
+    primary: str | None = None,
+    primary_row: str | None = None,
+) -> Settlement:
     """Decide (and with ``apply`` record) what becomes of one finding.
 
-    An alerting mailbox with a designated primary is repaired there in one override
-    case (check box + Test & Enable in the primary, None everywhere else). Anything
-    else goes through the rules as claims, one per syncing org: the first is the
-    owner's (or the one that syncs fine), the others compete with it.
+    An alerting mailbox whose designated ``primary`` has an active row there
+    (``primary_row``, or its syncing row) is repaired in it with one override case
+    (check box + Test & Enable in the primary, None everywhere else). Anything else
+    goes through the rules as claims, one per syncing org: the first is the owner's
+    (or the one that syncs fine), the others compete with it.
     """
-    primary = service.designated(finding.key, owner=finding.owner) if FindingKind.ALERT in finding.kinds else None
-    if primary is not None:
-        return _repair(service, finding, primary, sweep_id=sweep_id, apply=apply)
+    row = finding.row(primary) if primary else None
+    if primary is not None and (primary_row or row):
+        target = primary_row or (row.mailbox_id if row else None)
+        return _repair(service, finding, primary, target, sweep_id=sweep_id, apply=apply)
     settlement = _claims(service, finding, sweep_id=sweep_id, apply=apply)
+    if primary is not None:
+        settlement.explanation += f" (the designated primary {primary} has no active mailbox for it.)"
     if FindingKind.ALERT in finding.kinds and settlement.winner:
-        row = finding.row(settlement.winner)
-        if row is not None and row.failing and not _promotes(service, settlement.cases, settlement.winner):
-            extra = _repair(service, finding, settlement.winner, sweep_id=sweep_id, apply=apply, demote=False)
+        won = finding.row(settlement.winner)
+        if won is not None and won.failing and not _promotes(service, settlement.cases, settlement.winner):
+            extra = _repair(
+                service, finding, settlement.winner, won.mailbox_id, sweep_id=sweep_id, apply=apply, demote=False
+            )
             settlement.cases += extra.cases
             settlement.explanation += f" {extra.explanation}"
     return settlement
 
 
 def _repair(
-    service: OrgGuard, finding: Finding, org: str, *, sweep_id: str, apply: bool, demote: bool = True
+    service: OrgGuard,
+    finding: Finding,
+    org: str,
+    target: str | None,
+    *,
+    sweep_id: str,
+    apply: bool,
+    demote: bool = True,
 ) -> Settlement:
     failing = sorted({r.org for r in finding.rows if r.alert})
     reason = (
@@ -383,7 +436,6 @@ def _repair(
         + ("; every other org is set to None" if demote else "")
     )
     rule = "designated-primary" if demote else "owner-repair"
-    target = finding.row(org)
     others = {r.org: r.mailbox_id for r in claim_order(finding) if r.org != org} if demote else {}
     settlement = Settlement(org, Effect.OVERRIDE.value, rule, reason)
     if not apply:
@@ -391,7 +443,7 @@ def _repair(
     move = Move(
         key=finding.key,
         to=org,
-        to_mailbox_id=target.mailbox_id if target else None,
+        to_mailbox_id=target,
         demote=others,
         kind=ClaimKind.SWEEP,
         origin=Origin.SWEEP,
@@ -499,22 +551,43 @@ class Sweep:
             scratch.index()
             result.mailboxes = sum(result.rows_by_org.values())
             result.keys, result.unowned = scratch.totals()
+            later: dict[str, list[Finding]] = {}
             for finding in scratch.findings():
-                settlement = await asyncio.to_thread(
-                    settle, self.service, finding, sweep_id=self.sweep_id, apply=self.apply
-                )
-                for kind in finding.kinds:
-                    result.counts[kind.value] = result.counts.get(kind.value, 0) + 1
-                doc = conflict_doc(finding, settlement)
-                result.conflicts.append(doc)
-                case_ids += settlement.cases
-                if self.on_finding:
-                    self.on_finding(doc)
+                primary = await asyncio.to_thread(designation, self.service, finding)
+                if primary is not None and finding.row(primary) is None:
+                    later.setdefault(primary, []).append(finding)  # its row there is looked up below, in bulk
+                    continue
+                await self._settle(finding, primary, None, result, case_ids)
+            for org, waiting in later.items():
+                found = await active_rows(self.client_for(self.service.orgs.get(org)), [f.key for f in waiting])
+                result.pages[org] = result.pages.get(org, 0) + math.ceil(len(waiting) / ADDRESSES_PER_QUERY)
+                for finding in waiting:
+                    await self._settle(finding, org, found.get(finding.key.address), result, case_ids)
         finally:
             scratch.close()
         result.cases = len(set(case_ids))
         result.seconds = time.perf_counter() - result.started
         return result, list(dict.fromkeys(case_ids))
+
+    async def _settle(
+        self, finding: Finding, primary: str | None, row: str | None, result: SweepResult, case_ids: list[str]
+    ) -> None:
+        settlement = await asyncio.to_thread(
+            settle,
+            self.service,
+            finding,
+            sweep_id=self.sweep_id,
+            apply=self.apply,
+            primary=primary,
+            primary_row=row,
+        )
+        for kind in finding.kinds:
+            result.counts[kind.value] = result.counts.get(kind.value, 0) + 1
+        doc = conflict_doc(finding, settlement)
+        result.conflicts.append(doc)
+        case_ids += settlement.cases
+        if self.on_finding:
+            self.on_finding(doc)
 
 
 # ---------------------------------------------------------------------------
@@ -549,7 +622,7 @@ async def run_sweep(
         job = await asyncio.to_thread(ledger.save_job, job.with_progress(phase="found", cases=len(case_ids)))
         if job.apply and case_ids:
             executor = Executor(ledger, service.orgs, pacer, clock=service.clock)
-            rollout = await carry_out(executor, ledger, pacer, case_ids)
+            rollout = await carry_out(executor, ledger, pacer, case_ids, orgs=result.orgs)
             result.applied, result.failed = rollout.applied, rollout.failed
         result.requests, result.throttled = pacer.requests, pacer.throttled
         result.seconds = time.perf_counter() - result.started

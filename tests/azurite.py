@@ -60,7 +60,7 @@ def executable() -> Path:
         )
     with _install_lock():
         if not exe.exists():
-            done = subprocess.run(  # noqa: S603
+            done = subprocess.run(
                 [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
                 cwd=REPO,
                 capture_output=True,
@@ -69,7 +69,9 @@ def executable() -> Path:
                 check=False,
             )
             if done.returncode != 0 or not exe.exists():
-                raise AzuriteError(f"`npm ci` could not install Azurite (exit {done.returncode}): {done.stderr[-2000:]}")
+                raise AzuriteError(
+                    f"`npm ci` could not install Azurite (exit {done.returncode}): {done.stderr[-2000:]}"
+                )
     return exe
 
 
@@ -115,7 +117,7 @@ class Azurite:
         args = [str(exe), "--inMemoryPersistence", "--disableTelemetry", "--silent", "--skipApiVersionCheck",
                 "--loose", "--tableHost", "127.0.0.1", "--tablePort", str(self.port)]  # fmt: skip
         with open(self._log, "ab") as log:
-            self._proc = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+            self._proc = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

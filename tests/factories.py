@@ -14,7 +14,7 @@ from shared.orgs import OrgRegistry, parse_orgs
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # copies of the example payloads the specs ship
 
 ORG_IDS = {
     "contoso-na": "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01",

@@ -10,7 +10,8 @@ Tables (each name is ``<prefix><name>``; one account can host several
 environments with different prefixes) and their keys. ``esc(x)`` keeps
 ``[A-Za-z0-9@._+=:-]`` and writes any other character as ``!XX`` per UTF-8
 byte, so ``/ \\ # ?``, control characters, ``'``, ``|`` and ``~`` never reach a
-key; a value whose escaped form exceeds 200 characters becomes ``!!<sha256>``.
+key; a value whose escaped form is too long (120 characters, 200 for event keys)
+becomes ``!!<sha256>``.
 ``inv(n)`` is ``10**19 - 1 - n`` zero-padded to 19 digits (newest sorts first).
 
 ``mailboxes`` -- the aggregate, PartitionKey ``esc(address)``:
@@ -59,7 +60,10 @@ the Version moved (the service layer decides again) and retries by itself when
 only Seq moved (an action attempt on the same mailbox). The event guard is
 created in the same transaction: 409 means the event was processed, and the
 stored outcome comes back in ``DuplicateEvent``. New cases and actions are
-created (409 if they exist), existing ones updated ``If-Match``.
+created (409 if they exist), existing ones updated ``If-Match``. (The guard
+lives with its mailbox: an event key names the org's own mailbox row, so it
+belongs to one mailbox; the ``events`` look-up catches a key seen on another
+mailbox before, but not one committed there at the very same moment.)
 
 Derived records (the ``events`` look-up, case and outbox indexes, audit) are
 written from the journal by whoever committed it, then the journal row is
@@ -158,6 +162,9 @@ from shared.model import (
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from shared.jobs import Job, JobKind
+    from shared.model import Ownership
+
 log = logging.getLogger(__name__)
 
 Entity = dict[str, Any]
@@ -201,8 +208,11 @@ AUDIT_TRIES: Final = 300
 # --- keys ----------------------------------------------------------------------------
 
 
-def escape(value: str, limit: int = 200) -> str:
-    """A key-safe, injective form of ``value`` (see the module docstring)."""
+def escape(value: str, limit: int = 120) -> str:
+    """A key-safe, injective form of ``value`` (see the module docstring).
+
+    ``limit`` keeps keys built from two escaped parts under 255 bytes; single-part keys allow 200.
+    """
     out = "".join(ch if ch in _SAFE else "".join(f"!{b:02X}" for b in ch.encode("utf-8")) for ch in value)
     if not out or len(out) > limit:
         return "!!" + hashlib.sha256(value.encode("utf-8")).hexdigest()
@@ -246,7 +256,7 @@ def _action_rk(case_id: str, action_id: str) -> str:
 
 
 def _event_rk(event_key: str) -> str:
-    return f"event|{escape(event_key)}"
+    return f"event|{escape(event_key, 200)}"
 
 
 def _journal_rk(seq: int) -> str:
@@ -395,9 +405,11 @@ def fit_case(case: Case) -> str:
 
 
 def _clip_error(error: str | None) -> str | None:
+    """At most ``ERROR_CHARS`` characters, saying how many were dropped (clipping twice changes nothing)."""
     if error is None or len(error) <= ERROR_CHARS:
         return error
-    return error[:ERROR_CHARS] + f" ... [{len(error) - ERROR_CHARS} more characters not kept]"
+    keep = ERROR_CHARS - 80
+    return error[:keep] + f" ... [{len(error) - keep} more characters not kept]"
 
 
 def _outcome_from(row: Mapping[str, Any]) -> EventOutcome:
@@ -492,6 +504,9 @@ class _Write:
 
     ops: list[Operation]
     journal: dict[str, Any]
+
+
+_Step = tuple[Action, Case | None, AuditEvent | None]  # an outbox change: action, case, audit
 
 
 class _Retry(Exception):
@@ -594,21 +609,36 @@ class TableLedger:
 
     @classmethod
     def from_connection_string(
-        cls, connection_string: str, *, prefix: str = DEFAULT_PREFIX, **kwargs: Any
+        cls,
+        connection_string: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        client_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> TableLedger:
+        """``client_options`` go to the SDK client (``retry_total``, ``connection_timeout``, ...)."""
         try:
-            service = TableServiceClient.from_connection_string(connection_string)
+            service = TableServiceClient.from_connection_string(connection_string, **(client_options or {}))
         except ValueError as exc:
             raise LedgerError(f"the Table Storage connection string is not usable: {exc}") from None
         return cls(service, prefix=prefix, **kwargs)
 
     @classmethod
     def from_account_url(
-        cls, account_url: str, *, prefix: str = DEFAULT_PREFIX, credential: TokenCredential | None = None, **kwargs: Any
+        cls,
+        account_url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        credential: TokenCredential | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> TableLedger:
+        """Entra ID: ``credential``, or the process's managed identity / DefaultAzureCredential."""
         if not account_url.lower().startswith("https://"):
             raise LedgerError("an account URL with Entra ID needs https:// (use a connection string for Azurite)")
-        service = TableServiceClient(endpoint=account_url, credential=credential or default_credential())
+        service = TableServiceClient(
+            endpoint=account_url, credential=credential or default_credential(), **(client_options or {})
+        )
         return cls(service, prefix=prefix, **kwargs)
 
     def table(self, name: str) -> TableClient:
@@ -640,7 +670,13 @@ class TableLedger:
                 except HttpResponseError as exc:
                     if exc.status_code != 403:
                         raise
-                    self._first(client, "PartitionKey eq 'probe'")  # created by infra; this identity may only read
+                    try:  # created by the infrastructure; this identity may only use it
+                        self._first(client, "PartitionKey eq 'probe'")
+                    except ResourceNotFoundError:
+                        raise LedgerError(
+                            f"table {client.table_name} does not exist and this identity may not create it: "
+                            "create the ledger's tables with the infrastructure"
+                        ) from None
             self._ready = True
 
     # --- queries -----------------------------------------------------------------------
@@ -719,7 +755,7 @@ class TableLedger:
 
     def event(self, event_key: str) -> EventOutcome | None:
         with self._storage("read an event"):
-            row = self._get("events", escape(event_key), "event")
+            row = self._get("events", escape(event_key, 200), "event")
         return _outcome_from(row) if row else None
 
     def commit(self, change: Change) -> None:
@@ -866,7 +902,11 @@ class TableLedger:
         return True
 
     def _index_event(self, address: str, event: Mapping[str, Any]) -> None:
-        row: Entity = {"PartitionKey": escape(event["event_key"]), "RowKey": "event", "EventKey": event["event_key"]}
+        row: Entity = {
+            "PartitionKey": escape(event["event_key"], 200),
+            "RowKey": "event",
+            "EventKey": event["event_key"],
+        }
         row |= {"Effect": event["effect"], "CaseId": event["case_id"], "At": event["at"], "Address": address}
         with suppress(ResourceExistsError):
             self._tables["events"].create_entity(row)
@@ -941,7 +981,8 @@ class TableLedger:
         query = f"PartitionKey eq {_q(MARKERS)} and At le {_q(cutoff)}"
         done = 0
         with self._storage("recover unfinished work"):
-            for marker in list(self._tables["mailboxes"].query_entities(query, results_per_page=limit))[:limit]:
+            found = self._tables["mailboxes"].query_entities(query, results_per_page=max(1, limit))
+            for _, marker in zip(range(max(1, limit)), found, strict=False):
                 if marker["RowKey"] == POLICY_MARKER:
                     newest = self._newest_policy()
                     if newest is not None and not newest.get("Audited"):
@@ -960,10 +1001,7 @@ class TableLedger:
         query = f"PartitionKey eq {_q(pk)} and {_prefix_range('journal|')}"
         left = False
         for row in self._rows("mailboxes", query):
-            if str(row.get("At", "")) <= cutoff:
-                self._roll_forward(json.loads(get_text(row, "Journal")))
-                left = left or self._get("mailboxes", pk, str(row["RowKey"])) is not None
-            else:
+            if str(row.get("At", "")) > cutoff or not self._roll_forward(json.loads(get_text(row, "Journal"))):
                 left = True
         return not left
 
@@ -1023,19 +1061,23 @@ class TableLedger:
     def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]:
         moment = now or utcnow()
         self.recover()
+        with self._storage("read the outbox"):
+            return self._due(limit, moment)
+
+    def _due(self, limit: int, moment: datetime) -> list[Action]:
+        """Pending actions due at ``moment``, oldest first, each checked against its mailbox partition."""
         query = f"PartitionKey eq {_q(QUEUE)} and NextAt le {_q(_clock(moment))}"
         out: list[Action] = []
-        with self._storage("read the outbox"):
-            rows = self._rows("actions", query, page=min(1000, max(1, limit)))
-            while len(out) < limit:
-                batch = [row for _, row in zip(range(limit - len(out)), rows, strict=False)]
-                if not batch:
-                    break
-                for queued, action in zip(batch, self._parallel(self._queued_action, batch), strict=True):
-                    if action is None:
-                        self._drop_stale(queued)
-                    elif action.next_attempt_at is None or action.next_attempt_at <= moment:
-                        out.append(action)
+        rows = self._rows("actions", query, page=min(1000, max(1, limit)))
+        while len(out) < limit:
+            batch = [row for _, row in zip(range(limit - len(out)), rows, strict=False)]
+            if not batch:
+                break
+            for queued, action in zip(batch, self._parallel(self._queued_action, batch), strict=True):
+                if action is None:
+                    self._drop_stale(queued)
+                elif action.next_attempt_at is None or action.next_attempt_at <= moment:
+                    out.append(action)
         return out[:limit]
 
     def _queued_action(self, queued: Mapping[str, Any]) -> Action | None:
@@ -1049,10 +1091,28 @@ class TableLedger:
         with suppress(ResourceModifiedError, ResourceNotFoundError):
             self._tables["actions"].delete_entity(QUEUE, queued["RowKey"], **_if_match(_etag(queued)))
 
+    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
+        """Take due actions one mailbox transaction each: of two workers racing for one, one gets it."""
+
+        def lease(old: Action, case: Case | None, _: datetime) -> _Step | None:
+            if old.status is not ActionStatus.PENDING or (old.next_attempt_at and old.next_attempt_at > now):
+                return None  # another worker took it, or it was done meanwhile
+            return replace(old, next_attempt_at=until), case, None
+
+        self.recover()
+        taken: list[Action] = []
+        with self._storage("lease actions"):
+            for action in self._due(max(1, limit), now):
+                if self._outbox_write(action.id, lease)[1]:
+                    taken.append(action)
+        return taken
+
     def record_attempt(
         self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
     ) -> Action:
-        def attempt(old: Action, case: Case | None, now: datetime) -> tuple[Action, Case | None, AuditEvent]:
+        def attempt(old: Action, case: Case | None, now: datetime) -> _Step | None:
+            if old.status is not ActionStatus.PENDING:
+                return None  # applied or failed already: a late second worker changes nothing
             new = replace(old, status=status, attempts=old.attempts + 1, last_error=_clip_error(error),
                           updated_at=now, next_attempt_at=retry_at)  # fmt: skip
             data: dict[str, object] = {"action": action_id, "kind": old.kind.value, "org": old.org,
@@ -1060,53 +1120,62 @@ class TableLedger:
             event = AuditEvent(f"action.{status.value}", old.case_id, "orgguard", data, now)
             return new, _settled(case, new) if case else None, event
 
-        return self._outbox_write(action_id, attempt, "record an action attempt")
+        with self._storage("record an action attempt"):
+            return self._outbox_write(action_id, attempt)[0]
 
     def reset_action(self, action_id: str) -> Action:
-        def reset(old: Action, case: Case | None, now: datetime) -> tuple[Action, Case | None, AuditEvent]:
+        def reset(old: Action, case: Case | None, now: datetime) -> _Step:
             new = replace(old, status=ActionStatus.PENDING, updated_at=now, next_attempt_at=None)
             if case is not None and case.state is CaseState.FAILED:
                 case = case.moved_to(CaseState.DECIDED, actor="operator", note="retry asked", at=now)
             return new, case, AuditEvent("action.retry", old.case_id, "operator", {"action": action_id}, now)
 
-        return self._outbox_write(action_id, reset, "reset an action")
+        with self._storage("reset an action"):
+            return self._outbox_write(action_id, reset)[0]
 
     def _outbox_write(
-        self,
-        action_id: str,
-        step: Callable[[Action, Case | None, datetime], tuple[Action, Case | None, AuditEvent]],
-        what: str,
-    ) -> Action:
-        """Change one action (and its case) in one transaction on its mailbox, the way ``commit`` does."""
+        self, action_id: str, step: Callable[[Action, Case | None, datetime], _Step | None]
+    ) -> tuple[Action, bool]:
+        """Change one action (and its case) in one transaction on its mailbox, the way ``commit`` does.
+
+        ``step`` maps the stored action and case to the new ones and the audit event, or to None to leave
+        them; returns the action as it now is and whether this call changed it.
+        """
         journal_id = str(uuid.uuid4())
-        with self._storage(what):
-            pointer = self._get("actions", f"id|{escape(action_id)}", "action")
-            if pointer is None:
+        pointer = self._get("actions", f"id|{escape(action_id)}", "action")
+        if pointer is None:
+            raise NotFound(f"no action {action_id}", field="action")
+        address, case_id = str(pointer["Address"]), str(pointer["CaseId"])
+        pk = escape(address)
+        for attempt in range(OUTBOX_TRIES):
+            snap = self._snapshot(pk, case_ids=[case_id])
+            if any(j.get("JournalId") == journal_id for j in snap.journals):  # our transaction did land
+                self._settle(pk, snap, journal_id)
+                return codec.action_from(_doc(snap.actions[case_id][action_id])), True
+            row = snap.actions.get(case_id, {}).get(action_id)
+            if snap.root is None or row is None:
                 raise NotFound(f"no action {action_id}", field="action")
-            address, case_id = str(pointer["Address"]), str(pointer["CaseId"])
-            pk = escape(address)
-            for attempt in range(OUTBOX_TRIES):
-                snap = self._snapshot(pk, case_ids=[case_id])
-                row = snap.actions.get(case_id, {}).get(action_id)
-                if snap.root is None or row is None:
-                    raise NotFound(f"no action {action_id}", field="action")
-                self._take_over(snap)
-                case_row = snap.cases.get(case_id)
-                case = self._case_from(case_row, snap.actions[case_id]) if case_row else None
-                new, changed, audit = step(codec.action_from(_doc(row)), case, utcnow())
-                write = self._plan_outbox(pk, snap, new, case, changed, audit, journal_id)
-                try:
-                    marked = self._transact(pk, write)
-                except _Retry:
-                    _pause(attempt)
-                    continue
-                self._finish(pk, write.journal, marked)
-                return new
+            self._take_over(snap)
+            case_row = snap.cases.get(case_id)
+            case = self._case_from(case_row, snap.actions[case_id]) if case_row else None
+            old = codec.action_from(_doc(row))
+            planned = step(old, case, utcnow())
+            if planned is None:
+                return old, False
+            new, changed, audit = planned
+            write = self._plan_outbox(pk, snap, new, case, changed, audit, journal_id)
+            try:
+                marked = self._transact(pk, write)
+            except _Retry:
+                _pause(attempt)
+                continue
+            self._finish(pk, write.journal, marked)
+            return new, True
         raise LedgerError(f"action {action_id} kept changing; try again")
 
     def _plan_outbox(
-        self, pk: str, snap: _Snapshot, action: Action, case: Case | None, changed: Case | None, audit: AuditEvent,
-        journal_id: str,
+        self, pk: str, snap: _Snapshot, action: Action, case: Case | None, changed: Case | None,
+        audit: AuditEvent | None, journal_id: str,
     ) -> _Write:  # fmt: skip
         """The action replaced, its case rewritten if it moved, the root's Seq bumped (its Version is not)."""
         assert snap.root is not None
@@ -1124,7 +1193,7 @@ class TableLedger:
             ops.append(_write_op(_case_entity(pk, changed, sort, json.loads(case_row["ActionIds"])), case_row))
             if entry := _case_entry(changed, sort, case_row):
                 journal["cases"].append(entry)
-        return self._seal(pk, seq, journal_id, ops, journal, [audit])
+        return self._seal(pk, seq, journal_id, ops, journal, [audit] if audit else [])
 
     # --- audit -------------------------------------------------------------------------
 
@@ -1268,6 +1337,85 @@ class TableLedger:
             with suppress(ResourceNotFoundError):
                 self._service.delete_table(client.table_name)
         self._ready = False
+
+    # --- jobs and the ownership index (sweeps and migrations; appended) -----------------
+    # ``jobs`` -- PartitionKey ``job``, RowKey ``esc(job id)``: the job document, Kind,
+    # Created and Version (a save is conditional on it, and If-Match on the ETag).
+
+    def _jobs(self) -> TableClient:
+        client = self._tables.get("jobs")
+        if client is None:
+            client = self._service.get_table_client(self.prefix + "jobs")
+            try:
+                client.create_table()
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
+            self._tables["jobs"] = client
+        return client
+
+    def save_job(self, job: Job) -> Job:
+        from shared.jobs import JobConflict, job_doc
+
+        saved = replace(job, version=job.version + 1)
+        row: Entity = {"PartitionKey": "job", "RowKey": escape(job.id), "Kind": job.kind.value}
+        row |= {"Created": codec.ts(job.created_at), "Version": saved.version}
+        put_text(row, "Doc", json.dumps(job_doc(saved)))
+        check_entity(row)
+        conflict = JobConflict(f"job {job.id} changed since version {job.version}; read it again")
+        with self._storage("save a job"):
+            table = self._jobs()
+            if job.version == 0:
+                try:
+                    table.create_entity(row)
+                except ResourceExistsError:
+                    raise conflict from None
+                return saved
+            try:
+                current = table.get_entity("job", escape(job.id))
+            except ResourceNotFoundError:
+                raise conflict from None
+            if int(current.get("Version") or 0) != job.version:
+                raise conflict
+            try:
+                table.update_entity(row, mode=UpdateMode.REPLACE, **_if_match(_etag(current)))
+            except (ResourceModifiedError, ResourceNotFoundError):
+                raise conflict from None
+        return saved
+
+    def job(self, job_id: str) -> Job | None:
+        from shared.jobs import job_from
+
+        with self._storage("read a job"):
+            try:
+                row = self._jobs().get_entity("job", escape(job_id))
+            except ResourceNotFoundError:
+                return None
+        return job_from(_doc(row))
+
+    def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
+        from shared.jobs import job_from
+
+        with self._storage("list jobs"):
+            rows = list(self._jobs().query_entities(f"PartitionKey eq 'job' and Kind eq {_q(kind.value)}"))
+        rows.sort(key=lambda r: (str(r.get("Created") or ""), str(r["RowKey"])), reverse=True)
+        return [job_from(_doc(r)) for r in rows[: max(1, limit)]]
+
+    def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
+        """Owned mailboxes ordered by their (escaped) key, which is the address's order for plain addresses."""
+        query = f"RowKey eq {_q(ROOT)}" + (f" and PartitionKey gt {_q(escape(after))}" if after else "")
+        found: list[Ownership] = []
+        with self._storage("list owners"):
+            for row in self._rows("mailboxes", query, page=min(1000, max(1, limit))):
+                doc = _opt(row.get("Ownership"))
+                if not doc or str(row["PartitionKey"]).startswith("~"):
+                    continue
+                found.append(codec.ownership_from(MailboxKey(str(row["Address"])), json.loads(doc)))
+                if len(found) >= limit:
+                    break
+        return found
 
 
 def _root_entity(pk: str, address: str, version: int, seq: int, ownership: str | None) -> Entity:

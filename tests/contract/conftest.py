@@ -40,7 +40,7 @@ from shared.model import (
     new_id,
 )
 
-BACKENDS = ("sqlite", "tables")
+BACKENDS = ("sqlite", pytest.param("tables", marks=pytest.mark.azurite))
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 

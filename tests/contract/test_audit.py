@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -13,8 +14,10 @@ from tests.contract.conftest import T0, Storage
 
 
 def fill(ledger: Ledger, n: int) -> list[AuditEvent]:
-    events = [AuditEvent("test.fact", f"subject-{i}", "tester", {"i": i, "note": "ünïcode ✓"}, T0 + timedelta(seconds=i))
-              for i in range(1, n + 1)]  # fmt: skip
+    events = [
+        AuditEvent("test.fact", f"subject-{i}", "tester", {"i": i, "note": "ünïcode ✓"}, T0 + timedelta(seconds=i))
+        for i in range(1, n + 1)
+    ]
     for event in events:
         ledger.append_audit(event)
     return events
@@ -26,7 +29,7 @@ def test_appends_are_chained_and_read_back_in_order(ledger: Ledger) -> None:
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert [e.event for e in entries] == events
     assert entries[0].prev_hash == codec.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     assert [e.seq for e in ledger.audit_entries(after=2, limit=2)] == [3, 4]
     report = ledger.verify_audit()
     assert (report.ok, report.entries, report.first_bad) == (True, 5, None)

@@ -120,7 +120,9 @@ def test_a_long_history_is_kept_or_trimmed_with_a_note_and_still_reads(ledger: L
     clock = Clock()
     case = contested(ledger, clock, Effect.HOLD)
     base = clock()
-    notes = tuple(HistoryEntry(base, CaseState.HELD, "approver@contoso", f"reminder {i}: " + "n" * 400) for i in range(1500))
+    notes = tuple(
+        HistoryEntry(base, CaseState.HELD, "approver@contoso", f"reminder {i}: " + "n" * 400) for i in range(1500)
+    )
     long = replace(case, history=case.history + notes)  # about 700 KB of history
     ledger.commit(Change(case.key, ledger.mailbox(case.key).version, cases=(long,)))
     stored = ledger.case(case.id)

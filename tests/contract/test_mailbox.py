@@ -64,7 +64,12 @@ def test_claims_are_kept_per_mailbox_newest_first(ledger: Ledger) -> None:
         claim(ledger, one, org, f"{org}:op-{i}", clock())
     claim(ledger, two, "contoso-eu", "eu:op-9", clock())
     records = ledger.claims(one)
-    assert [r.event_key for r in records] == ["contoso-jp:op-3", "contoso-eu:op-2", "contoso-jp:op-1", "contoso-na:op-0"]
+    assert [r.event_key for r in records] == [
+        "contoso-jp:op-3",
+        "contoso-eu:op-2",
+        "contoso-jp:op-1",
+        "contoso-na:op-0",
+    ]
     assert [r.effect for r in records] == [Effect.BLOCK, Effect.BLOCK, Effect.BLOCK, Effect.ALLOW]
     assert all(r.key == one for r in records)
     assert records[0].case_id is not None and ledger.case(records[0].case_id) is not None

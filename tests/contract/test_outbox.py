@@ -89,3 +89,43 @@ def test_an_unknown_action_is_not_found(ledger: Ledger) -> None:
         ledger.record_attempt("no-such-action", ActionStatus.APPLIED)
     with pytest.raises(NotFound):
         ledger.reset_action("no-such-action")
+
+
+def test_a_late_second_attempt_changes_nothing(ledger: Ledger) -> None:
+    case = contested(ledger, Clock(), Effect.BLOCK)
+    first = ledger.record_attempt(case.actions[0].id, ActionStatus.APPLIED)
+    entries = ledger.verify_audit().entries
+    late = ledger.record_attempt(case.actions[0].id, ActionStatus.FAILED, "too late")
+    assert late == first and late.attempts == 1
+    assert ledger.verify_audit().entries == entries
+
+
+def test_a_leased_action_is_nobody_elses_until_the_lease_ends(ledger: Ledger, instances) -> None:  # type: ignore[no-untyped-def]
+    other = instances()
+    case = contested(ledger, Clock(), Effect.OVERRIDE)
+    lease_end = LATER + timedelta(minutes=10)
+    taken = ledger.lease_actions(10, now=LATER, until=lease_end)
+    assert [a.id for a in taken] == [a.id for a in case.actions]
+    assert other.lease_actions(10, now=LATER, until=lease_end) == []
+    assert ledger.pending_actions(now=LATER) == []
+    ledger.record_attempt(taken[0].id, ActionStatus.APPLIED)
+    after = lease_end + timedelta(seconds=1)  # the worker holding the second one died: it comes back
+    assert [a.id for a in other.lease_actions(10, now=after, until=after + timedelta(minutes=10))] == [taken[1].id]
+
+
+def test_racing_workers_never_lease_the_same_action(ledger: Ledger, instances) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    clock = Clock()
+    made = {a.id for _ in range(3) for a in contested(ledger, clock, Effect.BLOCK).actions}
+    workers = [ledger, instances(), ledger, instances()]
+
+    def work(worker: Ledger) -> list[str]:
+        return [a.id for a in worker.lease_actions(2, now=LATER, until=LATER + timedelta(minutes=5))]
+
+    with ThreadPoolExecutor(len(workers)) as pool:
+        taken = [i for got in pool.map(work, workers) for i in got]
+    assert len(taken) == len(set(taken))  # never one action to two workers
+    assert set(taken) <= made
+    rest = {a.id for a in ledger.lease_actions(10, now=LATER, until=LATER + timedelta(minutes=5))}
+    assert set(taken) | rest == made and not set(taken) & rest

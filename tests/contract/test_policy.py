@@ -18,7 +18,9 @@ def test_policy_versions_count_up_and_the_newest_is_current(ledger: Ledger) -> N
 
 
 def test_a_large_policy_with_any_characters_reads_back_unchanged(ledger: Ledger) -> None:
-    text = "version: 9\n# ポリシー ✓ 𝔘\n" + "".join(f"  - id: rule-{i}\n    effect: block\n" for i in range(4000))
+    text = "version: 9\n# ポリシー ✓ \U0001d518\n" + "".join(
+        f"  - id: rule-{i}\n    effect: block\n" for i in range(4000)
+    )
     assert len(text) > 100_000
     saved = ledger.save_policy(text, "admin@contoso")
     assert ledger.policy() == saved and saved.text == text

@@ -13,7 +13,7 @@ import pytest
 from tests.sandbox.conftest import AIKO, AIKO_JP, JP_ID, KEY, Hook, api, exchange, mailbox, register
 
 pytestmark = pytest.mark.sandbox
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 JP = api("contoso-jp")
 TEST_ENABLE = {"testemailconfigurationscheduled": True}
 

@@ -36,8 +36,8 @@ from shared.claims import (
 )
 from shared.model import ClaimKind, InvalidAddress, InvalidPayload, Org, Origin
 
-# The specs folder sits beside the repository: <parent>/shared/fixtures.
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+# Copies of the example Dataverse payloads the specs ship (tests/fixtures/).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 JP_ID = "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12"
 NA_ID = "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01"
