@@ -9,6 +9,8 @@ ledger, decides with the pure policy engine and case work, and commits one
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +52,11 @@ from shared.policy import (
 log = logging.getLogger("orgguard.service")
 
 MAX_ATTEMPTS = 8
+
+
+def backoff(attempt: int) -> None:
+    """A short jittered pause before deciding again, so writers racing on one mailbox spread out."""
+    time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
 
 
 class LedgerBusy(LedgerError):
@@ -122,7 +129,7 @@ class OrgGuard:
                 Decision(Effect.ALLOW, "own-write", "OrgGuard's own write carrying out a case"), None, recorded=False
             )
         policy = self.policy()
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now))
@@ -132,6 +139,7 @@ class OrgGuard:
             except DuplicateEvent as dup:
                 return self._duplicate(claim, dup.outcome.effect, dup.outcome.case_id)
             except ConcurrencyConflict:
+                backoff(attempt)
                 continue
             self._log_decision(claim, planned)
             return Outcome(decision, planned.case.id if planned.case else None, event=claim.event_key)
@@ -238,7 +246,7 @@ class OrgGuard:
     def _resolve(self, case_id: str, effect: Effect, state: CaseState, actor: str, reason: str, rule: str) -> Case:
         if not reason.strip():
             raise DomainError("a reason is required", field="reason")
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             case = self.case(case_id)
             view = self.ledger.mailbox(case.key)
             change = casework.plan_resolution(
@@ -247,6 +255,7 @@ class OrgGuard:
             try:
                 self.ledger.commit(change)
             except ConcurrencyConflict:
+                backoff(attempt)
                 continue
             return self.case(case_id)
         raise LedgerBusy(f"case {case_id} kept changing; try again")
@@ -256,12 +265,13 @@ class OrgGuard:
         self.orgs.get(org)
         if not reason.strip():
             raise DomainError("a reason is required", field="reason")
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             view = self.ledger.mailbox(key)
             change, case = casework.plan_designation(view, org, actor=actor, reason=reason.strip(), now=self.clock())
             try:
                 self.ledger.commit(change)
             except ConcurrencyConflict:
+                backoff(attempt)
                 continue
             return self.case(case.id)
         raise LedgerBusy(f"the mailbox {key.redacted} kept changing; try again")
@@ -289,7 +299,7 @@ class OrgGuard:
         self.orgs.get(move.to)
         for org in move.demote:
             self.orgs.get(org)
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             seen = self.ledger.event(move.event_key)
             if seen:
                 return self._duplicate_event(move.event_key, seen.effect, seen.case_id)
@@ -300,6 +310,7 @@ class OrgGuard:
             except DuplicateEvent as dup:
                 return self._duplicate_event(move.event_key, dup.outcome.effect, dup.outcome.case_id)
             except ConcurrencyConflict:
+                backoff(attempt)
                 continue
             case_id = planned.case.id if planned.case else None
             log.info(
