@@ -65,7 +65,9 @@ class Executor:
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 300.0
-    lease_s: float = 600.0  # longer than a run's Dataverse retries can take
+    # A killed worker holds its actions this long. A run slower than this may write a
+    # mailbox twice (harmless: the writes are idempotent and each is recorded once).
+    lease_s: float = 30.0
     clock: Callable[[], datetime] = utcnow
     _known_users: set[str] = field(default_factory=set)
 
