@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import executor, gate, sweep
+from bench import executor, gate, ledger, sweep
 
-SUITES = {"gate": gate.main, "executor": executor.main, "sweep": sweep.main}
+SUITES = {"gate": gate.main, "ledger": ledger.main, "executor": executor.main, "sweep": sweep.main}
 
 
 def main() -> None:

@@ -102,6 +102,14 @@ class OrgPace:
             self.window_ends = until
             self.remaining = 0
 
+    def wait_s(self) -> float:
+        """How long before this org takes anything: a 429's Retry-After, or a spent window's end."""
+        now = self.clock()
+        until = self.resume_at
+        if self.remaining is not None and self.remaining <= 0 and self.window_ends:
+            until = max(until, self.window_ends)
+        return max(0.0, until - now)
+
     def allowance(self, want: int, *, cap: int = MAX_BATCH) -> int:
         """How many operations to put in the next request: what is left of the window, at least one."""
         want = max(1, min(want, cap))

@@ -92,6 +92,10 @@ async def carry_out(
         if stop is not None and await stop():
             state.stopped = True
             break
+        # Wait out a spent window here, before the executor leases actions, not while holding them.
+        pause = max((pacer.pace(o).wait_s() for o in orgs), default=0.0)
+        if pause > 0:
+            await asyncio.sleep(pause)
         report: ExecutionReport = await executor.run_once(limit=round_size(pacer, orgs))
         state.rounds += 1
         state.applied += report.applied

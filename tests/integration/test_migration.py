@@ -158,7 +158,7 @@ def test_s3_500_mailboxes_move_under_a_tight_budget_and_survive_a_kill(
     c = wired(tmp_path, base_url, POLICY)
     ledger = job_ledger(c.ledger)
     command = [sys.executable, "-m", "shared.cli", "migrate", "--from", "contoso-na", "--to", "contoso-eu"]
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [*command, "--mailboxes", str(listing), "--apply", "--json"],
         cwd=tmp_path,
         env=env,
@@ -183,6 +183,8 @@ def test_s3_500_mailboxes_move_under_a_tight_budget_and_survive_a_kill(
     job = ledger.jobs(JobKind.MIGRATION)[0]
     assert job.state is JobState.RUNNING and 0 < job.progress["settled"] < 500  # killed half way
 
+    # the dead worker's leased actions come back when their lease (30 s) runs out; the resumed job
+    # first reads back the rows of the batch that was in flight and records what already reached the org
     doc = run_cli(c, "migrate", "--resume", job.id)
 
     assert doc["state"] == "done"
