@@ -18,14 +18,12 @@ from shared.model import (
     CaseState,
     Change,
     Claim,
-    ClaimKind,
     ClaimRecord,
     Decision,
     Effect,
     EventOutcome,
     InvalidTransition,
     MailboxView,
-    Origin,
     Ownership,
     new_id,
 )
@@ -180,36 +178,3 @@ def plan_resolution(
         ),
     )
     return Change(case.key, view.version, ownership, None, None, (resolved,), audit)
-
-
-def plan_designation(view: MailboxView, org: str, *, actor: str, reason: str, now: datetime) -> tuple[Change, Case]:
-    """An admin makes ``org`` the owner: an override case with its actions."""
-    owner = view.ownership
-    decision = Decision(Effect.OVERRIDE, "admin", f"{actor} made {org} the owner of {view.key}: {reason}")
-    case = Case(
-        id=new_id(),
-        key=view.key,
-        owner=owner.owner if owner else None,
-        claimant=org,
-        claimant_mailbox_id="",
-        owner_mailbox_id=owner.mailbox_id if owner else None,
-        kind=ClaimKind.ADMIN,
-        origin=Origin.ADMIN,
-        decision=decision,
-        state=CaseState.OPEN,
-        created_at=now,
-        updated_at=now,
-    ).moved_to(CaseState.DECIDED, actor=actor, note=reason, at=now)
-    case = replace(case, actions=actions_for(case, Effect.OVERRIDE, now))
-    version = owner.version + 1 if owner else 1
-    ownership = Ownership(view.key, org, now, "admin", version, None)
-    audit = (
-        AuditEvent(
-            "owner.designated",
-            view.key.address,
-            actor,
-            {"case": case.id, "owner": org, "previous": owner.owner if owner else None, "reason": reason},
-            now,
-        ),
-    )
-    return Change(view.key, view.version, ownership, None, None, (case,), audit), case

@@ -34,6 +34,7 @@ from shared.model import (
     Origin,
     Ownership,
     Page,
+    new_id,
     utcnow,
 )
 from shared.orgs import OrgRegistry
@@ -137,18 +138,13 @@ class OrgGuard:
             try:
                 self.ledger.commit(planned.change)
             except DuplicateEvent as dup:
-                return self._duplicate(claim, dup.outcome.effect, dup.outcome.case_id)
+                return self._duplicate_event(claim.event_key, dup.outcome.effect, dup.outcome.case_id)
             except ConcurrencyConflict:
                 backoff(attempt)
                 continue
             self._log_decision(claim, planned)
             return Outcome(decision, planned.case.id if planned.case else None, event=claim.event_key)
         raise LedgerBusy(f"the mailbox {claim.key.redacted} kept changing; try again")
-
-    def _duplicate(self, claim: Claim, effect: Effect, case_id: str | None) -> Outcome:
-        case = self.ledger.case(case_id) if case_id else None
-        decision = case.decision if case else Decision(effect, "duplicate", "this event was already processed")
-        return Outcome(decision, case_id, duplicate=True, event=claim.event_key)
 
     def _situation(self, claim: Claim, owner: Ownership | None, now: datetime) -> Situation:
         contested = owner is not None and owner.owner != claim.org
@@ -262,19 +258,24 @@ class OrgGuard:
 
     def designate_owner(self, key: MailboxKey, org: str, *, actor: str, reason: str) -> Case:
         """An admin makes ``org`` the owner of ``key`` (demote the old owner, promote ``org``)."""
-        self.orgs.get(org)
         if not reason.strip():
             raise DomainError("a reason is required", field="reason")
-        for attempt in range(MAX_ATTEMPTS):
-            view = self.ledger.mailbox(key)
-            change, case = casework.plan_designation(view, org, actor=actor, reason=reason.strip(), now=self.clock())
-            try:
-                self.ledger.commit(change)
-            except ConcurrencyConflict:
-                backoff(attempt)
-                continue
-            return self.case(case.id)
-        raise LedgerBusy(f"the mailbox {key.redacted} kept changing; try again")
+        move = Move(
+            key=key,
+            to=org,
+            to_mailbox_id=None,
+            demote={},
+            kind=ClaimKind.ADMIN,
+            origin=Origin.ADMIN,
+            rule="admin",
+            reason=f"{actor} made {org} the owner of {key}: {reason.strip()}",
+            actor=actor,
+            event_key=f"admin:{new_id()}",
+            how="admin",
+        )
+        outcome = self.move_owner(move)
+        assert outcome.case_id is not None
+        return self.case(outcome.case_id)
 
     def retry_action(self, action_id: str, *, actor: str) -> None:
         self.ledger.reset_action(action_id)
