@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sandbox.server import running
 from shared import bootstrap
 from shared.cli import app
-from shared.jobs import JobState
+from shared.jobs import JobKind, JobState
 from shared.ledger.port import job_ledger
 from shared.model import CaseQuery, MailboxKey
 from shared.sweep import new_job, run_sweep
@@ -184,3 +184,29 @@ def test_post_sweeps_runs_in_the_background_and_reports(sandbox: httpx.Client, b
             assert http.post("/api/sweeps", json={"apply": True}).status_code == 401
     finally:
         bootstrap.install(None)
+
+
+def test_the_sweep_timer_repairs_only_when_told_to(
+    sandbox: httpx.Client, base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The Function App's timer, called with a real TimerRequest: a dry run by default, a repair with APPLY."""
+    from azure.functions.timer import TimerRequest
+
+    from functions import timers
+
+    jp_fails_with_the_alert(sandbox)
+    c = wired(tmp_path, base_url, policy_designating("contoso-na"))
+    bootstrap.install(c)
+    try:
+        monkeypatch.delenv("ORGGUARD_SWEEP_APPLY", raising=False)
+        timers.sweep(TimerRequest(past_due=False, schedule_status={}, schedule={}))
+        assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 1  # looked, wrote nothing
+        assert job_ledger(c.ledger).jobs(JobKind.SWEEP)[0].state is JobState.DONE
+
+        monkeypatch.setenv("ORGGUARD_SWEEP_APPLY", "true")
+        timers.sweep(TimerRequest(past_due=True, schedule_status={}, schedule={}))
+        assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 2
+        assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
+    finally:
+        bootstrap.install(None)
+        c.close()
