@@ -198,6 +198,53 @@ def over_http(n: int = 2000, rate: float = 200.0) -> list[list[object]]:
             proc.wait(timeout=10)
 
 
+def with_wrk(seconds: int = 8) -> list[list[object]]:
+    """The same server driven by wrk (a C load generator), when it is installed: the server's own ceiling."""
+    import re
+    import shutil
+
+    from tests.factories import KEYS
+
+    if not shutil.which("wrk"):
+        return []
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER.format(repo=str(REPO), tmp=tmp, port=port, n=0)], cwd=REPO
+        )
+        try:
+            _wait(f"http://127.0.0.1:{port}")
+            env = {**os.environ, "ORGGUARD_FIXTURE": str(FIXTURE), "ORGGUARD_KEY": KEYS["contoso-jp"]}
+            for label, args in (
+                (
+                    "gate POST (each a new mailbox: a ledger write)",
+                    ["-s", str(REPO / "bench" / "wrk" / "gate.lua"), f"http://127.0.0.1:{port}/api/dataverse/gate"],
+                ),
+                ("baseline: GET /api/health", [f"http://127.0.0.1:{port}/api/health"]),
+            ):
+                out = subprocess.run(
+                    ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+                p50 = re.search(r"50%\s+([\d.]+)(\w+)", out)
+                p99 = re.search(r"99%\s+([\d.]+)(\w+)", out)
+                rows.append([label, rate, _ms(p50), _ms(p99)])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return rows
+
+
+def _ms(match) -> float:  # type: ignore[no-untyped-def]
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
 def _wait(url: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -236,6 +283,10 @@ def main() -> None:
     table(
         ["route", "requests", "req/s (closed loop)", "p50 ms", "p99 ms", "p50 ms @200/s", "p99 ms @200/s"], over_http()
     )
+    wrk_rows = with_wrk()
+    if wrk_rows:
+        header("Gate over HTTP driven by wrk (-t1 -c8 -d8s), the same server")
+        table(["route", "req/s", "p50 ms", "p99 ms"], wrk_rows)
     header("Cold import (python -c 'import ...', median of 5)")
     table(["what", "runs", "median ms", "best ms"], import_time())
     console.print("Also: python -X importtime -c 'import function_app' 2>&1 | sort -t'|' -k2 -n | tail")
