@@ -26,7 +26,7 @@ $(NODE_STAMP): package.json
 	npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
-run: $(STAMP) $(NODE_STAMP)
+run: $(STAMP)
 	$(BIN)/orgguard serve --sandbox
 
 test: $(STAMP) $(NODE_STAMP)
