@@ -76,6 +76,14 @@ def _job(job_id: str, kind: JobKind) -> Job:
     return job
 
 
+async def _listed(kind: JobKind) -> dict[str, Any]:
+    return {"items": [job_doc(j) for j in await run_in_threadpool(_ledger().jobs, kind)]}
+
+
+async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
+    return job_doc(await run_in_threadpool(_job, job_id, kind))
+
+
 # --- sweeps ------------------------------------------------------------------------------
 
 
@@ -93,13 +101,12 @@ async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
 
 @router.get("/sweeps")
 async def list_sweeps(_: Reader) -> dict[str, Any]:
-    jobs = await run_in_threadpool(_ledger().jobs, JobKind.SWEEP)
-    return {"items": [job_doc(j) for j in jobs]}
+    return await _listed(JobKind.SWEEP)
 
 
 @router.get("/sweeps/{job_id}")
 async def get_sweep(job_id: str, _: Reader) -> dict[str, Any]:
-    return job_doc(await run_in_threadpool(_job, job_id, JobKind.SWEEP))
+    return await _shown(job_id, JobKind.SWEEP)
 
 
 # --- migrations ----------------------------------------------------------------------------
@@ -132,13 +139,12 @@ async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
 
 @router.get("/migrations")
 async def list_migrations(_: Reader) -> dict[str, Any]:
-    jobs = await run_in_threadpool(_ledger().jobs, JobKind.MIGRATION)
-    return {"items": [job_doc(j) for j in jobs]}
+    return await _listed(JobKind.MIGRATION)
 
 
 @router.get("/migrations/{job_id}")
 async def get_migration(job_id: str, _: Reader) -> dict[str, Any]:
-    return job_doc(await run_in_threadpool(_job, job_id, JobKind.MIGRATION))
+    return await _shown(job_id, JobKind.MIGRATION)
 
 
 async def _move_to(job_id: str, state: JobState) -> Job:

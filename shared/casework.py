@@ -38,7 +38,8 @@ class Planned:
     case: Case | None
 
 
-def _action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
+def new_action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
+    """A pending write to one org; a missing row id is looked up by address when it runs."""
     return Action(
         id=new_id(), case_id=case_id, org=org, mailbox_id=mailbox_id or None, kind=kind, created_at=now, updated_at=now
     )
@@ -53,15 +54,15 @@ def actions_for(case: Case, effect: Effect, now: datetime) -> tuple[Action, ...]
     makes Exchange follow under every Test & Enable semantics.
     """
     if effect is Effect.BLOCK:
-        acts = [_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now)]
+        acts = [new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now)]
         if case.origin.after_the_fact and case.owner:
-            acts.append(_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now))
         return tuple(acts)
     if effect is Effect.OVERRIDE:
         acts = []
         if case.owner and case.owner != case.claimant:
-            acts.append(_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now))
-        acts.append(_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now))
+        acts.append(new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now))
         return tuple(acts)
     return ()
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from shared.casework import Planned
+from shared.casework import Planned, new_action
 from shared.model import (
-    Action,
     ActionKind,
     AuditEvent,
     Case,
@@ -59,10 +58,6 @@ class Move:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-def _action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
-    return Action(new_id(), case_id, org, mailbox_id or None, kind, created_at=now, updated_at=now)
-
-
 def plan_move(view: MailboxView, move: Move, *, now: datetime) -> Planned:
     owner = view.ownership
     decision = Decision(Effect.OVERRIDE, move.rule, move.reason)
@@ -83,9 +78,9 @@ def plan_move(view: MailboxView, move: Move, *, now: datetime) -> Planned:
     demote = {org: row for org, row in move.demote.items() if org != move.to}
     if move.demote_owner and owner and owner.owner != move.to and owner.owner not in demote:
         demote[owner.owner] = owner.mailbox_id
-    actions = [_action(case.id, org, row, ActionKind.DEMOTE, now) for org, row in sorted(demote.items())]
+    actions = [new_action(case.id, org, row, ActionKind.DEMOTE, now) for org, row in sorted(demote.items())]
     if move.promote:
-        actions.append(_action(case.id, move.to, move.to_mailbox_id, ActionKind.PROMOTE, now))
+        actions.append(new_action(case.id, move.to, move.to_mailbox_id, ActionKind.PROMOTE, now))
     case = replace(case, actions=tuple(actions))
     version = owner.version + 1 if owner else 1
     mailbox_id = move.to_mailbox_id or (owner.mailbox_id if owner and owner.owner == move.to else None)

@@ -130,21 +130,32 @@ class OrgGuard:
                 Decision(Effect.ALLOW, "own-write", "OrgGuard's own write carrying out a case"), None, recorded=False
             )
         policy = self.policy()
-        for attempt in range(MAX_ATTEMPTS):
+
+        def plan() -> casework.Planned:
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now))
-            planned = casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+            return casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+
+        planned = self._commit(claim.event_key, plan, f"the mailbox {claim.key.redacted}")
+        if isinstance(planned, Outcome):
+            return planned
+        self._log_decision(claim, planned)
+        return Outcome(planned.decision, planned.case.id if planned.case else None, event=claim.event_key)
+
+    def _commit(self, event_key: str, plan: Callable[[], casework.Planned], what: str) -> casework.Planned | Outcome:
+        """Plan against a fresh view and commit it; on a conflict, plan again; a seen event answers as before."""
+        for attempt in range(MAX_ATTEMPTS):
+            planned = plan()
             try:
                 self.ledger.commit(planned.change)
             except DuplicateEvent as dup:
-                return self._duplicate_event(claim.event_key, dup.outcome.effect, dup.outcome.case_id)
+                return self._duplicate_event(event_key, dup.outcome.effect, dup.outcome.case_id)
             except ConcurrencyConflict:
                 backoff(attempt)
                 continue
-            self._log_decision(claim, planned)
-            return Outcome(decision, planned.case.id if planned.case else None, event=claim.event_key)
-        raise LedgerBusy(f"the mailbox {claim.key.redacted} kept changing; try again")
+            return planned
+        raise LedgerBusy(f"{what} kept changing; try again")
 
     def _situation(self, claim: Claim, owner: Ownership | None, now: datetime) -> Situation:
         contested = owner is not None and owner.owner != claim.org
@@ -300,25 +311,18 @@ class OrgGuard:
         self.orgs.get(move.to)
         for org in move.demote:
             self.orgs.get(org)
-        for attempt in range(MAX_ATTEMPTS):
-            seen = self.ledger.event(move.event_key)
-            if seen:
-                return self._duplicate_event(move.event_key, seen.effect, seen.case_id)
-            view = self.ledger.mailbox(move.key)
-            planned = plan_move(view, move, now=self.clock())
-            try:
-                self.ledger.commit(planned.change)
-            except DuplicateEvent as dup:
-                return self._duplicate_event(move.event_key, dup.outcome.effect, dup.outcome.case_id)
-            except ConcurrencyConflict:
-                backoff(attempt)
-                continue
-            case_id = planned.case.id if planned.case else None
-            log.info(
-                "owner moved", extra={"mailbox": move.key.redacted, "org": move.to, "rule": move.rule, "case": case_id}
-            )
-            return Outcome(planned.decision, case_id, event=move.event_key)
-        raise LedgerBusy(f"the mailbox {move.key.redacted} kept changing; try again")
+        planned = self._commit(
+            move.event_key,
+            lambda: plan_move(self.ledger.mailbox(move.key), move, now=self.clock()),
+            f"the mailbox {move.key.redacted}",
+        )
+        if isinstance(planned, Outcome):
+            return planned
+        case_id = planned.case.id if planned.case else None
+        log.info(
+            "owner moved", extra={"mailbox": move.key.redacted, "org": move.to, "rule": move.rule, "case": case_id}
+        )
+        return Outcome(planned.decision, case_id, event=move.event_key)
 
     def _duplicate_event(self, event_key: str, effect: Effect, case_id: str | None) -> Outcome:
         case = self.ledger.case(case_id) if case_id else None

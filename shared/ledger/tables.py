@@ -172,7 +172,7 @@ Operation = tuple[str, Entity, dict[str, Any]]
 T = TypeVar("T")
 
 DEFAULT_PREFIX: Final = "orgguard"
-TABLE_NAMES: Final = ("mailboxes", "events", "cases", "actions", "audit", "policies")
+TABLE_NAMES: Final = ("mailboxes", "events", "cases", "actions", "audit", "policies", "jobs")
 
 MAX_ENTITY_BYTES: Final = 1024 * 1024
 MAX_PROPERTY_BYTES: Final = 64 * 1024
@@ -1343,18 +1343,8 @@ class TableLedger:
     # Created and Version (a save is conditional on it, and If-Match on the ETag).
 
     def _jobs(self) -> TableClient:
-        client = self._tables.get("jobs")
-        if client is None:
-            client = self._service.get_table_client(self.prefix + "jobs")
-            try:
-                client.create_table()
-            except ResourceExistsError:
-                pass
-            except HttpResponseError as exc:
-                if exc.status_code != 403:
-                    raise
-            self._tables["jobs"] = client
-        return client
+        self._ensure()
+        return self._tables["jobs"]
 
     def save_job(self, job: Job) -> Job:
         from shared.jobs import JobConflict, job_doc
