@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,11 @@ def writes(sandbox: httpx.Client) -> dict[str, int]:
     """Requests other than reads each org received (PATCH, POST, DELETE, PUT; inside batches too)."""
     counters = sandbox.get("/_sandbox/requests").json()
     return {org: sum(n for method, n in c["by_method"].items() if method != "GET") for org, c in counters.items()}
+
+
+def reset_sandbox(base_url: str, timeout: float = 60) -> Iterator[httpx.Client]:
+    """A client on a sandbox put back to its seeded state before and after the test (for fixtures)."""
+    with httpx.Client(base_url=base_url, timeout=timeout) as client:
+        client.post("/_sandbox/reset").raise_for_status()
+        yield client
+        client.post("/_sandbox/reset").raise_for_status()

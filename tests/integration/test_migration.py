@@ -23,7 +23,7 @@ from shared.ledger.port import job_ledger
 from shared.ledger.sqlite import SqliteLedger
 from shared.model import ActionStatus, CaseQuery, MailboxKey
 from tests.factories import ADMIN_TOKEN, KEYS, ORG_IDS, REPO
-from tests.jobs_support import exchange, rows, wired, writes
+from tests.jobs_support import exchange, reset_sandbox, rows, wired, writes
 
 pytestmark = pytest.mark.sandbox
 
@@ -38,10 +38,7 @@ def base_url() -> Iterator[str]:
 
 @pytest.fixture
 def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        client.post("/_sandbox/reset").raise_for_status()
-        yield client
-        client.post("/_sandbox/reset").raise_for_status()
+    yield from reset_sandbox(base_url, timeout=60)
 
 
 def in_both(sandbox: httpx.Client, n: int) -> tuple[list[str], str]:

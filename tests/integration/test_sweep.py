@@ -20,7 +20,7 @@ from shared.ledger.port import job_ledger
 from shared.model import CaseQuery, MailboxKey
 from shared.sweep import new_job, run_sweep
 from tests.factories import ADMIN_TOKEN, AIKO
-from tests.jobs_support import ADMIN, API, exchange, row_for, rows, wired, writes
+from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, row_for, rows, wired, writes
 
 pytestmark = pytest.mark.sandbox
 
@@ -49,10 +49,7 @@ def base_url() -> Iterator[str]:
 
 @pytest.fixture
 def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        client.post("/_sandbox/reset").raise_for_status()
-        yield client
-        client.post("/_sandbox/reset").raise_for_status()
+    yield from reset_sandbox(base_url, timeout=30)
 
 
 def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
