@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from functions.http_api import create_api
 from shared import orgclients
 from shared.bootstrap import Container
-from shared.registration import RegistrationResult, register
 
 log = logging.getLogger("orgguard.local")
 
@@ -55,16 +54,3 @@ def create_local_app(c: Container, *, background: bool = True) -> FastAPI:
             await asyncio.gather(task, return_exceptions=True)
 
     return create_api(lifespan=lifespan)
-
-
-async def register_all(c: Container, names: list[str], base_url: str) -> list[RegistrationResult]:
-    """Register OrgGuard's gate and event endpoints in each named org."""
-    pool = orgclients.ClientPool()
-    try:
-        results = []
-        for name in names:
-            org = c.orgs.get(name)
-            results.append(await register(pool(org), org_name=name, base_url=base_url, key=c.orgs.key_for(name)))
-        return results
-    finally:
-        await pool.aclose()

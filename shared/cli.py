@@ -133,8 +133,9 @@ def serve(
 
     import uvicorn
 
-    from functions.local_host import create_local_app, register_all
+    from functions.local_host import create_local_app
     from shared import bootstrap
+    from shared.registration import register_orgs
     from shared.settings import Settings
 
     with ExitStack() as stack:
@@ -156,7 +157,7 @@ def serve(
         bootstrap.install(container)
         base = f"http://{host}:{port}"
         if sandbox:
-            for result in asyncio.run(register_all(container, container.orgs.names, base)):
+            for result in asyncio.run(register_orgs(container.orgs, container.orgs.names, base)):
                 out.print(
                     f"  registered in {result.org}: {len(result.created)} created, "
                     f"{len(result.updated)} updated, {len(result.unchanged)} unchanged"
@@ -199,14 +200,14 @@ def register(
     """Create or update (idempotently) OrgGuard's service endpoints, steps and images in each org."""
     import asyncio
 
-    from functions.local_host import register_all
     from shared.dataverse import DataverseError
+    from shared.registration import register_orgs
 
     if not url.startswith(("https://", "http://127.", "http://localhost")):
         raise fail("--url must be https (plain http only on loopback)", 2)
     container = _container()
     try:
-        results = asyncio.run(register_all(container, org, url.rstrip("/")))
+        results = asyncio.run(register_orgs(container.orgs, org, url.rstrip("/")))
     except (DomainError, DataverseError) as exc:
         raise fail(str(exc)) from None
     if as_json:

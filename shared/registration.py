@@ -15,13 +15,14 @@ makes the next run PATCH the endpoint with the new ``authvalue``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
 from shared.dataverse import DataverseClient, DataverseError, odata_string
+from shared.orgs import OrgRegistry
 
 KEY_HEADER = "x-orgguard-key"
 GATE_PATH = "/api/dataverse/gate"
@@ -365,3 +366,17 @@ def privileges_markdown() -> str:
     rows = ["| table | privileges | depth | why |", "|---|---|---|---|"]
     rows += [f"| `{p.table}` | {', '.join(p.names)} | {p.depth} | {p.why} |" for p in required_privileges()]
     return "\n".join(rows)
+
+
+async def register_orgs(orgs: OrgRegistry, names: Sequence[str], base_url: str) -> list[RegistrationResult]:
+    """Register OrgGuard's gate and event endpoints in each named org (``orgguard register``)."""
+    from shared.orgclients import ClientPool
+
+    pool = ClientPool()
+    try:
+        return [
+            await register(pool(orgs.get(name)), org_name=name, base_url=base_url, key=orgs.key_for(name))
+            for name in names
+        ]
+    finally:
+        await pool.aclose()

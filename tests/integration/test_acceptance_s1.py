@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from functions.local_host import create_local_app, register_all
+from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.executor import has_pending
 from shared.ledger.sqlite import SqliteLedger
 from shared.model import ActionStatus, CaseQuery, CaseState, MailboxKey
+from shared.registration import register_orgs
 from shared.settings import Settings
 from tests.factories import AIKO, BLOCKING_POLICY, OVERRIDING_POLICY, registry
 from tests.serving import serve
@@ -100,7 +101,7 @@ def world(tmp_path) -> Iterator[World]:
             serve(create_local_app(c, background=False)) as orgguard_url,
             httpx.Client(base_url=sandbox_url, timeout=30) as sandbox,
         ):
-            asyncio.run(register_all(c, c.orgs.names, orgguard_url))
+            asyncio.run(register_orgs(c.orgs, c.orgs.names, orgguard_url))
             yield World(sandbox, sandbox_url, orgguard_url, c)
         bootstrap.install(None)
         c.close()
