@@ -75,3 +75,26 @@ def test_audit_verify_fails_when_history_is_edited(installed, tmp_path):
     db.close()
     result = runner.invoke(app, ["audit", "verify", "--json"])
     assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
+
+
+def test_register_is_idempotent_and_refuses_plain_http(tmp_path):
+    from sandbox.server import running
+    from tests.factories import registry
+
+    plain = ["register", "--org", "contoso-na", "--url", "http://orgguard.example.com"]
+    assert runner.invoke(app, plain).exit_code == 2
+    with running(mailboxes=5) as base:
+        c = container(tmp_path)
+        c.orgs = registry(base)
+        bootstrap.install(c)
+        try:
+            orgs = ["--org", "contoso-na", "--org", "contoso-jp"]
+            args = ["register", *orgs, "--url", "http://127.0.0.1:7071", "--json"]
+            first = json.loads(runner.invoke(app, args).stdout)
+            again = json.loads(runner.invoke(app, args).stdout)
+            assert [r["org"] for r in first] == ["contoso-na", "contoso-jp"] and all(r["created"] for r in first)
+            assert all(not r["created"] and not r["updated"] and r["unchanged"] for r in again)
+            assert runner.invoke(app, ["register", "--org", "contoso-xx", "--url", "https://x.example"]).exit_code == 1
+        finally:
+            bootstrap.install(None)
+            c.close()
