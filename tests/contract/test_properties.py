@@ -77,7 +77,7 @@ def test_any_sequence_of_claims_and_attempts_keeps_the_invariants(fresh: Callabl
             failed = [a for c in ledger.cases(CaseQuery(state=CaseState.FAILED, limit=500)).items for a in c.actions
                       if a.status is ActionStatus.FAILED]  # fmt: skip
             if failed:
-                assert ledger.reset_action(failed[step[1] % len(failed)].id).status is ActionStatus.PENDING
+                assert ledger.reset_action(failed[step[1] % len(failed)].id, actor="ops").status is ActionStatus.PENDING
         assert {m: ledger.mailbox(mailbox(m)).version for m in versions} == versions
     check_invariants(ledger, outcomes)
 
