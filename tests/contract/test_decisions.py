@@ -31,7 +31,7 @@ from shared.model import (
     Origin,
 )
 from shared.service import OrgGuard
-from tests.contract.conftest import T0, Clock, LedgerSpec
+from tests.contract.conftest import T0, Clock, LedgerSpec, needs_processes
 from tests.factories import HOLDING_POLICY, claim, registry
 
 DECISION_STATES = {CaseState.DECIDED, CaseState.DENIED, CaseState.EXPIRED}
@@ -137,6 +137,7 @@ def _process_click(spec: LedgerSpec, case_id: str, how: str, go: object, out: ob
 
 @pytest.mark.slow
 def test_approvers_racing_in_processes_decide_once(spec: LedgerSpec, instances: Callable[[], Ledger]) -> None:
+    needs_processes(spec)
     first = instances()
     case = held(service(first))
     ctx = multiprocessing.get_context("spawn")

@@ -36,6 +36,8 @@ def fresh(spec: LedgerSpec, tmp_path: Path) -> Iterator[Callable[[], Ledger]]:
     def make() -> Ledger:
         if spec.kind == "sqlite":
             url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+        elif spec.kind == "memory":
+            url = "memory:"
         else:
             url = table_spec(spec.url.removeprefix("tables:").rsplit(";TablePrefix=", 1)[0]).url
         opened.append(LedgerSpec(spec.kind, url).open())
