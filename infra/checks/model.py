@@ -23,10 +23,15 @@ class Problem:
         return f"{self.file}:{self.line}: {self.what}"
 
 
-@cache
 def parse_template(path: Path) -> dict[str, Any]:
     """pycep's reading of one template (resources, modules, parameters, variables as dicts)."""
-    result: Any = BicepParser().parse(file_path=path)
+    return _parse(path.read_text(encoding="utf-8"))
+
+
+@cache
+def _parse(text: str) -> dict[str, Any]:
+    """Cached by content: pycep takes most of a check's time, and copies of a template read the same."""
+    result: Any = BicepParser().parse(text=text)
     return dict(result)
 
 
