@@ -27,7 +27,7 @@ def inline_document(value: str) -> str | None:
     """
     text = value.strip()
     if text.startswith(("{", "[")) or "\n" in text:
-        return text
+        return value
     return None
 
 
