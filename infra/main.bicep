@@ -78,8 +78,6 @@ param authClientId string
 @description('Tenant of the app registration.')
 param authTenantId string = subscription().tenantId
 
-@description('Registered orgs: [{name, id, url}] (infra/orgs.json by default). Names are letters, digits and hyphens; each org\'s webhook key is the Key Vault secret orgguard-key-<name> (infra/scripts/new-webhook-key.sh).')
-param orgs array = loadJsonContent('orgs.json')
 
 @allowed([
   'block'
@@ -128,6 +126,12 @@ var allTags = union(tags, {
   application: 'orgguard'
 })
 var functionAppName = 'func-orgguard-${resourceToken}'
+
+// Registered orgs, [{name, id, url}], read from infra/orgs.json when the
+// template is compiled. Names are lowercase letters, digits and hyphens; each
+// org's webhook key is the Key Vault secret orgguard-key-<name>
+// (infra/scripts/new-webhook-key.sh).
+var orgs = loadJsonContent('orgs.json')
 
 // ------------------------------------------------------------------ modules
 

@@ -572,6 +572,6 @@ def test_the_first_policy_is_valid_and_a_dry_run() -> None:
 def test_orgs_file_starts_empty_and_feeds_the_function_app() -> None:
     assert json.loads((INFRA / "orgs.json").read_text()) == []
     assert module_params("functions")["orgs"] == "orgs"
-    default = param_default("main.bicep", "orgs")
-    assert default["function"]["type"] == "load_json_content"
-    assert [a for a in default["function"]["parameters"].values() if a] == ["orgs.json"]
+    loaded = variable("main.bicep", "orgs")
+    assert loaded["function"]["type"] == "load_json_content"
+    assert [a for a in loaded["function"]["parameters"].values() if a] == ["orgs.json"]
