@@ -97,7 +97,7 @@ def test_seed_route_builds_a_new_world(admin: httpx.Client, control: httpx.Clien
     assert answer.status_code == 200
     orgs = {org["name"]: org for org in control.get("/_sandbox/orgs").json()}
     assert list(orgs) == ["contoso-na", "contoso-jp", "contoso-eu", "contoso-org4"]
-    assert all(org["mailboxes"] == 25 for org in orgs.values())
+    assert all(org["mailboxes"] == 25 + org["queues"] and org["queues"] == 2 for org in orgs.values())
     assert mailbox(admin, "contoso-jp")["mailboxid"] == AIKO_JP
     assert admin.get(api("contoso-org4") + "WhoAmI").json()["OrganizationId"] == orgs["contoso-org4"]["id"]
     assert control.post("/_sandbox/seed", json={"mailboxes": 0}).status_code == 422
@@ -150,5 +150,5 @@ def test_seeding_is_deterministic_and_messy_like_real_data() -> None:
 def test_seeding_scales() -> None:
     started = time.perf_counter()
     world = seed(mailboxes=10_000, orgs=4)
-    assert sum(len(org.mailboxes) for org in world.orgs.values()) == 40_000
+    assert sum(len(org.mailboxes) - len(org.tables["queues"]) for org in world.orgs.values()) == 40_000
     assert time.perf_counter() - started < 5
