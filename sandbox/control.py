@@ -292,9 +292,13 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
         return {"jobs": jobs, "pending": sum(1 for job in jobs if job["state"] == "pending")}
 
     @routes.post("/test-enable/run")
-    async def run_test_enable() -> dict[str, Any]:
-        """Run every pending job now, whatever its delay (to stage a race deterministically)."""
-        ran = await tests.run_pending()
+    async def run_test_enable(
+        org: str | None = None, kind: Literal["test-and-enable", "synchronization"] | None = None
+    ) -> dict[str, Any]:
+        """Run the pending jobs (of one org, of one kind) now, whatever their delay: a race staged on purpose."""
+        if org is not None:
+            orgs_named(org)
+        ran = await tests.run_pending(org, kind)
         return {"ran": ran, "jobs": [job.view() for job in tests.jobs], "pending": tests.pending}
 
     return routes

@@ -221,11 +221,18 @@ class TestEnable:
     def pending(self) -> int:
         return sum(1 for job in self.jobs if job.state == "pending")
 
-    async def run_pending(self) -> int:
-        """Run every pending job now, in order, and the ones they schedule (a race made deterministic)."""
+    async def run_pending(self, org: str | None = None, kind: str | None = None) -> int:
+        """Run the pending jobs (of `org`, of `kind`) now, in order, and the matching ones they schedule.
+
+        Tests stage a race with it deterministically: which test or synchronization lands first.
+        """
         ran = 0
         for _ in range(100):
-            pending = [job for job in self.jobs if job.state == "pending"]
+            pending = [
+                job
+                for job in self.jobs
+                if job.state == "pending" and org in (None, job.org) and kind in (None, job.kind)
+            ]
             if not pending:
                 break
             for job in pending:

@@ -87,8 +87,8 @@ def admit(state: SandboxState, org: OrgState, user_id: str, now: float | None = 
             org, f"Number of concurrent requests exceeded the limit of {limits.concurrent}.", TOO_MANY_CONCURRENT, 1, {}
         )
     if limits.requests is not None and len(load.arrivals) > limits.requests:
-        # the wait ends when enough arrivals (this one included) have left the window
-        wait = load.arrivals[len(load.arrivals) - limits.requests - 1] + limits.window_s - now
+        # the next request gets in once at most budget - 1 arrivals (this one included) are in the window
+        wait = load.arrivals[len(load.arrivals) - limits.requests] + limits.window_s - now
         raise _refuse(
             org,
             f"Number of requests exceeded the limit of {limits.requests} over time window of "

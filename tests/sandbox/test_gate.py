@@ -212,3 +212,22 @@ def test_a_gate_refusal_inside_a_change_set_undoes_the_whole_set(
     assert "blocked by OrgGuard" not in answer.text
     assert admin.get(JP + f"mailboxes({other_row['mailboxid']})").json()["@odata.etag"] == other_row["@odata.etag"]
     assert mailbox(admin, "contoso-jp")["testemailconfigurationscheduled"] is False
+
+
+def test_the_webhook_timeout_is_dataverses_60_seconds(control: httpx.Client) -> None:
+    """use-webhooks.md: "The timeout is 60 seconds." Lower values only make tests quicker; higher ones are refused."""
+    assert control.get("/_sandbox/settings").json()["global"]["webhook_timeout_s"] == 60
+    assert control.put("/_sandbox/settings", json={"webhook_timeout_s": 61}).status_code == 422
+
+
+def test_a_gate_that_answers_too_late_cancels_the_save_with_a_timeout(
+    admin: httpx.Client, control: httpx.Client, hook: Hook
+) -> None:
+    register(admin, "contoso-jp", hook.url)
+    control.put("/_sandbox/settings", json={"webhook_timeout_s": 0.3})
+    hook.delay_s, hook.sync = 1.0, (200, '{"effect": "allow", "note": "too late"}')
+    answer = patch_aiko(admin, TEST_ENABLE)
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "Endpoint unavailable" in message and "timed out after 0.3 s" in message and "too late" not in message
+    assert exchange(control) == "contoso-na"
