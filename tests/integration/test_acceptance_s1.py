@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -96,6 +97,13 @@ class World:
 
 @pytest.fixture
 def world(tmp_path) -> Iterator[World]:
+    with open_world(tmp_path) as opened:
+        yield opened
+
+
+@contextmanager
+def open_world(tmp_path) -> Iterator[World]:
+    """The sandbox's orgs with OrgGuard registered in each (OrgGuard on a loopback port: the exception is on)."""
     with running(mailboxes=20, overlap=0.3, loopback_webhooks=True) as sandbox_url:
         c = bootstrap.build(
             Settings(ledger=f"sqlite:///{tmp_path}/l.db", orgs="-", policy=str(tmp_path / "none"), admin_token="t"),
