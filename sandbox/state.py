@@ -139,7 +139,8 @@ class Fault:
 
 @dataclass
 class Counters:
-    """What an org was asked, for benchmarks: `requests` counts like service protection does."""
+    """What an org was asked, for benchmarks: `http` counts as service protection's number of requests
+    does (a $batch once), `requests` as entitlement limits do (every operation, inside a batch too)."""
 
     http: int = 0  # HTTP requests received, a $batch counting once
     requests: int = 0  # operations: each request outside a batch and each request inside one
