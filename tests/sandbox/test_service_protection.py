@@ -118,7 +118,7 @@ async def _many(base_url: str, count: int) -> list[httpx.Response]:
 
 def test_concurrent_requests_over_the_limit_are_refused_at_once(base_url: str, control: httpx.Client) -> None:
     control.put("/_sandbox/settings", json={"concurrency": 3})
-    control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 400})
+    control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 1500})  # all six arrive meanwhile
     answers = asyncio.run(_many(base_url, 6))
     refused = [answer for answer in answers if answer.status_code == 429]
     assert sum(answer.status_code == 200 for answer in answers) == 3 and len(refused) == 3
@@ -129,8 +129,7 @@ def test_concurrent_requests_over_the_limit_are_refused_at_once(base_url: str, c
         }
         assert int(answer.headers["Retry-After"]) >= 1
     assert control.get("/_sandbox/requests").json()["contoso-na"]["throttled"] == 3
-    control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 0})
-    assert all(answer.status_code == 200 for answer in asyncio.run(_many(base_url, 6)))
+    assert all(answer.status_code == 200 for answer in asyncio.run(_many(base_url, 3)))  # the slots came back
 
 
 def test_answers_carry_the_remaining_budget_headers(admin: httpx.Client, control: httpx.Client) -> None:

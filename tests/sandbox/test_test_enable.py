@@ -49,7 +49,7 @@ def alerts(admin: httpx.Client, org: str, mailbox_id: str) -> list[dict[str, Any
 
 
 def test_the_save_only_schedules_the_test_which_completes_later(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json={"test_enable_delay_s": 0.2})
+    control.put("/_sandbox/settings", json={"test_enable_delay_s": 1.5})  # long enough to look at it pending
     before = mailbox(admin, "contoso-jp")
     enable(admin)
     pending = mailbox(admin, "contoso-jp")
