@@ -40,6 +40,7 @@ from shared.model import (
     MailboxKey,
     MailboxView,
     NotFound,
+    Notice,
     Origin,
     Ownership,
     Page,
@@ -336,7 +337,13 @@ class SqliteLedger:
             return taken
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
         with self._tx() as db:
             row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
@@ -353,6 +360,7 @@ class SqliteLedger:
                 last_error=error,
                 updated_at=now,
                 next_attempt_at=retry_at,
+                notice=notice or old.notice,
             )
             self._save_action(db, new)
             self._append(
@@ -399,7 +407,8 @@ class SqliteLedger:
 
     def _settle_case(self, db: sqlite3.Connection, case_id: str) -> None:
         """Move the case to applied / failed once none of its actions is pending."""
-        statuses = {r["status"] for r in db.execute("SELECT status FROM actions WHERE case_id = ?", (case_id,))}
+        rows = db.execute("SELECT status, doc FROM actions WHERE case_id = ?", (case_id,)).fetchall()
+        statuses = {r["status"] for r in rows if codec.action_from(json.loads(r["doc"])).writes}
         if not statuses or ActionStatus.PENDING.value in statuses:
             return
         row = db.execute("SELECT doc FROM cases WHERE id = ?", (case_id,)).fetchone()

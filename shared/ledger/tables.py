@@ -153,6 +153,7 @@ from shared.model import (
     MailboxKey,
     MailboxView,
     NotFound,
+    Notice,
     Origin,
     Page,
     PolicyVersion,
@@ -1108,13 +1109,19 @@ class TableLedger:
         return taken
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
         def attempt(old: Action, case: Case | None, now: datetime) -> _Step | None:
             if old.status is not ActionStatus.PENDING:
                 return None  # applied or failed already: a late second worker changes nothing
             new = replace(old, status=status, attempts=old.attempts + 1, last_error=_clip_error(error),
-                          updated_at=now, next_attempt_at=retry_at)  # fmt: skip
+                          updated_at=now, next_attempt_at=retry_at, notice=notice or old.notice)  # fmt: skip
             data: dict[str, object] = {"action": action_id, "kind": old.kind.value, "org": old.org,
                                        "attempt": new.attempts, "error": new.last_error}  # fmt: skip
             event = AuditEvent(f"action.{status.value}", old.case_id, "orgguard", data, now)
@@ -1456,7 +1463,7 @@ def _case_entry(case: Case, sort: str, existing: Mapping[str, Any] | None) -> di
 
 def _settled(case: Case, action: Action) -> Case:
     """The case once ``action`` is recorded: applied / failed when none of its actions is pending."""
-    statuses = {(action if a.id == action.id else a).status for a in case.actions}
+    statuses = {(action if a.id == action.id else a).status for a in case.actions if a.writes}
     if not statuses or ActionStatus.PENDING in statuses:
         return case
     target = CaseState.FAILED if ActionStatus.FAILED in statuses else CaseState.APPLIED
