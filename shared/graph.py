@@ -173,12 +173,42 @@ class Graph:
 
     async def users_at(self, key: MailboxKey) -> list[DirectoryUser]:
         """Every user who receives mail at ``key`` (none, one, or, in a messy tenant, more)."""
-        config = self._user_query(key)
-        answer = await self._call(self.client.users.get(request_configuration=config))
+        answer = await self._call(self.client.users.get(request_configuration=self._user_query(key)))
         return [_user(u) for u in (answer.value if answer and answer.value else [])]
 
     async def users_at_many(self, keys: Sequence[MailboxKey]) -> dict[MailboxKey, list[DirectoryUser] | GraphError]:
-        """``users_at`` for many keys, 20 to a JSON ``$batch``; each key's own failure is kept apart.
+        """``users_at`` for many keys, 20 to a JSON ``$batch``; each key's own failure is kept apart."""
+        from msgraph.generated.models.user_collection_response import UserCollectionResponse
+
+        infos = [self.client.users.to_get_request_information(self._user_query(key)) for key in keys]
+        answers = await self._batched(infos, UserCollectionResponse)
+        return {
+            key: a if isinstance(a, GraphError) else [_user(u) for u in a.value or []]
+            for key, a in zip(keys, answers, strict=True)
+        }
+
+    async def groups_of_many(self, user_ids: Sequence[str]) -> dict[str, tuple[tuple[str, str], ...] | GraphError]:
+        """``groups_of`` for many users: first pages 20 to a ``$batch``, further pages one by one."""
+        from msgraph.generated.models.directory_object_collection_response import DirectoryObjectCollectionResponse
+
+        infos = [
+            self.client.users.by_user_id(uid).transitive_member_of.to_get_request_information(self._groups_query())
+            for uid in user_ids
+        ]
+        answers = await self._batched(infos, DirectoryObjectCollectionResponse)
+        found: dict[str, tuple[tuple[str, str], ...] | GraphError] = {}
+        for uid, answer in zip(user_ids, answers, strict=True):
+            if isinstance(answer, GraphError):
+                found[uid] = answer
+                continue
+            try:
+                found[uid] = await self._more_groups(uid, answer)
+            except GraphError as exc:
+                found[uid] = exc
+        return found
+
+    async def _batched(self, infos: Sequence[Any], model: Any) -> list[Any]:
+        """Each request's parsed answer (or its ``GraphError``), sent 20 to a JSON ``$batch``.
 
         The batch is built with msgraph-core's ``BatchRequestContent`` and sent through
         the SDK's request adapter, but its answer is read here: msgraph-core's
@@ -189,33 +219,33 @@ class Graph:
         from msgraph_core.requests.batch_request_content import BatchRequestContent
         from msgraph_core.requests.batch_request_item import BatchRequestItem
 
-        found: dict[MailboxKey, list[DirectoryUser] | GraphError] = {}
-        for start in range(0, len(keys), BATCH_SIZE):
-            chunk = list(keys[start : start + BATCH_SIZE])
+        out: list[Any] = []
+        for start in range(0, len(infos), BATCH_SIZE):
+            chunk = infos[start : start + BATCH_SIZE]
             if len(chunk) == 1:  # a batch of one is one more envelope for nothing
                 try:
-                    found[chunk[0]] = await self.users_at(chunk[0])
+                    out.append(
+                        await self._call(self.client.request_adapter.send_async(chunk[0], model, {"XXX": ODataError}))
+                    )
                 except GraphError as exc:
-                    found[chunk[0]] = exc
+                    out.append(exc)
                 continue
             content = BatchRequestContent()
-            for n, key in enumerate(chunk):
-                info = self.client.users.to_get_request_information(self._user_query(key))
+            for n, info in enumerate(chunk):
                 item = BatchRequestItem(request_information=info, id=str(n))
                 item.url = self._relative(info.url)  # once a builder has sent, its requests carry the full URL
                 content.add_request(str(n), item)
             try:
-                info = await self.client.batch.to_post_request_information(content)
+                post = await self.client.batch.to_post_request_information(content)
                 raw = await self._call(
-                    self.client.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+                    self.client.request_adapter.send_primitive_async(post, "bytes", {"XXX": ODataError})
                 )
                 parts = _batch_parts(raw)
             except GraphError as exc:
-                found.update(dict.fromkeys(chunk, exc))
+                out += [exc] * len(chunk)
                 continue
-            for n, key in enumerate(chunk):
-                found[key] = _users_part(parts.get(str(n)))
-        return found
+            out += [_part(parts.get(str(n)), model) for n in range(len(chunk))]
+        return out
 
     def _relative(self, url: str) -> str:
         """A ``$batch`` request's URL: relative to the version root (``/users?...``), as Graph requires."""
@@ -237,8 +267,11 @@ class Graph:
 
     async def groups_of(self, user_id: str) -> tuple[tuple[str, str], ...]:
         """The user's groups, nested ones included (``transitiveMemberOf``), every page of them."""
+        builder = self.client.users.by_user_id(user_id).transitive_member_of
+        return await self._more_groups(user_id, await self._call(builder.get(self._groups_query())))
+
+    def _groups_query(self) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.models.group import Group
         from msgraph.generated.users.item.transitive_member_of.transitive_member_of_request_builder import (
             TransitiveMemberOfRequestBuilder,
         )
@@ -246,8 +279,13 @@ class Graph:
         params = TransitiveMemberOfRequestBuilder.TransitiveMemberOfRequestBuilderGetQueryParameters(
             select=["id", "displayName"], top=PAGE_SIZE
         )
+        return RequestConfiguration(query_parameters=params)
+
+    async def _more_groups(self, user_id: str, page: Any) -> tuple[tuple[str, str], ...]:
+        """The groups on ``page`` and on every page after it."""
+        from msgraph.generated.models.group import Group
+
         builder = self.client.users.by_user_id(user_id).transitive_member_of
-        page = await self._call(builder.get(request_configuration=RequestConfiguration(query_parameters=params)))
         groups: list[tuple[str, str]] = []
         while page is not None:
             groups += [(g.id or "", g.display_name or "") for g in page.value or [] if isinstance(g, Group)]
@@ -375,10 +413,9 @@ def _batch_parts(raw: object) -> dict[str, dict[str, Any]]:
     return {str(r.get("id")): r for r in responses if isinstance(r, dict)}
 
 
-def _users_part(part: dict[str, Any] | None) -> list[DirectoryUser] | GraphError:
-    """One request's answer inside a ``$batch``: its users, or why it failed."""
+def _part(part: dict[str, Any] | None, model: Any) -> Any:
+    """One request's answer inside a ``$batch``, parsed into ``model``, or why it failed (a GraphError)."""
     from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
-    from msgraph.generated.models.user_collection_response import UserCollectionResponse
 
     if part is None:
         return GraphError("the $batch answer left this request out", status=200)
@@ -393,14 +430,18 @@ def _users_part(part: dict[str, Any] | None) -> list[DirectoryUser] | GraphError
     if status >= 400:
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
-        return GraphError(
-            str(message or "failed inside a $batch"), status=status, retry_after=_seconds(headers.get("retry-after"))
-        )
+        retry_after = _seconds(headers.get("retry-after"))
+        return GraphError(str(message or "failed inside a $batch"), status=status, retry_after=retry_after)
     if not isinstance(body, dict):
         return GraphError("Microsoft Graph's answer could not be read", status=200)
-    node = JsonParseNodeFactory().get_root_parse_node("application/json", json.dumps(body).encode())
-    parsed = node.get_object_value(UserCollectionResponse)
-    return [_user(u) for u in parsed.value or []]
+    try:
+        return (
+            JsonParseNodeFactory()
+            .get_root_parse_node("application/json", json.dumps(body).encode())
+            .get_object_value(model)
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        return GraphError(f"Microsoft Graph's answer could not be read ({type(exc).__name__})", status=200)
 
 
 def unique(addresses: Iterable[str]) -> list[str]:
