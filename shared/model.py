@@ -128,6 +128,7 @@ class NoticeKind(StrEnum):
     APPROVAL = "approval"  # to the approvers of a held case
     REMINDER = "reminder"  # to the approvers, before a held case expires
     EXPIRED = "expired"  # to the approvers and the stopped admin, when it expired
+    RESOLVED = "resolved"  # to the stopped admin, when an approver approved or denied the held claim
     CARRIED_OUT = "carried-out"  # to the owner org's contact, once a block or override is carried out
 
 

@@ -693,7 +693,7 @@ class Situation:
     kind: ClaimKind
     user: Mapping[str, object]
     now: datetime
-    user_note: str | None = None  # why the user's attributes are unknown (Graph unavailable, no such user)
+    user_note: str | None = None  # why the user's attributes are unknown (Graph unavailable, no such user, ...)
 
     @property
     def contested(self) -> bool:
@@ -857,7 +857,7 @@ def _noted(decision: Decision, s: Situation) -> Decision:
     """The decision with the reason user conditions could not match, when the directory could not say."""
     if not s.user_note:
         return decision
-    return replace(decision, explanation=f"{decision.explanation} {s.user_note}")
+    return replace(decision, explanation=f"{decision.explanation} Conditions on the user did not match: {s.user_note}.")
 
 
 def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Decision, str] | str:
@@ -959,8 +959,7 @@ def _user_values(when: When) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
 
 
 def _unknown(name: str, note: str | None) -> str:
-    why = note.rstrip(".").split(", so ")[0] if note else "the directory did not supply it"
-    return f"{name} is not known ({why[:1].lower()}{why[1:]})"
+    return f"{name} is not known ({note or 'the directory did not supply it'})"
 
 
 def _user_attribute(name: str, actual: object, values: Sequence[str], note: str | None = None) -> _Check:
