@@ -17,11 +17,14 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 def run_housekeeping() -> int:
-    """Expire held cases past their time, then carry out every due action."""
+    """Expire held cases past their time, remind approvers of the ones near it, then carry out every due action."""
     c = bootstrap.container()
     expired = c.service.expire_held()
     if expired:
         log.info("expired %d held case(s)", len(expired))
+    reminded = c.service.remind_held()
+    if reminded:
+        log.info("reminded the approvers of %d held case(s)", len(reminded))
     asyncio.run(c.run_actions())
     return len(expired)
 

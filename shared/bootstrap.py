@@ -73,9 +73,23 @@ class Container:
         executor = self.executor(pool)
         try:
             await executor.run_once()
+            await self.run_digest(pool)
         finally:
             await executor.aclose()
             await pool.aclose()
+
+    async def run_digest(self, pool: ClientPool) -> None:
+        """Send the operations digest when one is due (``notify.operations``); needs mail and a job ledger."""
+        delivery = self.delivery(pool)
+        if delivery is None or not self.service.policy().notify.operations:
+            return
+        from shared.digest import send_digest
+        from shared.ledger.port import job_ledger
+
+        try:
+            await send_digest(job_ledger(self.ledger), delivery, self.service.policy(), now=self.service.clock())
+        finally:
+            await delivery.aclose()
 
     def close(self) -> None:
         close = getattr(self.service.users, "close", None)
