@@ -180,7 +180,9 @@ class GraphDirectory:
             return self._graph
 
     async def _build(self) -> Graph:
-        return self._connect()
+        graph = self._connect()
+        graph.prepare()
+        return graph
 
     def _run(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``work`` on the directory's loop; an outage (``_Outage``) when it fails or takes longer than allowed."""
