@@ -44,6 +44,7 @@ class GraphFaultSpec(BaseModel):
     retry_after: int | None = Field(default=None, ge=0)
     malformed: bool = False
     delay_ms: int = Field(default=0, ge=0, le=60_000)
+    skip: int = Field(default=0, ge=0)
 
 
 class GraphUserSpec(BaseModel):

@@ -120,7 +120,8 @@ class Graph:
         counters.by_route[route] = counters.by_route.get(route, 0) + 1
         if inner:
             counters.inner += 1
-        fault = next((f for f in self.state.graph_faults if f.applies(f"{call.path}?{_query_text(call.query)}")), None)
+        where = f"{call.path}?{_query_text(call.query)}"
+        fault = next((f for f in self.state.graph_faults if f.applies(where)), None)
         if fault is not None:
             return await self._fault(fault)
         try:
@@ -370,7 +371,7 @@ def _mime_message(body: bytes) -> dict[str, Any]:
     html = parsed.get_body(("html",))
     shown = html if html is not None else text
     return {
-        "subject": str(parsed.get("Subject", "")),
+        "subject": str(parsed.get("Subject", "")).strip(),
         "from": people("From")[0] if people("From") else None,
         "toRecipients": to,
         "ccRecipients": people("Cc"),

@@ -89,6 +89,8 @@ def seed(
         org.mail_domain = MAIL_DOMAINS[region]
     _groups(state)
     state.add_graph_user(_sender())
+    for region in dict.fromkeys(regions):
+        state.add_graph_user(_approver(state, region))
     collecting = gc.isenabled()
     gc.disable()  # hundreds of thousands of long-lived objects: collections only cost time here
     try:
@@ -289,6 +291,25 @@ def _groups(state: SandboxState) -> None:
     for name in [f"Contoso {region}" for region in NAMES] + list(DEPARTMENTS):
         state.group(name, (everyone.id,))
     state.group(APPROVERS)
+
+
+def _approver(state: SandboxState, region: str) -> GraphUser:
+    """Each region's CRM admin approves OrgGuard's held cases (so the approvers group is never empty)."""
+    address = f"crm-admin@{MAIL_DOMAINS[region]}"
+    usage = NAMES[region][3][0]
+    return GraphUser(
+        id=stable_id("graph-user", address),
+        displayName=f"Contoso {region} CRM admin",
+        userPrincipalName=address,
+        mail=address,
+        usageLocation=usage[0],
+        country=usage[1],
+        department="IT",
+        jobTitle="CRM administrator",
+        groups=(state.group(f"Contoso {region}").id, state.group(APPROVERS).id),
+        officeLocation=OFFICES.get(usage[0], ""),
+        proxyAddresses=(f"SMTP:{address}",),
+    )
 
 
 def _sender() -> GraphUser:

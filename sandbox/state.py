@@ -267,9 +267,15 @@ class GraphFault:
     retry_after: int | None = None
     malformed: bool = False
     delay_ms: int = 0
+    skip: int = 0  # let this many matching requests through first
 
     def applies(self, path: str) -> bool:
-        return self.count > 0 and (self.match is None or self.match.lower() in path.lower())
+        if self.count <= 0 or (self.match is not None and self.match.lower() not in path.lower()):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
 
 
 @dataclass

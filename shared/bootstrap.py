@@ -40,6 +40,7 @@ class Container:
     orgs: OrgRegistry
     service: OrgGuard
     intake: Intake
+    mail_timeout_s: float = 10.0  # per sendMail: a late answer is a lost one (never resent by itself)
 
     def executor(self, pool: ClientPool) -> Executor:
         """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
@@ -58,7 +59,7 @@ class Container:
             self.ledger,
             self.orgs,
             pool,
-            graph_factory(s.graph_url, timeout=10.0),
+            graph_factory(s.graph_url, timeout=self.mail_timeout_s),
             s.mail_from,
             self.service.policy,
             public_url=s.public_url,

@@ -315,7 +315,7 @@ class OrgGuard:
             change = casework.plan_resolution(
                 case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now
             )
-            change = self._resolution_notices(change, case_id, effect, now)
+            change = self._resolution_notices(change, case, effect, now)
             try:
                 self.ledger.commit(change)
             except ConcurrencyConflict:
@@ -324,11 +324,12 @@ class OrgGuard:
             return self.case(case_id)
         raise LedgerBusy(f"case {case_id} kept changing; try again")
 
-    def _resolution_notices(self, change: Change, case_id: str, effect: Effect, now: datetime) -> Change:
-        resolved = next((c for c in change.cases if c.id == case_id), None)
+    def _resolution_notices(self, change: Change, case: Case, effect: Effect, now: datetime) -> Change:
+        resolved = next((c for c in change.cases if c.id == case.id), None)
         if not self.mail or resolved is None:
             return change
-        return notices.added(change, case_id, notices.on_resolution(resolved, effect, self.policy(), now=now))
+        whole = replace(resolved, actions=(*case.actions, *resolved.actions))  # who was told before, too
+        return notices.added(change, case.id, notices.on_resolution(whole, effect, self.policy(), now=now))
 
     def remind_held(self) -> list[str]:
         """Add the approvers' reminder to every held case whose expiry is near; the case ids reminded."""
