@@ -56,6 +56,10 @@ def _container() -> Any:
     if not os.environ.get("ORGGUARD_ORGS") and not Path("orgs.yaml").exists() and local.exists():
         os.environ["ORGGUARD_ORGS"] = str(local)
         os.environ.setdefault("ORGGUARD_POLICY", str(LOCAL_DIR / "policy.yaml"))
+        graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
+        if graph.exists():
+            for name, value in json.loads(graph.read_text(encoding="utf-8")).items():
+                os.environ.setdefault(name, value)
     try:
         return bootstrap.container()
     except DomainError as exc:
@@ -148,9 +152,16 @@ def serve(
         if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
             os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))
         if sandbox:  # the sandbox's Graph: users for user.* conditions, and sendMail for notices
-            os.environ.setdefault("ORGGUARD_GRAPH_URL", f"{sandbox_url}/graph/v1.0")
-            os.environ.setdefault("ORGGUARD_MAIL_FROM", SANDBOX_SENDER)
-            os.environ.setdefault("ORGGUARD_PUBLIC_URL", f"http://{host}:{port}")
+            mailing = {
+                "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
+                "ORGGUARD_MAIL_FROM": SANDBOX_SENDER,
+                "ORGGUARD_PUBLIC_URL": f"http://{host}:{port}",
+            }
+            for name, setting in mailing.items():
+                os.environ.setdefault(name, setting)
+            if orgs is None and os.environ.get("ORGGUARD_ORGS") == str(LOCAL_DIR / "orgs.yaml"):
+                used = json.dumps({n: os.environ[n] for n in mailing})
+                (LOCAL_DIR / "graph.json").write_text(used, encoding="utf-8")
         for name, value in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
             if value is not None:
                 os.environ[name] = str(value)
@@ -176,6 +187,12 @@ def _banner(container: Any, base: str) -> None:
     out.print(f"  gate    POST {base}/api/dataverse/gate   (header x-orgguard-key)")
     out.print(f"  ledger  {container.settings.ledger}")
     out.print(f"  orgs    {', '.join(container.orgs.names)}")
+    s = container.settings
+    out.print(f"  graph   {s.graph_url or 'none (user.* conditions never match, nobody is mailed)'}")
+    if s.mail_from and s.graph_url and "/graph/" in s.graph_url:  # the sandbox's Graph keeps what it was sent
+        out.print(f"  mail    from {s.mail_from}; sent mail at {s.graph_url.split('/graph/')[0]}/_sandbox/mail")
+    elif s.mail_from:
+        out.print(f"  mail    from {s.mail_from}")
     if container.settings.admin_token:
         out.print(f"  admin token  {container.settings.admin_token}")
         out.print(f"  try: curl -H 'Authorization: Bearer {container.settings.admin_token}' {base}/api/cases")
