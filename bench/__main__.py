@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import executor, gate, ledger, sweep
+from bench import executor, gate, graph, ledger, sweep
 
-SUITES = {"gate": gate.main, "ledger": ledger.main, "executor": executor.main, "sweep": sweep.main}
+SUITES = {
+    "gate": gate.main,
+    "ledger": ledger.main,
+    "executor": executor.main,
+    "sweep": sweep.main,
+    "graph": graph.main,
+}
 
 
 def main() -> None:
