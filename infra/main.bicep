@@ -44,6 +44,15 @@ param gateOnError string = 'block'
 @description('ORGGUARD_SWEEP_SCHEDULE: NCRONTAB schedule of the sweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
 
+@description('ORGGUARD_GRAPH_URL: Microsoft Graph for the user directory and notifications (the managed identity needs User.Read.All, GroupMember.Read.All and Mail.Send; see infra/README.md).')
+param graphUrl string = 'https://graph.microsoft.com/v1.0'
+
+@description('ORGGUARD_MAIL_FROM: the mailbox notifications are sent from (restrict Mail.Send to it); empty: nobody is mailed.')
+param mailFrom string = ''
+
+@description('ORGGUARD_PUBLIC_URL: the dashboard\'s address, for links in mail (e.g. a custom domain); empty: mail names the case only.')
+param publicUrl string = ''
+
 @description('Webhook keys as Key Vault references: app setting name -> secret name, e.g. {"ORGGUARD_KEY_CONTOSO_NA": "orgguard-key-contoso-na"}.')
 param orgKeySecrets object = {}
 
@@ -156,6 +165,9 @@ module functions './app/functions.bicep' = {
     policyFile: policyFile
     gateOnError: gateOnError
     sweepSchedule: sweepSchedule
+    graphUrl: graphUrl
+    mailFrom: mailFrom
+    publicUrl: publicUrl
     orgKeySecrets: orgKeySecrets
     authClientId: authClientId
     authTenantId: authTenantId

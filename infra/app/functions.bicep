@@ -39,6 +39,12 @@ param policyFile string
 ])
 param gateOnError string
 param sweepSchedule string
+@description('Microsoft Graph base the user directory and sendMail use (no trailing slash).')
+param graphUrl string
+@description('The mailbox OrgGuard sends notifications from; empty: nobody is mailed.')
+param mailFrom string
+@description('The dashboard\'s public address, for links to cases in mail; empty: mail names the case only.')
+param publicUrl string
 
 @description('Webhook keys as Key Vault references: app setting name (e.g. ORGGUARD_KEY_CONTOSO_NA, used as env:NAME in orgs.yaml) -> secret name in the vault.')
 param orgKeySecrets object = {}
@@ -134,6 +140,19 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_AUTH'
     value: 'easyauth'
+  }
+  // Microsoft Graph: users for user.* conditions, sendMail for notices (app permissions in infra/README.md).
+  {
+    name: 'ORGGUARD_GRAPH_URL'
+    value: graphUrl
+  }
+  {
+    name: 'ORGGUARD_MAIL_FROM'
+    value: mailFrom
+  }
+  {
+    name: 'ORGGUARD_PUBLIC_URL'
+    value: publicUrl
   }
 ]
 
