@@ -290,3 +290,43 @@ def test_nothing_is_sent_before_the_decision_is_recorded_or_without_mail_setting
     assert case.actions == ()  # no Graph and no sender: no notify actions to leave pending forever
     assert quiet.service.policy_warnings() == []
     quiet.close()
+
+
+def test_approvers_are_reminded_once_and_told_when_it_expired(world: World) -> None:
+    world.c.service.handle_claim(claim("contoso-na", op="na"))
+    user = world.user_id("contoso-jp", "jp-admin")
+    world.c.service.handle_claim(claim("contoso-jp", op="jp", user_id=user))
+    world.run()
+    assert world.c.service.remind_held() == []  # three days left: too early
+    world.later(60 * 48 + 1)  # a day before expiry
+    assert len(world.c.service.remind_held()) == 1
+    assert world.c.service.remind_held() == []  # a second housekeeping round adds nothing
+    world.run()
+    (reminder,) = world.notices(NoticeKind.REMINDER)
+    assert reminder.status is ActionStatus.APPLIED
+    world.later(60 * 72 + 1)
+    (expired,) = world.c.service.expire_held()
+    assert expired.state is CaseState.EXPIRED
+    world.run()
+    (told,) = world.notices(NoticeKind.EXPIRED)
+    assert told.status is ActionStatus.APPLIED and told.notice is not None
+    assert f"admin:contoso-jp/{user}" in told.notice.to and "group:OrgGuard Approvers" in told.notice.to
+    subjects = [m["message"]["subject"] for m in world.mail()]
+    assert sum(s.startswith("Reminder: case") for s in subjects) == 1
+    (word,) = [
+        m["message"] for m in world.mail() if "expired: the mailbox stays with contoso-na" in m["message"]["subject"]
+    ]
+    assert recipients(word, "bccRecipients") == approvers(world) | {"jp-admin@contoso.co.jp"}  # one message to all
+
+
+def test_the_operations_digest_lists_failed_actions_once_per_period(world: World) -> None:
+    ops = HOLD_AND_TELL + "notify: {operations: [ops@contoso.com], digest_every: P1D}\n"
+    world.c.service.save_policy(ops.replace("OrgGuard Approvers", "No Such Group"), actor="test")
+    world.c.service.handle_claim(claim("contoso-na", op="na"))
+    world.c.service.handle_claim(claim("contoso-jp", op="jp"))
+    world.run()  # the approval notice fails (no such group); the digest goes out in the same round
+    digests = [m["message"] for m in world.mail() if m["message"]["subject"].startswith("OrgGuard: 1 action failed")]
+    assert len(digests) == 1 and recipients(digests[0], "toRecipients") == {"ops@contoso.com"}
+    assert "a***@contoso.com" in digests[0]["textBody"] and AIKO.address not in digests[0]["textBody"]
+    world.run(2)
+    assert len([m for m in world.mail() if m["message"]["subject"].startswith("OrgGuard:")]) == 1  # not again today
