@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import executor, gate, ledger, soak, sweep
+from bench import executor, gate, graph, ledger, soak, sweep
 
-SUITES = {"gate": gate.main, "ledger": ledger.main, "executor": executor.main, "sweep": sweep.main, "soak": soak.main}
+SUITES = {
+    "gate": gate.main,
+    "ledger": ledger.main,
+    "executor": executor.main,
+    "sweep": sweep.main,
+    "graph": graph.main,
+    "soak": soak.main,
+}
 
 
 def main() -> None:

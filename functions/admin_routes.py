@@ -134,6 +134,13 @@ async def approve(case_id: str, body: Resolution, who: Approver) -> dict[str, An
     return case_view(case)
 
 
+@router.post("/cases/{case_id}/reevaluate")
+async def reevaluate(case_id: str, who: Approver) -> dict[str, Any]:
+    """Decide a held case again (after a Graph outage, say): still held, or resolved as the policy now says."""
+    case = await run_in_threadpool(lambda: container().service.reevaluate(case_id, actor=who.name))
+    return case_view(case)
+
+
 @router.post("/cases/{case_id}/deny")
 async def deny(case_id: str, body: Resolution, who: Approver) -> dict[str, Any]:
     case = await run_in_threadpool(lambda: container().service.deny(case_id, actor=who.name, reason=body.reason))
@@ -151,7 +158,8 @@ async def retry_action(action_id: str, who: Admin) -> dict[str, Any]:
 async def get_policy(_: Reader) -> dict[str, Any]:
     version, text = await run_in_threadpool(container().service.policy_text)
     policy = container().service.policy()
-    return {"version": version, "text": text, "policy": policy.model_dump(mode="json")}
+    warnings = container().service.policy_warnings(policy)
+    return {"version": version, "text": text, "policy": policy.model_dump(mode="json"), "warnings": warnings}
 
 
 @router.put("/policy")
@@ -164,9 +172,10 @@ async def put_policy(request: Request, who: Admin) -> dict[str, Any]:
         from shared.policy import PolicyError
 
         raise PolicyError("the policy is not UTF-8 text", errors=[{"path": "", "message": "not UTF-8"}]) from None
-    await run_in_threadpool(lambda: container().service.save_policy(text, actor=who.name))
+    saved = await run_in_threadpool(lambda: container().service.save_policy(text, actor=who.name))
     version, _ = container().service.policy_text()
-    return {"version": version, "policy": container().service.policy().model_dump(mode="json")}
+    warnings = container().service.policy_warnings(saved)  # saved all the same: a warning is not an error
+    return {"version": version, "policy": saved.model_dump(mode="json"), "warnings": warnings}
 
 
 @router.post("/policy/evaluate")

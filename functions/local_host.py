@@ -1,8 +1,8 @@
 """The local host behind `orgguard serve`: the same ASGI app as Azure, plus the background work.
 
 In Azure the timer trigger carries out the outbox; locally a task in the
-server's event loop does, every half second, and expires held cases once a
-minute.
+server's event loop does, every half second, and once a minute expires held
+cases, reminds approvers and sends the operations digest when due.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
             try:
                 if since_expiry >= expire_every:
                     await asyncio.to_thread(c.service.expire_held)
+                    await asyncio.to_thread(c.service.remind_held)
+                    await c.run_digest(pool)
                     since_expiry = 0.0
                 report = await executor.run_once()
                 if report.applied or report.failed:
@@ -41,6 +43,7 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
             await asyncio.sleep(interval)
             since_expiry += interval
     finally:
+        await executor.aclose()
         await pool.aclose()
 
 

@@ -92,6 +92,16 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('ORGGUARD_SWEEP_APPLY: whether the scheduled sweep repairs what it finds (false: it only reports).')
 param sweepApply bool = false
 
+@description('ORGGUARD_GRAPH_URL: Microsoft Graph for the user directory and notifications (the managed identity needs User.Read.All, GroupMember.Read.All and Mail.Send; see infra/README.md).')
+param graphUrl string = 'https://graph.microsoft.com/v1.0'
+
+@description('ORGGUARD_MAIL_FROM: the mailbox notifications are sent from (restrict Mail.Send to it); empty: nobody is mailed.')
+param mailFrom string = ''
+
+@description('ORGGUARD_PUBLIC_URL: the dashboard\'s address, for links in mail (e.g. a custom domain); empty: mail names the case only.')
+param publicUrl string = ''
+
+
 @minValue(1)
 @maxValue(1000)
 @description('Upper bound on Flex Consumption instances (caps cost and the load on Dataverse).')
@@ -225,6 +235,9 @@ module functions './app/functions.bicep' = {
     gateOnError: gateOnError
     sweepSchedule: sweepSchedule
     sweepApply: sweepApply
+    graphUrl: graphUrl
+    mailFrom: mailFrom
+    publicUrl: publicUrl
     authClientId: authClientId
     authTenantId: authTenantId
     allowEventGridDelivery: deployEventGrid

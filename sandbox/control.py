@@ -13,7 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox.bypass import PRV_BUSINESS_LOGIC, PRV_PLUGINS, holds
 from sandbox.model import mailbox_key
 from sandbox.seed import seed
-from sandbox.state import SEMANTICS, Fault, OrgState, SandboxState
+from sandbox.state import (
+    SEMANTICS,
+    Fault,
+    GraphCounters,
+    GraphFault,
+    GraphUser,
+    OrgState,
+    SandboxState,
+    stable_id,
+)
 from sandbox.testenable import TestEnable
 from sandbox.webhooks import Poster
 
@@ -41,6 +50,38 @@ class FaultSpec(BaseModel):
     retry_after: int | None = Field(default=None, ge=0)
 
 
+class GraphFaultSpec(BaseModel):
+    """The next `count` Graph requests whose path and query contain `match` answer `status` (or late, or garbled)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: int = Field(default=503, ge=200, le=599)
+    count: int = Field(default=1, ge=0)
+    match: str | None = None
+    retry_after: int | None = Field(default=None, ge=0)
+    malformed: bool = False
+    delay_ms: int = Field(default=0, ge=0, le=60_000)
+    skip: int = Field(default=0, ge=0)
+
+
+class GraphUserSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    displayName: str = Field(min_length=1)
+    mail: str = Field(min_length=3)
+    userPrincipalName: str | None = None
+    usageLocation: str = ""
+    country: str = ""
+    department: str = ""
+    companyName: str = "Contoso"
+    officeLocation: str = ""
+    proxyAddresses: list[str] = []
+    groups: list[str] = []
+
+
+class MembersSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(ge=1, le=50_000)
+
+
 class SettingsUpdate(BaseModel):
     """Any subset; with `org` the values apply to that org only, otherwise to all."""
 
@@ -64,6 +105,7 @@ class SettingsUpdate(BaseModel):
     event_retry_delay_s: float | None = Field(default=None, ge=0)
     fail: FaultSpec | None = None
     latency_ms: int | None = Field(default=None, ge=0, le=60_000)
+    graph_fail: GraphFaultSpec | list[GraphFaultSpec] | None = None
 
 
 class SeedRequest(BaseModel):
@@ -99,6 +141,7 @@ def user_view(org: OrgState, user_id: str) -> dict[str, Any]:
 
 def settings_view(state: SandboxState) -> dict[str, Any]:
     return {
+        "graph_fail": [asdict(f) for f in state.graph_faults if f.count > 0],
         "global": asdict(state.settings),
         "orgs": {
             org.name: {
@@ -144,7 +187,10 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
 
     @routes.put("/settings")
     async def put_settings(update: SettingsUpdate) -> dict[str, Any]:
-        given = update.model_fields_set - {"org", "fail", "latency_ms"}
+        given = update.model_fields_set - {"org", "fail", "latency_ms", "graph_fail"}
+        if "graph_fail" in update.model_fields_set:
+            specs = update.graph_fail if isinstance(update.graph_fail, list) else [update.graph_fail]
+            state.graph_faults = [GraphFault(**spec.model_dump()) for spec in specs if spec is not None and spec.count]
         values = {name: getattr(update, name) for name in given}
         for name in NOT_NULL:
             if name in values and values[name] is None:
@@ -300,5 +346,64 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
             orgs_named(org)
         ran = await tests.run_pending(org, kind)
         return {"ran": ran, "jobs": [job.view() for job in tests.jobs], "pending": tests.pending}
+
+    @routes.delete("/mail")
+    async def clear_mail() -> dict[str, int]:
+        count = len(state.mail)
+        state.mail.clear()
+        return {"cleared": count}
+
+    @routes.get("/graph")
+    async def graph_requests() -> dict[str, Any]:
+        """What Graph was asked (a $batch counts once in `http`), for tests and benchmarks."""
+        return {**asdict(state.graph_counters), "users": len(state.graph_users), "groups": len(state.groups)}
+
+    @routes.delete("/graph/requests")
+    async def clear_graph_requests() -> dict[str, Any]:
+        state.graph_counters = GraphCounters()
+        return asdict(state.graph_counters)
+
+    @routes.post("/graph/users", status_code=201)
+    async def add_graph_user(spec: GraphUserSpec) -> dict[str, Any]:
+        """A directory user; two users may share an address (the conflict real tenants have)."""
+        groups = tuple(state.group(name).id for name in spec.groups)
+        user = GraphUser(
+            id=stable_id("graph-user", len(state.graph_users), spec.mail, spec.displayName),
+            displayName=spec.displayName,
+            userPrincipalName=spec.userPrincipalName or spec.mail.lower(),
+            mail=spec.mail,
+            usageLocation=spec.usageLocation,
+            country=spec.country,
+            department=spec.department,
+            jobTitle="",
+            groups=groups,
+            companyName=spec.companyName,
+            officeLocation=spec.officeLocation,
+            proxyAddresses=tuple(spec.proxyAddresses) or (f"SMTP:{spec.mail}",),
+        )
+        state.add_graph_user(user)
+        return user.as_json()
+
+    @routes.post("/graph/groups/{name}/members")
+    async def add_members(name: str, spec: MembersSpec) -> dict[str, Any]:
+        """`count` new users in group `name` (created if missing): a large group to page through."""
+        group = state.group(name)
+        start = len(group.members)
+        for n in range(start, start + spec.count):
+            address = f"member{n}.{group.id[:8]}@contoso.com"
+            state.add_graph_user(
+                GraphUser(
+                    id=stable_id("graph-member", group.id, n),
+                    displayName=f"Member {n}",
+                    userPrincipalName=address,
+                    mail=address,
+                    usageLocation="US",
+                    country="United States",
+                    department="",
+                    jobTitle="",
+                    groups=(group.id,),
+                )
+            )
+        return {"group": group.id, "members": len(group.members)}
 
     return routes

@@ -23,6 +23,10 @@ FIXED_ORGS = (
     ("contoso-jp", "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12", "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9", "JP"),
     ("contoso-eu", "c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34", "7e6f5a4b-3c2d-4e1f-9a0b-8c7d6e5f4a3b", "EU"),
 )
+MAIL_DOMAINS = {"NA": "contoso.com", "JP": "contoso.co.jp", "EU": "contoso.eu"}
+OFFICES = {"US": "Seattle", "CA": "Toronto", "JP": "Tokyo", "DE": "Munich", "FR": "Paris", "NL": "Amsterdam",
+           "IT": "Milan"}  # fmt: skip
+SENDER = "orgguard@contoso.com"  # the mailbox OrgGuard sends notifications from (ORGGUARD_MAIL_FROM)
 AIKO_ADDRESS = "Aiko.Tanaka@Contoso.com"
 AIKO_JP_MAILBOX = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
 AIKO_JP_USER = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
@@ -78,11 +82,16 @@ def seed(
     org_states = _orgs(orgs)
     state.orgs = {org.name: org for org in org_states}
     state.exchange, state.graph_users, state.graph_by_address, state.mail, state.events = {}, {}, {}, [], []
-    state.groups = {}
+    state.groups, state.graph_faults = {}, []
     state.seeded_with = SeedParams(mailboxes=mailboxes, overlap=overlap, seed=seed, orgs=orgs)
     regions = [FIXED_ORGS[i][3] if i < len(FIXED_ORGS) else "NA" for i in range(len(org_states))]
-    for org in org_states:
+    for org, region in zip(org_states, regions, strict=True):
         org.systemusers.add(_system_user(org))
+        org.mail_domain = MAIL_DOMAINS[region]
+    _groups(state)
+    state.add_graph_user(_sender())
+    for region in dict.fromkeys(regions):
+        state.add_graph_user(_approver(state, region))
     collecting = gc.isenabled()
     gc.disable()  # hundreds of thousands of long-lived objects: collections only cost time here
     try:
@@ -257,32 +266,67 @@ def _graph_user(rng: random.Random, state: SandboxState, person: Person, key: st
     _, _, _, places = NAMES[person.region]
     usage, country = places[0] if person.first == "Aiko" else rng.choice(places)
     department = "Sales" if person.first == "Aiko" else rng.choice(DEPARTMENTS)
-    groups = ["All Employees", f"Contoso {person.region}", department]
+    groups = [f"Contoso {person.region}", department]  # "All Employees" holds these two groups (nesting)
     if rng.random() < 0.03:
         groups.append(APPROVERS)
-    group_ids = []
-    for name in groups:
-        group_id = _group_id(name)
-        state.groups[group_id] = name
-        group_ids.append(group_id)
-    user = GraphUser(
-        id=_guid(rng),
-        displayName=f"{person.first} {person.last}",
-        userPrincipalName=person.address.lower(),
-        mail=person.address,
-        usageLocation=usage,
-        country=country,
-        department=department,
-        jobTitle=rng.choice(TITLES),
-        groups=tuple(group_ids),
+    local, _, domain = key.partition("@")
+    state.add_graph_user(
+        GraphUser(
+            id=_guid(rng),
+            displayName=f"{person.first} {person.last}",
+            userPrincipalName=person.address.lower(),
+            mail=person.address,
+            usageLocation=usage,
+            country=country,
+            department=department,
+            jobTitle=rng.choice(TITLES),
+            groups=tuple(state.group(name).id for name in groups),
+            officeLocation=OFFICES.get(usage, ""),
+            proxyAddresses=(f"SMTP:{person.address}", f"smtp:{local}@{domain.split('.')[0]}.onmicrosoft.com"),
+        )
     )
-    state.graph_users[user.id] = user
-    state.graph_by_address[key] = user.id
 
 
-@cache
-def _group_id(name: str) -> str:
-    return stable_id("group", name)
+def _groups(state: SandboxState) -> None:
+    """The directory's groups: "All Employees" holds each region and department group (nested membership)."""
+    everyone = state.group("All Employees")
+    for name in [f"Contoso {region}" for region in NAMES] + list(DEPARTMENTS):
+        state.group(name, (everyone.id,))
+    state.group(APPROVERS)
+
+
+def _approver(state: SandboxState, region: str) -> GraphUser:
+    """Each region's CRM admin approves OrgGuard's held cases (so the approvers group is never empty)."""
+    address = f"crm-admin@{MAIL_DOMAINS[region]}"
+    usage = NAMES[region][3][0]
+    return GraphUser(
+        id=stable_id("graph-user", address),
+        displayName=f"Contoso {region} CRM admin",
+        userPrincipalName=address,
+        mail=address,
+        usageLocation=usage[0],
+        country=usage[1],
+        department="IT",
+        jobTitle="CRM administrator",
+        groups=(state.group(f"Contoso {region}").id, state.group(APPROVERS).id),
+        officeLocation=OFFICES.get(usage[0], ""),
+        proxyAddresses=(f"SMTP:{address}",),
+    )
+
+
+def _sender() -> GraphUser:
+    return GraphUser(
+        id=stable_id("graph-user", SENDER),
+        displayName="OrgGuard",
+        userPrincipalName=SENDER,
+        mail=SENDER,
+        usageLocation="US",
+        country="United States",
+        department="IT",
+        jobTitle="Service mailbox",
+        groups=(),
+        proxyAddresses=(f"SMTP:{SENDER}",),
+    )
 
 
 @cache

@@ -7,6 +7,7 @@ the server's event loop; nothing here is thread-safe, and nothing needs to be.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -182,6 +183,7 @@ class OrgState:
     fault: Fault | None = None
     latency_ms: int = 0
     next_version: int = 1_000_000
+    mail_domain: str = ""  # the domain of its admins' addresses (API callers get <token>@<domain>)
 
     @property
     def mailboxes(self) -> Table:
@@ -206,7 +208,7 @@ class OrgState:
                 SystemUser(
                     systemuserid=user_id,
                     fullname=f"API caller {number}",
-                    internalemailaddress=None,
+                    internalemailaddress=self.caller_address(token),
                     domainname=f"caller{number}@{self.name}.sandbox",
                     azureactivedirectoryobjectid=stable_id("aad", self.id, token),
                     _businessunitid_value=self.business_unit_id,
@@ -217,6 +219,12 @@ class OrgState:
             )
             self.tokens[token] = user_id
         return user_id
+
+    def caller_address(self, token: str) -> str | None:
+        """A simple token (letters, digits, '.', '-', '_') names the caller's mailbox: jp-admin@contoso.co.jp."""
+        if not self.mail_domain or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", token):
+            return None
+        return f"{token.lower()}@{self.mail_domain}"
 
     def user_name(self, user_id: str | None) -> str | None:
         if user_id is None:
@@ -244,6 +252,10 @@ class GraphUser:
     department: str
     jobTitle: str
     groups: tuple[str, ...]
+    companyName: str = "Contoso"
+    officeLocation: str = ""
+    proxyAddresses: tuple[str, ...] = ()
+    accountEnabled: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -255,7 +267,58 @@ class GraphUser:
             "country": self.country,
             "department": self.department,
             "jobTitle": self.jobTitle,
+            "companyName": self.companyName,
+            "officeLocation": self.officeLocation,
+            "proxyAddresses": list(self.proxyAddresses),
+            "accountEnabled": self.accountEnabled,
         }
+
+    def addresses(self) -> set[str]:
+        """Every address Exchange delivers to this user: mail, UPN and each smtp proxy address."""
+        found = {mailbox_key(self.mail), mailbox_key(self.userPrincipalName)}
+        found |= {mailbox_key(p.partition(":")[2]) for p in self.proxyAddresses if p.lower().startswith("smtp:")}
+        return {a for a in found if a}
+
+
+@dataclass
+class GraphGroup:
+    id: str
+    displayName: str
+    parents: tuple[str, ...] = ()  # groups this group is a member of (nesting)
+    members: list[str] = field(default_factory=list)  # direct user members, in the order they joined
+
+
+@dataclass
+class GraphFault:
+    """Injected Graph failures: the next `count` requests whose path contains `match` answer `status`.
+
+    `malformed` answers 200 with a body that is not JSON; `delay_ms` answers late (a client timeout).
+    """
+
+    status: int = 503
+    count: int = 1
+    match: str | None = None
+    retry_after: int | None = None
+    malformed: bool = False
+    delay_ms: int = 0
+    skip: int = 0  # let this many matching requests through first
+
+    def applies(self, path: str) -> bool:
+        if self.count <= 0 or (self.match is not None and self.match.lower() not in path.lower()):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+
+@dataclass
+class GraphCounters:
+    http: int = 0  # HTTP requests received, a $batch counting once
+    batches: int = 0
+    inner: int = 0  # requests inside batches
+    faults: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,8 +338,10 @@ class SandboxState:
     orgs: dict[str, OrgState] = field(default_factory=dict)
     exchange: dict[str, str | None] = field(default_factory=dict)  # mailbox_key -> org name
     graph_users: dict[str, GraphUser] = field(default_factory=dict)
-    graph_by_address: dict[str, str] = field(default_factory=dict)
-    groups: dict[str, str] = field(default_factory=dict)  # id -> displayName
+    graph_by_address: dict[str, list[str]] = field(default_factory=dict)  # every address -> user ids
+    groups: dict[str, GraphGroup] = field(default_factory=dict)
+    graph_faults: list[GraphFault] = field(default_factory=list)
+    graph_counters: GraphCounters = field(default_factory=GraphCounters)
     mail: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     seeded_with: SeedParams = field(default_factory=SeedParams)
@@ -297,6 +362,23 @@ class SandboxState:
         self.orgs, self.exchange, self.seeded_with = other.orgs, other.exchange, other.seeded_with
         self.graph_users, self.graph_by_address, self.groups = other.graph_users, other.graph_by_address, other.groups
         self.mail, self.events = other.mail, other.events
+        self.graph_faults, self.graph_counters = [], GraphCounters()
+
+    def add_graph_user(self, user: GraphUser) -> None:
+        """A directory user, indexed by each of its addresses and listed in its groups."""
+        self.graph_users[user.id] = user
+        for address in user.addresses():
+            self.graph_by_address.setdefault(address, []).append(user.id)
+        for group_id in user.groups:
+            self.groups[group_id].members.append(user.id)
+
+    def group(self, name: str, parents: tuple[str, ...] = ()) -> GraphGroup:
+        """The group named `name`, created (with a stable id) the first time."""
+        found = next((g for g in self.groups.values() if g.displayName == name), None)
+        if found is None:
+            found = GraphGroup(stable_id("group", name), name, parents)
+            self.groups[found.id] = found
+        return found
 
     def clear_registration(self) -> None:
         for org in self.orgs.values():

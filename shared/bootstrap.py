@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,12 +21,14 @@ from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
 from shared.model import Org
 from shared.orgs import OrgRegistry, load_orgs
-from shared.policy import UserDirectory
+from shared.policy import UserDirectory, user_conditions
 from shared.service import OrgGuard
 from shared.settings import Settings, inline_document
 
-if TYPE_CHECKING:  # the Dataverse client (httpx) stays off the gate's cold path
+if TYPE_CHECKING:  # the Dataverse client (httpx) and msgraph stay off the gate's cold path
+    from shared.delivery import Delivery
     from shared.executor import Executor
+    from shared.graph import Graph
     from shared.orgclients import ClientPool
 
 log = logging.getLogger("orgguard")
@@ -37,24 +41,62 @@ class Container:
     orgs: OrgRegistry
     service: OrgGuard
     intake: Intake
+    mail_timeout_s: float = 10.0  # per sendMail: a late answer is a lost one (never resent by itself)
 
     def executor(self, pool: ClientPool) -> Executor:
-        """The outbox worker, writing through ``pool`` (one per event loop)."""
+        """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
         from shared.executor import Executor
 
-        return Executor(self.ledger, self.orgs, pool, clock=self.service.clock)
+        return Executor(self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool))
+
+    def delivery(self, pool: ClientPool) -> Delivery | None:
+        """The notify path of the outbox (Graph sendMail), or None without ORGGUARD_GRAPH_URL and ORGGUARD_MAIL_FROM."""
+        s = self.settings
+        if not (s.graph_url and s.mail_from):
+            return None
+        from shared.delivery import Delivery
+
+        return Delivery(
+            self.ledger,
+            self.orgs,
+            pool,
+            graph_factory(s.graph_url, timeout=self.mail_timeout_s),
+            s.mail_from,
+            self.service.policy,
+            public_url=s.public_url,
+            clock=self.service.clock,
+        )
 
     async def run_actions(self) -> None:
         """Carry out every due action once, with clients for this event loop only."""
         from shared.orgclients import ClientPool
 
         pool = ClientPool()
+        executor = self.executor(pool)
         try:
-            await self.executor(pool).run_once()
+            await executor.run_once()
+            await self.run_digest(pool)
         finally:
+            await executor.aclose()
             await pool.aclose()
 
+    async def run_digest(self, pool: ClientPool) -> None:
+        """Send the operations digest when one is due (``notify.operations``); needs mail and a job ledger."""
+        delivery = self.delivery(pool)
+        if delivery is None or not self.service.policy().notify.operations:
+            return
+        from shared.digest import send_digest
+        from shared.ledger.port import job_ledger
+
+        try:
+            await send_digest(job_ledger(self.ledger), delivery, self.service.policy(), now=self.service.clock())
+        finally:
+            await delivery.aclose()
+
     def close(self) -> None:
+        close = getattr(self.service.users, "close", None)
+        if close is not None:
+            close()
         self.ledger.close()
 
 
@@ -72,9 +114,38 @@ def build(
     )
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)
     ledger = ledger if ledger is not None else open_ledger(settings.ledger)
-    service = OrgGuard(ledger=ledger, orgs=orgs) if users is None else OrgGuard(ledger=ledger, orgs=orgs, users=users)
+    if users is None and settings.graph_url:
+        users = user_directory(settings)
+    service = OrgGuard(ledger=ledger, orgs=orgs, mail=settings.mail)
+    if users is not None:
+        service.users = users
     seed_policy(service, settings.policy)
+    warm = getattr(service.users, "warm", None)
+    if warm is not None and user_conditions(service.policy()):
+        warm()  # msgraph loads on the directory's own thread now, not inside the first decision
     return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back or read_back_from_org))
+
+
+def graph_factory(graph_url: str, *, timeout: float) -> Callable[[], Graph]:
+    """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then."""
+
+    def connect() -> Graph:
+        from shared.graph import Graph, credential_for
+
+        return Graph(
+            graph_url, credential=credential_for(graph_url, os.environ.get("AZURE_CLIENT_ID")), timeout=timeout
+        )
+
+    return connect
+
+
+def user_directory(settings: Settings) -> UserDirectory:
+    from shared.directory import GraphDirectory
+
+    assert settings.graph_url
+    return GraphDirectory(
+        graph_factory(settings.graph_url, timeout=settings.graph_timeout_s), timeout=settings.graph_timeout_s
+    )
 
 
 def read_back_from_org(org: Org, mailbox_id: str) -> MailboxRow | None:

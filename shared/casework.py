@@ -26,6 +26,7 @@ from shared.model import (
     EventOutcome,
     InvalidTransition,
     MailboxView,
+    Notice,
     Ownership,
     new_id,
 )
@@ -210,8 +211,8 @@ def settle(case: Case, action: Action, *, now: datetime) -> Case:
     is what people filter by) with the completion in its history.
     """
     actions = tuple(action if a.id == action.id else a for a in case.actions)
-    statuses = {a.status for a in actions}
-    if not statuses or ActionStatus.PENDING in statuses:
+    statuses = {a.status for a in actions if a.writes}  # a notice never moves its case
+    if not action.writes or not statuses or ActionStatus.PENDING in statuses:
         return replace(case, actions=actions)
     if ActionStatus.FAILED in statuses:
         target, note = CaseState.FAILED, "an action failed"
@@ -232,12 +233,22 @@ def attempt(
     error: str | None,
     retry_at: datetime | None,
     now: datetime,
+    notice: Notice | None = None,
 ) -> Step | None:
-    """One attempt recorded; None when the action is no longer pending (a late second worker changes nothing)."""
+    """One attempt recorded; None when the action is no longer pending (a late second worker changes nothing).
+
+    ``notice`` replaces a notify action's notice (what a partly sent message reached so far).
+    """
     if action.status is not ActionStatus.PENDING:
         return None
     new = replace(
-        action, status=status, attempts=action.attempts + 1, last_error=error, updated_at=now, next_attempt_at=retry_at
+        action,
+        status=status,
+        attempts=action.attempts + 1,
+        last_error=error,
+        updated_at=now,
+        next_attempt_at=retry_at,
+        notice=notice or action.notice,
     )
     facts: dict[str, object] = {
         "action": action.id,
@@ -259,7 +270,7 @@ def retry(action: Action, case: Case | None, *, actor: str, now: datetime) -> St
         )
     new = replace(action, status=ActionStatus.PENDING, updated_at=now, next_attempt_at=None)
     moved = case
-    if case is not None and case.state is CaseState.FAILED:
+    if case is not None and case.state is CaseState.FAILED and action.writes:
         moved = case.moved_to(
             resolution(case), actor=actor, note=f"retry of the {action.kind.value} in {action.org}", at=now
         )

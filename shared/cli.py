@@ -35,6 +35,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 LOCAL_DIR = Path(".orgguard")
+SANDBOX_SENDER = "orgguard@contoso.com"  # the sandbox seeds this mailbox in its Graph
 SANDBOX_ORGS = {
     "contoso-na": "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01",
     "contoso-jp": "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12",
@@ -55,6 +56,10 @@ def _container() -> Any:
     if not os.environ.get("ORGGUARD_ORGS") and not Path("orgs.yaml").exists() and local.exists():
         os.environ["ORGGUARD_ORGS"] = str(local)
         os.environ.setdefault("ORGGUARD_POLICY", str(LOCAL_DIR / "policy.yaml"))
+        graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
+        if graph.exists():
+            for name, value in json.loads(graph.read_text(encoding="utf-8")).items():
+                os.environ.setdefault(name, value)
     try:
         return bootstrap.container()
     except DomainError as exc:
@@ -147,6 +152,17 @@ def serve(
             out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/")
         if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
             os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))
+        if sandbox:  # the sandbox's Graph: users for user.* conditions, and sendMail for notices
+            mailing = {
+                "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
+                "ORGGUARD_MAIL_FROM": SANDBOX_SENDER,
+                "ORGGUARD_PUBLIC_URL": f"http://{host}:{port}",
+            }
+            for name, setting in mailing.items():
+                os.environ.setdefault(name, setting)
+            if orgs is None and os.environ.get("ORGGUARD_ORGS") == str(LOCAL_DIR / "orgs.yaml"):
+                used = json.dumps({n: os.environ[n] for n in mailing})
+                (LOCAL_DIR / "graph.json").write_text(used, encoding="utf-8")
         for name, value in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
             if value is not None:
                 os.environ[name] = str(value)
@@ -172,6 +188,12 @@ def _banner(container: Any, base: str) -> None:
     out.print(f"  gate    POST {base}/api/dataverse/gate   (header x-orgguard-key)")
     out.print(f"  ledger  {container.settings.ledger}")
     out.print(f"  orgs    {', '.join(container.orgs.names)}")
+    s = container.settings
+    out.print(f"  graph   {s.graph_url or 'none (user.* conditions never match, nobody is mailed)'}")
+    if s.mail_from and s.graph_url and "/graph/" in s.graph_url:  # the sandbox's Graph keeps what it was sent
+        out.print(f"  mail    from {s.mail_from}; sent mail at {s.graph_url.split('/graph/')[0]}/_sandbox/mail")
+    elif s.mail_from:
+        out.print(f"  mail    from {s.mail_from}")
     if container.settings.admin_token:
         out.print(f"  admin token  {container.settings.admin_token}")
         out.print(f"  try: curl -H 'Authorization: Bearer {container.settings.admin_token}' {base}/api/cases")
@@ -330,10 +352,25 @@ def policy_validate(file: Path, as_json: JsonOpt = False) -> None:
             for e in exc.errors:
                 err.print(f"[red]{e['path'] or '(top)'}[/red]: {e['message']}")
         raise typer.Exit(1) from None
+    warnings = _policy_warnings(policy)
     if as_json:
-        _print_json({"ok": True, "version": policy.version, "rules": len(policy.rules)})
+        _print_json({"ok": True, "version": policy.version, "rules": len(policy.rules), "warnings": warnings})
     else:
         out.print(f"{file}: valid (version {policy.version}, {len(policy.rules)} rule(s), mode {policy.mode})")
+        for warning in warnings:
+            err.print(f"[yellow]warning[/yellow]: {warning}")
+
+
+def _policy_warnings(policy: Any) -> list[str]:
+    """What the policy will not do with this environment's settings (no Graph, no mail)."""
+    from shared.policy import policy_warnings
+    from shared.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except DomainError as exc:
+        return [f"the settings are invalid, so Graph and mail count as absent: {exc.detail}"]
+    return policy_warnings(policy, directory=bool(settings.graph_url), mail=settings.mail)
 
 
 @policy_app.command("explain")
@@ -345,20 +382,11 @@ def policy_explain(
     as_json: JsonOpt = False,
 ) -> None:
     """Say what the current policy would decide, rule by rule; records nothing."""
-    from shared.model import Origin
-    from shared.policy import Situation, explain
-
     try:
         key = MailboxKey.parse(mailbox)
         service = _container().service
-        decision = service.evaluate(key, claimant, owner, kind)
-        current = owner or (o.owner if (o := service.ledger.mailbox(key).ownership) else None)
-        trace = explain(
-            service.policy(),
-            Situation(
-                key=key, claimant=claimant, owner=current, origin=Origin.ADMIN, kind=kind, user={}, now=service.clock()
-            ),
-        )
+        decision, trace = service.explain(key, claimant, owner, kind)
+        warnings = service.policy_warnings()
     except DomainError as exc:
         raise fail(exc.detail) from None
     if as_json:
@@ -369,12 +397,15 @@ def policy_explain(
                 "explanation": decision.explanation,
                 "dry_run": decision.dry_run,
                 "trace": trace,
+                "warnings": warnings,
             }
         )
         return
     for line in trace:
         out.print(f"  {line}")
     out.print(f"[bold]{decision.effect.value}[/bold] ({decision.rule}): {decision.explanation}")
+    for warning in warnings:
+        err.print(f"[yellow]warning[/yellow]: {warning}")
 
 
 # --- audit -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
 from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
@@ -24,6 +24,9 @@ from shared.ledger.port import Ledger
 from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
 from shared.orgclients import find_mailbox
 from shared.orgs import OrgRegistry
+
+if TYPE_CHECKING:
+    from shared.delivery import Delivery
 
 log = logging.getLogger("orgguard.executor")
 
@@ -70,6 +73,7 @@ class Executor:
     # mailbox twice (harmless: the writes are idempotent and each is recorded once).
     lease_s: float = 30.0
     clock: Callable[[], datetime] = utcnow
+    mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     _known_users: set[str] = field(default_factory=set)
 
     async def learn_own_users(self) -> None:
@@ -93,10 +97,13 @@ class Executor:
             self.ledger.lease_actions, limit, now=now, until=now + timedelta(seconds=self.lease_s)
         )
         by_org: dict[str, list[Action]] = defaultdict(list)
+        notices = [a for a in actions if a.kind is ActionKind.NOTIFY]
         for action in actions:
-            by_org[action.org].append(action)
+            if action.kind is not ActionKind.NOTIFY:
+                by_org[action.org].append(action)
         report = ExecutionReport()
-        results = await asyncio.gather(*(self._run_org(org, acts) for org, acts in by_org.items()))
+        writes = [self._run_org(org, acts) for org, acts in by_org.items()]
+        results = await asyncio.gather(*writes, self._deliver(notices))
         for r in results:
             report.add(r)
         return report
@@ -127,9 +134,6 @@ class Executor:
         before = client.requests_sent
         ready: list[tuple[Action, str]] = []
         for action in actions:
-            if action.kind not in WRITES:
-                await self._record(action, ActionStatus.APPLIED, None, report)  # notify: recorded only for now
-                continue
             mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
             if mailbox_id:
                 ready.append((action, mailbox_id))
@@ -139,6 +143,17 @@ class Executor:
             await self._patch_batch(client, ready, report)
         report.requests += client.requests_sent - before
         return report
+
+    async def _deliver(self, notices: list[Action]) -> ExecutionReport:
+        """Send notify actions through Graph (``shared.delivery``); without a mail sender, leave them leased."""
+        report = ExecutionReport()
+        if notices and self.mail is not None:
+            await self.mail.deliver(notices, report)
+        return report
+
+    async def aclose(self) -> None:
+        if self.mail is not None:
+            await self.mail.aclose()
 
     async def _resolve(self, client: DataverseClient, action: Action, report: ExecutionReport) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""

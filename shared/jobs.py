@@ -21,6 +21,7 @@ from shared.model import DomainError, InvalidTransition, new_id, utcnow
 class JobKind(StrEnum):
     SWEEP = "sweep"
     MIGRATION = "migration"
+    DIGEST = "digest"  # the operations digest of failed actions (shared/digest.py)
 
 
 class JobState(StrEnum):

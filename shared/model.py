@@ -142,6 +142,17 @@ OPEN_STATES = frozenset({CaseState.OPEN, CaseState.HELD, CaseState.DECIDED, Case
 RESOLVED_STATES = frozenset({CaseState.DECIDED, CaseState.DENIED, CaseState.EXPIRED})
 
 
+class NoticeKind(StrEnum):
+    """Which message a notify action sends (``shared/letters.py`` writes each)."""
+
+    STOPPED = "stopped"  # to the admin whose claim was blocked or held
+    APPROVAL = "approval"  # to the approvers of a held case
+    REMINDER = "reminder"  # to the approvers, before a held case expires
+    EXPIRED = "expired"  # to the approvers and the stopped admin, when it expired
+    RESOLVED = "resolved"  # to the stopped admin, when an approver approved or denied the held claim
+    CARRIED_OUT = "carried-out"  # to the owner org's contact, once a block or override is carried out
+
+
 # ---------------------------------------------------------------------------
 # Mailbox identity
 
@@ -285,8 +296,25 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """What a notify action tells, and to whom.
+
+    ``to`` holds recipients as the policy names them: an address, ``group:<name>``
+    (its members, through Graph) or ``admin:<org>/<systemuser id>`` (that user's
+    address in that org, through the Web API); they are resolved when the mail
+    goes out, so a Graph outage delays the mail, never the decision. ``sent``
+    holds short hashes of the recipients a large message already reached in an
+    earlier attempt (it goes out in parts), so a retry does not mail them twice.
+    """
+
+    kind: NoticeKind
+    to: tuple[str, ...]
+    sent: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Action:
-    """One idempotent write to one org."""
+    """One idempotent write to one org, or one message (``notify``, with its ``notice``)."""
 
     id: str
     case_id: str
@@ -299,6 +327,12 @@ class Action:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     next_attempt_at: datetime | None = None  # backoff: not before this time
+    notice: Notice | None = None  # notify actions only
+
+    @property
+    def writes(self) -> bool:
+        """Whether this action changes an org (demote, promote); a case settles on these alone."""
+        return self.kind is not ActionKind.NOTIFY
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
@@ -67,6 +67,8 @@ class When(BaseModel):
     user_usage_location: tuple[str, ...] | None = Field(default=None, alias="user.usageLocation")
     user_country: tuple[str, ...] | None = Field(default=None, alias="user.country")
     user_department: tuple[str, ...] | None = Field(default=None, alias="user.department")
+    user_company_name: tuple[str, ...] | None = Field(default=None, alias="user.companyName")
+    user_office_location: tuple[str, ...] | None = Field(default=None, alias="user.officeLocation")
     user_member_of: tuple[str, ...] | None = Field(default=None, alias="user.memberOf")
     during: tuple[date, date] | None = None
 
@@ -103,6 +105,24 @@ class Approval(BaseModel):
     on_expiry: OnExpiry = "block"
 
 
+class Notify(BaseModel):
+    """Who OrgGuard tells, by mail through Graph (``notify:``); every key has a default.
+
+    Recipients are addresses or ``group:<name>`` (the group's members, through Graph).
+    """
+
+    # Keys OrgGuard does not know are kept (a newer policy may carry them) and named in the warnings.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    stopped_admin: bool = True  # the admin whose claim was blocked or held
+    approvers: bool = True  # approval.approvers, when a case is held
+    remind_before: timedelta | None = timedelta(days=1)  # a reminder this long before a held case expires
+    expired: bool = True  # the approvers and the stopped admin, when a held case expired
+    owners: dict[str, list[str]] = {}  # per owner org: who hears of a block or override carried out
+    operations: list[str] = []  # a digest of failed actions
+    digest_every: timedelta = timedelta(days=1)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -112,6 +132,7 @@ class Policy(BaseModel):
     primary: list[Designation] = []
     rules: list[Rule] = []
     approval: Approval = Approval()
+    notify: Notify = Notify()
 
 
 def default_policy() -> Policy:
@@ -131,6 +152,9 @@ _DURATION = re.compile(
 _RULE_KEYS = ("id", "when", "effect", "dry_run", "description")
 _DESIGNATION_KEYS = ("when", "org")
 _APPROVAL_KEYS = ("approvers", "expires_after", "on_expiry")
+_NOTIFY_FLAGS = ("stopped_admin", "approvers", "expired")
+_NOTIFY_KEYS = (*_NOTIFY_FLAGS, "remind_before", "owners", "operations", "digest_every")
+GROUP_PREFIX = "group:"
 
 
 def load_policy(text: str, *, known_orgs: Collection[str] | None = None) -> Policy:
@@ -265,6 +289,8 @@ class _Reader:
         out["rules"] = rules
         if doc.get("approval") is not None:
             out["approval"] = self.approval(doc["approval"])
+        if doc.get("notify") is not None:
+            out["notify"] = self.notify(doc["notify"])
         return out
 
     def items(self, name: str, doc: Mapping[Any, Any]) -> list[object]:
@@ -495,13 +521,76 @@ class _Reader:
             approvers = raw["approvers"]
             if isinstance(approvers, list) and not approvers:
                 out["approvers"] = []
-            elif (names := self.strings("approval.approvers", approvers)) is not None:
+            elif (names := self.recipients("approval.approvers", approvers)) is not None:
                 out["approvers"] = list(names)
         if "expires_after" in raw:
             out["expires_after"] = self.duration("approval.expires_after", raw["expires_after"])
         if "on_expiry" in raw:
             out["on_expiry"] = self.choice("approval.on_expiry", raw["on_expiry"], ("block", "override"), "on_expiry")
         return out
+
+    # --- notify -------------------------------------------------------------------------
+
+    def notify(self, raw: object) -> dict[str, object]:
+        if not isinstance(raw, Mapping):
+            self.error("notify", f"must be a mapping like {{stopped_admin: true, operations: [...]}}, not {_kind(raw)}")
+            return {}
+        out: dict[str, object] = {str(k): v for k, v in raw.items() if k not in _NOTIFY_KEYS}  # warned about
+        for flag in _NOTIFY_FLAGS:
+            if flag in raw:
+                if isinstance(raw[flag], bool):
+                    out[flag] = raw[flag]
+                else:
+                    self.error(f"notify.{flag}", f"must be true or false, not {_kind(raw[flag])}")
+        if "remind_before" in raw:
+            value = raw["remind_before"]
+            out["remind_before"] = None if value is None else self.duration("notify.remind_before", value)
+        if "digest_every" in raw:
+            out["digest_every"] = self.duration("notify.digest_every", raw["digest_every"])
+        ops = self.recipients("notify.operations", raw["operations"]) if raw.get("operations") is not None else None
+        if ops is not None:
+            out["operations"] = list(ops)
+        if raw.get("owners") is not None:
+            out["owners"] = self.owners(raw["owners"])
+        return out
+
+    def owners(self, raw: object) -> dict[str, list[str]]:
+        if not isinstance(raw, Mapping):
+            self.error("notify.owners", f"must map org names to recipients, not {_kind(raw)}")
+            return {}
+        out: dict[str, list[str]] = {}
+        for org, value in raw.items():
+            path = f"notify.owners.{org}"
+            if not isinstance(org, str) or not org.strip():
+                self.error(path, f"must be keyed by an org name, not {_kind(org)}")
+                continue
+            self.known_org(path, org.strip())
+            if (names := self.recipients(path, value)) is not None:
+                out[org.strip()] = list(names)
+        return out
+
+    def recipients(self, path: str, value: object) -> tuple[str, ...] | None:
+        """Mail recipients: addresses (normalized) or ``group:<name>``; an empty list is nobody."""
+        if value == []:
+            return ()
+        names = self.strings(path, value)
+        if names is None:
+            return None
+        out: list[str] = []
+        for i, name in enumerate(names):
+            item_path = f"{path}[{i}]" if isinstance(value, list) else path
+            if name.casefold().startswith(GROUP_PREFIX):
+                group = name[len(GROUP_PREFIX) :].strip()
+                if group:
+                    out.append(f"{GROUP_PREFIX}{group}")
+                else:
+                    self.error(item_path, "group: needs the group's display name, like group:OrgGuard Approvers")
+                continue
+            try:
+                out.append(MailboxKey.parse(name).address)
+            except DomainError as exc:
+                self.error(item_path, f"{name!r} is neither an address nor group:<name> ({exc.detail})")
+        return tuple(out) if len(out) == len(names) else None
 
     def duration(self, path: str, value: object) -> timedelta | None:
         try:
@@ -538,6 +627,8 @@ _CONDITIONS: dict[str, Callable[[_Reader, str, object], object]] = {
     "user.usageLocation": _read_strings,
     "user.country": _read_strings,
     "user.department": _read_strings,
+    "user.companyName": _read_strings,
+    "user.officeLocation": _read_strings,
     "user.memberOf": _read_strings,
     "during": _Reader.during,
 }
@@ -602,23 +693,95 @@ class Situation:
     kind: ClaimKind
     user: Mapping[str, object]
     now: datetime
+    user_note: str | None = None  # why the user's attributes are unknown (Graph unavailable, no such user, ...)
 
     @property
     def contested(self) -> bool:
         return self.owner is not None and self.owner != self.claimant
 
 
-class UserDirectory(Protocol):
-    """The Graph attributes of the user behind a mailbox (usageLocation, country, department, memberOf)."""
+class UserUnknown(Exception):
+    """The directory cannot say who is behind a mailbox; ``reason`` is a sentence for the explanation.
 
-    def attributes(self, key: MailboxKey) -> Mapping[str, object]: ...
+    ``outage`` is true when the directory itself failed (timeout, 5xx, 429, a bad
+    answer): the same question may get an answer later.
+    """
+
+    def __init__(self, reason: str, *, outage: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outage = outage
+
+
+class UserDirectory(Protocol):
+    """The Graph attributes of the user behind a mailbox (usageLocation, country, department, memberOf, ...).
+
+    ``attributes`` answers from a cache or asks the directory within a strict time
+    limit; it raises ``UserUnknown`` rather than wait: a decision never blocks on it.
+    ``prefetch`` resolves many mailboxes at once (a sweep), so that ``attributes``
+    answers them from the cache.
+    """
+
+    @property
+    def configured(self) -> bool: ...
+
+    def attributes(self, key: MailboxKey, *, groups: bool = True) -> Mapping[str, object]: ...
+
+    def prefetch(self, keys: Sequence[MailboxKey], *, groups: bool = True) -> None: ...
 
 
 class NoUserDirectory:
-    """No directory configured: user conditions never match."""
+    """No directory configured: user conditions never match (policy validation warns about it)."""
 
-    def attributes(self, key: MailboxKey) -> Mapping[str, object]:
+    configured = False
+
+    def attributes(self, key: MailboxKey, *, groups: bool = True) -> Mapping[str, object]:
         return {}
+
+    def prefetch(self, keys: Sequence[MailboxKey], *, groups: bool = True) -> None:
+        return None
+
+
+USER_PREFIX = "user."
+
+
+def user_conditions(policy: Policy) -> list[str]:
+    """Where ``policy`` reads the user behind a mailbox, as paths (``primary[1].when.user.usageLocation``)."""
+    found: list[str] = []
+    whens = [(f"primary[{i}]", d.when) for i, d in enumerate(policy.primary)]
+    whens += [(f"rules[{i}]", r.when) for i, r in enumerate(policy.rules)]
+    for path, when in whens:
+        found += [f"{path}.when.{name}" for name in when.model_dump() if name.startswith(USER_PREFIX)]
+    return found
+
+
+def reads_groups(policy: Policy) -> bool:
+    """Whether a decision needs the user's groups (one more Graph request per user)."""
+    return any(path.endswith(".user.memberOf") for path in user_conditions(policy))
+
+
+def policy_warnings(policy: Policy, *, directory: bool, mail: bool) -> list[str]:
+    """What a valid policy will not do as written in this deployment (shown on validate, explain and PUT)."""
+    out: list[str] = []
+    used = user_conditions(policy)
+    if used and not directory:
+        more = f" (and {len(used) - 1} more)" if len(used) > 1 else ""
+        out.append(
+            f"{used[0]}{more} reads the user through Microsoft Graph, but no Graph is configured "
+            "(ORGGUARD_GRAPH_URL): these conditions never match"
+        )
+    n = policy.notify
+    out += [
+        f"notify.{name} is not a notify setting this OrgGuard knows ({', '.join(_NOTIFY_KEYS)}); it is ignored"
+        for name in n.model_extra or {}
+    ]
+    tells = n.stopped_admin or (n.approvers and policy.approval.approvers) or n.owners or n.operations
+    if "notify" in policy.model_fields_set and tells and not mail:
+        out.append(
+            "notify names people to tell, but no mail can be sent (ORGGUARD_GRAPH_URL and ORGGUARD_MAIL_FROM): "
+            "nobody is told"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -677,6 +840,7 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
             trace.append(f"{head}: no match, {applied}")
             continue
         decision, why = applied
+        decision = _noted(decision, s)
         trace.append(f"{head}: matches, {why} -> {decision.effect.value}")
         trace.extend(
             f"rule {m} {later.id} ({later.effect}): not checked, an earlier rule matched"
@@ -686,7 +850,14 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
     trace.append(f"no rule matched: the {DEFAULT_RULE} effect {policy.default.value} applies")
     verb = _verb(policy.default, s, "it")
     sentence = f"{_contest(s)}; no rule matched and the {DEFAULT_RULE} rule {verb}{_dry(dry_run)}."
-    return _Outcome(Decision(policy.default, DEFAULT_RULE, sentence, dry_run), trace)
+    return _Outcome(_noted(Decision(policy.default, DEFAULT_RULE, sentence, dry_run), s), trace)
+
+
+def _noted(decision: Decision, s: Situation) -> Decision:
+    """The decision with the reason user conditions could not match, when the directory could not say."""
+    if not s.user_note:
+        return decision
+    return replace(decision, explanation=f"{decision.explanation} Conditions on the user did not match: {s.user_note}.")
 
 
 def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Decision, str] | str:
@@ -756,15 +927,11 @@ def _checks(when: When, s: Situation) -> Iterator[_Check]:
         yield _glob("mailbox.address", s.key.address.strip().casefold(), when.mailbox_address)
     if when.mailbox_domain is not None:
         yield _glob("mailbox.domain", s.key.address.rpartition("@")[2].rstrip(".").lower(), when.mailbox_domain)
-    for name, values in (
-        ("usageLocation", when.user_usage_location),
-        ("country", when.user_country),
-        ("department", when.user_department),
-    ):
+    for name, values in _user_values(when):
         if values is not None:
-            yield _user_attribute(name, s.user.get(name), values)
+            yield _user_attribute(name, s.user.get(name), values, s.user_note)
     if when.user_member_of is not None:
-        yield _member_of(s.user.get("memberOf"), when.user_member_of)
+        yield _member_of(s.user.get("memberOf"), when.user_member_of, s.user_note)
     if when.during is not None:
         yield _during(_utc_date(s.now), when.during)
 
@@ -781,18 +948,32 @@ def _glob(name: str, actual: str, patterns: Sequence[str]) -> _Check:
     return _Check(ok, f"{name} {actual} {'matches' if ok else 'does not match'} {_list(patterns)}")
 
 
-def _user_attribute(name: str, actual: object, values: Sequence[str]) -> _Check:
+def _user_values(when: When) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
+    return (
+        ("usageLocation", when.user_usage_location),
+        ("country", when.user_country),
+        ("department", when.user_department),
+        ("companyName", when.user_company_name),
+        ("officeLocation", when.user_office_location),
+    )
+
+
+def _unknown(name: str, note: str | None) -> str:
+    return f"{name} is not known ({note or 'the directory did not supply it'})"
+
+
+def _user_attribute(name: str, actual: object, values: Sequence[str], note: str | None = None) -> _Check:
     if not isinstance(actual, str) or not actual.strip():
-        return _Check(False, f"user.{name} is not known (the directory did not supply it)")
+        return _Check(False, _unknown(f"user.{name}", note))
     ok = actual.strip().casefold() in {v.casefold() for v in values}
     return _Check(ok, f"user.{name} {actual} {'matches' if ok else 'does not match'} {_list(values)}")
 
 
-def _member_of(actual: object, groups: Sequence[str]) -> _Check:
+def _member_of(actual: object, groups: Sequence[str], note: str | None = None) -> _Check:
     if isinstance(actual, str):
         actual = [actual]
     if not isinstance(actual, list | tuple | set | frozenset):
-        return _Check(False, "user.memberOf is not known (the directory did not supply it)")
+        return _Check(False, _unknown("user.memberOf", note))
     mine = {g.strip().casefold() for g in actual if isinstance(g, str)}
     hits = [g for g in groups if g.casefold() in mine]
     if hits:
@@ -841,11 +1022,7 @@ def _scope(when: When) -> str:
         parts.append(f"for {_list(when.mailbox_address)}")
     if when.mailbox_domain is not None:
         parts.append(f"in {_list(when.mailbox_domain)}")
-    for name, values in (
-        ("usageLocation", when.user_usage_location),
-        ("country", when.user_country),
-        ("department", when.user_department),
-    ):
+    for name, values in _user_values(when):
         if values is not None:
             parts.append(f"where user.{name} is {_list(values)}")
     if when.user_member_of is not None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from shared import casework, telemetry
+from shared import casework, notices, telemetry
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.model import (
     Action,
     ActionKind,
+    AuditEvent,
     Case,
     CaseQuery,
     CaseState,
+    Change,
     Claim,
     ClaimKind,
     ClaimRecord,
@@ -46,10 +48,15 @@ from shared.policy import (
     Policy,
     Situation,
     UserDirectory,
+    UserUnknown,
     decide,
     default_policy,
     designated_primary,
+    explain,
     load_policy,
+    policy_warnings,
+    reads_groups,
+    user_conditions,
 )
 
 log = logging.getLogger("orgguard.service")
@@ -106,7 +113,9 @@ class OrgGuard:
     orgs: OrgRegistry
     users: UserDirectory = field(default_factory=NoUserDirectory)
     clock: Callable[[], datetime] = utcnow
+    mail: bool = False  # notices can be sent (Graph and a sender mailbox): decisions add notify actions
     _policy: tuple[int, Policy] | None = None
+    _needs: tuple[Policy, bool, bool] | None = None  # (policy, reads the user, reads groups)
 
     # --- policy ---------------------------------------------------------------------
 
@@ -126,6 +135,10 @@ class OrgGuard:
         saved = self.ledger.save_policy(text, actor)
         self._policy = (saved.version, parsed)
         return parsed
+
+    def policy_warnings(self, policy: Policy | None = None) -> list[str]:
+        """What ``policy`` (the current one by default) will not do as written here (no Graph, no mail)."""
+        return policy_warnings(policy or self.policy(), directory=self.users.configured, mail=self.mail)
 
     def policy_text(self) -> tuple[int, str | None]:
         saved = self.ledger.policy()
@@ -156,8 +169,12 @@ class OrgGuard:
         def plan() -> casework.Planned:
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
-            decision = decide(policy, self._situation(claim, view.ownership, now))
-            return casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+            decision = decide(policy, self._situation(claim, view.ownership, now, policy))
+            planned = casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+            if not self.mail or planned.case is None:
+                return planned
+            told = notices.on_claim(planned.case, decision, policy, user_id=claim.user_id, now=now)
+            return notices.with_notices(planned, told)
 
         planned = self._commit(claim.event_key, plan, f"the mailbox {claim.key.redacted}")
         if isinstance(planned, Outcome):
@@ -179,9 +196,9 @@ class OrgGuard:
             return planned
         raise LedgerBusy(f"{what} kept changing; try again")
 
-    def _situation(self, claim: Claim, owner: Ownership | None, now: datetime) -> Situation:
+    def _situation(self, claim: Claim, owner: Ownership | None, now: datetime, policy: Policy) -> Situation:
         contested = owner is not None and owner.owner != claim.org
-        user: Mapping[str, object] = self.users.attributes(claim.key) if contested else {}
+        user, note = self._user(claim.key, policy) if contested else ({}, None)
         return Situation(
             key=claim.key,
             claimant=claim.org,
@@ -190,7 +207,33 @@ class OrgGuard:
             kind=claim.kind,
             user=user,
             now=now,
+            user_note=note,
         )
+
+    def _user(self, key: MailboxKey, policy: Policy) -> tuple[Mapping[str, object], str | None]:
+        """The user's attributes when ``policy`` reads them (never otherwise: no Graph on that path), and why not.
+
+        Graph failing, no user, or two users for the address: no attributes and a reason,
+        which the decision's explanation repeats; the decision is made all the same.
+        """
+        reads, groups = self._reads_user(policy)
+        if not reads:
+            return {}, None
+        try:
+            return self.users.attributes(key, groups=groups), None
+        except UserUnknown as exc:
+            return {}, exc.reason
+
+    def _reads_user(self, policy: Policy) -> tuple[bool, bool]:
+        if self._needs is None or self._needs[0] is not policy:
+            self._needs = (policy, bool(user_conditions(policy)), reads_groups(policy))
+        return self._needs[1], self._needs[2]
+
+    def know_users(self, keys: Sequence[MailboxKey]) -> None:
+        """Look many users up at once (a sweep's next findings), when the policy reads them."""
+        reads, groups = self._reads_user(self.policy())
+        if reads and keys:
+            self.users.prefetch(keys, groups=groups)
 
     def _is_own_write(self, claim: Claim) -> bool:
         """OrgGuard's own user carrying out a promote of a decided case (the loop guard)."""
@@ -224,17 +267,29 @@ class OrgGuard:
         origin: Origin = Origin.ADMIN,
     ) -> Decision:
         """What would happen to this claim; records nothing."""
+        policy, situation = self._what_if(key, claimant, owner, kind, origin)
+        return decide(policy, situation)
+
+    def explain(
+        self, key: MailboxKey, claimant: str, owner: str | None = None, kind: ClaimKind = ClaimKind.TEST_ENABLE
+    ) -> tuple[Decision, list[str]]:
+        """``evaluate`` with the rule-by-rule trace behind it (the user's attributes included); records nothing."""
+        policy, situation = self._what_if(key, claimant, owner, kind, Origin.ADMIN)
+        return decide(policy, situation), explain(policy, situation)
+
+    def _what_if(
+        self, key: MailboxKey, claimant: str, owner: str | None, kind: ClaimKind, origin: Origin
+    ) -> tuple[Policy, Situation]:
         self.orgs.get(claimant)
         if owner is not None:
             self.orgs.get(owner)
         else:
             current = self.ledger.mailbox(key).ownership
             owner = current.owner if current else None
-        user = self.users.attributes(key) if owner and owner != claimant else {}
-        return decide(
-            self.policy(),
-            Situation(key=key, claimant=claimant, owner=owner, origin=origin, kind=kind, user=user, now=self.clock()),
-        )
+        policy = self.policy()
+        user, note = self._user(key, policy) if owner and owner != claimant else ({}, None)
+        now = self.clock()
+        return policy, Situation(key, claimant, owner, origin, kind, user, now, note)
 
     # --- cases ------------------------------------------------------------------------
 
@@ -318,9 +373,11 @@ class OrgGuard:
             # and the ledger checks the case is still held (Change.expect) whatever the order.
             view = self.ledger.mailbox(key)
             case = self.case(case_id)
+            now = self.clock()
             change = casework.plan_resolution(
-                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=self.clock()
+                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now
             )
+            change = self._resolution_notices(change, case, effect, now)
             try:
                 self.ledger.commit(change)
             except ConcurrencyConflict:
@@ -328,6 +385,66 @@ class OrgGuard:
                 continue
             return self.case(case_id)
         raise LedgerBusy(f"case {case_id} kept changing; try again")
+
+    def _resolution_notices(self, change: Change, case: Case, effect: Effect, now: datetime) -> Change:
+        resolved = next((c for c in change.cases if c.id == case.id), None)
+        if not self.mail or resolved is None:
+            return change
+        whole = replace(resolved, actions=(*case.actions, *resolved.actions))  # who was told before, too
+        return notices.added(change, case.id, notices.on_resolution(whole, effect, self.policy(), now=now))
+
+    def remind_held(self) -> list[str]:
+        """Add the approvers' reminder to every held case whose expiry is near; the case ids reminded."""
+        if not self.mail:
+            return []
+        policy, done, cursor = self.policy(), [], None
+        while True:
+            page = self.ledger.cases(CaseQuery(state=CaseState.HELD, limit=200, cursor=cursor))
+            for case in page.items:
+                if notices.reminder(case, policy, now=self.clock()) is not None and self._remind(case.id, policy):
+                    done.append(case.id)
+            if not page.next:
+                return done
+            cursor = page.next
+
+    def _remind(self, case_id: str, policy: Policy) -> bool:
+        """Add one reminder in a commit of its own; a second worker racing here finds it added and stops."""
+        for attempt in range(MAX_ATTEMPTS):
+            case = self.case(case_id)
+            now = self.clock()
+            action = notices.reminder(case, policy, now=now)
+            if action is None:
+                return False
+            view = self.ledger.mailbox(case.key)
+            reminded = replace(case, actions=(*case.actions, action))
+            audit = AuditEvent("case.reminded", case.key.address, "orgguard", {"case": case.id}, now)
+            try:
+                self.ledger.commit(Change(case.key, view.version, cases=(reminded,), audit=(audit,)))
+            except ConcurrencyConflict:
+                backoff(attempt)
+                continue
+            return True
+        raise LedgerBusy(f"case {case_id} kept changing; try again")
+
+    def reevaluate(self, case_id: str, *, actor: str) -> Case:
+        """Decide a held case again with today's policy and directory (after a Graph outage, say).
+
+        Still a hold: nothing changes. Block or override: the case is resolved that way,
+        as an approver would, with the new decision's explanation as the reason.
+        """
+        case = self.case(case_id)
+        if case.state is not CaseState.HELD:
+            raise InvalidTransition(
+                f"case {case.id} is {case.state.value}; only held cases are decided again", state=case.state.value
+            )
+        policy = self.policy()
+        owner = self.ledger.mailbox(case.key).ownership
+        claim = Claim(case.key, case.claimant, case.claimant_mailbox_id, case.kind, case.origin)
+        decision = decide(policy, self._situation(claim, owner, self.clock(), policy))
+        if decision.dry_run or decision.effect is Effect.HOLD:
+            return case
+        state = CaseState.DENIED if decision.effect is Effect.BLOCK else CaseState.DECIDED
+        return self._resolve(case_id, decision.effect, state, actor, decision.explanation, decision.rule)
 
     def designate_owner(self, key: MailboxKey, org: str, *, actor: str, reason: str) -> Case:
         """An admin makes ``org`` the owner of ``key`` (demote the old owner, promote ``org``)."""
@@ -393,7 +510,8 @@ class OrgGuard:
 
     def designated(self, key: MailboxKey, *, owner: str | None = None) -> str | None:
         """The org the policy's ``primary`` designations name for ``key``, if any (records nothing)."""
-        user = self.users.attributes(key) if self.policy().primary else {}
+        policy = self.policy()
+        user, note = self._user(key, policy) if policy.primary else ({}, None)
         situation = Situation(
             key=key,
             claimant=owner or "",
@@ -402,5 +520,6 @@ class OrgGuard:
             kind=ClaimKind.SWEEP,
             user=user,
             now=self.clock(),
+            user_note=note,
         )
-        return designated_primary(self.policy(), situation)
+        return designated_primary(policy, situation)

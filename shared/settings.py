@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-from shared.model import DomainError
+from shared.model import DomainError, MailboxKey
 
 GateOnError = Literal["block", "allow"]
 AuthMode = Literal["token", "easyauth"]
@@ -44,6 +45,15 @@ class Settings:
     app_insights: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING: telemetry to Azure Monitor
     app_insights_auth: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING: Entra ingestion
     telemetry: str | None = None  # ORGGUARD_TELEMETRY: "console" or "file:PATH" for local telemetry
+    graph_url: str | None = None  # Microsoft Graph base; None: no directory, no mail
+    mail_from: str | None = None  # the mailbox notifications are sent from
+    public_url: str | None = None  # the page's address, for links in mail
+    graph_timeout_s: float = 3.0  # how long a decision waits for Graph before it goes on without it
+
+    @property
+    def mail(self) -> bool:
+        """Whether notifications can be sent (Graph and a sender mailbox)."""
+        return bool(self.graph_url and self.mail_from)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,4 +78,49 @@ class Settings:
             app_insights=e.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
             app_insights_auth=e.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or None,
             telemetry=telemetry or None,
+            graph_url=_url(e, "ORGGUARD_GRAPH_URL", loopback_http=True),
+            mail_from=_address(e, "ORGGUARD_MAIL_FROM"),
+            public_url=_url(e, "ORGGUARD_PUBLIC_URL", loopback_http=False, any_http=True),
+            graph_timeout_s=_seconds(e, "ORGGUARD_GRAPH_TIMEOUT_S", cls.graph_timeout_s),
         )
+
+
+def _url(e: Mapping[str, str], name: str, *, loopback_http: bool, any_http: bool = False) -> str | None:
+    """An http(s) base URL without a trailing slash (msgraph-sdk's base_url must not end with one)."""
+    raw = (e.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an http(s) URL, not {raw!r}", field=name)
+    if parts.scheme == "http" and not any_http:
+        from shared.dataverse import is_loopback
+
+        if not (loopback_http and is_loopback(raw)):
+            raise SettingsError(f"{name} must use https (plain http only on loopback, for the sandbox)", field=name)
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name} must not carry a query or fragment", field=name)
+    return raw.rstrip("/")
+
+
+def _address(e: Mapping[str, str], name: str) -> str | None:
+    raw = (e.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return MailboxKey.parse(raw, field=name).address
+    except DomainError as exc:
+        raise SettingsError(f"{name}: {exc.detail}", field=name) from None
+
+
+def _seconds(e: Mapping[str, str], name: str, default: float) -> float:
+    raw = (e.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}", field=name) from None
+    if not 0 < value <= 50:
+        raise SettingsError(f"{name} must be more than 0 and at most 50 seconds", field=name)
+    return value

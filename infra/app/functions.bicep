@@ -49,6 +49,12 @@ param policyText string
 param gateOnError string
 param sweepSchedule string
 param sweepApply bool
+@description('Microsoft Graph base the user directory and sendMail use (no trailing slash).')
+param graphUrl string
+@description('The mailbox OrgGuard sends notifications from; empty: nobody is mailed.')
+param mailFrom string
+@description('The dashboard\'s public address, for links to cases in mail; empty: mail names the case only.')
+param publicUrl string
 
 // App Service Authentication (Easy Auth) with Microsoft Entra ID.
 @description('Application (client) id of the OrgGuard API app registration.')
@@ -147,6 +153,19 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_AUTH'
     value: 'easyauth'
+  }
+  // Microsoft Graph: users for user.* conditions, sendMail for notices (app permissions in infra/README.md).
+  {
+    name: 'ORGGUARD_GRAPH_URL'
+    value: graphUrl
+  }
+  {
+    name: 'ORGGUARD_MAIL_FROM'
+    value: mailFrom
+  }
+  {
+    name: 'ORGGUARD_PUBLIC_URL'
+    value: publicUrl
   }
 ]
 

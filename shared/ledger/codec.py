@@ -24,6 +24,8 @@ from shared.model import (
     Effect,
     HistoryEntry,
     MailboxKey,
+    Notice,
+    NoticeKind,
     Origin,
     Ownership,
 )
@@ -75,6 +77,7 @@ def action_doc(a: Action) -> dict[str, Any]:
         "created_at": ts(a.created_at),
         "updated_at": ts(a.updated_at),
         "next_attempt_at": ts(a.next_attempt_at),
+        "notice": notice_doc(a.notice) if a.notice else None,
     }
 
 
@@ -91,7 +94,16 @@ def action_from(doc: dict[str, Any]) -> Action:
         created_at=must_ts(doc["created_at"]),
         updated_at=must_ts(doc["updated_at"]),
         next_attempt_at=parse_ts(doc.get("next_attempt_at")),
+        notice=notice_from(doc["notice"]) if doc.get("notice") else None,
     )
+
+
+def notice_doc(n: Notice) -> dict[str, Any]:
+    return {"kind": n.kind.value, "to": list(n.to), "sent": list(n.sent)}
+
+
+def notice_from(doc: dict[str, Any]) -> Notice:
+    return Notice(NoticeKind(doc["kind"]), tuple(doc.get("to") or ()), tuple(doc.get("sent") or ()))
 
 
 def case_doc(c: Case) -> dict[str, Any]:

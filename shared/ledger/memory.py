@@ -38,6 +38,7 @@ from shared.model import (
     MailboxKey,
     MailboxView,
     NotFound,
+    Notice,
     Overview,
     Ownership,
     Page,
@@ -209,10 +210,16 @@ class MemoryLedger:
             return taken
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
         def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
-            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, now=now)
+            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, notice=notice, now=now)
 
         return self._outbox_write(action_id, step)
 

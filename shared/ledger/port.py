@@ -26,6 +26,7 @@ from shared.model import (
     EventOutcome,
     MailboxKey,
     MailboxView,
+    Notice,
     Overview,
     Page,
     PolicyVersion,
@@ -88,11 +89,19 @@ class Ledger(Protocol):
         ...
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
-        """Record one attempt at an action; the case follows (applied/failed) when all are done.
+        """Record one attempt at an action; the case follows (applied/failed) when all its writes are done.
 
         ``status`` PENDING with ``retry_at`` is a transient failure to try again later.
+        ``notice`` replaces a notify action's notice (what a partly sent message reached).
+        Notify actions never move their case: a mail that fails leaves the decision as it is.
         An action already applied or failed is returned unchanged (a late second
         worker cannot apply it twice).
         """

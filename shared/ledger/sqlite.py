@@ -41,6 +41,7 @@ from shared.model import (
     MailboxKey,
     MailboxView,
     NotFound,
+    Notice,
     Origin,
     Overview,
     Ownership,
@@ -376,10 +377,16 @@ class SqliteLedger:
             return taken
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
         def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
-            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, now=now)
+            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, notice=notice, now=now)
 
         return self._outbox_write(action_id, step)
 

@@ -157,6 +157,7 @@ from shared.model import (
     MailboxKey,
     MailboxView,
     NotFound,
+    Notice,
     Origin,
     Overview,
     Page,
@@ -1157,10 +1158,18 @@ class TableLedger:
         return taken
 
     def record_attempt(
-        self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
+        self,
+        action_id: str,
+        status: ActionStatus,
+        error: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        notice: Notice | None = None,
     ) -> Action:
         def step(old: Action, case: Case | None, now: datetime) -> _Step | None:
-            return casework.attempt(old, case, status=status, error=_clip_error(error), retry_at=retry_at, now=now)
+            return casework.attempt(
+                old, case, status=status, error=_clip_error(error), retry_at=retry_at, notice=notice, now=now
+            )
 
         with self._storage("record an action attempt"):
             return self._outbox_write(action_id, step)[0]

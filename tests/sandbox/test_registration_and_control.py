@@ -118,8 +118,10 @@ def test_graph_answers_user_attributes_groups_and_records_mail(admin: httpx.Clie
     assert user.status_code == 200
     body = user.json()
     assert (body["usageLocation"], body["country"], body["department"]) == ("JP", "Japan", "Sales")
-    groups = admin.get(f"/graph/v1.0/users/{body['id']}/memberOf").json()["value"]
-    assert "All Employees" in {group["displayName"] for group in groups}
+    direct = admin.get(f"/graph/v1.0/users/{body['id']}/memberOf").json()["value"]
+    assert {group["displayName"] for group in direct} == {"Contoso JP", "Sales"}
+    nested = admin.get(f"/graph/v1.0/users/{body['id']}/transitiveMemberOf").json()["value"]
+    assert {group["displayName"] for group in nested} == {"Contoso JP", "Sales", "All Employees"}
     assert admin.get("/graph/v1.0/users/nobody@contoso.com").status_code == 404
     assert httpx.get(f"{control.base_url}/graph/v1.0/users/{body['id']}").status_code == 401
     mail = {"Message": {"Subject": "OrgGuard case", "ToRecipients": [{"EmailAddress": {"Address": AIKO}}]}}
