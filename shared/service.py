@@ -64,6 +64,12 @@ class LedgerBusy(LedgerError):
     """The mailbox kept changing under us; the caller may retry later."""
 
 
+def check_policy(text: str, orgs: OrgRegistry) -> Policy:
+    """Every check a policy must pass to be saved, in one place: ``PUT /api/policy`` and
+    ``orgguard policy validate`` both call it, so a file that validates is one the API takes."""
+    return load_policy(text, known_orgs=orgs.names)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a claim came to: the decision, its case, and whether it was seen before."""
@@ -111,7 +117,7 @@ class OrgGuard:
 
     def save_policy(self, text: str, *, actor: str) -> Policy:
         """Validate and store a new policy version; an invalid one changes nothing."""
-        parsed = load_policy(text, known_orgs=self.orgs.names)
+        parsed = check_policy(text, self.orgs)
         saved = self.ledger.save_policy(text, actor)
         self._policy = (saved.version, parsed)
         return parsed
@@ -200,8 +206,14 @@ class OrgGuard:
         owner: str | None = None,
         kind: ClaimKind = ClaimKind.TEST_ENABLE,
         origin: Origin = Origin.ADMIN,
+        *,
+        owner_recorded: bool = True,
     ) -> Decision:
-        """What would happen to this claim; records nothing."""
+        """What would happen to this claim; records nothing.
+
+        ``owner_recorded=False`` says ``owner`` is not the ledger's but the org a dry-run
+        sweep lets claim first, so the explanation does not call it the owner.
+        """
         self.orgs.get(claimant)
         if owner is not None:
             self.orgs.get(owner)
@@ -211,7 +223,16 @@ class OrgGuard:
         user = self.users.attributes(key) if owner and owner != claimant else {}
         return decide(
             self.policy(),
-            Situation(key=key, claimant=claimant, owner=owner, origin=origin, kind=kind, user=user, now=self.clock()),
+            Situation(
+                key=key,
+                claimant=claimant,
+                owner=owner,
+                origin=origin,
+                kind=kind,
+                user=user,
+                now=self.clock(),
+                owner_recorded=owner_recorded,
+            ),
         )
 
     # --- cases ------------------------------------------------------------------------
