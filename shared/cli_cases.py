@@ -97,7 +97,7 @@ def cases_show(case_id: str, as_json: JsonOpt = False, url: UrlOpt = None) -> No
     if case.get("expires_at") and case["state"] == CaseState.HELD.value:
         rows.append(("expires", when(case["expires_at"])))
     for label, value in rows:
-        out.print(f"  {label:<19}{value}", highlight=False)
+        out.print(f"  {label:<20}{value}", highlight=False)
     if case.get("actions"):
         out.print("actions")
     for a in case.get("actions", []):

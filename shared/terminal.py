@@ -137,5 +137,7 @@ def unique(given: str, ids: Iterable[str], what: str) -> str:
 
 
 def table(*headers: str, title: str | None = None) -> Table:
-    """A table whose cells wrap instead of being cut short: an id or an address is read whole or not at all."""
-    return Table(*(Column(h, overflow="fold") for h in headers), title=title)
+    """A table whose cells wrap instead of being cut short; the first column (an id, a name) never wraps."""
+    first, *rest = headers
+    columns = [Column(first, no_wrap=True, min_width=8), *(Column(h, overflow="fold") for h in rest)]
+    return Table(*columns, title=title)
