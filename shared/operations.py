@@ -291,4 +291,4 @@ class LedgerOperations:
     def close(self) -> None:
         for worker in self._workers.values():
             worker.cancel()
-            worker.thread.join(timeout=30)
+            worker.thread.join(timeout=10)
