@@ -45,7 +45,9 @@ def cases_list(
         CaseState | None, typer.Option(help="Only cases in this state; open: held, decided or failed.")
     ] = None,
     org: Annotated[str | None, typer.Option(help="Only cases where this org is owner or claimant.")] = None,
-    mailbox: Annotated[str | None, typer.Option(help="Only cases of this mailbox address.")] = None,
+    mailbox: Annotated[
+        str | None, typer.Option(help="Only cases of this mailbox address, or whose address contains this text.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
@@ -57,7 +59,11 @@ def cases_list(
     if as_json:
         print_json(page)
         return
-    out.print(case_table(page["items"]))
+    if page["items"]:
+        out.print(case_table(page["items"]))
+    if "total" in page:
+        more = f"; --limit {min(500, page['total'])} for more" if page["total"] > len(page["items"]) else ""
+        out.print(f"{len(page['items'])} of {page['total']} case(s){more}")
 
 
 def case_table(items: list[Doc]) -> Table:

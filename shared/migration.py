@@ -443,10 +443,11 @@ def apply_plan(ledger: JobLedger, planned_id: str, *, actor: str) -> Job:
     if planned.state is not JobState.PLANNED:
         raise InvalidTransition(
             f"migration {planned.id} is {planned.state.value}, not a plan; "
-            "only a migration planned without --apply can be applied as planned"
+            "only a migration planned without --apply can be applied as planned",
+            state=planned.state.value,
         )
     if planned.result.get("applied_by"):
-        raise InvalidTransition(_applied_already(planned.id, planned.result["applied_by"]))
+        raise InvalidTransition(_applied_already(planned.id, planned.result["applied_by"]), state=planned.state.value)
     the_plan = planned.result.get("plan") or {}
     if not the_plan.get("fingerprint"):
         raise StalePlan(f"migration {planned.id} was planned before plans were fingerprinted; plan again")
@@ -459,7 +460,7 @@ def apply_plan(ledger: JobLedger, planned_id: str, *, actor: str) -> Job:
         ledger.save_job(job.moved_to(JobState.CANCELLED, error=f"another migration applied the plan of {planned.id}"))
         current = ledger.job(planned.id)
         by = current.result.get("applied_by") if current else None
-        raise InvalidTransition(_applied_already(planned.id, by)) from None
+        raise InvalidTransition(_applied_already(planned.id, by), state=JobState.PLANNED.value) from None
     return job
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shared.jobs import Job, JobKind, JobState, job_doc
 from shared.ledger.port import JobLedger, job_ledger
-from shared.model import CaseQuery, CaseState, MailboxKey, NotFound, Page
+from shared.model import DomainError, MailboxKey, NotFound
 
 if TYPE_CHECKING:
     from shared.bootstrap import Container
@@ -29,14 +29,13 @@ if TYPE_CHECKING:
 Doc = dict[str, Any]
 Verdict = Literal["approve", "deny"]
 PageSeen = Callable[[str, int, int], None]  # org, rows read so far, pages read so far
-OPEN_STATES = (CaseState.HELD, CaseState.DECIDED, CaseState.FAILED)  # what still needs someone
 
 
 @dataclass(frozen=True)
 class CaseFilter:
-    state: str | None = None  # a CaseState value, or "open"
+    state: str | None = None  # a CaseState value, or "open": held, decided or failed
     org: str | None = None
-    mailbox: str | None = None
+    mailbox: str | None = None  # a full address, or a part of one to search for
     limit: int = 50
     cursor: str | None = None
 
@@ -161,23 +160,21 @@ class LedgerOperations:
     # --- cases ----------------------------------------------------------------------------
 
     def cases(self, query: CaseFilter) -> Doc:
+        from pydantic import ValidationError
+
+        from functions.admin_routes import CaseFilter as Filter
+        from functions.admin_routes import case_query
         from shared.views import case_view
 
-        key = MailboxKey.parse(query.mailbox, field="mailbox") if query.mailbox else None
-        if query.state == "open":
-            page = self._open_cases(query, key)
-        else:
-            state = CaseState(query.state) if query.state else None
-            page = self.service.cases(CaseQuery(state, query.org, key, query.limit, query.cursor))
-        return {"items": [case_view(c) for c in page.items], "next": page.next}
-
-    def _open_cases(self, query: CaseFilter, key: MailboxKey | None) -> Page:
-        """Held, decided or failed: one query per state, merged newest first (the ledger filters by one state)."""
-        found = [
-            c for state in OPEN_STATES for c in self.service.cases(CaseQuery(state, query.org, key, query.limit)).items
-        ]
-        found.sort(key=lambda c: c.created_at, reverse=True)
-        return Page(tuple(found[: query.limit]), None)
+        try:  # the API's own filter rules: "open", a full address or a part of one
+            wanted = Filter.model_validate({"state": query.state, "org": query.org, "mailbox": query.mailbox})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise DomainError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", field="filter") from None
+        found = case_query(wanted, limit=query.limit, cursor=query.cursor)
+        page = self.service.cases(found)
+        total = self.service.count_cases(found)
+        return {"items": [case_view(c) for c in page.items], "next": page.next, "total": total}
 
     def case(self, case_id: str) -> Doc:
         from shared.views import case_view
@@ -191,8 +188,8 @@ class LedgerOperations:
         return case_view(resolve(case_id, actor=self.actor, reason=reason))
 
     def retry_action(self, action_id: str) -> Doc:
-        self.service.retry_action(action_id, actor=self.actor)
-        return {"action": action_id, "status": "pending"}
+        action = self.service.retry_action(action_id, actor=self.actor)
+        return {"action": action.id, "status": action.status.value}
 
     def mailbox(self, address: str) -> Doc:
         from shared.views import mailbox_view

@@ -14,6 +14,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,8 @@ def held_case(c: bootstrap.Container, sandbox: httpx.Client | None = None) -> st
     return case_id
 
 
-@pytest.fixture
-def host(tmp_path: Path, base_url: str, sandbox: httpx.Client, monkeypatch: pytest.MonkeyPatch):
-    """The local host (API + background executor) on a free port, and its container."""
+@contextmanager
+def hosting(tmp_path: Path, base_url: str, monkeypatch: pytest.MonkeyPatch, *, background: bool):
     c = container(tmp_path, HOLDING_POLICY)
     c.orgs = registry(base_url)
     c.service.orgs = c.orgs
@@ -70,11 +70,25 @@ def host(tmp_path: Path, base_url: str, sandbox: httpx.Client, monkeypatch: pyte
     monkeypatch.delenv("ORGGUARD_API_SCOPE", raising=False)
     monkeypatch.delenv("ORGGUARD_URL", raising=False)
     try:
-        with serve(create_local_app(c)) as url:
+        with serve(create_local_app(c) if background else create_api()) as url:
             yield c, url
     finally:
         bootstrap.install(None)
         c.close()
+
+
+@pytest.fixture
+def host(tmp_path: Path, base_url: str, sandbox: httpx.Client, monkeypatch: pytest.MonkeyPatch):
+    """The local host (API + background executor) on a free port, and its container."""
+    with hosting(tmp_path, base_url, monkeypatch, background=True) as hosted:
+        yield hosted
+
+
+@pytest.fixture
+def api_only(tmp_path: Path, base_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The API alone: nothing carries actions out behind the test's back."""
+    with hosting(tmp_path, base_url, monkeypatch, background=False) as hosted:
+        yield hosted
 
 
 def cli(*args: str) -> Any:
@@ -118,17 +132,19 @@ def test_case_work_goes_through_the_api_with_the_local_token(host, sandbox: http
     assert cli("mailbox", "show", "nobody", "--url", url).exit_code == 2
 
 
-def test_actions_retry_through_the_api(host):
-    c, url = host
+def test_actions_retry_through_the_api(api_only):
+    c, url = api_only
     case_id = held_case(c)
-    c.service.deny(case_id, actor="t", reason="no")
+    c.service.approve(case_id, actor="t", reason="ok")  # a demote in NA, a promote in JP
     action = c.service.case(case_id).actions[0]
     c.ledger.record_attempt(action.id, ActionStatus.FAILED, "403 from the org")
     result = cli("actions", "retry", action.id, "--url", url, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "pending"
-    assert any(
-        e.event.kind == "action.retry.asked" and e.event.actor == "local-admin" for e in c.ledger.audit_entries()
-    )
+    assert any(e.event.kind == "action.retry" and e.event.actor == "local-admin" for e in c.ledger.audit_entries())
+    done = c.service.case(case_id).actions[1]
+    c.ledger.record_attempt(done.id, ActionStatus.APPLIED)
+    refused = cli("actions", "retry", done.id, "--url", url)  # only a failed action can be retried
+    assert refused.exit_code == 1 and one_line(refused).startswith("error: 409 ")
     missing = cli("actions", "retry", "no-such-action", "--url", url)
     assert missing.exit_code == 1 and one_line(missing).startswith("error: 404 ")
 
