@@ -24,12 +24,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from functions.http_api import create_api
 from sandbox.server import running
+from shared import bootstrap
 from shared.jobs import JobKind, JobState
 from shared.ledger.port import job_ledger
 from shared.ledger.sqlite import SqliteLedger
-from tests.factories import KEYS, ORG_IDS, REPO
-from tests.jobs_support import reset_sandbox
+from tests.factories import ADMIN_TOKEN, KEYS, ORG_IDS, REPO
+from tests.jobs_support import reset_sandbox, wired
+from tests.serving import serve
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pty")]
 
@@ -142,6 +145,30 @@ def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client,
     assert code == 0, shown
     (job,) = migrations(tmp_path)
     assert job.state is JobState.DONE and job.result["moved"] == job.progress["planned"] and job.result["failed"] == 0
+
+
+def test_ctrl_c_pauses_a_migration_running_in_orgguard(sandbox: httpx.Client, base_url: str, project, tmp_path: Path):
+    """Through the API (--url) the job runs in the server: Ctrl-C pauses it there, and --resume --url resumes it."""
+    sandbox.put("/_sandbox/settings", json={"budget": 40, "window_s": 1.0}).raise_for_status()
+    c = wired(tmp_path, base_url, POLICY)
+    bootstrap.install(c)
+    jobs = job_ledger(c.ledger)
+    env = project | {"ORGGUARD_ADMIN_TOKEN": ADMIN_TOKEN}
+    try:
+        with serve(create_api()) as url:
+            args = [*MIGRATE, "--url", url]
+            code, shown = in_terminal(args, env, tmp_path, type_ctrl_c_when=lambda text: "moves settled" in text)
+            (job,) = jobs.jobs(JobKind.MIGRATION)
+            assert code == 130 and job.state is JobState.PAUSED, shown
+            assert f"resume it with: orgguard migrate --resume {job.id[:8]}" in shown and "Traceback" not in shown
+            time.sleep(1.5)  # the server's worker stops after the batch in flight
+            code, shown = in_terminal(["migrate", "--resume", job.id[:8], "--url", url], env, tmp_path)
+            assert code == 0, shown
+            (job,) = jobs.jobs(JobKind.MIGRATION)
+            assert job.state is JobState.DONE and job.result["moved"] == job.progress["planned"]
+    finally:
+        bootstrap.install(None)
+        c.close()
 
 
 def test_a_sweep_draws_rows_and_pages_and_ctrl_c_cancels_it(sandbox: httpx.Client, project, tmp_path: Path):

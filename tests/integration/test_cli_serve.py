@@ -108,7 +108,7 @@ def test_the_environments_admin_token_wins_and_the_banner_says_so(tmp_path: Path
         listed = subprocess.run(
             orgguard("cases", "list", "--url", url, "--json"), cwd=tmp_path, env=env, capture_output=True, timeout=60
         )
-        assert listed.returncode == 0 and json.loads(listed.stdout) == {"items": [], "next": None}
+        assert listed.returncode == 0 and json.loads(listed.stdout)["items"] == []
 
 
 def test_without_one_the_token_file_is_used_and_named(tmp_path: Path):

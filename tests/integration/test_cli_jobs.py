@@ -1,12 +1,13 @@
-"""`orgguard migrate` and `migrations` as an operator runs them, on the ledger and through the API (--url).
+"""`orgguard sweep`, `migrate` and `migrations` as an operator runs them, on the ledger and through the API (--url).
 
 Each command is written once over the operations port; every test here runs both
-ways against the simulated orgs: a reviewed plan applied as planned, a stale or
-spent plan refused, migrations named by a prefix of their id.
+ways against the simulated orgs: a sweep's report, a reviewed plan applied as
+planned, a stale or spent plan refused, migrations named by a prefix of their id.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,25 @@ def test_migrations_are_named_by_a_prefix_and_usage_errors_exit_2(way, sandbox: 
         ["migrate", "--from", "contoso-na", "--to", "contoso-eu", "--mailboxes", str(tmp_path / "none.txt")],
     ):
         assert cli(way, *args).exit_code == 2, args
+
+
+def test_a_sweep_reports_the_same_both_ways(way, sandbox: httpx.Client, tmp_path: Path):
+    c, _ = way
+    result = cli(way, "sweep", "--json", "--csv", str(tmp_path / "sweep.csv"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    syncing: dict[str, set[str]] = {}
+    for org in ("contoso-na", "contoso-jp", "contoso-eu"):
+        for row in rows(sandbox, org):
+            if row["statecode"] == 0 and row["actdeliverymethod"] == 1:
+                syncing.setdefault(MailboxKey.parse(row["emailaddress"]).address, set()).add(org)
+    several = {address for address, orgs in syncing.items() if len(orgs) > 1}
+    assert {f["mailbox"] for f in doc["conflicts"] if "multi_org" in f["kinds"]} == several
+    assert doc["conflicts_total"] == len(doc["conflicts"]) and doc["apply"] is False
+    with (tmp_path / "sweep.csv").open(encoding="utf-8") as handle:
+        assert [r["mailbox"] for r in csv.DictReader(handle)] == [f["mailbox"] for f in doc["conflicts"]]
+    assert c.ledger.cases(CaseQuery()).items == ()  # a sweep without --apply writes nothing
+    human = cli(way, "sweep", "--org", "contoso-jp", "--org", "contoso-eu")
+    assert human.exit_code == 0 and "finding(s) found (nothing written; --apply acts)" in human.stdout
+    unknown = cli(way, "sweep", "--org", "contoso-xx")
+    assert unknown.exit_code == 1 and "'contoso-xx' is not a registered org" in unknown.stderr
