@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from shared.model import ClaimKind, DomainError, MailboxKey
 from shared.policy import PolicyError
@@ -138,7 +139,7 @@ def serve(
                 sandbox_url = stack.enter_context(running(port=sandbox_port))
             except OSError as exc:  # taken between the check and now
                 raise fail(_port_taken("127.0.0.1", sandbox_port, "--sandbox-port", exc)) from None
-            out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/")
+            out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/", markup=True)
         if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
             for name, value in ensure_local_setup(sandbox_url).items():
                 if not os.environ.get(name):  # the environment wins
@@ -195,7 +196,7 @@ def _port_taken(host: str, port: int, option: str, exc: OSError) -> str:
 
 
 def _banner(container: Any, base: str, token_in_env: bool) -> None:
-    out.print(f"[bold]OrgGuard[/bold] on {base}  (dashboard {base}/ · API docs {base}/api/docs)")
+    out.print(f"[bold]OrgGuard[/bold] on {base}  (dashboard {base}/ · API docs {base}/api/docs)", markup=True)
     out.print(f"  gate    POST {base}/api/dataverse/gate   (header x-orgguard-key)")
     out.print(f"  ledger  {container.settings.ledger}")
     out.print(f"  orgs    {', '.join(container.orgs.names)}")
@@ -271,7 +272,7 @@ def policy_validate(file: Path, as_json: JsonOpt = False) -> None:
             print_json({"ok": False, "errors": exc.errors})
         else:
             for e in exc.errors:
-                err.print(f"[red]{e['path'] or '(top)'}[/red]: {e['message']}")
+                err.print(f"[red]{escape(e['path'] or '(top)')}[/red]: {escape(e['message'])}", markup=True)
         raise typer.Exit(1) from None
     if as_json:
         print_json({"ok": True, "version": policy.version, "rules": len(policy.rules)})
@@ -317,7 +318,9 @@ def policy_explain(
         return
     for line in trace:
         out.print(f"  {line}")
-    out.print(f"[bold]{decision.effect.value}[/bold] ({decision.rule}): {decision.explanation}")
+    out.print(
+        f"[bold]{decision.effect.value}[/bold] ({escape(decision.rule)}): {escape(decision.explanation)}", markup=True
+    )
 
 
 # --- audit -----------------------------------------------------------------------------
@@ -332,7 +335,7 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     elif ok:
         out.print(f"audit log intact: {entries} entries")
     else:
-        err.print(f"[red]audit log broken[/red] after {entries} entries: {reason}")
+        err.print(f"[red]audit log broken[/red] after {entries} entries: {escape(str(reason))}", markup=True)
     if not ok:
         raise typer.Exit(1)
 

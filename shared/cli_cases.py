@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from shared.model import CaseState
@@ -92,7 +93,7 @@ def cases_show(case_id: str, as_json: JsonOpt = False, url: UrlOpt = None) -> No
     if as_json:
         print_json({**case, "current_owner": now})
         return
-    out.print(f"[bold]case {case['id']}[/bold]  {case['state']}")
+    out.print(f"[bold]case {escape(case['id'])}[/bold]  {case['state']}", markup=True)
     rows = [
         ("mailbox", case["mailbox"]),
         ("claimant", case["claimant"]),
@@ -167,7 +168,7 @@ def mailbox_show(address: str, as_json: JsonOpt = False, url: UrlOpt = None) -> 
     if as_json:
         print_json(doc)
         return
-    out.print(f"[bold]{doc['mailbox']}[/bold]")
+    out.print(f"[bold]{escape(doc['mailbox'])}[/bold]", markup=True)
     out.print(f"  owner  {_owner_now(doc)}", highlight=False)
     claims = table("at", "org", "kind", "origin", "effect", "case", title="claims")
     for c in doc.get("claims", []):

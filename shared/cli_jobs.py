@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -145,7 +146,7 @@ def _print_sweep(sweep_id: str, result: Doc, csv_file: Path | None) -> None:
     kinds = table("finding", "mailboxes")
     for kind in FindingKind:
         kinds.add_row(kind.value, f"{result['counts'].get(kind.value, 0):,}")
-    kinds.add_row("[dim]unowned, one org only (no conflict)[/dim]", f"{result.get('unowned', 0):,}")
+    kinds.add_row(Text("unowned, one org only (no conflict)", style="dim"), f"{result.get('unowned', 0):,}")
     out.print(kinds)
     conflicts = result.get("conflicts", [])
     for conflict in conflicts[:20]:
@@ -298,7 +299,9 @@ def _bar(console: Console, *, transient: bool, rows: bool) -> Progress:
 
 def _print_migration(job: Doc) -> None:
     plan = job["result"].get("plan") or job["progress"].get("plan") or {}
-    out.print(f"[bold]migration {job['id']}[/bold]  {job['state']}  {plan.get('from')} -> {plan.get('to')}")
+    out.print(
+        f"[bold]migration {job['id']}[/bold]  {job['state']}  {plan.get('from')} -> {plan.get('to')}", markup=True
+    )
     if job["params"].get("plan"):
         out.print(f"applying the reviewed plan of migration {job['params']['plan']}")
     rows = table("", "count")
@@ -314,9 +317,11 @@ def _print_migration(job: Doc) -> None:
             rows.add_row(name, str(job["result"][name]))
     out.print(rows)
     for failure in job["result"].get("failed_mailboxes", [])[:20]:
-        out.print(f"  [red]failed[/red] {failure['mailbox']}: {'; '.join(failure['errors'])}")
+        out.print(
+            f"  [red]failed[/red] {escape(failure['mailbox'])}: {escape('; '.join(failure['errors']))}", markup=True
+        )
     if job.get("error"):
-        err.print(f"[red]error:[/red] {job['error']}")
+        err.print(f"[red]error:[/red] {escape(str(job['error']))}", markup=True)
     if job["state"] == JobState.PLANNED.value:
         out.print(
             "plan only: nothing was written. Apply this plan as it is with: "

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from shared.ledger.port import LedgerError
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
     from shared.bootstrap import Container
     from shared.operations import Operations
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Markup off: cases, reasons and org errors are data, and "[/x]" in a reason must not break a command.
+# The few styled lines ask for markup and escape what they interpolate.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 LOCAL_DIR = Path(".orgguard")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
@@ -44,7 +47,7 @@ UrlOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 

@@ -98,6 +98,17 @@ def test_cases_show_names_the_owner_when_claimed_and_the_current_owner(installed
     assert doc["owner"] == "contoso-na" and doc["current_owner"]["owner"] == "contoso-eu"
 
 
+def test_text_from_the_ledger_is_shown_as_it_is(installed):
+    """A reason is data: rich's markup in it ("[/red]") is printed, not interpreted (or crashed on)."""
+    _, case_id = installed
+    reason = "Aiko [bold]moved[/red] to Tokyo [/]"
+    assert runner.invoke(app, ["cases", "approve", case_id[:8], "--reason", reason]).exit_code == 0
+    shown = runner.invoke(app, ["cases", "show", case_id[:8]])
+    assert shown.exit_code == 0 and reason in shown.stdout
+    missing = runner.invoke(app, ["cases", "show", "[/red]"])
+    assert missing.exit_code == 1 and missing.stderr.strip() == "error: no case starts with '[/red]'"
+
+
 def test_cases_list_state_open_is_held_decided_or_failed(installed):
     c, held = installed
     from tests.factories import mailbox_guid
