@@ -14,7 +14,7 @@ help:
 	@echo "make test         the whole suite (installs everything it needs, Azurite included)"
 	@echo "make lint         ruff + mypy"
 	@echo "make bench        benchmarks (tables printed with the command that made them)"
-	@echo "make infra-check  parse every Bicep template"
+	@echo "make infra-check  check the Bicep: syntax, Azure API specs, app settings both ways"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
