@@ -135,8 +135,8 @@ def serve(
         if sandbox:
             from sandbox.server import running
 
-            try:
-                sandbox_url = stack.enter_context(running(port=sandbox_port))
+            try:  # OrgGuard listens on a loopback port, not 80/443: the sandbox's visible exception for that
+                sandbox_url = stack.enter_context(running(port=sandbox_port, loopback_webhooks=True))
             except OSError as exc:  # taken between the check and now
                 raise fail(_port_taken("127.0.0.1", sandbox_port, "--sandbox-port", exc)) from None
             out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/", markup=True)

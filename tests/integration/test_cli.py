@@ -204,7 +204,7 @@ def test_register_is_idempotent_and_refuses_plain_http(tmp_path):
     assert runner.invoke(app, plain).exit_code == 2
     sneaky = ["register", "--org", "contoso-na", "--url", "http://127.0.0.1.example.com"]
     assert runner.invoke(app, sneaky).exit_code == 2  # not loopback, whatever it starts with
-    with running(mailboxes=5) as base:
+    with running(mailboxes=5, loopback_webhooks=True) as base:
         c = container(tmp_path)
         c.orgs = registry(base)
         bootstrap.install(c)
