@@ -41,6 +41,7 @@ from shared.terminal import (
 CSV_FIELDS = ("mailbox", "orgs", "kinds", "owner", "failing", "winner", "effect", "rule", "cases", "explanation")
 FULL_ID = 36
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+STOPPED = {JobState.PAUSED.value, JobState.CANCELLED.value, JobState.RUNNING.value}
 
 
 class Interrupted(Exception):
@@ -65,8 +66,8 @@ def follow(ops: Operations, kind: JobKind, doc: Doc, seen: Callable[[Doc], None]
                 seen(doc)
             final = ops.report(kind, str(doc["id"]))
             seen(final)
-            if asked:
-                raise Interrupted(final)
+            if asked and final["state"] in STOPPED:
+                raise Interrupted(final)  # stopped as asked (a job that finished meanwhile is reported as such)
             return final
         except KeyboardInterrupt:
             asked += 1

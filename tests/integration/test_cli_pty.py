@@ -133,7 +133,7 @@ def test_migrate_draws_its_bar_in_a_terminal_and_finishes(sandbox: httpx.Client,
 
 
 def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client, project, tmp_path: Path):
-    sandbox.put("/_sandbox/settings", json={"budget": 40, "window_s": 1.0}).raise_for_status()  # slow enough to stop
+    sandbox.put("/_sandbox/settings", json={"budget": 8, "window_s": 1.0}).raise_for_status()  # slow enough to stop
     code, shown = in_terminal(MIGRATE, project, tmp_path, type_ctrl_c_when=lambda text: "moves settled" in text)
     (job,) = migrations(tmp_path)
     assert code == 130, shown
@@ -149,7 +149,7 @@ def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client,
 
 def test_ctrl_c_pauses_a_migration_running_in_orgguard(sandbox: httpx.Client, base_url: str, project, tmp_path: Path):
     """Through the API (--url) the job runs in the server: Ctrl-C pauses it there, and --resume --url resumes it."""
-    sandbox.put("/_sandbox/settings", json={"budget": 40, "window_s": 1.0}).raise_for_status()
+    sandbox.put("/_sandbox/settings", json={"budget": 8, "window_s": 1.0}).raise_for_status()
     c = wired(tmp_path, base_url, POLICY)
     bootstrap.install(c)
     jobs = job_ledger(c.ledger)
