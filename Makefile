@@ -4,11 +4,13 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+PORT    ?= 7071
+SANDBOX_PORT ?= 7072
 
 .PHONY: run test test-fast lint bench infra-check clean help
 
 help:
-	@echo "make run          local host on :7071 with the sandbox orgs on :7072"
+	@echo "make run          local host on :7071 with the sandbox orgs on :7072 (PORT=, SANDBOX_PORT= to change)"
 	@echo "make test         the whole suite (installs everything it needs, Azurite included)"
 	@echo "make lint         ruff + mypy"
 	@echo "make bench        benchmarks (tables printed with the command that made them)"
@@ -27,7 +29,7 @@ $(NODE_STAMP): package.json
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/orgguard serve --sandbox
+	$(BIN)/orgguard serve --sandbox --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,7 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 
 Reader = Annotated[Principal, Depends(role(Role.READER))]
 Admin = Annotated[Principal, Depends(role(Role.ADMIN))]
+Limit = Annotated[int, Query(ge=1, le=500, description="Newest first, at most this many.")]
 
 _running: set[asyncio.Task[Any]] = set()
 
@@ -76,8 +77,8 @@ def _job(job_id: str, kind: JobKind) -> Job:
     return job
 
 
-async def _listed(kind: JobKind) -> dict[str, Any]:
-    return {"items": [job_doc(j) for j in await run_in_threadpool(_ledger().jobs, kind)]}
+async def _listed(kind: JobKind, limit: int) -> dict[str, Any]:
+    return {"items": [job_doc(j) for j in await run_in_threadpool(_ledger().jobs, kind, limit)]}
 
 
 async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
@@ -100,8 +101,8 @@ async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
 
 
 @router.get("/sweeps")
-async def list_sweeps(_: Reader) -> dict[str, Any]:
-    return await _listed(JobKind.SWEEP)
+async def list_sweeps(_: Reader, limit: Limit = 50) -> dict[str, Any]:
+    return await _listed(JobKind.SWEEP, limit)
 
 
 @router.get("/sweeps/{job_id}")
@@ -138,8 +139,8 @@ async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
 
 
 @router.get("/migrations")
-async def list_migrations(_: Reader) -> dict[str, Any]:
-    return await _listed(JobKind.MIGRATION)
+async def list_migrations(_: Reader, limit: Limit = 50) -> dict[str, Any]:
+    return await _listed(JobKind.MIGRATION, limit)
 
 
 @router.get("/migrations/{job_id}")
@@ -166,5 +167,16 @@ async def cancel_migration(job_id: str, _: Admin) -> dict[str, Any]:
 @router.post("/migrations/{job_id}/resume", status_code=202)
 async def resume_migration(job_id: str, _: Admin) -> dict[str, Any]:
     job = await _move_to(job_id, JobState.RUNNING)
+    _spawn(_migrate(job), f"migration {job.id}")
+    return job_doc(job)
+
+
+@router.post("/migrations/{job_id}/apply", status_code=202)
+async def apply_migration_plan(job_id: str, who: Admin) -> dict[str, Any]:
+    """Apply the reviewed plan of a migration planned without ``apply``: a new migration that moves
+    exactly what was planned, or fails as stale (409) if planning again gives another plan."""
+    from shared.migration import apply_plan
+
+    job = await run_in_threadpool(lambda: apply_plan(_ledger(), job_id, actor=who.name))
     _spawn(_migrate(job), f"migration {job.id}")
     return job_doc(job)

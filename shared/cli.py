@@ -1,6 +1,8 @@
 """The ``orgguard`` command: the local host, case work, policy and audit from a terminal.
 
-Exit codes: 0 success, 1 failure (a refused or failed operation), 2 bad usage.
+Exit codes: 0 success, 1 failure (a refused or failed operation), 2 bad usage
+(``shared.terminal``). The case and job commands (``shared.cli_cases``,
+``shared.cli_jobs``) work on the local ledger or, with ``--url``, through the API.
 """
 
 from __future__ import annotations
@@ -8,76 +10,54 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from shared.model import CaseQuery, CaseState, ClaimKind, DomainError, MailboxKey
+from shared.model import ClaimKind, DomainError, MailboxKey
 from shared.policy import PolicyError
+from shared.terminal import LOCAL_DIR, JsonOpt, err, exit_code, fail, out, print_json, reported
+from shared.terminal import container as _container
 
 app = typer.Typer(
     help="OrgGuard: one owner org per Exchange mailbox, governed and audited.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-cases_app = typer.Typer(help="Work on recorded cases.", no_args_is_help=True)
 policy_app = typer.Typer(help="Validate and explain policies.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
-app.add_typer(cases_app, name="cases")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
-
-LOCAL_DIR = Path(".orgguard")
 SANDBOX_SENDER = "orgguard@contoso.com"  # the sandbox seeds this mailbox in its Graph
 SANDBOX_ORGS = {
     "contoso-na": "3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01",
     "contoso-jp": "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12",
     "contoso-eu": "c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34",
 }
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"orgguard {version('orgguard')}")
+        except PackageNotFoundError:
+            out.print("orgguard (not installed: run `make lint` or `pip install -e .`)")
+        raise typer.Exit()
 
 
-def _container() -> Any:
-    from shared import bootstrap
-
-    local = LOCAL_DIR / "orgs.yaml"
-    if not os.environ.get("ORGGUARD_ORGS") and not Path("orgs.yaml").exists() and local.exists():
-        os.environ["ORGGUARD_ORGS"] = str(local)
-        os.environ.setdefault("ORGGUARD_POLICY", str(LOCAL_DIR / "policy.yaml"))
-        graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
-        if graph.exists():
-            for name, value in json.loads(graph.read_text(encoding="utf-8")).items():
-                os.environ.setdefault(name, value)
-    try:
-        return bootstrap.container()
-    except DomainError as exc:
-        raise fail(exc.detail) from None
-
-
-def _case_id(service: Any, given: str) -> str:
-    """A full case id, or the unique case whose id starts with ``given`` (the list shows 8 characters)."""
-    if len(given) >= 36:
-        return given
-    matches = [c.id for c in service.cases(CaseQuery(limit=500)).items if c.id.startswith(given)]
-    if len(matches) == 1:
-        return str(matches[0])
-    raise fail(f"no case starts with {given!r}" if not matches else f"{given!r} names several cases; give more")
-
-
-def _print_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """OrgGuard: one owner org per Exchange mailbox, governed and audited."""
 
 
 # --- local set-up --------------------------------------------------------------------
@@ -122,7 +102,8 @@ def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[st
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for OrgGuard's API.")] = 7071,
-    sandbox: Annotated[bool, typer.Option("--sandbox/--no-sandbox", help="Also run the simulated orgs.")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Also run the simulated orgs.")] = False,
+    no_sandbox: Annotated[bool, typer.Option("--no-sandbox", hidden=True)] = False,
     sandbox_port: Annotated[int, typer.Option(help="Port of the simulated orgs.")] = 7072,
     ledger: Annotated[str | None, typer.Option(help="Ledger URL (sqlite:///... or tables:...).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy file the ledger starts from.")] = None,
@@ -132,6 +113,8 @@ def serve(
 
     With --sandbox it also runs three simulated orgs and registers OrgGuard's gate
     and event endpoints in each, the way `orgguard register` does for real orgs.
+    Settings from the environment (ORGGUARD_ADMIN_TOKEN, ORGGUARD_POLICY, ...) win
+    over the ones it writes under .orgguard/.
     """
     import asyncio
     from contextlib import ExitStack
@@ -140,18 +123,31 @@ def serve(
 
     from functions.local_host import create_local_app
     from shared import bootstrap
+    from shared.dataverse import DataverseError
     from shared.registration import register_orgs
     from shared.settings import Settings
 
+    if sandbox and no_sandbox:
+        raise fail("give --sandbox or --no-sandbox, not both", 2)
+    _check_ports(host, port, sandbox_port if sandbox else None)
+    token_in_env = bool(os.environ.get("ORGGUARD_ADMIN_TOKEN"))
     with ExitStack() as stack:
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         if sandbox:
             from sandbox.server import running
 
-            # OrgGuard listens on a loopback port, not 80/443: the sandbox's visible exception for that
-            sandbox_url = stack.enter_context(running(port=sandbox_port, loopback_webhooks=True))
-            out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/")
+            try:  # OrgGuard listens on a loopback port, not 80/443: the sandbox's visible exception for that
+                sandbox_url = stack.enter_context(running(port=sandbox_port, loopback_webhooks=True))
+            except OSError as exc:  # taken between the check and now
+                raise fail(_port_taken("127.0.0.1", sandbox_port, "--sandbox-port", exc)) from None
+            out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/", markup=True)
         if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
-            os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))
+            for name, value in ensure_local_setup(sandbox_url).items():
+                if not os.environ.get(name):  # the environment wins
+                    os.environ[name] = value
+        for name, option in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
+            if option is not None:
+                os.environ[name] = str(option)
         if sandbox:  # the sandbox's Graph: users for user.* conditions, and sendMail for notices
             mailing = {
                 "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
@@ -163,9 +159,6 @@ def serve(
             if orgs is None and os.environ.get("ORGGUARD_ORGS") == str(LOCAL_DIR / "orgs.yaml"):
                 used = json.dumps({n: os.environ[n] for n in mailing})
                 (LOCAL_DIR / "graph.json").write_text(used, encoding="utf-8")
-        for name, value in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
-            if value is not None:
-                os.environ[name] = str(value)
         try:
             container = bootstrap.build(Settings.from_env())
         except DomainError as exc:
@@ -174,17 +167,48 @@ def serve(
         bootstrap.install(container)
         base = f"http://{host}:{port}"
         if sandbox:
-            for result in asyncio.run(register_orgs(container.orgs, container.orgs.names, base)):
+            try:
+                results = asyncio.run(register_orgs(container.orgs, container.orgs.names, base))
+            except (DomainError, DataverseError) as exc:
+                raise fail(f"registering OrgGuard in the simulated orgs failed: {exc}") from None
+            for result in results:
                 out.print(
                     f"  registered in {result.org}: {len(result.created)} created, "
                     f"{len(result.updated)} updated, {len(result.unchanged)} unchanged"
                 )
-        _banner(container, base)
+        _banner(container, base, token_in_env)
         uvicorn.run(create_local_app(container), host=host, port=port, log_level="warning")
 
 
-def _banner(container: Any, base: str) -> None:
-    out.print(f"[bold]OrgGuard[/bold] on {base}  (dashboard {base}/ · API docs {base}/api/docs)")
+def _check_ports(host: str, port: int, sandbox_port: int | None) -> None:
+    """Both ports free before anything starts, or one line saying which is taken and how to choose another."""
+    if sandbox_port is not None and sandbox_port == port and port != 0:
+        raise fail(f"--port and --sandbox-port are both {port}; give them different ports", 2)
+    for where, number, option in ((host, port, "--port"), ("127.0.0.1", sandbox_port, "--sandbox-port")):
+        if not number:
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(where, number, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            raise fail(f"cannot listen on {where}: {exc.strerror}", 2) from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise fail(_port_taken(where, number, option, exc)) from None
+
+
+def _port_taken(host: str, port: int, option: str, exc: OSError) -> str:
+    return (
+        f"port {port} on {host} is taken ({exc.strerror or exc}; another `make run`?): choose another with "
+        f"{option} N, e.g. orgguard serve --sandbox --port 8071 --sandbox-port 8072 "
+        "(make run PORT=8071 SANDBOX_PORT=8072)"
+    )
+
+
+def _banner(container: Any, base: str, token_in_env: bool) -> None:
+    out.print(f"[bold]OrgGuard[/bold] on {base}  (dashboard {base}/ · API docs {base}/api/docs)", markup=True)
     out.print(f"  gate    POST {base}/api/dataverse/gate   (header x-orgguard-key)")
     out.print(f"  ledger  {container.settings.ledger}")
     out.print(f"  orgs    {', '.join(container.orgs.names)}")
@@ -194,9 +218,14 @@ def _banner(container: Any, base: str) -> None:
         out.print(f"  mail    from {s.mail_from}; sent mail at {s.graph_url.split('/graph/')[0]}/_sandbox/mail")
     elif s.mail_from:
         out.print(f"  mail    from {s.mail_from}")
-    if container.settings.admin_token:
-        out.print(f"  admin token  {container.settings.admin_token}")
-        out.print(f"  try: curl -H 'Authorization: Bearer {container.settings.admin_token}' {base}/api/cases")
+    token = container.settings.admin_token
+    if token and token_in_env:  # the operator's own: not printed again
+        out.print("  admin token  from ORGGUARD_ADMIN_TOKEN in the environment")
+        out.print(f'  try: curl -H "Authorization: Bearer $ORGGUARD_ADMIN_TOKEN" {base}/api/cases')
+    elif token:
+        out.print(f"  admin token  {token}  (from {LOCAL_DIR / 'admin-token'}, written once)")
+        out.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/api/cases")
+    out.print(f"  CLI     orgguard cases list --url {base}   (or the ledger directly, without --url)")
     out.print("Ctrl-C stops it.")
 
 
@@ -223,18 +252,19 @@ def register(
     """Create or update (idempotently) OrgGuard's service endpoints, steps and images in each org."""
     import asyncio
 
+    from shared.api_client import check_url
     from shared.dataverse import DataverseError
     from shared.registration import register_orgs
 
-    if not url.startswith(("https://", "http://127.", "http://localhost")):
-        raise fail("--url must be https (plain http only on loopback)", 2)
+    with reported():
+        url = check_url(url)
     container = _container()
     try:
         results = asyncio.run(register_orgs(container.orgs, org, url.rstrip("/")))
     except (DomainError, DataverseError) as exc:
         raise fail(str(exc)) from None
     if as_json:
-        _print_json(
+        print_json(
             [{"org": r.org, "created": r.created, "updated": r.updated, "unchanged": r.unchanged} for r in results]
         )
         return
@@ -242,123 +272,33 @@ def register(
         out.print(f"{r.org}: {len(r.created)} created, {len(r.updated)} updated, {len(r.unchanged)} unchanged")
 
 
-# --- cases -----------------------------------------------------------------------------
-
-
-@cases_app.command("list")
-def cases_list(
-    state: Annotated[CaseState | None, typer.Option(help="Only cases in this state.")] = None,
-    org: Annotated[str | None, typer.Option(help="Only cases where this org is owner or claimant.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    as_json: JsonOpt = False,
-) -> None:
-    """List cases, newest first."""
-    from shared.views import case_view
-
-    try:
-        page = _container().service.cases(CaseQuery(state=state, org=org, limit=limit))
-    except DomainError as exc:
-        raise fail(exc.detail) from None
-    if as_json:
-        _print_json({"items": [case_view(c) for c in page.items], "next": page.next})
-        return
-    table = Table("case", "created", "mailbox", "owner", "claimant", "effect", "state")
-    for c in page.items:
-        table.add_row(
-            c.id[:8],
-            c.created_at.strftime("%Y-%m-%d %H:%M"),
-            c.key.address,
-            c.owner or "-",
-            c.claimant,
-            c.decision.effect.value + (" (dry-run)" if c.decision.dry_run else ""),
-            c.state.value,
-        )
-    out.print(table)
-
-
-@cases_app.command("show")
-def cases_show(case_id: str, as_json: JsonOpt = False) -> None:
-    """Show one case with its decision, actions and history."""
-    from shared.views import case_view
-
-    try:
-        service = _container().service
-        case = service.case(_case_id(service, case_id))
-    except DomainError as exc:
-        raise fail(exc.detail) from None
-    doc = case_view(case)
-    if as_json:
-        _print_json(doc)
-        return
-    out.print(f"[bold]case {case.id}[/bold]  {case.state.value}")
-    out.print(f"mailbox {case.key}  owner {case.owner or '-'}  claimant {case.claimant}")
-    out.print(f"decision {case.decision.effect.value} by {case.decision.rule}: {case.decision.explanation}")
-    for a in case.actions:
-        out.print(
-            f"  action {a.kind.value} in {a.org}: {a.status.value} ({a.attempts} attempt(s))"
-            + (f" - {a.last_error}" if a.last_error else "")
-        )
-    for h in case.history:
-        out.print(f"  {h.at:%Y-%m-%d %H:%M:%S} {h.state.value:<8} {h.actor}: {h.note}")
-
-
-def _resolve(case_id: str, reason: str, approve: bool, as_json: bool) -> None:
-    from shared.views import case_view
-
-    service = _container().service
-    actor = f"cli:{os.environ.get('USER', 'operator')}"
-    try:
-        case = (service.approve if approve else service.deny)(_case_id(service, case_id), actor=actor, reason=reason)
-    except DomainError as exc:
-        raise fail(exc.detail) from None
-    if as_json:
-        _print_json(case_view(case))
-    else:
-        out.print(f"case {case.id} is now {case.state.value}")
-
-
-@cases_app.command("approve")
-def cases_approve(
-    case_id: str, reason: Annotated[str, typer.Option(help="Why (recorded).")], as_json: JsonOpt = False
-) -> None:
-    """Approve a held case: the claimant becomes the owner."""
-    _resolve(case_id, reason, True, as_json)
-
-
-@cases_app.command("deny")
-def cases_deny(
-    case_id: str, reason: Annotated[str, typer.Option(help="Why (recorded).")], as_json: JsonOpt = False
-) -> None:
-    """Deny a held case: the owner keeps the mailbox, the claimant is demoted."""
-    _resolve(case_id, reason, False, as_json)
-
-
 # --- policy ----------------------------------------------------------------------------
 
 
 @policy_app.command("validate")
 def policy_validate(file: Path, as_json: JsonOpt = False) -> None:
-    """Check a policy file; print every error with its path."""
-    from shared.policy import load_policy
+    """Check a policy file as `PUT /api/policy` does (org names against the registered orgs); print every error."""
+    from shared.service import check_policy
 
-    if not file.exists():
+    if not file.is_file():
         raise fail(f"{file} does not exist", 2)
+    text = file.read_text(encoding="utf-8")
     try:
-        policy = load_policy(file.read_text(encoding="utf-8"))
+        policy = check_policy(text, _container().orgs)
     except PolicyError as exc:
         if as_json:
-            _print_json({"ok": False, "errors": exc.errors})
+            print_json({"ok": False, "errors": exc.errors})
         else:
             for e in exc.errors:
-                err.print(f"[red]{e['path'] or '(top)'}[/red]: {e['message']}")
+                err.print(f"[red]{escape(e['path'] or '(top)')}[/red]: {escape(e['message'])}", markup=True)
         raise typer.Exit(1) from None
     warnings = _policy_warnings(policy)
     if as_json:
-        _print_json({"ok": True, "version": policy.version, "rules": len(policy.rules), "warnings": warnings})
+        print_json({"ok": True, "version": policy.version, "rules": len(policy.rules), "warnings": warnings})
     else:
         out.print(f"{file}: valid (version {policy.version}, {len(policy.rules)} rule(s), mode {policy.mode})")
         for warning in warnings:
-            err.print(f"[yellow]warning[/yellow]: {warning}")
+            err.print(f"[yellow]warning[/yellow]: {escape(warning)}", markup=True)
 
 
 def _policy_warnings(policy: Any) -> list[str]:
@@ -388,9 +328,9 @@ def policy_explain(
         decision, trace = service.explain(key, claimant, owner, kind)
         warnings = service.policy_warnings()
     except DomainError as exc:
-        raise fail(exc.detail) from None
+        raise fail(exc.detail, exit_code(exc.status)) from None
     if as_json:
-        _print_json(
+        print_json(
             {
                 "effect": decision.effect.value,
                 "rule": decision.rule,
@@ -403,9 +343,11 @@ def policy_explain(
         return
     for line in trace:
         out.print(f"  {line}")
-    out.print(f"[bold]{decision.effect.value}[/bold] ({decision.rule}): {decision.explanation}")
+    out.print(
+        f"[bold]{decision.effect.value}[/bold] ({escape(decision.rule)}): {escape(decision.explanation)}", markup=True
+    )
     for warning in warnings:
-        err.print(f"[yellow]warning[/yellow]: {warning}")
+        err.print(f"[yellow]warning[/yellow]: {escape(warning)}", markup=True)
 
 
 # --- audit -----------------------------------------------------------------------------
@@ -416,11 +358,11 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     """Recompute the audit log's hash chain; exit 1 if history was changed."""
     ok, entries, reason = _container().service.verify_audit()
     if as_json:
-        _print_json({"ok": ok, "entries": entries, "reason": reason})
+        print_json({"ok": ok, "entries": entries, "reason": reason})
     elif ok:
         out.print(f"audit log intact: {entries} entries")
     else:
-        err.print(f"[red]audit log broken[/red] after {entries} entries: {reason}")
+        err.print(f"[red]audit log broken[/red] after {entries} entries: {escape(str(reason))}", markup=True)
     if not ok:
         raise typer.Exit(1)
 
@@ -429,8 +371,9 @@ def main() -> None:
     app()
 
 
-from shared import cli_jobs  # noqa: E402
+from shared import cli_cases, cli_jobs  # noqa: E402
 
+cli_cases.register(app)
 cli_jobs.register(app)
 
 if __name__ == "__main__":

@@ -20,14 +20,16 @@ have been applied) and records those already done instead of sending them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.dataverse import MAX_BATCH, MAX_PAGE_SIZE, DataverseClient, odata_string
 from shared.executor import Executor
-from shared.jobs import Job, JobKind, JobState
+from shared.jobs import Job, JobConflict, JobKind, JobState
 from shared.ledger.port import JobLedger
 from shared.model import (
     ActionStatus,
@@ -35,7 +37,9 @@ from shared.model import (
     ClaimKind,
     DomainError,
     InvalidAddress,
+    InvalidTransition,
     MailboxKey,
+    NotFound,
     Org,
     Origin,
 )
@@ -103,6 +107,19 @@ class Plan:
     reads: int = 0
     remaining: dict[str, int | None] = field(default_factory=dict)
 
+    def fingerprint(self) -> str:
+        """A digest of every move (with both rows) and every skip: equal only for the same plan.
+
+        A reviewed plan is applied as planned only while planning again gives the same
+        fingerprint; any change in the orgs or the ledger since makes it stale.
+        """
+        digest = hashlib.sha256()
+        for m in self.moves:
+            digest.update(f"move {m.key.address} {m.source_id} {m.target_id}\n".encode())
+        for skip in self.skipped:
+            digest.update(f"skip {skip['mailbox']} {skip['reason']}\n".encode())
+        return digest.hexdigest()
+
     def doc(self) -> dict[str, Any]:
         n = len(self.moves)
         batches = 2 * math.ceil(n / MAX_BATCH)
@@ -130,6 +147,7 @@ class Plan:
                 "window_s": DOCUMENTED_WINDOW_S,
             },
             "estimated_seconds": round(seconds, 1),
+            "fingerprint": self.fingerprint(),
             "sample": [m.key.address for m in self.moves[:20]],
             "skipped_sample": self.skipped[:REPORT_LIMIT],
         }
@@ -228,7 +246,15 @@ class Migration:
         return Selection.parse(addresses=p.get("mailboxes"), domain=p.get("domain"))
 
     async def save(self, job: Job) -> Job:
-        self.job = await asyncio.to_thread(self.ledger.save_job, job)
+        """Save ``job``; when an admin paused or cancelled it since it was read, stop (``Stopped``)."""
+        try:
+            self.job = await asyncio.to_thread(self.ledger.save_job, job)
+        except JobConflict:
+            current = await asyncio.to_thread(self.ledger.job, self.job.id)
+            if current is None or current.state not in (JobState.PAUSED, JobState.CANCELLED):
+                raise
+            self.job = current
+            raise Stopped from None
         if self.on_progress:
             await self.on_progress(self.job)
         return self.job
@@ -242,23 +268,50 @@ class Migration:
         return False
 
     async def run(self) -> Job:
-        """Plan, and with ``apply`` move everything, chunk by chunk; safe to call again to resume."""
+        """Plan, and with ``apply`` move everything, chunk by chunk; safe to call again to resume.
+
+        Interrupted (Ctrl-C, a shutdown cancelling the task) it is left ``paused``, never
+        ``running``: ``orgguard migrate --resume`` carries on from the ledger.
+        """
         try:
             the_plan = await plan(
                 self.service, self.pacer, self.source, self.target, self.selection(), job_id=self.job.id
             )
             await self.save(self.job.with_progress(phase="planned", plan=the_plan.doc(), planned=len(the_plan.moves)))
+            self._check_as_reviewed(the_plan)
             if not self.job.apply:
                 return await self.save(self._finished(JobState.PLANNED, the_plan, None))
             rollout = await self._move(the_plan)
             if rollout.stopped:
                 return self.job
             return await self.save(self._finished(JobState.DONE, the_plan, rollout))
+        except Stopped:
+            return self.job
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
         except DomainError as exc:
             return await self.save(self.job.moved_to(JobState.FAILED, error=exc.detail))
         except Exception as exc:
             await self.save(self.job.moved_to(JobState.FAILED, error=f"{type(exc).__name__}: {exc}"))
             raise
+
+    def _check_as_reviewed(self, the_plan: Plan) -> None:
+        """A migration applying a reviewed plan moves exactly what was reviewed, or nothing."""
+        expected = self.job.params.get("plan_fingerprint")
+        if not expected or self.job.progress.get("recorded") or the_plan.fingerprint() == expected:
+            return
+        raise StalePlan(
+            f"the plan of migration {self.job.params.get('plan')} is stale: the orgs or the ledger changed since "
+            f"it was made ({self.job.params.get('plan_moves')} moves then, {len(the_plan.moves)} now); "
+            "nothing was moved; plan again"
+        )
+
+    async def _interrupted(self) -> None:
+        current = await asyncio.to_thread(self.ledger.job, self.job.id)
+        if current is not None and current.state is JobState.RUNNING:
+            with contextlib.suppress(DomainError):
+                await asyncio.to_thread(self.ledger.save_job, current.moved_to(JobState.PAUSED))
 
     async def _move(self, the_plan: Plan) -> Rollout:
         executor = Executor(self.ledger, self.service.orgs, self.pacer, clock=self.service.clock)
@@ -366,6 +419,53 @@ class Migration:
             "skipped_mailboxes": the_plan.skipped[:REPORT_LIMIT],
             "truncated": max(len(moved), len(failed), len(pending), len(the_plan.skipped)) > REPORT_LIMIT,
         }
+
+
+class Stopped(Exception):
+    """An admin paused or cancelled the job while this worker was saving its progress."""
+
+
+class StalePlan(DomainError):
+    status = 409
+    title = "Stale plan"
+
+
+def apply_plan(ledger: JobLedger, planned_id: str, *, actor: str) -> Job:
+    """A new migration that applies the reviewed plan of ``planned_id`` (a migration run without apply).
+
+    It plans again and moves only if the plan is unchanged (``plan_fingerprint``). The
+    plan's record names the migration applying it, saved conditionally on its version:
+    of two asking at once, one applies it and the other is refused.
+    """
+    planned = ledger.job(planned_id)
+    if planned is None or planned.kind is not JobKind.MIGRATION:
+        raise NotFound(f"no migration {planned_id}", field="id")
+    if planned.state is not JobState.PLANNED:
+        raise InvalidTransition(
+            f"migration {planned.id} is {planned.state.value}, not a plan; "
+            "only a migration planned without --apply can be applied as planned",
+            state=planned.state.value,
+        )
+    if planned.result.get("applied_by"):
+        raise InvalidTransition(_applied_already(planned.id, planned.result["applied_by"]), state=planned.state.value)
+    the_plan = planned.result.get("plan") or {}
+    if not the_plan.get("fingerprint"):
+        raise StalePlan(f"migration {planned.id} was planned before plans were fingerprinted; plan again")
+    params = {k: v for k, v in planned.params.items() if k != "apply"}
+    params |= {"plan": planned.id, "plan_fingerprint": the_plan["fingerprint"], "plan_moves": the_plan.get("moves")}
+    job = ledger.save_job(Job.start(JobKind.MIGRATION, params, actor=actor, apply=True))
+    try:
+        ledger.save_job(replace(planned, result={**planned.result, "applied_by": job.id}))
+    except JobConflict:
+        ledger.save_job(job.moved_to(JobState.CANCELLED, error=f"another migration applied the plan of {planned.id}"))
+        current = ledger.job(planned.id)
+        by = current.result.get("applied_by") if current else None
+        raise InvalidTransition(_applied_already(planned.id, by), state=JobState.PLANNED.value) from None
+    return job
+
+
+def _applied_already(planned_id: str, by: object) -> str:
+    return f"the plan of migration {planned_id} was already applied by migration {by}; plan again to move more"
 
 
 def event_key(job_id: str, key: MailboxKey) -> str:

@@ -22,7 +22,7 @@ class DomainError(Exception):
     """A bad input or a refused operation, with the field it concerns.
 
     Entry points map it to a client error (HTTP 4xx, a dead-lettered message,
-    CLI exit 1); nothing has been recorded when it is raised.
+    CLI exit 2 for a bad input (400, 422), else 1); nothing has been recorded when it is raised.
     """
 
     status = 400

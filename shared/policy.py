@@ -694,6 +694,8 @@ class Situation:
     user: Mapping[str, object]
     now: datetime
     user_note: str | None = None  # why the user's attributes are unknown (Graph unavailable, no such user, ...)
+    # False when ``owner`` is not the ledger's but the org a dry-run sweep lets claim first
+    owner_recorded: bool = True
 
     @property
     def contested(self) -> bool:
@@ -886,6 +888,9 @@ def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Dec
 
 
 def _contest(s: Situation) -> str:
+    if not s.owner_recorded:
+        unrecorded = "the ledger names no registered owner"
+        return f"{s.claimant} claimed {s.key}, which {s.owner} also syncs and would own first ({unrecorded})"
     return f"{s.claimant} claimed {s.key}, owned by {s.owner}"
 
 

@@ -78,6 +78,7 @@ async def carry_out(
     stop: Stop | None = None,
     progress: Progress | None = None,
     poll: float = 0.2,
+    recheck: float = 1.0,
 ) -> Rollout:
     """Run the executor until every case in ``case_ids`` is settled (or ``stop`` says so).
 
@@ -88,6 +89,7 @@ async def carry_out(
     waiting = await asyncio.to_thread(unsettled, ledger, case_ids)
     state.settled = state.total - len(waiting)
     orgs = list(orgs or executor.orgs.names)
+    idle = 0.0
     while waiting:
         if stop is not None and await stop():
             state.stopped = True
@@ -103,8 +105,14 @@ async def carry_out(
         state.deferred += report.deferred
         state.errors += report.errors[: max(0, 50 - len(state.errors))]
         if report.applied + report.failed == 0:
-            await asyncio.sleep(poll)  # everything left is deferred (throttled, backing off)
-            continue
+            # Everything left is deferred (throttled, backing off) or leased by another worker,
+            # such as the local host's own executor: look in the ledger now and then, as that
+            # worker may settle it (waiting only for our own results would wait forever).
+            await asyncio.sleep(poll)
+            idle += poll
+            if idle < recheck:
+                continue
+        idle = 0.0
         waiting = await asyncio.to_thread(unsettled, ledger, waiting)
         state.settled = state.total - len(waiting)
         if progress is not None:

@@ -73,6 +73,12 @@ class LedgerBusy(LedgerError):
     """The mailbox kept changing under us; the caller may retry later."""
 
 
+def check_policy(text: str, orgs: OrgRegistry) -> Policy:
+    """Every check a policy must pass to be saved, in one place: ``PUT /api/policy`` and
+    ``orgguard policy validate`` both call it, so a file that validates is one the API takes."""
+    return load_policy(text, known_orgs=orgs.names)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a claim came to: the decision, its case, and whether it was seen before."""
@@ -131,7 +137,7 @@ class OrgGuard:
 
     def save_policy(self, text: str, *, actor: str) -> Policy:
         """Validate and store a new policy version; an invalid one changes nothing."""
-        parsed = load_policy(text, known_orgs=self.orgs.names)
+        parsed = check_policy(text, self.orgs)
         saved = self.ledger.save_policy(text, actor)
         self._policy = (saved.version, parsed)
         return parsed
@@ -265,9 +271,15 @@ class OrgGuard:
         owner: str | None = None,
         kind: ClaimKind = ClaimKind.TEST_ENABLE,
         origin: Origin = Origin.ADMIN,
+        *,
+        owner_recorded: bool = True,
     ) -> Decision:
-        """What would happen to this claim; records nothing."""
-        policy, situation = self._what_if(key, claimant, owner, kind, origin)
+        """What would happen to this claim; records nothing.
+
+        ``owner_recorded=False`` says ``owner`` is not the ledger's but the org a dry-run
+        sweep lets claim first, so the explanation does not call it the owner.
+        """
+        policy, situation = self._what_if(key, claimant, owner, kind, origin, owner_recorded=owner_recorded)
         return decide(policy, situation)
 
     def explain(
@@ -278,7 +290,14 @@ class OrgGuard:
         return decide(policy, situation), explain(policy, situation)
 
     def _what_if(
-        self, key: MailboxKey, claimant: str, owner: str | None, kind: ClaimKind, origin: Origin
+        self,
+        key: MailboxKey,
+        claimant: str,
+        owner: str | None,
+        kind: ClaimKind,
+        origin: Origin,
+        *,
+        owner_recorded: bool = True,
     ) -> tuple[Policy, Situation]:
         self.orgs.get(claimant)
         if owner is not None:
@@ -289,7 +308,7 @@ class OrgGuard:
         policy = self.policy()
         user, note = self._user(key, policy) if owner and owner != claimant else ({}, None)
         now = self.clock()
-        return policy, Situation(key, claimant, owner, origin, kind, user, now, note)
+        return policy, Situation(key, claimant, owner, origin, kind, user, now, note, owner_recorded=owner_recorded)
 
     # --- cases ------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ primary), and the executor carries the actions out in ``$batch``es, paced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import sqlite3
@@ -432,7 +433,7 @@ def _repair(
     reason = (
         f"the sweep found {finding.key.redacted} failing with the 'configured with another organization' alert "
         f"in {', '.join(failing)}; {org} "
-        + ("is its designated primary" if demote else "owns it")
+        + ("is its designated primary" if demote else _holding(finding, org))
         + " and is made the syncing org (check box + Test & Enable)"
         + ("; every other org is set to None" if demote else "")
     )
@@ -462,6 +463,11 @@ def _repair(
     return settlement
 
 
+def _holding(finding: Finding, org: str) -> str:
+    """How ``org`` came to win a repair: the ledger's owner, or the claim that prevailed (no owner recorded)."""
+    return "owns it" if finding.owner == org else "prevails over the other claims"
+
+
 def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) -> Settlement:
     order = claim_order(finding)
     owner = finding.owner if finding.owner in service.orgs.names else None
@@ -473,8 +479,11 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
             decision = outcome.decision
             if outcome.case_id:
                 settlement.cases.append(outcome.case_id)
-        else:
-            decision = service.evaluate(finding.key, row.org, owner, ClaimKind.SWEEP, Origin.SWEEP)
+        else:  # a dry run: the first claim is not recorded, so its org is not the ledger's owner
+            recorded = owner == finding.owner
+            decision = service.evaluate(
+                finding.key, row.org, owner, ClaimKind.SWEEP, Origin.SWEEP, owner_recorded=recorded
+            )
         if owner is None or (decision.effect is Effect.OVERRIDE and not decision.dry_run):
             owner = row.org
         if decision.effect is not Effect.ALLOW:
@@ -637,6 +646,11 @@ async def run_sweep(
         done = job.with_progress(phase="done", paces=pacer.summary())
         done = replace(done, result=result.doc(limit=keep)).moved_to(JobState.DONE)
         return await asyncio.to_thread(ledger.save_job, done), result
+    except asyncio.CancelledError:  # Ctrl-C or a shutdown: never leave the record saying it runs
+        with contextlib.suppress(DomainError):
+            stopped = job.moved_to(JobState.CANCELLED, error="interrupted before it finished; run it again")
+            await asyncio.to_thread(ledger.save_job, stopped)
+        raise
     except DomainError as exc:
         failed = job.moved_to(JobState.FAILED, error=exc.detail)
         await asyncio.to_thread(ledger.save_job, failed)

@@ -38,6 +38,8 @@ LOCAL_ONLY = {
     "ORGGUARD_ADMIN_TOKEN": "bearer token of token mode (the local host); Azure runs ORGGUARD_AUTH=easyauth",
     "USER": "the CLI names its actor after the local user",
     "ORGGUARD_TELEMETRY": "local telemetry (console or a file); Azure uses Application Insights",
+    "ORGGUARD_URL": "the CLI's --url: an operator's shell names the OrgGuard API to go through",
+    "ORGGUARD_API_SCOPE": "the CLI's Entra scope for --url tokens, on an operator's machine",
 }
 
 # Set by a template loop, read through another setting rather than by name.
