@@ -220,4 +220,3 @@ def shoot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
         return path
 
     return take
-
