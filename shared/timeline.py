@@ -43,8 +43,8 @@ class OwnerSpan:
 
 
 def override_change(case: Case) -> OwnerChange | None:
-    """The owner change ``case`` made, if its override took effect."""
-    if case.decision.effect is not Effect.OVERRIDE or case.decision.dry_run:
+    """The owner change ``case`` made, if its override took effect and gave the mailbox to another org."""
+    if case.decision.effect is not Effect.OVERRIDE or case.decision.dry_run or case.owner == case.claimant:
         return None
     entry = next((h for h in case.history if h.state in DECIDING), None)
     if entry is None:
@@ -53,28 +53,22 @@ def override_change(case: Case) -> OwnerChange | None:
     return OwnerChange(entry.at, case.claimant, case.owner, how, case.id, entry.actor)
 
 
-def first_claim(claims: tuple[ClaimRecord, ...], owner: str, before: datetime | None) -> ClaimRecord | None:
-    """The uncontested claim that made ``owner`` the first owner (no case: nobody owned the mailbox)."""
-    earliest = sorted(claims, key=lambda c: c.at)
-    for c in earliest:
-        if before is not None and c.at > before:
-            break
-        if c.case_id is None and c.org == owner and c.effect is not Effect.BLOCK:
-            return c
-    return None
+def first_claim(claims: tuple[ClaimRecord, ...]) -> ClaimRecord | None:
+    """The claim that made the first owner: the oldest one that needed no case (nobody owned the mailbox)."""
+    if len(claims) >= SHOWN:
+        return None  # older claims are not shown: the oldest one here need not be the first
+    uncontested = [c for c in claims if c.case_id is None and c.effect is not Effect.BLOCK]
+    return min(uncontested, key=lambda c: c.at, default=None)
 
 
 def owner_changes(report: MailboxReport) -> list[OwnerChange]:
+    """Each time the mailbox went to another org, oldest first."""
     changes = sorted(
         (change for change in map(override_change, report.cases) if change is not None), key=lambda ch: ch.at
     )
-    if not changes and report.ownership is None:
-        return []
-    first_owner = changes[0].previous if changes else report.ownership.owner if report.ownership else None
-    if first_owner is not None:
-        claim = first_claim(report.claims, first_owner, changes[0].at if changes else None)
-        if claim is not None:
-            changes.insert(0, OwnerChange(claim.at, first_owner, None, "first-claim"))
+    first = first_claim(report.claims)
+    if first is not None and (not changes or (first.at < changes[0].at and changes[0].previous == first.org)):
+        changes.insert(0, OwnerChange(first.at, first.org, None, "first-claim"))
     return changes
 
 

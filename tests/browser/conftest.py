@@ -9,8 +9,6 @@ under ``tests/artifacts/browser/``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import re
 import time
@@ -46,13 +44,6 @@ FLAGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 API = "/api/data/v9.2"
-
-
-def principal(name: str, *roles: str) -> str:
-    """An ``X-MS-CLIENT-PRINCIPAL`` header as App Service Authentication builds it (base64 JSON)."""
-    claims = [{"typ": "name", "val": name}, *({"typ": "roles", "val": r} for r in roles)]
-    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
-    return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def run_async(work: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
