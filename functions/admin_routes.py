@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from functions.deps import container, limited_body, role
 from shared.auth import Principal, Role
 from shared.model import CaseQuery, CaseState, ClaimKind, MailboxKey
-from shared.views import case_view, decision_view, mailbox_view
+from shared.views import case_view, decision_view, mailbox_view, overview_view
 
 router = APIRouter(prefix="/api", tags=["admin"])
 
@@ -57,24 +57,70 @@ async def put_owner(address: str, body: OwnerChange, who: Admin) -> dict[str, An
     return case_view(case)
 
 
+class CaseFilter(Strict):
+    state: CaseState | Literal["open"] | None = None
+    org: str | None = Field(default=None, max_length=100)
+    mailbox: str | None = Field(default=None, max_length=254)
+
+
+class BulkDecision(Strict):
+    filter: CaseFilter = Field(default_factory=CaseFilter)
+    decision: Literal["approve", "deny"]
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+def case_query(f: CaseFilter, *, limit: int = 50, cursor: str | None = None) -> CaseQuery:
+    """``state=open`` is every unfinished case; a full address matches one mailbox, any other text searches."""
+    mailbox, search = None, None
+    if f.mailbox:
+        if "@" in f.mailbox:
+            mailbox = MailboxKey.parse(f.mailbox, field="mailbox")
+        else:
+            search = f.mailbox.strip().casefold() or None
+    state = None if f.state in (None, "open") else CaseState(f.state)
+    return CaseQuery(
+        state=state, open=f.state == "open", org=f.org, mailbox=mailbox, search=search, limit=limit, cursor=cursor
+    )
+
+
 @router.get("/cases")
 async def list_cases(
     _: Reader,
-    state: CaseState | None = None,
+    state: CaseState | Literal["open"] | None = None,
     org: str | None = None,
-    mailbox: str | None = None,
+    mailbox: Annotated[str | None, Query(max_length=254)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = CaseQuery(
-        state=state,
-        org=org,
-        mailbox=MailboxKey.parse(mailbox, field="mailbox") if mailbox else None,
-        limit=limit,
-        cursor=cursor,
+    """A page of cases, newest first, and how many match in all."""
+    query = case_query(CaseFilter(state=state, org=org, mailbox=mailbox), limit=limit, cursor=cursor)
+    service = container().service
+    page = await run_in_threadpool(service.cases, query)
+    total = await run_in_threadpool(service.count_cases, query)
+    return {"items": [case_view(c) for c in page.items], "next": page.next, "total": total}
+
+
+@router.get("/overview")
+async def overview(_: Reader) -> dict[str, Any]:
+    """What needs attention: cases per state, per org, and the oldest held case with its expiry."""
+    return overview_view(await run_in_threadpool(container().service.overview))
+
+
+@router.post("/cases:bulk")
+async def decide_many(body: BulkDecision, who: Approver) -> dict[str, Any]:
+    """Approve or deny every held case the filter matches (up to 500 a request); each is decided once."""
+    query = case_query(body.filter)
+    report = await run_in_threadpool(
+        lambda: container().service.decide_many(
+            query, approve=body.decision == "approve", actor=who.name, reason=body.reason
+        )
     )
-    page = await run_in_threadpool(container().service.cases, query)
-    return {"items": [case_view(c) for c in page.items], "next": page.next}
+    return {
+        "decided": len(report.decided),
+        "cases": report.decided,
+        "skipped": [{"case": case, "state": state, "reason": why} for case, state, why in report.skipped],
+        "more": report.more,
+    }
 
 
 @router.get("/cases/{case_id}")
@@ -96,8 +142,9 @@ async def deny(case_id: str, body: Resolution, who: Approver) -> dict[str, Any]:
 
 @router.post("/actions/{action_id}/retry", status_code=202)
 async def retry_action(action_id: str, who: Admin) -> dict[str, Any]:
-    await run_in_threadpool(lambda: container().service.retry_action(action_id, actor=who.name))
-    return {"action": action_id, "status": "pending"}
+    """A failed action goes back to the outbox; 409 with its status when it is not failed."""
+    action = await run_in_threadpool(lambda: container().service.retry_action(action_id, actor=who.name))
+    return {"action": action.id, "status": action.status.value}
 
 
 @router.get("/policy")

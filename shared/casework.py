@@ -11,8 +11,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.model import (
+    RESOLVED_STATES,
     Action,
     ActionKind,
+    ActionStatus,
     AuditEvent,
     Case,
     CaseState,
@@ -154,7 +156,10 @@ def plan_resolution(
 ) -> Change:
     """A held case resolved: approved (override), denied (block) or expired (either)."""
     if case.state is not CaseState.HELD:
-        raise InvalidTransition(f"case {case.id} is {case.state.value}; only held cases can be resolved", field="state")
+        raise InvalidTransition(
+            f"case {case.id} is {case.state.value}; only held cases can be approved, denied or expired",
+            state=case.state.value,
+        )
     owner = view.ownership
     current_owner = owner.owner if owner else None
     base = replace(case, owner=current_owner, owner_mailbox_id=owner.mailbox_id if owner else case.owner_mailbox_id)
@@ -178,4 +183,85 @@ def plan_resolution(
             now,
         ),
     )
-    return Change(case.key, view.version, ownership, None, None, (resolved,), audit)
+    return Change(case.key, view.version, ownership, None, None, (resolved,), audit, expect=((case.id, case.state),))
+
+
+# ---------------------------------------------------------------------------
+# The outbox: one attempt at an action, an operator's retry, and where the case goes
+
+
+Step = tuple[Action, Case | None, AuditEvent]
+"""An outbox change both ledgers write in one transaction: the action, its case (moved or not), the audit entry."""
+
+
+def resolution(case: Case) -> CaseState:
+    """Where the case rests once its actions are done: decided (then applied), denied or expired."""
+    for entry in reversed(case.history):
+        if entry.state in RESOLVED_STATES:
+            return entry.state
+    return CaseState.DECIDED
+
+
+def settle(case: Case, action: Action, *, now: datetime) -> Case:
+    """The case once ``action`` is recorded, as its actions stand.
+
+    Nothing pending: a failed action makes the case ``failed``; otherwise a decided case is
+    ``applied``, while a denied or expired one stays ``denied`` / ``expired`` (how it was resolved
+    is what people filter by) with the completion in its history.
+    """
+    actions = tuple(action if a.id == action.id else a for a in case.actions)
+    statuses = {a.status for a in actions}
+    if not statuses or ActionStatus.PENDING in statuses:
+        return replace(case, actions=actions)
+    if ActionStatus.FAILED in statuses:
+        target, note = CaseState.FAILED, "an action failed"
+    else:
+        resolved = resolution(case)
+        target = CaseState.APPLIED if resolved is CaseState.DECIDED else resolved
+        note = "every action applied"
+    if case.state is target and case.history and case.history[-1].note == note:
+        return replace(case, actions=actions)
+    return replace(case.moved_to(target, actor="orgguard", note=note, at=now), actions=actions)
+
+
+def attempt(
+    action: Action,
+    case: Case | None,
+    *,
+    status: ActionStatus,
+    error: str | None,
+    retry_at: datetime | None,
+    now: datetime,
+) -> Step | None:
+    """One attempt recorded; None when the action is no longer pending (a late second worker changes nothing)."""
+    if action.status is not ActionStatus.PENDING:
+        return None
+    new = replace(
+        action, status=status, attempts=action.attempts + 1, last_error=error, updated_at=now, next_attempt_at=retry_at
+    )
+    facts: dict[str, object] = {
+        "action": action.id,
+        "kind": action.kind.value,
+        "org": action.org,
+        "attempt": new.attempts,
+        "error": error,
+    }
+    event = AuditEvent(f"action.{status.value}", action.case_id, "orgguard", facts, now)
+    return new, settle(case, new, now=now) if case else None, event
+
+
+def retry(action: Action, case: Case | None, *, actor: str, now: datetime) -> Step:
+    """An operator puts a failed action back in the outbox; anything else is refused (409)."""
+    if action.status is not ActionStatus.FAILED:
+        raise InvalidTransition(
+            f"action {action.id} is {action.status.value}; only a failed action can be retried",
+            state=action.status.value,
+        )
+    new = replace(action, status=ActionStatus.PENDING, updated_at=now, next_attempt_at=None)
+    moved = case
+    if case is not None and case.state is CaseState.FAILED:
+        moved = case.moved_to(
+            resolution(case), actor=actor, note=f"retry of the {action.kind.value} in {action.org}", at=now
+        )
+    event = AuditEvent("action.retry", action.case_id, actor, {"action": action.id, "kind": action.kind.value}, now)
+    return new, moved, event

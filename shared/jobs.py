@@ -71,7 +71,9 @@ class Job:
 
     def moved_to(self, state: JobState, *, error: str | None = None) -> Job:
         if self.state.finished and state is not self.state:
-            raise InvalidTransition(f"job {self.id} is {self.state.value}; it cannot become {state.value}")
+            raise InvalidTransition(
+                f"job {self.id} is {self.state.value}; it cannot become {state.value}", state=self.state.value
+            )
         return replace(self, state=state, error=error or self.error, updated_at=utcnow())
 
 

@@ -33,6 +33,11 @@ class DomainError(Exception):
         self.detail = detail
         self.field = field
 
+    @property
+    def facts(self) -> dict[str, object]:
+        """More members for the problem+json answer (e.g. the state a case is in now)."""
+        return {}
+
 
 class InvalidPayload(DomainError):
     title = "Malformed payload"
@@ -53,8 +58,18 @@ class NotFound(DomainError):
 
 
 class InvalidTransition(DomainError):
+    """The case (or action) is no longer in a state that allows the change; ``state`` is where it is now."""
+
     status = 409
     title = "Case cannot change that way"
+
+    def __init__(self, detail: str, *, state: str, field: str | None = "state") -> None:
+        super().__init__(detail, field=field)
+        self.state = state
+
+    @property
+    def facts(self) -> dict[str, object]:
+        return {"state": self.state}
 
 
 def utcnow() -> datetime:
@@ -119,6 +134,12 @@ class ActionStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
     FAILED = "failed"
+
+
+# Cases that still need someone or something: waiting for an approver, for their actions, or for a retry.
+OPEN_STATES = frozenset({CaseState.OPEN, CaseState.HELD, CaseState.DECIDED, CaseState.FAILED})
+# Where a case rests once a decision about it was taken (its actions may still be running).
+RESOLVED_STATES = frozenset({CaseState.DECIDED, CaseState.DENIED, CaseState.EXPIRED})
 
 
 # ---------------------------------------------------------------------------
@@ -386,6 +407,9 @@ class Change:
     claim: ClaimRecord | None = None
     cases: tuple[Case, ...] = ()
     audit: tuple[AuditEvent, ...] = ()
+    # Cases this change moves on from a state it read: (case id, the state it must still be stored in).
+    # The ledger refuses the change (``ConcurrencyConflict``) otherwise, so of two approvers one wins.
+    expect: tuple[tuple[str, CaseState], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -411,9 +435,49 @@ class CaseQuery:
     mailbox: MailboxKey | None = None
     limit: int = 50
     cursor: str | None = None
+    open: bool = False  # only cases in OPEN_STATES
+    search: str | None = None  # a part of the mailbox address (case-folded)
+
+    def matches(self, case: Case) -> bool:
+        """Whether ``case`` belongs in this query's answer (the one rule both ledgers filter by)."""
+        if self.state and case.state is not self.state:
+            return False
+        if self.open and case.state not in OPEN_STATES:
+            return False
+        if self.org and self.org not in (case.claimant, case.owner):
+            return False
+        if self.mailbox and case.key != self.mailbox:
+            return False
+        return not (self.search and self.search.casefold() not in case.key.address)
 
 
 @dataclass(frozen=True)
 class Page:
     items: tuple[Case, ...]
     next: str | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What needs attention: cases per state, per org, and the held case closest to expiry."""
+
+    counts: dict[str, int]
+    by_org: dict[str, dict[str, int]]
+    oldest_held: Case | None
+
+    @classmethod
+    def of(cls, counts: dict[str, int], waiting: list[Case]) -> Overview:
+        """From the count per state and the open cases: each org's held, failed and open cases (as claimant
+        or owner), and the held case created first."""
+        counts = {state.value: counts.get(state.value, 0) for state in CaseState}
+        counts["open"] = sum(counts[state.value] for state in OPEN_STATES)
+        by_org: dict[str, dict[str, int]] = {}
+        for case in waiting:
+            for org in {case.claimant, case.owner} - {None}:
+                tally = by_org.setdefault(str(org), {"held": 0, "failed": 0, "open": 0})
+                tally["open"] += 1
+                if case.state.value in tally:
+                    tally[case.state.value] += 1
+        held = [case for case in waiting if case.state is CaseState.HELD]
+        oldest = min(held, key=lambda case: (case.created_at, case.id)) if held else None
+        return cls(counts, dict(sorted(by_org.items())), oldest)

@@ -12,14 +12,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from shared import casework
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.model import (
+    Action,
     ActionKind,
-    AuditEvent,
     Case,
     CaseQuery,
     CaseState,
@@ -29,9 +29,11 @@ from shared.model import (
     Decision,
     DomainError,
     Effect,
+    InvalidTransition,
     MailboxKey,
     NotFound,
     Origin,
+    Overview,
     Ownership,
     Page,
     new_id,
@@ -77,6 +79,15 @@ class Outcome:
     @property
     def effect(self) -> Effect:
         return self.decision.effect
+
+
+@dataclass
+class BulkReport:
+    """What a bulk approval or denial did: the cases decided, and those skipped with their state and why."""
+
+    decided: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    more: bool = False  # the filter matches more held cases than one request decides
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,14 @@ class OrgGuard:
             self.orgs.get(query.org)
         return self.ledger.cases(query)
 
+    def count_cases(self, query: CaseQuery) -> int:
+        if query.org:
+            self.orgs.get(query.org)
+        return self.ledger.count_cases(query)
+
+    def overview(self) -> Overview:
+        return self.ledger.overview()
+
     def approve(self, case_id: str, *, actor: str, reason: str) -> Case:
         """The claimant wins: it becomes the owner, the old owner is demoted."""
         return self._resolve(case_id, Effect.OVERRIDE, CaseState.DECIDED, actor, reason, "approval")
@@ -245,17 +264,49 @@ class OrgGuard:
             for case in page.items:
                 if case.expires_at and case.expires_at <= now:
                     note = f"no approver decided within {policy.approval.expires_after}; on_expiry {effect.value}"
-                    done.append(self._resolve(case.id, effect, CaseState.EXPIRED, "orgguard", note, "expiry"))
+                    try:
+                        done.append(self._resolve(case.id, effect, CaseState.EXPIRED, "orgguard", note, "expiry"))
+                    except InvalidTransition:
+                        continue  # an approver (or another instance) decided it meanwhile
             if not page.next:
                 return done
             cursor = page.next
+
+    def decide_many(self, query: CaseQuery, *, approve: bool, actor: str, reason: str, limit: int = 500) -> BulkReport:
+        """Approve or deny every held case ``query`` matches (at most ``limit``), each exactly once.
+
+        A case someone else decided meanwhile is skipped with its state, not decided again.
+        """
+        if not reason.strip():
+            raise DomainError("a reason is required", field="reason")
+        if query.state not in (None, CaseState.HELD):
+            raise DomainError("only held cases can be approved or denied", field="filter.state")
+        held = replace(query, state=CaseState.HELD, open=False, cursor=None, limit=min(limit, 500))
+        report = BulkReport()
+        cursor = None
+        while len(report.decided) + len(report.skipped) < limit:
+            page = self.cases(replace(held, cursor=cursor))
+            for case in page.items:
+                try:
+                    resolve = self.approve if approve else self.deny
+                    report.decided.append(resolve(case.id, actor=actor, reason=reason).id)
+                except InvalidTransition as exc:
+                    report.skipped.append((case.id, exc.state, exc.detail))
+            if not page.next:
+                return report
+            cursor = page.next
+        report.more = True
+        return report
 
     def _resolve(self, case_id: str, effect: Effect, state: CaseState, actor: str, reason: str, rule: str) -> Case:
         if not reason.strip():
             raise DomainError("a reason is required", field="reason")
         for attempt in range(MAX_ATTEMPTS):
+            key = self.case(case_id).key
+            # The mailbox first, then the case: a decision committed in between moves the version,
+            # and the ledger checks the case is still held (Change.expect) whatever the order.
+            view = self.ledger.mailbox(key)
             case = self.case(case_id)
-            view = self.ledger.mailbox(case.key)
             change = casework.plan_resolution(
                 case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=self.clock()
             )
@@ -288,9 +339,9 @@ class OrgGuard:
         assert outcome.case_id is not None
         return self.case(outcome.case_id)
 
-    def retry_action(self, action_id: str, *, actor: str) -> None:
-        self.ledger.reset_action(action_id)
-        self.ledger.append_audit(AuditEvent("action.retry.asked", action_id, actor))
+    def retry_action(self, action_id: str, *, actor: str) -> Action:
+        """Put a failed action back in the outbox (409 when it is not failed: two retries, one wins)."""
+        return self.ledger.reset_action(action_id, actor=actor)
 
     # --- mailboxes and audit --------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.ledger import codec
-from shared.model import Case, ClaimRecord, Decision, Ownership
+from shared.model import Case, ClaimRecord, Decision, Overview, Ownership
 from shared.service import MailboxReport, Outcome
 
 
@@ -60,3 +60,18 @@ def outcome_view(outcome: Outcome) -> dict[str, Any]:
     if outcome.duplicate:
         doc["duplicate"] = True
     return doc
+
+
+def overview_view(o: Overview) -> dict[str, Any]:
+    held = o.oldest_held
+    oldest = None
+    if held is not None:
+        oldest = {
+            "case": held.id,
+            "mailbox": held.key.address,
+            "claimant": held.claimant,
+            "owner": held.owner,
+            "created_at": codec.ts(held.created_at),
+            "expires_at": codec.ts(held.expires_at),
+        }
+    return {"counts": o.counts, "by_org": o.by_org, "oldest_held": oldest}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import bootstrap
+from shared.ledger.memory import MemoryLedger
 from shared.ledger.sqlite import SqliteLedger
 from shared.model import Claim, ClaimKind, MailboxKey, Origin
 from shared.orgs import OrgRegistry, parse_orgs
@@ -72,15 +73,19 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def container(tmp_path: Path, policy: str = BLOCKING_POLICY, **kwargs: Any) -> bootstrap.Container:
+def container(
+    tmp_path: Path, policy: str = BLOCKING_POLICY, *, in_memory: bool = False, **kwargs: Any
+) -> bootstrap.Container:
+    """A container over a fresh ledger: SQLite under ``tmp_path``, or in memory for fast service tests."""
     settings = Settings(
-        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
+        ledger="memory:" if in_memory else f"sqlite:///{tmp_path / 'ledger.db'}",
         orgs="unused",
         policy=str(tmp_path / "none"),
         admin_token=ADMIN_TOKEN,
         **kwargs,
     )
-    c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry())
+    ledger = MemoryLedger() if in_memory else SqliteLedger(tmp_path / "ledger.db")
+    c = bootstrap.build(settings, ledger=ledger, orgs=registry())
     c.service.save_policy(policy, actor="test")
     return c
 

@@ -6,13 +6,17 @@ __all__ = ["ConcurrencyConflict", "DuplicateEvent", "Ledger", "LedgerError", "op
 
 
 def open_ledger(url: str) -> Ledger:
-    """``sqlite:///path`` (embedded) or ``tables:<connection string or account URL>``."""
+    """``sqlite:///path`` (embedded), ``tables:<connection string or account URL>``, or ``memory:[name]`` (tests)."""
     if url.startswith("sqlite:"):
         from shared.ledger.sqlite import SqliteLedger
 
         return SqliteLedger.from_url(url)
+    if url.startswith("memory:"):
+        from shared.ledger.memory import MemoryLedger
+
+        return MemoryLedger.from_url(url)
     if url.startswith("tables:"):
         from shared.ledger.tables import TableLedger
 
         return TableLedger.from_url(url)
-    raise LedgerError(f"unknown ledger URL scheme: {url.split(':', 1)[0]!r} (use sqlite:/// or tables:)")
+    raise LedgerError(f"unknown ledger URL scheme: {url.split(':', 1)[0]!r} (use sqlite:///, tables: or memory:)")

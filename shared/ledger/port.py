@@ -26,6 +26,7 @@ from shared.model import (
     EventOutcome,
     MailboxKey,
     MailboxView,
+    Overview,
     Page,
     PolicyVersion,
 )
@@ -64,6 +65,14 @@ class Ledger(Protocol):
 
     def cases(self, query: CaseQuery) -> Page: ...
 
+    def count_cases(self, query: CaseQuery) -> int:
+        """How many cases ``query`` matches (its cursor and limit aside)."""
+        ...
+
+    def overview(self) -> Overview:
+        """Cases per state, the open ones per org, and the oldest held case."""
+        ...
+
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]: ...
 
     # --- the outbox ------------------------------------------------------------
@@ -89,8 +98,12 @@ class Ledger(Protocol):
         """
         ...
 
-    def reset_action(self, action_id: str) -> Action:
-        """Make a failed action pending again (a retry asked by an operator)."""
+    def reset_action(self, action_id: str, *, actor: str) -> Action:
+        """Make a failed action pending again (a retry asked by ``actor``), with its audit entry.
+
+        Anything but a failed action is refused with ``InvalidTransition`` (409): of two
+        operators retrying one action at once, one succeeds.
+        """
         ...
 
     # --- audit -----------------------------------------------------------------

@@ -13,16 +13,18 @@ import base64
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared import casework
 from shared.ledger import codec
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
+    OPEN_STATES,
     Action,
     ActionStatus,
     AuditEntry,
@@ -30,7 +32,6 @@ from shared.model import (
     AuditReport,
     Case,
     CaseQuery,
-    CaseState,
     Change,
     ClaimKind,
     ClaimRecord,
@@ -41,6 +42,7 @@ from shared.model import (
     MailboxView,
     NotFound,
     Origin,
+    Overview,
     Ownership,
     Page,
     PolicyVersion,
@@ -202,6 +204,10 @@ class SqliteLedger:
                 raise ConcurrencyConflict(
                     f"mailbox version is {current}, the decision was made at {change.expected_version}"
                 )
+            for case_id, state in change.expect:
+                stored = db.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
+                if stored is None or stored["state"] != state.value:
+                    raise ConcurrencyConflict(f"case {case_id} is no longer {state.value}")
             ownership = (
                 json.dumps(codec.ownership_doc(change.ownership))
                 if change.ownership
@@ -270,29 +276,63 @@ class SqliteLedger:
         actions = self._read("SELECT doc FROM actions WHERE case_id = ? ORDER BY seq", (data["id"],))
         return codec.case_from(data, tuple(codec.action_from(json.loads(a["doc"])) for a in actions))
 
-    def cases(self, query: CaseQuery) -> Page:
+    @staticmethod
+    def _where(query: CaseQuery) -> tuple[str, list[object]]:
+        """The SQL form of ``CaseQuery.matches`` (without the cursor)."""
         where: list[str] = ["1 = 1"]
         args: list[object] = []
         if query.state:
             where.append("state = ?")
             args.append(query.state.value)
+        if query.open:
+            where.append(f"state IN ({', '.join('?' * len(OPEN_STATES))})")
+            args += sorted(state.value for state in OPEN_STATES)
         if query.org:
             where.append("(claimant = ? OR owner = ?)")
             args += [query.org, query.org]
         if query.mailbox:
             where.append("key = ?")
             args.append(query.mailbox.address)
+        if query.search:
+            where.append("instr(key, ?) > 0")
+            args.append(query.search.casefold())
+        return " AND ".join(where), args
+
+    def cases(self, query: CaseQuery) -> Page:
+        where, args = self._where(query)
         if query.cursor:
-            where.append("seq < ?")
+            where += " AND seq < ?"
             args.append(_decode_cursor(query.cursor))
         limit = max(1, min(query.limit, 500))
         rows = self._read(
-            f"SELECT seq, doc FROM cases WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",  # noqa: S608
+            f"SELECT seq, doc FROM cases WHERE {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608
             (*args, limit + 1),
         )
         items = tuple(self._case_from(r["doc"]) for r in rows[:limit])
         nxt = _encode_cursor(int(rows[limit - 1]["seq"])) if len(rows) > limit else None
         return Page(items, nxt)
+
+    def count_cases(self, query: CaseQuery) -> int:
+        where, args = self._where(query)
+        rows = self._read(f"SELECT COUNT(*) AS n FROM cases WHERE {where}", args)  # noqa: S608
+        return int(rows[0]["n"])
+
+    def overview(self) -> Overview:
+        """Counts per state and the open cases, read in one transaction so they agree."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN")
+            try:
+                counts = {
+                    r["state"]: int(r["n"]) for r in db.execute("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")
+                }
+                where, args = self._where(CaseQuery(open=True))
+                docs = db.execute(f"SELECT doc FROM cases WHERE {where}", args).fetchall()  # noqa: S608
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        return Overview.of(counts, [codec.case_from(json.loads(r["doc"])) for r in docs])
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
         rows = self._read(
@@ -338,56 +378,36 @@ class SqliteLedger:
     def record_attempt(
         self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
     ) -> Action:
-        with self._tx() as db:
-            row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
-            if not row:
-                raise NotFound(f"no action {action_id}", field="action")
-            old = codec.action_from(json.loads(row["doc"]))
-            if old.status is not ActionStatus.PENDING:
-                return old
-            now = utcnow()
-            new = replace(
-                old,
-                status=status,
-                attempts=old.attempts + 1,
-                last_error=error,
-                updated_at=now,
-                next_attempt_at=retry_at,
-            )
-            self._save_action(db, new)
-            self._append(
-                db,
-                AuditEvent(
-                    f"action.{status.value}",
-                    old.case_id,
-                    "orgguard",
-                    {
-                        "action": action_id,
-                        "kind": old.kind.value,
-                        "org": old.org,
-                        "attempt": new.attempts,
-                        "error": error,
-                    },
-                    now,
-                ),
-            )
-            self._settle_case(db, old.case_id)
-            return new
+        def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
+            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, now=now)
 
-    def reset_action(self, action_id: str) -> Action:
+        return self._outbox_write(action_id, step)
+
+    def reset_action(self, action_id: str, *, actor: str) -> Action:
+        def step(old: Action, case: Case | None, now: datetime) -> casework.Step:
+            return casework.retry(old, case, actor=actor, now=now)
+
+        return self._outbox_write(action_id, step)
+
+    def _outbox_write(
+        self, action_id: str, step: Callable[[Action, Case | None, datetime], casework.Step | None]
+    ) -> Action:
+        """Change one action, its case and the audit log in one transaction (the rule is ``step``'s)."""
         with self._tx() as db:
             row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
             if not row:
                 raise NotFound(f"no action {action_id}", field="action")
             old = codec.action_from(json.loads(row["doc"]))
-            new = replace(old, status=ActionStatus.PENDING, updated_at=utcnow(), next_attempt_at=None)
-            self._save_action(db, new)
             case_row = db.execute("SELECT doc FROM cases WHERE id = ?", (old.case_id,)).fetchone()
-            if case_row:
-                case = codec.case_from(json.loads(case_row["doc"]))
-                if case.state is CaseState.FAILED:
-                    self._write_case(db, case.moved_to(CaseState.DECIDED, actor="operator", note="retry asked"))
-            self._append(db, AuditEvent("action.retry", old.case_id, "operator", {"action": action_id}))
+            case = self._case_from(case_row["doc"]) if case_row else None
+            planned = step(old, case, utcnow())
+            if planned is None:
+                return old
+            new, moved, event = planned
+            self._save_action(db, new)
+            if moved is not None and case is not None and moved.history != case.history:
+                self._write_case(db, moved)
+            self._append(db, event)
             return new
 
     @staticmethod
@@ -396,20 +416,6 @@ class SqliteLedger:
             "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
             (action.status.value, codec.ts(action.next_attempt_at), json.dumps(codec.action_doc(action)), action.id),
         )
-
-    def _settle_case(self, db: sqlite3.Connection, case_id: str) -> None:
-        """Move the case to applied / failed once none of its actions is pending."""
-        statuses = {r["status"] for r in db.execute("SELECT status FROM actions WHERE case_id = ?", (case_id,))}
-        if not statuses or ActionStatus.PENDING.value in statuses:
-            return
-        row = db.execute("SELECT doc FROM cases WHERE id = ?", (case_id,)).fetchone()
-        if not row:
-            return
-        case = codec.case_from(json.loads(row["doc"]))
-        target = CaseState.FAILED if ActionStatus.FAILED.value in statuses else CaseState.APPLIED
-        if case.state is not target:
-            note = "every action applied" if target is CaseState.APPLIED else "an action failed"
-            self._write_case(db, case.moved_to(target, actor="orgguard", note=note))
 
     # --- audit ------------------------------------------------------------------------
 

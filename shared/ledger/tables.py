@@ -106,12 +106,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import logging
 import os
 import random
 import re
 import string
+import sys
 import threading
 import time
 import uuid
@@ -133,9 +135,11 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
+from shared import casework
 from shared.ledger import codec
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
+    OPEN_STATES,
     Action,
     ActionStatus,
     AuditEntry,
@@ -154,6 +158,7 @@ from shared.model import (
     MailboxView,
     NotFound,
     Origin,
+    Overview,
     Page,
     PolicyVersion,
     utcnow,
@@ -506,7 +511,7 @@ class _Write:
     journal: dict[str, Any]
 
 
-_Step = tuple[Action, Case | None, AuditEvent | None]  # an outbox change: action, case, audit
+_Step = tuple[Action, Case | None, AuditEvent | None]  # an outbox change: action, case, audit (casework.Step)
 
 
 class _Retry(Exception):
@@ -764,7 +769,8 @@ class TableLedger:
         journal_id = str(uuid.uuid4())
         with self._storage("record a decision"):
             for attempt in range(COMMIT_TRIES):
-                snap = self._snapshot(pk, event_key=event_key, case_ids=[c.id for c in change.cases])
+                case_ids = [c.id for c in change.cases] + [case_id for case_id, _ in change.expect]
+                snap = self._snapshot(pk, event_key=event_key, case_ids=case_ids)
                 if any(j.get("JournalId") == journal_id for j in snap.journals):
                     return self._settle(pk, snap, journal_id)  # our transaction did land (a lost response)
                 if snap.guard is not None:
@@ -773,6 +779,10 @@ class TableLedger:
                     raise ConcurrencyConflict(
                         f"mailbox version is {snap.version}, the decision was made at {change.expected_version}"
                     )
+                for case_id, state in change.expect:
+                    stored = snap.cases.get(case_id)
+                    if stored is None or stored.get("State") != state.value:
+                        raise ConcurrencyConflict(f"case {case_id} is no longer {state.value}")
                 self._take_over(snap)
                 write = self._plan_commit(change, snap, journal_id)
                 try:
@@ -1026,29 +1036,68 @@ class TableLedger:
         docs = tuple(codec.action_from(_doc(actions[i])) for i in ids if i in actions)
         return codec.case_from(_doc(row), docs)
 
+    def _listing(self, query: CaseQuery, after: str | None) -> Iterator[TableEntity]:
+        """Index rows that may answer ``query``, newest first, from the narrowest listing partition.
+
+        ``open`` without a state merges the open states' partitions (their RowKeys share one order).
+        Rows are only candidates: each is re-checked against its mailbox partition by the caller.
+        """
+        if query.mailbox:
+            partitions = [f"mailbox|{escape(query.mailbox.address)}"]
+        elif query.state:
+            partitions = [f"state|{query.state.value}"]
+        elif query.open:
+            partitions = [f"state|{state.value}" for state in sorted(OPEN_STATES)]
+        elif query.org:
+            partitions = [f"org|{escape(query.org)}"]
+        else:
+            partitions = ["all"]
+        streams = [
+            self._rows(
+                "cases", f"PartitionKey eq {_q(pk)}" + (f" and RowKey gt {_q(after)}" if after else ""), page=1000
+            )
+            for pk in partitions
+        ]
+        rows = heapq.merge(*streams, key=lambda r: str(r["RowKey"])) if len(streams) > 1 else streams[0]
+        needle = query.search.casefold() if query.search else None
+        for row in rows:
+            if needle is None or needle in str(row.get("Address", "")):
+                yield row
+
+    def _matching(self, query: CaseQuery, rows: Iterator[TableEntity], want: int) -> list[tuple[str, Case]]:
+        """Up to ``want`` cases behind ``rows`` that really match ``query`` (stale index rows are skipped)."""
+        found: list[tuple[str, Case]] = []
+        while len(found) < want:
+            batch = [row for _, row in zip(range(min(500, want - len(found))), rows, strict=False)]
+            if not batch:
+                break
+            loaded = self._parallel(lambda r: self._load_case(str(r["Address"]), str(r["CaseId"])), batch)
+            found += [(str(r["RowKey"]), c) for r, c in zip(batch, loaded, strict=True) if c and query.matches(c)]
+        return found
+
     def cases(self, query: CaseQuery) -> Page:
         limit = max(1, min(query.limit, 500))
         after = _decode_cursor(query.cursor) if query.cursor else None
-        if query.mailbox:
-            pk = f"mailbox|{escape(query.mailbox.address)}"
-        elif query.state:
-            pk = f"state|{query.state.value}"
-        elif query.org:
-            pk = f"org|{escape(query.org)}"
-        else:
-            pk = "all"
-        odata = f"PartitionKey eq {_q(pk)}" + (f" and RowKey gt {_q(after)}" if after else "")
-        found: list[tuple[str, Case]] = []
         with self._storage("list cases"):
-            rows = self._rows("cases", odata, page=min(1000, limit + 1))
-            while len(found) <= limit:
-                batch = [row for _, row in zip(range(limit + 1 - len(found)), rows, strict=False)]
-                if not batch:
-                    break
-                loaded = self._parallel(lambda r: self._load_case(str(r["Address"]), str(r["CaseId"])), batch)
-                found += [(str(r["RowKey"]), c) for r, c in zip(batch, loaded, strict=True) if _matches(c, query)]
+            found = self._matching(query, self._listing(query, after), limit + 1)
         items = tuple(case for _, case in found[:limit])
         return Page(items, _encode_cursor(found[limit - 1][0]) if len(found) > limit else None)
+
+    def count_cases(self, query: CaseQuery) -> int:
+        """How many cases match: index rows counted where one partition is the answer, re-checked otherwise."""
+        partition_filters = (query.mailbox, query.state, query.open or None, query.org)
+        with self._storage("count cases"):
+            rows = self._listing(query, None)
+            if sum(f is not None for f in partition_filters) <= 1:
+                return sum(1 for _ in rows)
+            return len(self._matching(query, rows, sys.maxsize))
+
+    def overview(self) -> Overview:
+        with self._storage("summarize cases"):
+            counts = {state.value: self.count_cases(CaseQuery(state=state)) for state in CaseState}
+            waiting = CaseQuery(open=True)
+            attention = [case for _, case in self._matching(waiting, self._listing(waiting, None), sys.maxsize)]
+        return Overview.of(counts, attention)
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
         query = f"PartitionKey eq {_q(escape(key.address))} and {_prefix_range('claim|')}"
@@ -1110,28 +1159,18 @@ class TableLedger:
     def record_attempt(
         self, action_id: str, status: ActionStatus, error: str | None = None, *, retry_at: datetime | None = None
     ) -> Action:
-        def attempt(old: Action, case: Case | None, now: datetime) -> _Step | None:
-            if old.status is not ActionStatus.PENDING:
-                return None  # applied or failed already: a late second worker changes nothing
-            new = replace(old, status=status, attempts=old.attempts + 1, last_error=_clip_error(error),
-                          updated_at=now, next_attempt_at=retry_at)  # fmt: skip
-            data: dict[str, object] = {"action": action_id, "kind": old.kind.value, "org": old.org,
-                                       "attempt": new.attempts, "error": new.last_error}  # fmt: skip
-            event = AuditEvent(f"action.{status.value}", old.case_id, "orgguard", data, now)
-            return new, _settled(case, new) if case else None, event
+        def step(old: Action, case: Case | None, now: datetime) -> _Step | None:
+            return casework.attempt(old, case, status=status, error=_clip_error(error), retry_at=retry_at, now=now)
 
         with self._storage("record an action attempt"):
-            return self._outbox_write(action_id, attempt)[0]
+            return self._outbox_write(action_id, step)[0]
 
-    def reset_action(self, action_id: str) -> Action:
-        def reset(old: Action, case: Case | None, now: datetime) -> _Step:
-            new = replace(old, status=ActionStatus.PENDING, updated_at=now, next_attempt_at=None)
-            if case is not None and case.state is CaseState.FAILED:
-                case = case.moved_to(CaseState.DECIDED, actor="operator", note="retry asked", at=now)
-            return new, case, AuditEvent("action.retry", old.case_id, "operator", {"action": action_id}, now)
+    def reset_action(self, action_id: str, *, actor: str) -> Action:
+        def step(old: Action, case: Case | None, now: datetime) -> _Step:
+            return casework.retry(old, case, actor=actor, now=now)
 
         with self._storage("reset an action"):
-            return self._outbox_write(action_id, reset)[0]
+            return self._outbox_write(action_id, step)[0]
 
     def _outbox_write(
         self, action_id: str, step: Callable[[Action, Case | None, datetime], _Step | None]
@@ -1188,7 +1227,7 @@ class TableLedger:
         ops.append(_write_op(_action_entity(pk, action, str(row["Sort"])), row))
         journal["actions"].append(_action_entry(action, str(row["Sort"]), new=False))
         case_row = snap.cases.get(action.case_id)
-        if changed is not None and changed is not case and case_row is not None:
+        if changed is not None and case is not None and changed.history != case.history and case_row is not None:
             sort = str(case_row["Sort"])
             ops.append(_write_op(_case_entity(pk, changed, sort, json.loads(case_row["ActionIds"])), case_row))
             if entry := _case_entry(changed, sort, case_row):
@@ -1452,28 +1491,6 @@ def _case_entry(case: Case, sort: str, existing: Mapping[str, Any] | None) -> di
         return None
     return {"id": case.id, "sort": sort, "new": existing is None, "state": case.state.value, "owner": case.owner,
             "claimant": case.claimant, "old_state": old_state, "old_owner": old_owner}  # fmt: skip
-
-
-def _settled(case: Case, action: Action) -> Case:
-    """The case once ``action`` is recorded: applied / failed when none of its actions is pending."""
-    statuses = {(action if a.id == action.id else a).status for a in case.actions}
-    if not statuses or ActionStatus.PENDING in statuses:
-        return case
-    target = CaseState.FAILED if ActionStatus.FAILED in statuses else CaseState.APPLIED
-    if case.state is target:
-        return case
-    note = "every action applied" if target is CaseState.APPLIED else "an action failed"
-    return case.moved_to(target, actor="orgguard", note=note)
-
-
-def _matches(case: Case | None, query: CaseQuery) -> bool:
-    if case is None:
-        return False
-    if query.state and case.state is not query.state:
-        return False
-    if query.org and query.org not in (case.claimant, case.owner):
-        return False
-    return not (query.mailbox and case.key != query.mailbox)
 
 
 def _brief(exc: BaseException) -> str:

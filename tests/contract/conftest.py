@@ -1,4 +1,4 @@
-"""The ledger contract: every test here runs against every ledger (SQLite and Table Storage on Azurite).
+"""The ledger contract: every test here runs against every ledger (in memory, SQLite, Table Storage on Azurite).
 
 ``spec`` says how to open a ledger (a URL, so another thread, instance or OS
 process can open the same one); ``ledger`` is one open instance; ``storage``
@@ -19,11 +19,13 @@ from itertools import count
 import pytest
 
 from shared.ledger import open_ledger
+from shared.ledger.memory import MemoryLedger, forget
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
 from shared.ledger.tables import TableLedger
 from shared.model import (
     Action,
     ActionKind,
+    AuditEntry,
     AuditEvent,
     Case,
     CaseState,
@@ -40,7 +42,7 @@ from shared.model import (
     new_id,
 )
 
-BACKENDS = ("sqlite", pytest.param("tables", marks=pytest.mark.azurite))
+BACKENDS = ("memory", "sqlite", pytest.param("tables", marks=pytest.mark.azurite))
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
@@ -64,6 +66,8 @@ def table_spec(connection_string: str) -> LedgerSpec:
 def spec(request: pytest.FixtureRequest, tmp_path) -> LedgerSpec:
     if request.param == "sqlite":
         return LedgerSpec("sqlite", f"sqlite:///{tmp_path / 'ledger.db'}")
+    if request.param == "memory":
+        return LedgerSpec("memory", f"memory:{uuid.uuid4().hex}")
     return table_spec(request.getfixturevalue("azurite"))
 
 
@@ -77,6 +81,8 @@ def instances(spec: LedgerSpec) -> Iterator[Callable[[], Ledger]]:
         return opened[-1]
 
     yield another
+    if spec.kind == "memory":
+        forget(spec.url.removeprefix("memory:"))
     for ledger in opened:
         if isinstance(ledger, TableLedger) and ledger is opened[0]:
             ledger.drop_tables()
@@ -104,6 +110,9 @@ class Storage:
         return "chain", f"e{seq:016d}"
 
     def edit_audit(self, seq: int, subject: str) -> None:
+        if isinstance(self.ledger, MemoryLedger):
+            self.ledger.tamper(lambda log: log.__setitem__(seq - 1, _with_subject(log[seq - 1], subject)))
+            return
         if self.spec.kind == "sqlite":
             self._sql("UPDATE audit SET subject = ? WHERE seq = ?", subject, seq)
             return
@@ -113,11 +122,24 @@ class Storage:
         table.update_entity({**row, "Subject": subject})
 
     def delete_audit(self, seq: int) -> None:
+        if isinstance(self.ledger, MemoryLedger):
+            self.ledger.tamper(lambda log: log.pop(seq - 1))
+            return
         if self.spec.kind == "sqlite":
             self._sql("DELETE FROM audit WHERE seq = ?", seq)
             return
         assert isinstance(self.ledger, TableLedger)
         self.ledger.table("audit").delete_entity(*self._audit_row(seq))
+
+
+def _with_subject(entry: AuditEntry, subject: str) -> AuditEntry:
+    return replace(entry, event=replace(entry.event, subject=subject))
+
+
+def needs_processes(spec: LedgerSpec) -> None:
+    """Races between OS processes need a ledger two processes can open; the in-memory one is one process's."""
+    if spec.kind == "memory":
+        pytest.skip("the in-memory ledger lives in one process")
 
 
 @pytest.fixture

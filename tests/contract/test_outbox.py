@@ -50,11 +50,11 @@ def test_a_failed_action_fails_the_case_and_a_reset_brings_both_back(ledger: Led
     assert [c.id for c in ledger.cases(CaseQuery(state=CaseState.FAILED)).items] == [case.id]
     assert ledger.pending_actions(now=LATER) == []
 
-    again = ledger.reset_action(demote.id)
+    again = ledger.reset_action(demote.id, actor="ops@example.com")
     assert again.status is ActionStatus.PENDING and again.attempts == 1
     stored = ledger.case(case.id)
     assert stored is not None and stored.state is CaseState.DECIDED
-    assert (stored.history[-1].actor, stored.history[-1].note) == ("operator", "retry asked")
+    assert stored.history[-1].actor == "ops@example.com" and stored.history[-1].note.startswith("retry")
     assert [a.id for a in ledger.pending_actions(now=LATER)] == [demote.id]
     assert ledger.cases(CaseQuery(state=CaseState.FAILED)).items == ()
 
@@ -77,7 +77,7 @@ def test_every_attempt_is_audited(ledger: Ledger) -> None:
     case = contested(ledger, Clock(), Effect.BLOCK)
     before = ledger.verify_audit().entries
     ledger.record_attempt(case.actions[0].id, ActionStatus.FAILED, "boom")
-    ledger.reset_action(case.actions[0].id)
+    ledger.reset_action(case.actions[0].id, actor="ops@example.com")
     entries = ledger.audit_entries(after=before)
     assert [e.event.kind for e in entries] == ["action.failed", "action.retry"]
     assert entries[0].event.data["error"] == "boom" and entries[0].event.subject == case.id
@@ -88,7 +88,7 @@ def test_an_unknown_action_is_not_found(ledger: Ledger) -> None:
     with pytest.raises(NotFound):
         ledger.record_attempt("no-such-action", ActionStatus.APPLIED)
     with pytest.raises(NotFound):
-        ledger.reset_action("no-such-action")
+        ledger.reset_action("no-such-action", actor="ops@example.com")
 
 
 def test_a_late_second_attempt_changes_nothing(ledger: Ledger) -> None:

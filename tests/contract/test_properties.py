@@ -36,6 +36,8 @@ def fresh(spec: LedgerSpec, tmp_path: Path) -> Iterator[Callable[[], Ledger]]:
     def make() -> Ledger:
         if spec.kind == "sqlite":
             url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+        elif spec.kind == "memory":
+            url = "memory:"
         else:
             url = table_spec(spec.url.removeprefix("tables:").rsplit(";TablePrefix=", 1)[0]).url
         opened.append(LedgerSpec(spec.kind, url).open())
@@ -77,7 +79,7 @@ def test_any_sequence_of_claims_and_attempts_keeps_the_invariants(fresh: Callabl
             failed = [a for c in ledger.cases(CaseQuery(state=CaseState.FAILED, limit=500)).items for a in c.actions
                       if a.status is ActionStatus.FAILED]  # fmt: skip
             if failed:
-                assert ledger.reset_action(failed[step[1] % len(failed)].id).status is ActionStatus.PENDING
+                assert ledger.reset_action(failed[step[1] % len(failed)].id, actor="ops").status is ActionStatus.PENDING
         assert {m: ledger.mailbox(mailbox(m)).version for m in versions} == versions
     check_invariants(ledger, outcomes)
 

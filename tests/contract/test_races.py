@@ -35,7 +35,7 @@ from shared.model import (
     Ownership,
     utcnow,
 )
-from tests.contract.conftest import Clock, LedgerSpec, contested, mailbox
+from tests.contract.conftest import Clock, LedgerSpec, contested, mailbox, needs_processes
 
 pytestmark = pytest.mark.slow
 ORGS = ("contoso-na", "contoso-jp", "contoso-eu", "contoso-dev")
@@ -174,6 +174,7 @@ def hammer(url: str, seed: int, work: list[tuple[str, str]], out: multiprocessin
 
 
 def test_two_processes_sharing_a_ledger_apply_every_event_exactly_once(spec: LedgerSpec, ledger: Ledger) -> None:
+    needs_processes(spec)
     keys = {mailbox(i): [f"m{i}:op-{n}" for n in range(12)] for i in range(4)}
     work = [(key.address, e) for key, events in keys.items() for e in events]
     ledger.ping()  # the tables exist before the children start

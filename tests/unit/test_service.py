@@ -1,4 +1,5 @@
-"""The use cases against a real SQLite ledger: what gets decided, recorded and queued."""
+"""The use cases over the in-memory ledger (the contract suite holds it to SQLite's and Table Storage's
+behaviour): what gets decided, recorded and queued."""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, OVERRIDING_PO
 
 
 def test_first_claim_is_allowed_and_makes_the_owner(tmp_path):
-    c = container(tmp_path)
+    c = container(tmp_path, in_memory=True)
     outcome = c.service.handle_claim(claim("contoso-na"))
     assert outcome.effect is Effect.ALLOW and outcome.case_id is None
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
 
 
 def test_owner_claiming_again_opens_no_case(tmp_path):
-    c = container(tmp_path)
+    c = container(tmp_path, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-na", op="2"))
     assert outcome.effect is Effect.ALLOW
@@ -39,7 +40,7 @@ def test_owner_claiming_again_opens_no_case(tmp_path):
 
 
 def test_competing_claim_blocked_at_the_gate_demotes_the_claimant_only(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY)
+    c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2"))
     assert outcome.effect is Effect.BLOCK and outcome.decision.stops_claim
@@ -50,7 +51,7 @@ def test_competing_claim_blocked_at_the_gate_demotes_the_claimant_only(tmp_path)
 
 
 def test_competing_claim_blocked_after_the_fact_also_repairs_the_owner(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY)
+    c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1", origin=Origin.SERVICEBUS))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2", origin=Origin.SERVICEBUS))
     case = c.service.case(outcome.case_id)
@@ -63,7 +64,7 @@ def test_competing_claim_blocked_after_the_fact_also_repairs_the_owner(tmp_path)
 
 
 def test_override_moves_ownership_and_queues_demote_and_promote(tmp_path):
-    c = container(tmp_path, OVERRIDING_POLICY)
+    c = container(tmp_path, OVERRIDING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2"))
     assert outcome.effect is Effect.OVERRIDE and not outcome.decision.stops_claim
@@ -77,7 +78,7 @@ def test_override_moves_ownership_and_queues_demote_and_promote(tmp_path):
 
 
 def test_dry_run_records_the_decision_but_queues_nothing(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY.replace("mode: enforce", "mode: dry-run"))
+    c = container(tmp_path, BLOCKING_POLICY.replace("mode: enforce", "mode: dry-run"), in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2"))
     assert outcome.decision.dry_run and not outcome.decision.stops_claim
@@ -85,7 +86,7 @@ def test_dry_run_records_the_decision_but_queues_nothing(tmp_path):
 
 
 def test_redelivered_event_takes_effect_once_and_answers_the_same(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY)
+    c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     first = c.service.handle_claim(claim("contoso-jp", op="2"))
     again = c.service.handle_claim(claim("contoso-jp", op="2"))
@@ -94,7 +95,7 @@ def test_redelivered_event_takes_effect_once_and_answers_the_same(tmp_path):
 
 
 def test_held_case_approved_makes_the_claimant_owner(tmp_path):
-    c = container(tmp_path, HOLDING_POLICY)
+    c = container(tmp_path, HOLDING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     held = c.service.handle_claim(claim("contoso-jp", op="2"))
     assert held.effect is Effect.HOLD and held.decision.stops_claim
@@ -111,7 +112,7 @@ def test_held_case_approved_makes_the_claimant_owner(tmp_path):
 
 
 def test_held_case_denied_keeps_the_owner_and_demotes_the_claimant(tmp_path):
-    c = container(tmp_path, HOLDING_POLICY)
+    c = container(tmp_path, HOLDING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     held = c.service.handle_claim(claim("contoso-jp", op="2"))
     case = c.service.deny(held.case_id, actor="approver", reason="NA stays primary")
@@ -121,7 +122,7 @@ def test_held_case_denied_keeps_the_owner_and_demotes_the_claimant(tmp_path):
 
 
 def test_approval_needs_a_reason_and_an_existing_case(tmp_path):
-    c = container(tmp_path, HOLDING_POLICY)
+    c = container(tmp_path, HOLDING_POLICY, in_memory=True)
     with pytest.raises(NotFound):
         c.service.approve("no-such-case", actor="a", reason="r")
     c.service.handle_claim(claim("contoso-na", op="1"))
@@ -132,7 +133,7 @@ def test_approval_needs_a_reason_and_an_existing_case(tmp_path):
 
 
 def test_held_cases_expire_per_policy(tmp_path):
-    c = container(tmp_path, HOLDING_POLICY)
+    c = container(tmp_path, HOLDING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     held = c.service.handle_claim(claim("contoso-jp", op="2"))
     assert c.service.expire_held() == []
@@ -144,7 +145,7 @@ def test_held_cases_expire_per_policy(tmp_path):
 
 
 def test_admin_designation_opens_an_override_case(tmp_path):
-    c = container(tmp_path)
+    c = container(tmp_path, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     case = c.service.designate_owner(AIKO, "contoso-eu", actor="admin", reason="user moved to EU")
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-eu"
@@ -157,7 +158,7 @@ def test_admin_designation_opens_an_override_case(tmp_path):
 
 
 def test_evaluate_records_nothing(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY)
+    c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     before = (c.ledger.verify_audit().entries, c.ledger.mailbox(AIKO).version)
     decision = c.service.evaluate(AIKO, "contoso-jp")
@@ -166,21 +167,21 @@ def test_evaluate_records_nothing(tmp_path):
 
 
 def test_unknown_org_claim_is_refused_and_changes_nothing(tmp_path):
-    c = container(tmp_path)
+    c = container(tmp_path, in_memory=True)
     with pytest.raises(UnknownOrg):
         c.service.handle_claim(replace(claim("contoso-na"), org="nope"))
     assert c.ledger.verify_audit().entries == 1  # only the policy save
 
 
 def test_invalid_policy_is_refused_and_the_old_one_stays(tmp_path):
-    c = container(tmp_path, BLOCKING_POLICY)
+    c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     with pytest.raises(PolicyError):
         c.service.save_policy("version: 2\ndefault: explode\n", actor="admin")
     assert c.service.policy_text()[0] == 1
 
 
 def test_own_write_carrying_out_a_case_opens_no_case(tmp_path):
-    c = container(tmp_path, OVERRIDING_POLICY)
+    c = container(tmp_path, OVERRIDING_POLICY, in_memory=True)
     c.orgs.with_app_user("contoso-jp", "11111111-2222-3333-4444-555555555555")
     c.service.handle_claim(claim("contoso-na", op="1"))
     c.service.handle_claim(claim("contoso-jp", op="2"))  # override: promote queued for JP
