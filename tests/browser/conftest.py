@@ -85,10 +85,12 @@ class Host:
         )
 
     def rows(self, org: str) -> dict[str, str]:
-        """Active mailbox rows of ``org``: normalized address -> mailboxid."""
+        """Active rows of ``org`` set to server-side sync (those Test & Enable claims): address -> mailboxid."""
         out: dict[str, str] = {}
         with self.org_admin(org) as client:
-            url: str | None = "mailboxes?$select=mailboxid,emailaddress,statecode&$filter=statecode eq 0"
+            url: str | None = (
+                "mailboxes?$select=mailboxid,emailaddress&$filter=statecode eq 0 and actdeliverymethod eq 1"
+            )
             while url:
                 page = client.get(url, headers={"Prefer": "odata.maxpagesize=500"}).json()
                 for row in page["value"]:
@@ -118,6 +120,21 @@ class Host:
             assert answer.status_code >= 400, answer.text  # the gate held the claim: the save was cancelled
         return chosen
 
+    def rows_with(self, org: str, address: str) -> dict[str, Any]:
+        """The active row of ``address`` in ``org`` with the ACT columns, as the org holds it now."""
+        wanted = MailboxKey.parse(address)
+        select = "mailboxid,emailaddress,actdeliverymethod,orgmarkedasprimaryforexchangesync,statecode"
+        with self.org_admin(org) as client:
+            rows = client.get(
+                f"mailboxes?$select={select}&$filter=statecode eq 0", headers={"Prefer": "odata.maxpagesize=5000"}
+            )
+        (row,) = [r for r in rows.json()["value"] if MailboxKey.parse(r["emailaddress"]) == wanted]
+        return dict(row)
+
+    def fault(self, org: str, spec: dict[str, Any] | None) -> None:
+        """Make ``org``'s Web API fail as ``spec`` says (None: stop failing)."""
+        self.sandbox.put("/_sandbox/settings", json={"org": org, "fail": spec}).raise_for_status()
+
     def exchange(self, address: str) -> str | None:
         org: str | None = self.sandbox.get(f"/_sandbox/exchange/{address}").json()["org"]
         return org
@@ -138,7 +155,8 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
     """Start the host (once per test); ``auth="easyauth"`` puts it behind App Service Authentication's headers."""
     stack: list[Any] = []
 
-    def start(*, auth: str = "token", mailboxes: int = 40, overlap: float = 0.6, policy: str = HOLDING_POLICY) -> Host:
+    # 80 rows per org, all shared: 24 people have a server-side sync mailbox in both contoso-na and contoso-jp.
+    def start(*, auth: str = "token", mailboxes: int = 80, overlap: float = 1.0, policy: str = HOLDING_POLICY) -> Host:
         sandbox_cm = running(mailboxes=mailboxes, overlap=overlap)
         sandbox_url = sandbox_cm.__enter__()
         stack.append(sandbox_cm)
@@ -172,11 +190,22 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
             item.__exit__(None, None, None)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """A new page in a context of its own (its own sessionStorage, headers, time zone, viewport).
 
-    Any uncaught error in the page's scripts fails the test.
+    Any uncaught error in the page's scripts fails the test; a failed test leaves a screenshot of each page.
     """
     contexts: list[Any] = []
     errors: list[str] = []
@@ -192,6 +221,12 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
         return page
 
     yield new
+    if request.node.stash.get(FAILED, False):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        test = re.sub(r"[^\w.-]+", "_", request.node.name)
+        for n, context in enumerate(contexts):
+            for m, page in enumerate(context.pages):
+                page.screenshot(path=str(ARTIFACTS / f"{test}-failed-{n}{m}.png"), full_page=True)
     for context in contexts:
         context.close()
     assert not errors, f"the page's scripts failed: {errors}"

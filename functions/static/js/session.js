@@ -73,6 +73,7 @@ export function signInView(main, onSignedIn, message) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       "aria-describedby": "signin-error",
       onsubmit: async (event) => {
         event.preventDefault();

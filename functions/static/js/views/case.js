@@ -80,6 +80,7 @@ function decide(ctx, c) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       "aria-describedby": "decide-error",
       onsubmit: async (event) => {
         event.preventDefault();
@@ -96,13 +97,13 @@ function decide(ctx, c) {
             method: "POST",
             body: { reason: reason.value.trim() },
           });
+          await ctx.refresh();
           announce(
             verb === "approve"
               ? `Approved: ${done.claimant} becomes the owner of ${done.mailbox}.`
               : `Denied: ${done.owner || "the owner"} keeps ${done.mailbox}.`,
             "ok",
           );
-          await ctx.refresh();
         } catch (err) {
           if (err.status === 409) {
             // Someone decided first: show the case as it is now, and say what happened.
@@ -143,7 +144,9 @@ function actions(ctx, c) {
     "section",
     { "aria-labelledby": "actions-title" },
     h("h2", { id: "actions-title" }, "Actions"),
-    table("Writes to the orgs", columns, c.actions, { empty: "This decision writes nothing to the orgs." }),
+    table("Writes to the orgs", columns, c.actions, {
+      empty: c.state === "held" ? "Nothing is written to the orgs until someone decides." : "This decision writes nothing to the orgs.",
+    }),
   );
 }
 

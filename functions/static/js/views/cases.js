@@ -11,6 +11,13 @@ const PAGE = 50;
 
 // Cursors of the pages before this one, for "Previous" (the API pages forward only).
 let trail = { key: "", cursors: [] };
+// Say how many cases are shown when the viewer filtered or paged (not on every visit or refresh).
+let sayCount = false;
+
+function go(navigate, hash) {
+  sayCount = true;
+  navigate(hash);
+}
 
 function filterOf(params) {
   return { state: params.get("state") || "", org: params.get("org") || "", mailbox: params.get("mailbox") || "" };
@@ -54,11 +61,7 @@ export async function casesView(ctx) {
     { empty: "No case matches these filters." },
   );
 
-  const shown = page.items.length
-    ? `Cases ${first}–${last}${total === null ? "" : ` of ${total}`}`
-    : total === null
-      ? "No cases"
-      : `0 of ${total}`;
+  const shown = page.items.length ? `Cases ${first}–${last}${total === null ? "" : ` of ${total}`}` : "No cases";
   const pager = (label) =>
     h(
       "nav",
@@ -68,7 +71,7 @@ export async function casesView(ctx) {
         {
           type: "button",
           disabled: !cursor,
-          onclick: () => navigate(hashFor(filter, trail.cursors.pop() || "")),
+          onclick: () => go(navigate, hashFor(filter, trail.cursors.pop() || "")),
         },
         "Previous",
       ),
@@ -80,7 +83,7 @@ export async function casesView(ctx) {
           disabled: !page.next,
           onclick: () => {
             trail.cursors.push(cursor);
-            navigate(hashFor(filter, page.next));
+            go(navigate, hashFor(filter, page.next));
           },
         },
         "Next",
@@ -99,7 +102,8 @@ export async function casesView(ctx) {
     ),
     bulkPanel(filter, total, ctx),
   );
-  announce(`${shown}.`);
+  if (sayCount) announce(`${shown}.`);
+  sayCount = false;
 }
 
 function filters(filter, navigate) {
@@ -111,11 +115,12 @@ function filters(filter, navigate) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       role: "search",
       "aria-label": "Filter cases",
       onsubmit: (event) => {
         event.preventDefault();
-        navigate(hashFor({ state: state.value, org: org.value, mailbox: mailbox.value.trim() }, ""));
+        go(navigate, hashFor({ state: state.value, org: org.value, mailbox: mailbox.value.trim() }, ""));
       },
     },
     h(
@@ -141,6 +146,9 @@ function bulkPanel(filter, total, ctx) {
         h("a", { href: hashFor({ ...filter, state: "held" }, "") }, "Show held cases")),
     );
   }
+  if (total === 0) {
+    return h("section", { "aria-labelledby": "bulk-title" }, title, h("p", { class: "muted" }, "No held case matches these filters."));
+  }
   const decision = select("decision", [["approve", "Approve (the claimant becomes the owner)"], ["deny", "Deny (the owner keeps it)"]], "approve");
   const reason = h("textarea", { name: "reason", required: true, maxlength: "1000", rows: "2" });
   const error = h("p", { class: "error-text", id: "bulk-error" });
@@ -148,6 +156,7 @@ function bulkPanel(filter, total, ctx) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       "aria-describedby": "bulk-error",
       onsubmit: (event) => {
         event.preventDefault();
@@ -190,10 +199,17 @@ function confirmStep(filter, total, decision, reason, ctx, cancel) {
     announce(`${verb === "Approve" ? "Approving" : "Denying"} ${count}…`);
     try {
       const body = { filter: { state: filter.state, org: filter.org || undefined, mailbox: filter.mailbox || undefined }, decision, reason };
-      const done = await api("/api/cases:bulk", { method: "POST", body });
-      const skipped = done.skipped || [];
-      announce(`${verb === "Approve" ? "Approved" : "Denied"} ${done.decided} case${done.decided === 1 ? "" : "s"}; ${skipped.length} skipped.`, "ok");
+      // One request decides up to 500 cases and says when more match: ask again until none is left.
+      let decided = 0;
+      const skipped = [];
+      for (let round = 0; round < 1000; round += 1) {
+        const done = await api("/api/cases:bulk", { method: "POST", body });
+        decided += done.decided;
+        skipped.push(...(done.skipped || []));
+        if (!done.more || done.decided === 0) break;
+      }
       await ctx.refresh();
+      announce(`${verb === "Approve" ? "Approved" : "Denied"} ${decided} case${decided === 1 ? "" : "s"}; ${skipped.length} skipped.`, "ok");
       if (skipped.length) {
         ctx.main.append(
           h("section", { "aria-labelledby": "skipped-title" }, h("h2", { id: "skipped-title" }, "Skipped"),

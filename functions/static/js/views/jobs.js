@@ -73,6 +73,7 @@ function startSweep(ctx) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       "aria-label": "Start a sweep",
       onsubmit: async (event) => {
         event.preventDefault();
@@ -104,6 +105,7 @@ function startMigration(ctx) {
     "form",
     {
       class: "panel",
+      novalidate: true,
       "aria-label": "Start a migration",
       onsubmit: async (event) => {
         event.preventDefault();
@@ -192,7 +194,7 @@ function show(ctx, job) {
 function figures(title, doc) {
   const simple = Object.entries(doc).filter(([, v]) => v === null || ["string", "number", "boolean"].includes(typeof v));
   if (!simple.length) return null;
-  return h("section", {}, h("h2", {}, title), table(title, [
+  return h("section", {}, h("h2", {}, title), table(`${title}, figure by figure`, [
     { label: "Figure", cell: ([k]) => k.replaceAll("_", " ") },
     { label: "Value", cell: ([, v]) => String(v) },
   ], simple));
@@ -204,7 +206,9 @@ function conflicts(r) {
     table("Conflicts found", [
       { label: "Mailbox", cell: (c) => (c.mailbox ? h("a", { href: `#/mailboxes/${encodeURIComponent(c.mailbox)}` }, c.mailbox) : "–") },
       { label: "Orgs", cell: (c) => (c.orgs || []).join(", ") },
-      { label: "Finding", cell: (c) => c.kind || c.finding || "–" },
+      { label: "Found", cell: (c) => (c.kinds || []).map((k) => k.replaceAll("_", " ")).join(", ") || "–" },
+      { label: "Owner (ledger)", cell: (c) => c.owner || "nobody" },
+      { label: "Decision", cell: (c) => (c.effect ? `${c.effect}${c.winner ? ` → ${c.winner}` : ""}` : "–") },
     ], r.conflicts, { empty: "No conflicts." }));
 }
 

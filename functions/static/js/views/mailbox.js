@@ -15,6 +15,7 @@ function searchForm(navigate, value = "") {
     "form",
     {
       class: "panel",
+      novalidate: true,
       role: "search",
       "aria-label": "Find a mailbox",
       onsubmit: (event) => {
@@ -71,14 +72,19 @@ export async function mailboxView({ main, args, signal, navigate }) {
     ),
   );
   // The org rows come live from Dataverse: slower, so they fill in when they arrive.
+  fillOrgRows(rowsSection, `${path}/orgs`, story.owner, signal);
+}
+
+async function fillOrgRows(section, path, owner, signal) {
+  const title = section.firstChild;
   try {
-    const live = await api(`${path}/orgs`, { signal });
-    fill(rowsSection, rowsSection.firstChild, orgRows(live.orgs, story.owner));
+    const live = await api(path, { signal });
+    fill(section, title, orgRows(live.orgs, owner));
   } catch (err) {
     if (err.name === "AbortError") return;
-    fill(rowsSection, rowsSection.firstChild, h("p", { class: "error-text" }, describe(err)));
+    fill(section, title, h("p", { class: "error-text" }, describe(err)));
   }
-  rowsSection.setAttribute("aria-busy", "false");
+  section.setAttribute("aria-busy", "false");
 }
 
 function owners(story) {

@@ -60,6 +60,7 @@ function whatIf() {
     "form",
     {
       class: "panel",
+      novalidate: true,
       onsubmit: async (event) => {
         event.preventDefault();
         if (!mailbox.value.trim()) {
