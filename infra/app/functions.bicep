@@ -229,9 +229,12 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     platform: {
       enabled: true
     }
+    // The platform validates tokens and sessions, adds X-MS-CLIENT-PRINCIPAL and strips forged copies, but lets
+    // anonymous requests through: OrgGuard answers them itself (every admin route needs an OrgGuard app role and
+    // answers 401 problem+json; a browser at / is sent to /.auth/login/aad instead of a bare 401).
     globalValidation: {
-      requireAuthentication: true
-      unauthenticatedClientAction: 'Return401'
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
       excludedPaths: excludedPaths
     }
     httpSettings: {

@@ -392,3 +392,25 @@ def test_org_row_doc_shapes():
     assert OrgRow("contoso-na", error="boom").doc() == {"org": "contoso-na", "found": None, "error": "boom"}
     found = OrgRow("contoso-na", row={"mailboxid": "m", "emailaddress": "a@b.com"}).doc()
     assert found["found"] is True and found["mailboxid"] == "m" and found["actstatus"] is None
+
+
+def test_every_api_route_refuses_an_anonymous_caller_itself(easy):
+    """Behind App Service Authentication anonymous requests reach the app (AllowAnonymous, so / can redirect):
+    every route but health and the schema must refuse them on its own, and declare the bearer scheme."""
+    client, _ = easy
+    doc = client.get("/api/openapi.json").json()
+    public = {("/api/health", "get")}
+    keyed = {("/api/dataverse/gate", "post"), ("/api/dataverse/events", "post")}  # Dataverse's org key
+    checked = 0
+    for path, operations in doc["paths"].items():
+        url = re.sub(r"\{address\}", "aiko.tanaka@contoso.com", path)
+        url = re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", url)
+        for method, operation in operations.items():
+            if (path, method) in public:
+                continue
+            if (path, method) not in keyed:
+                assert operation.get("security") == [{"bearer": []}], f"{method} {path} declares no bearer scheme"
+            r = client.request(method.upper(), url, json={})
+            assert r.status_code == 401, f"{method.upper()} {path} answered {r.status_code} to nobody"
+            checked += 1
+    assert checked >= 20

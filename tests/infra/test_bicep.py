@@ -413,14 +413,16 @@ def test_app_settings_hold_no_secret_values() -> None:
 # --------------------------------------------------------------- Easy Auth
 
 
-def test_easy_auth_guards_everything_but_the_dataverse_and_health_routes() -> None:
+def test_easy_auth_signs_people_in_and_the_app_guards_every_route() -> None:
     auth = body(only_resource("app/functions.bicep", "Microsoft.Web/sites/config"))
     assert auth["name"] == "authsettingsV2"
     props = auth["properties"]
-    assert props["platform"]["enabled"] is True
+    assert props["platform"]["enabled"] is True  # the platform strips forged X-MS-CLIENT-PRINCIPAL headers
     validation = props["globalValidation"]
-    assert validation["requireAuthentication"] is True
-    assert validation["unauthenticatedClientAction"] == "Return401"
+    # Anonymous requests reach the app, which refuses them (tests/e2e/test_page_routes.py checks every route)
+    # and sends a browser at / to the platform's login instead of a bare 401.
+    assert validation["requireAuthentication"] is False
+    assert validation["unauthenticatedClientAction"] == "AllowAnonymous"
     assert validation["excludedPaths"] == "excludedPaths"
     anonymous = variable("app/functions.bicep", "anonymousPaths")
     assert {"/api/dataverse/gate", "/api/dataverse/events", "/api/health"} <= set(anonymous)
