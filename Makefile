@@ -32,12 +32,11 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 # /api/docs serves Swagger UI from these files (npm swagger-ui-dist, pinned in package.json), never a CDN.
-$(SWAGGER_UI)/.copied: $(NODE_STAMP)
+$(SWAGGER_UI)/swagger-ui-bundle.js: $(NODE_STAMP)
 	mkdir -p $(SWAGGER_UI)
 	cd node_modules/swagger-ui-dist && cp $(SWAGGER_FILES) $(CURDIR)/$(SWAGGER_UI)/
-	@touch $@
 
-static: $(SWAGGER_UI)/.copied
+static: $(SWAGGER_UI)/swagger-ui-bundle.js
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 $(CHROMIUM):

@@ -218,6 +218,11 @@ def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The page's Content-Security-Policy allows its own files only: a violation is a bug in the page.
+        page.on(
+            "console",
+            lambda msg: msg.type == "error" and "Content Security Policy" in msg.text and errors.append(msg.text),
+        )
         return page
 
     yield new

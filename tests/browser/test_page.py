@@ -40,6 +40,14 @@ def test_sign_in_with_the_local_token(open_page, make_host, shoot):
     # The token lives in this tab only: a reload keeps the session, signing out forgets it.
     page.reload()
     page.get_by_role("heading", name="Overview").wait_for()
+    # A token that no longer works (the host was restarted with another) leads back to signing in.
+    page.evaluate("sessionStorage.setItem('orgguard-token', 'from-yesterday')")
+    page.reload()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    page.get_by_text("not this OrgGuard's admin token").wait_for()
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Overview").wait_for()
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("heading", name="Sign in").wait_for()
     assert page.evaluate("sessionStorage.getItem('orgguard-token')") is None

@@ -1,6 +1,6 @@
 // The page's entry: sign-in, then hash routes (#/cases/<id>, #/mailboxes/<address>, ...) to views.
 
-import { authMode } from "./api.js";
+import { authMode, setToken } from "./api.js";
 import { fill, h, heading } from "./elements.js";
 import * as session from "./session.js";
 import { announce, describe } from "./status.js";
@@ -90,7 +90,9 @@ function focusHeading(root) {
 
 /** A view could not load: say why; a lost sign-in goes back to signing in. */
 export function failed(err, root = main()) {
-  if (err.status === 401) {
+  // Locally the only credential is the admin token: refused means mistyped or replaced, so sign in again.
+  if (err.status === 401 || (err.status === 403 && authMode === "token")) {
+    if (err.status === 403) setToken("");
     signedOut(describe(err));
     return;
   }
@@ -123,8 +125,9 @@ async function boot() {
   try {
     await session.load();
   } catch (err) {
-    if (err.status === 401) {
-      signedOut("");
+    if (err.status === 401 || (err.status === 403 && authMode === "token")) {
+      setToken("");
+      signedOut(err.status === 403 ? describe(err) : "");
       return;
     }
     if (err.status === 403) {
