@@ -1,16 +1,17 @@
-"""`python -m bench [gate ...]`: run the named benchmarks (all by default)."""
+"""`python -m bench [gate ...]`: run the named benchmarks (all by default; the soak only when asked)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
-from bench import executor, gate, ledger, sweep
+from bench import executor, gate, ledger, soak, sweep
 
-SUITES = {"gate": gate.main, "ledger": ledger.main, "executor": executor.main, "sweep": sweep.main}
+SUITES = {"gate": gate.main, "ledger": ledger.main, "executor": executor.main, "sweep": sweep.main, "soak": soak.main}
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(SUITES)
+    names = sys.argv[1:] or [n for n in SUITES if n != "soak" or os.environ.get("ORGGUARD_SOAK_S")]
     for name in names:
         if name not in SUITES:
             sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(SUITES)}")

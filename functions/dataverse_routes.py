@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.deps import container, limited_body
 from functions.problems import problem
+from shared import telemetry
 from shared.intake import CannotDecide
 from shared.ledger.port import LedgerError
 from shared.model import Origin
@@ -42,14 +43,22 @@ async def _receive(request: Request, origin: Origin) -> Outcome:
 @router.post("/gate", responses={409: {"description": "the claim is stopped (block or hold)"}})
 async def gate(request: Request) -> JSONResponse:
     """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
+    watch = telemetry.Stopwatch()
     try:
         outcome = await _receive(request, Origin.GATE)
     except (LedgerError, CannotDecide) as exc:
-        return _undecided(container().settings.gate_on_error, exc)
+        on_error = container().settings.gate_on_error
+        telemetry.count(telemetry.GATE_DEGRADED, effect=on_error)
+        answer = _undecided(on_error, exc)
+        telemetry.count(telemetry.GATE_TIME, watch.ms, effect=on_error, degraded=True, answer=answer.status_code)
+        return answer
     view = outcome_view(outcome)
     if outcome.decision.stops_claim:
-        return problem(409, "Claim stopped by OrgGuard", outcome.decision.explanation, **view)
-    return JSONResponse(view)
+        answer = problem(409, "Claim stopped by OrgGuard", outcome.decision.explanation, **view)
+    else:
+        answer = JSONResponse(view)
+    telemetry.count(telemetry.GATE_TIME, watch.ms, effect=outcome.effect, degraded=False, answer=answer.status_code)
+    return answer
 
 
 def _undecided(on_error: str, exc: Exception) -> JSONResponse:

@@ -21,6 +21,9 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url=None,  # served by page_routes from Swagger UI's own files, not a CDN
         redoc_url=None,
+        # FastAPI's own spans and logs record request paths and rejected inputs, which carry mailbox
+        # addresses (/api/mailboxes/{address}); OrgGuard records its own spans (shared/telemetry.py).
+        telemetry={"tracing": False, "operation_spans": False, "logs": False, "metrics": True},
     )
     problems.install(app)
     app.include_router(dataverse_routes.router)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared import telemetry
 from shared.claims import MailboxRow
 from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
@@ -66,6 +67,7 @@ def build(
     read_back: MailboxReader | None = None,
 ) -> Container:
     settings = settings or Settings.from_env()
+    telemetry.configure(connection_string=settings.app_insights, local=settings.telemetry)
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)
     ledger = ledger if ledger is not None else open_ledger(settings.ledger)
     service = OrgGuard(ledger=ledger, orgs=orgs) if users is None else OrgGuard(ledger=ledger, orgs=orgs, users=users)

@@ -35,6 +35,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from shared import telemetry
+
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
@@ -304,6 +306,7 @@ class DataverseClient:
         retry: RetryPolicy = RetryPolicy(),
         user_agent: str = "OrgGuard/0.1",
         sleep: Sleep = asyncio.sleep,
+        org: str = "",
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -314,6 +317,7 @@ class DataverseClient:
         self.api_root = self.base_url + API_PATH
         self.resource = f"{parts.scheme}://{parts.netloc}"
         self.requests_sent = 0
+        self.org = org  # the registered org's name, for telemetry
         self._tokens = tokens
         self._retry = retry
         self._sleep = sleep
@@ -473,16 +477,26 @@ class DataverseClient:
             last = attempt == policy.attempts
             request_headers = await self._headers(headers)
             self.requests_sent += 1
-            try:
-                response = await self._http.request(
-                    method, url, headers=request_headers, content=content, timeout=policy.timeout
-                )
-            except httpx.TransportError as exc:
-                log.warning("dataverse %s %s failed: %s (attempt %d)", method, entity_set, type(exc).__name__, attempt)
-                if last or not (safe_to_repeat or isinstance(exc, _NOT_SENT)):
-                    raise DataverseError(f"{type(exc).__name__}: {exc}", code="transport") from exc
-                await self._sleep(policy.backoff(attempt))
-                continue
+            with telemetry.span(
+                f"dataverse {method}", service="dataverse", org=self.org, operation=entity_set, attempt=attempt,
+                **{"http.request.method": method},
+            ) as span:  # fmt: skip
+                try:
+                    response = await self._http.request(
+                        method, url, headers=request_headers, content=content, timeout=policy.timeout
+                    )
+                except httpx.TransportError as exc:
+                    telemetry.note(span, **{"error.type": type(exc).__name__})
+                    telemetry.count(telemetry.OUTSIDE_CALLS, service="dataverse", org=self.org, status="transport")
+                    log.warning(
+                        "dataverse %s %s failed: %s (attempt %d)", method, entity_set, type(exc).__name__, attempt
+                    )
+                    if last or not (safe_to_repeat or isinstance(exc, _NOT_SENT)):
+                        raise DataverseError(f"{type(exc).__name__}: {exc}", code="transport") from exc
+                    await self._sleep(policy.backoff(attempt))
+                    continue
+                telemetry.note(span, **{"http.response.status_code": response.status_code})
+            telemetry.count(telemetry.OUTSIDE_CALLS, service="dataverse", org=self.org, status=response.status_code)
             status = response.status_code
             log.log(
                 logging.DEBUG if status < 400 else logging.WARNING,
@@ -497,6 +511,7 @@ class DataverseClient:
                 wait = policy.backoff(attempt) if wait is None else min(wait, policy.max_delay)
                 if last:
                     raise error_from(status, response.content, reason=response.reason_phrase, retry_after=wait)
+                telemetry.count(telemetry.THROTTLE_WAIT, wait, service="dataverse", org=self.org)
                 await self._sleep(wait)
                 continue
             if status in RETRYABLE_STATUS and safe_to_repeat and not last:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared import telemetry
 from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
 from shared.ledger.port import Ledger
 from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
@@ -206,6 +207,7 @@ class Executor:
         await asyncio.to_thread(
             self.ledger.record_attempt, action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at
         )
+        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status="deferred")
         report.deferred += 1
 
     async def _fail(self, action: Action, error: str, report: ExecutionReport) -> None:
@@ -215,6 +217,7 @@ class Executor:
 
     async def _record(self, action: Action, status: ActionStatus, error: str | None, report: ExecutionReport) -> None:
         await asyncio.to_thread(self.ledger.record_attempt, action.id, status, error)
+        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
         if status is ActionStatus.APPLIED:
             report.applied += 1
         elif status is ActionStatus.FAILED:

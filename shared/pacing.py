@@ -166,7 +166,9 @@ class Pacer:
             )
             self._http.append(http)
             tokens = token_provider_for(org.url, client_id=os.environ.get("AZURE_CLIENT_ID") or None)
-            client = self._clients[org.name] = DataverseClient(org.url, tokens, http=http, retry=self.retry)
+            client = self._clients[org.name] = DataverseClient(
+                org.url, tokens, http=http, retry=self.retry, org=org.name
+            )
         return client
 
     @property

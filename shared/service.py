@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from shared import casework
+from shared import casework, telemetry
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.model import (
     Action,
@@ -135,6 +135,17 @@ class OrgGuard:
 
     def handle_claim(self, claim: Claim) -> Outcome:
         """Record and decide one claim; the same source event takes effect once."""
+        watch = telemetry.Stopwatch()
+        with telemetry.span("orgguard.decide", origin=claim.origin, kind=claim.kind, org=claim.org) as span:
+            outcome = self._handle_claim(claim)
+            d = outcome.decision
+            telemetry.note(span, effect=d.effect, rule=d.rule, case=outcome.case_id, duplicate=outcome.duplicate)
+        labels: dict[str, object] = {"effect": d.effect, "origin": claim.origin, "org": claim.org}
+        telemetry.count(telemetry.DECISIONS, 1, duplicate=outcome.duplicate, **labels)
+        telemetry.count(telemetry.DECISION_TIME, watch.ms, **labels)
+        return outcome
+
+    def _handle_claim(self, claim: Claim) -> Outcome:
         self.orgs.get(claim.org)
         if self._is_own_write(claim):
             return Outcome(

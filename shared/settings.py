@@ -27,6 +27,8 @@ class Settings:
     auth: AuthMode = "token"
     sweep_schedule: str = "0 0 */6 * * *"
     max_body: int = 256 * 1024
+    app_insights: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING: telemetry to Azure Monitor
+    telemetry: str | None = None  # ORGGUARD_TELEMETRY: "console" or "file:PATH" for local telemetry
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +39,9 @@ class Settings:
         auth = e.get("ORGGUARD_AUTH", "token").strip().lower()
         if auth not in ("token", "easyauth"):
             raise SettingsError("ORGGUARD_AUTH must be 'token' or 'easyauth'", field="ORGGUARD_AUTH")
+        telemetry = e.get("ORGGUARD_TELEMETRY", "").strip()
+        if telemetry and telemetry != "console" and not (telemetry.startswith("file:") and telemetry[5:].strip()):
+            raise SettingsError("ORGGUARD_TELEMETRY must be 'console' or 'file:PATH'", field="ORGGUARD_TELEMETRY")
         return cls(
             ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
             orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
@@ -45,4 +50,6 @@ class Settings:
             gate_on_error=on_error,  # type: ignore[arg-type]
             auth=auth,  # type: ignore[arg-type]
             sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
+            app_insights=e.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            telemetry=telemetry or None,
         )
