@@ -13,7 +13,7 @@ CHROMIUM   := /usr/bin/chromium
 help:
 	@echo "make run          local host on :7071 with the sandbox orgs on :7072"
 	@echo "make test         the whole suite (installs everything it needs, Azurite included)"
-	@echo "make lint         ruff + mypy"
+	@echo "make lint         ruff + mypy; prettier and node --check for the page's files"
 	@echo "make bench        benchmarks (tables printed with the command that made them)"
 	@echo "make infra-check  parse every Bicep template"
 	@echo "make static       copy Swagger UI's files from npm into functions/static (before a deploy)"
@@ -55,10 +55,12 @@ test: $(STAMP) $(NODE_STAMP) static $(CHROMIUM)
 test-fast: $(STAMP) static
 	$(BIN)/python -m pytest -q -m "not slow and not azurite"
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions sandbox function_app.py
+	npx --no-install prettier --check "functions/static/**/*.{js,css,html}"
+	for f in functions/static/js/*.js functions/static/js/views/*.js; do node --input-type=module --check < $$f || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -3,7 +3,8 @@
 const TOKEN = "orgguard-token";
 
 /** "token" locally (the admin token typed once), "easyauth" behind App Service Authentication. */
-export const authMode = document.querySelector('meta[name="orgguard-auth"]')?.content === "easyauth" ? "easyauth" : "token";
+export const authMode =
+  document.querySelector('meta[name="orgguard-auth"]')?.content === "easyauth" ? "easyauth" : "token";
 
 export const LOGIN = "/.auth/login/aad?post_login_redirect_uri=/";
 export const LOGOUT = "/.auth/logout?post_logout_redirect_uri=/";
@@ -41,7 +42,10 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
-    throw new ApiError(0, { title: "No answer", detail: "OrgGuard did not answer; check your connection and try again." });
+    throw new ApiError(0, {
+      title: "No answer",
+      detail: "OrgGuard did not answer; check your connection and try again.",
+    });
   }
   const text = await res.text();
   let doc = null;
@@ -51,7 +55,8 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     doc = null;
   }
   if (!res.ok) {
-    const problem = doc && typeof doc === "object" ? doc : { title: res.statusText, detail: `The API answered ${res.status}` };
+    const problem =
+      doc && typeof doc === "object" ? doc : { title: res.statusText, detail: `The API answered ${res.status}` };
     throw new ApiError(res.status, problem);
   }
   return doc;

@@ -27,19 +27,35 @@ export function table(caption, columns, rows, { empty = "Nothing to show." } = {
     "table",
     { class: "cards" },
     h("caption", {}, caption),
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.label)))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.label)),
+      ),
+    ),
     h(
       "tbody",
       {},
       rows.map((row) =>
-        h("tr", {}, columns.map((c) => h("td", { "data-label": c.label, class: c.num ? "num" : null }, c.cell(row)))),
+        h(
+          "tr",
+          {},
+          columns.map((c) => h("td", { "data-label": c.label, class: c.num ? "num" : null }, c.cell(row))),
+        ),
       ),
     ),
   );
 }
 
 export function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+  return h(
+    "dl",
+    { class: "facts" },
+    pairs.filter(Boolean).map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
+  );
 }
 
 export function badge(kind, value) {

@@ -106,9 +106,15 @@ function signedOut(message) {
   markNav("");
   if (authMode === "easyauth") {
     if (session.toLogin()) return;
-    fill(main(),
+    fill(
+      main(),
       heading("Sign in"),
-      h("p", {}, message || "Your session has ended. ", h("a", { href: "/.auth/login/aad?post_login_redirect_uri=/" }, "Sign in again")),
+      h(
+        "p",
+        {},
+        message || "Your session has ended. ",
+        h("a", { href: "/.auth/login/aad?post_login_redirect_uri=/" }, "Sign in again"),
+      ),
     );
     return;
   }
@@ -132,7 +138,8 @@ async function boot() {
     }
     if (err.status === 403) {
       session.loggedIn();
-      fill(main(),
+      fill(
+        main(),
         heading("No access"),
         h("p", { class: "error-text" }, describe(err)),
         h("p", {}, "Ask an administrator for the OrgGuard.Reader, OrgGuard.Approver or OrgGuard.Admin app role."),

@@ -40,7 +40,8 @@ function render(ctx, c, { keepFocus = false } = {}) {
   const { main } = ctx;
   const focusedId = keepFocus && document.activeElement ? document.activeElement.id : null;
   const decision = c.decision;
-  fill(main,
+  fill(
+    main,
     heading(`Case ${c.id.slice(0, 8)}`),
     h(
       "section",
@@ -69,8 +70,12 @@ function render(ctx, c, { keepFocus = false } = {}) {
 function decide(ctx, c) {
   const title = h("h2", { id: "decide-title" }, "Decide");
   if (!can("approver")) {
-    return h("section", { "aria-labelledby": "decide-title" }, title,
-      h("p", { class: "muted" }, "This case waits for an approver (the OrgGuard.Approver role)."));
+    return h(
+      "section",
+      { "aria-labelledby": "decide-title" },
+      title,
+      h("p", { class: "muted" }, "This case waits for an approver (the OrgGuard.Approver role)."),
+    );
   }
   const reason = h("textarea", { id: "decide-reason", name: "reason", required: true, maxlength: "1000", rows: "3" });
   const error = h("p", { class: "error-text", id: "decide-error" });
@@ -117,8 +122,12 @@ function decide(ctx, c) {
         }
       },
     },
-    h("p", {}, `Approve: ${c.claimant} becomes the owner and the other orgs are set to None. `,
-      `Deny: ${c.owner || "the owner"} keeps the mailbox and ${c.claimant} is set to None.`),
+    h(
+      "p",
+      {},
+      `Approve: ${c.claimant} becomes the owner and the other orgs are set to None. `,
+      `Deny: ${c.owner || "the owner"} keeps the mailbox and ${c.claimant} is set to None.`,
+    ),
     field("Reason", reason, { hint: "Required. Kept in the case's history and the audit log.", wide: true }),
     h("div", { class: "buttons" }, approve, deny),
     error,
@@ -145,7 +154,10 @@ function actions(ctx, c) {
     { "aria-labelledby": "actions-title" },
     h("h2", { id: "actions-title" }, "Actions"),
     table("Writes to the orgs", columns, c.actions, {
-      empty: c.state === "held" ? "Nothing is written to the orgs until someone decides." : "This decision writes nothing to the orgs.",
+      empty:
+        c.state === "held"
+          ? "Nothing is written to the orgs until someone decides."
+          : "This decision writes nothing to the orgs.",
     }),
   );
 }

@@ -53,7 +53,10 @@ export async function casesView(ctx) {
       { label: "Mailbox", cell: (c) => h("a", { href: `#/mailboxes/${encodeURIComponent(c.mailbox)}` }, c.mailbox) },
       { label: "Owner", cell: (c) => c.owner || "–" },
       { label: "Claimant", cell: (c) => c.claimant },
-      { label: "Decision", cell: (c) => `${c.decision.effect} (${c.decision.rule})${c.decision.dry_run ? ", dry run" : ""}` },
+      {
+        label: "Decision",
+        cell: (c) => `${c.decision.effect} (${c.decision.rule})${c.decision.dry_run ? ", dry run" : ""}`,
+      },
       { label: "State", cell: (c) => badge("state", c.state) },
       { label: "Expires", cell: (c) => (c.state === "held" ? when(c.expires_at) : "–") },
     ],
@@ -90,7 +93,8 @@ export async function casesView(ctx) {
       ),
     );
 
-  fill(main,
+  fill(
+    main,
     heading("Cases"),
     filters(filter, navigate),
     h(
@@ -142,14 +146,30 @@ function bulkPanel(filter, total, ctx) {
       "section",
       { "aria-labelledby": "bulk-title" },
       title,
-      h("p", { class: "muted" }, "Filter on held cases to approve or deny them all at once. ",
-        h("a", { href: hashFor({ ...filter, state: "held" }, "") }, "Show held cases")),
+      h(
+        "p",
+        { class: "muted" },
+        "Filter on held cases to approve or deny them all at once. ",
+        h("a", { href: hashFor({ ...filter, state: "held" }, "") }, "Show held cases"),
+      ),
     );
   }
   if (total === 0) {
-    return h("section", { "aria-labelledby": "bulk-title" }, title, h("p", { class: "muted" }, "No held case matches these filters."));
+    return h(
+      "section",
+      { "aria-labelledby": "bulk-title" },
+      title,
+      h("p", { class: "muted" }, "No held case matches these filters."),
+    );
   }
-  const decision = select("decision", [["approve", "Approve (the claimant becomes the owner)"], ["deny", "Deny (the owner keeps it)"]], "approve");
+  const decision = select(
+    "decision",
+    [
+      ["approve", "Approve (the claimant becomes the owner)"],
+      ["deny", "Deny (the owner keeps it)"],
+    ],
+    "approve",
+  );
   const reason = h("textarea", { name: "reason", required: true, maxlength: "1000", rows: "2" });
   const error = h("p", { class: "error-text", id: "bulk-error" });
   const form = h(
@@ -176,7 +196,13 @@ function bulkPanel(filter, total, ctx) {
         box.querySelector("button").focus();
       },
     },
-    h("p", {}, total === null ? `Every case matching ${describeFilter(filter)}.` : `${total} held case${total === 1 ? "" : "s"} match ${describeFilter(filter)}.`),
+    h(
+      "p",
+      {},
+      total === null
+        ? `Every case matching ${describeFilter(filter)}.`
+        : `${total} held case${total === 1 ? "" : "s"} match ${describeFilter(filter)}.`,
+    ),
     h("div", { class: "fields" }, field("Decision", decision), field("Reason", reason, { wide: true })),
     h("div", { class: "buttons" }, h("button", { type: "submit" }, "Review")),
     error,
@@ -187,18 +213,30 @@ function bulkPanel(filter, total, ctx) {
 function confirmStep(filter, total, decision, reason, ctx, cancel) {
   const verb = decision === "approve" ? "Approve" : "Deny";
   const count = total === null ? "every matching case" : `${total} case${total === 1 ? "" : "s"}`;
-  const go = h("button", { type: "button", class: decision === "deny" ? "danger primary" : "primary" }, `${verb} ${count}`);
+  const go = h(
+    "button",
+    { type: "button", class: decision === "deny" ? "danger primary" : "primary" },
+    `${verb} ${count}`,
+  );
   const box = h(
     "div",
     { class: "panel confirm", id: "bulk-confirm", role: "group", "aria-labelledby": "bulk-confirm-text" },
-    h("p", { id: "bulk-confirm-text" }, `${verb} ${count} matching ${describeFilter(filter)}, with the reason “${reason}”? Cases decided by someone else meanwhile are skipped.`),
+    h(
+      "p",
+      { id: "bulk-confirm-text" },
+      `${verb} ${count} matching ${describeFilter(filter)}, with the reason “${reason}”? Cases decided by someone else meanwhile are skipped.`,
+    ),
     h("div", { class: "buttons" }, go, h("button", { type: "button", onclick: cancel }, "Cancel")),
   );
   go.addEventListener("click", async () => {
     go.disabled = true;
     announce(`${verb === "Approve" ? "Approving" : "Denying"} ${count}…`);
     try {
-      const body = { filter: { state: filter.state, org: filter.org || undefined, mailbox: filter.mailbox || undefined }, decision, reason };
+      const body = {
+        filter: { state: filter.state, org: filter.org || undefined, mailbox: filter.mailbox || undefined },
+        decision,
+        reason,
+      };
       // One request decides up to 500 cases and says when more match: ask again until none is left.
       let decided = 0;
       const skipped = [];
@@ -209,15 +247,29 @@ function confirmStep(filter, total, decision, reason, ctx, cancel) {
         if (!done.more || done.decided === 0) break;
       }
       await ctx.refresh();
-      announce(`${verb === "Approve" ? "Approved" : "Denied"} ${decided} case${decided === 1 ? "" : "s"}; ${skipped.length} skipped.`, "ok");
+      announce(
+        `${verb === "Approve" ? "Approved" : "Denied"} ${decided} case${decided === 1 ? "" : "s"}; ${skipped.length} skipped.`,
+        "ok",
+      );
       if (skipped.length) {
         ctx.main.append(
-          h("section", { "aria-labelledby": "skipped-title" }, h("h2", { id: "skipped-title" }, "Skipped"),
-            table("Cases not decided", [
-              { label: "Case", cell: (s) => h("a", { href: `#/cases/${encodeURIComponent(s.case)}` }, s.case.slice(0, 8)) },
-              { label: "State", cell: (s) => badge("state", s.state) },
-              { label: "Why", cell: (s) => s.reason },
-            ], skipped)),
+          h(
+            "section",
+            { "aria-labelledby": "skipped-title" },
+            h("h2", { id: "skipped-title" }, "Skipped"),
+            table(
+              "Cases not decided",
+              [
+                {
+                  label: "Case",
+                  cell: (s) => h("a", { href: `#/cases/${encodeURIComponent(s.case)}` }, s.case.slice(0, 8)),
+                },
+                { label: "State", cell: (s) => badge("state", s.state) },
+                { label: "Why", cell: (s) => s.reason },
+              ],
+              skipped,
+            ),
+          ),
         );
       }
     } catch (err) {

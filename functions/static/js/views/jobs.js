@@ -9,7 +9,11 @@ import { when } from "../time.js";
 const RUNNING = new Set(["running"]);
 
 function jobLink(job) {
-  return h("a", { href: `#/${job.kind === "sweep" ? "sweeps" : "migrations"}/${encodeURIComponent(job.id)}` }, job.id.slice(0, 8));
+  return h(
+    "a",
+    { href: `#/${job.kind === "sweep" ? "sweeps" : "migrations"}/${encodeURIComponent(job.id)}` },
+    job.id.slice(0, 8),
+  );
 }
 
 function summary(job) {
@@ -40,14 +44,23 @@ const COLUMNS = [
 export async function jobsView(ctx) {
   const { main, signal } = ctx;
   const [sweeps, migrations] = await Promise.all([api("/api/sweeps", { signal }), api("/api/migrations", { signal })]);
-  fill(main,
+  fill(
+    main,
     heading("Sweeps & migrations"),
-    h("section", { "aria-labelledby": "sweeps-title" }, h("h2", { id: "sweeps-title" }, "Sweeps"),
+    h(
+      "section",
+      { "aria-labelledby": "sweeps-title" },
+      h("h2", { id: "sweeps-title" }, "Sweeps"),
       can("admin") ? startSweep(ctx) : null,
-      table("Sweeps, newest first", COLUMNS, sweeps.items, { empty: "No sweep has run yet." })),
-    h("section", { "aria-labelledby": "migrations-title" }, h("h2", { id: "migrations-title" }, "Migrations"),
+      table("Sweeps, newest first", COLUMNS, sweeps.items, { empty: "No sweep has run yet." }),
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "migrations-title" },
+      h("h2", { id: "migrations-title" }, "Migrations"),
       can("admin") ? startMigration(ctx) : null,
-      table("Migrations, newest first", COLUMNS, migrations.items, { empty: "No migration yet." })),
+      table("Migrations, newest first", COLUMNS, migrations.items, { empty: "No migration yet." }),
+    ),
   );
   if ([...sweeps.items, ...migrations.items].some((j) => RUNNING.has(j.state))) {
     ctx.every(3000, () => ctx.refresh());
@@ -65,7 +78,12 @@ function orgBoxes(name) {
 }
 
 function applyBox() {
-  return h("label", {}, h("input", { type: "checkbox", name: "apply" }), " Apply (otherwise a dry run that only reports)");
+  return h(
+    "label",
+    {},
+    h("input", { type: "checkbox", name: "apply" }),
+    " Apply (otherwise a dry run that only reports)",
+  );
 }
 
 function startSweep(ctx) {
@@ -129,8 +147,14 @@ function startMigration(ctx) {
         }
       },
     },
-    h("div", { class: "fields" }, field("From", from), field("To", to), field("Domain", domain, { hint: "every mailbox of this domain" }),
-      field("Or mailboxes", mailboxes, { hint: "addresses, one a line", wide: true })),
+    h(
+      "div",
+      { class: "fields" },
+      field("From", from),
+      field("To", to),
+      field("Domain", domain, { hint: "every mailbox of this domain" }),
+      field("Or mailboxes", mailboxes, { hint: "addresses, one a line", wide: true }),
+    ),
     h("div", { class: "buttons" }, applyBox(), h("button", { type: "submit", class: "primary" }, "Start a migration")),
     error,
   );
@@ -152,7 +176,8 @@ export async function jobView(ctx) {
         const fresh = await api(path, { signal });
         state = fresh.state;
         show(ctx, fresh);
-        if (!RUNNING.has(state)) announce(`The ${fresh.kind} is ${fresh.state}.`, fresh.state === "failed" ? "error" : "ok");
+        if (!RUNNING.has(state))
+          announce(`The ${fresh.kind} is ${fresh.state}.`, fresh.state === "failed" ? "error" : "ok");
       } catch {
         /* the next tick tries again */
       }
@@ -164,8 +189,12 @@ function progressBar(job) {
   const p = job.progress || {};
   if (job.kind !== "migration" || !p.planned) return null;
   const done = Math.min(p.planned, (p.settled ?? 0) || (p.applied ?? 0) + (p.failed ?? 0));
-  return h("div", {}, h("label", { for: "job-progress" }, `${done} of ${p.planned} moves settled`),
-    h("progress", { id: "job-progress", max: String(p.planned), value: String(done) }, `${done} of ${p.planned}`));
+  return h(
+    "div",
+    {},
+    h("label", { for: "job-progress" }, `${done} of ${p.planned} moves settled`),
+    h("progress", { id: "job-progress", max: String(p.planned), value: String(done) }, `${done} of ${p.planned}`),
+  );
 }
 
 function show(ctx, job) {
@@ -173,12 +202,15 @@ function show(ctx, job) {
   if (!box) return;
   const p = job.progress || {};
   const r = job.result || {};
-  fill(box,
+  fill(
+    box,
     facts([
       ["State", badge("state", job.state)],
       ["Phase", p.phase || "–"],
       ["Mode", job.params.apply ? "apply" : "dry run"],
-      job.kind === "migration" ? ["Move", `${job.params.from} → ${job.params.to}`] : ["Orgs", (job.params.orgs || []).join(", ") || "all"],
+      job.kind === "migration"
+        ? ["Move", `${job.params.from} → ${job.params.to}`]
+        : ["Orgs", (job.params.orgs || []).join(", ") || "all"],
       ["Started", when(job.created_at)],
       ["Updated", when(job.updated_at)],
       ["By", job.actor],
@@ -192,24 +224,47 @@ function show(ctx, job) {
 }
 
 function figures(title, doc) {
-  const simple = Object.entries(doc).filter(([, v]) => v === null || ["string", "number", "boolean"].includes(typeof v));
+  const simple = Object.entries(doc).filter(
+    ([, v]) => v === null || ["string", "number", "boolean"].includes(typeof v),
+  );
   if (!simple.length) return null;
-  return h("section", {}, h("h2", {}, title), table(`${title}, figure by figure`, [
-    { label: "Figure", cell: ([k]) => k.replaceAll("_", " ") },
-    { label: "Value", cell: ([, v]) => String(v) },
-  ], simple));
+  return h(
+    "section",
+    {},
+    h("h2", {}, title),
+    table(
+      `${title}, figure by figure`,
+      [
+        { label: "Figure", cell: ([k]) => k.replaceAll("_", " ") },
+        { label: "Value", cell: ([, v]) => String(v) },
+      ],
+      simple,
+    ),
+  );
 }
 
 function conflicts(r) {
   if (!r.conflicts) return null;
-  return h("section", {}, figures("Findings", r),
-    table("Conflicts found", [
-      { label: "Mailbox", cell: (c) => (c.mailbox ? h("a", { href: `#/mailboxes/${encodeURIComponent(c.mailbox)}` }, c.mailbox) : "–") },
-      { label: "Orgs", cell: (c) => (c.orgs || []).join(", ") },
-      { label: "Found", cell: (c) => (c.kinds || []).map((k) => k.replaceAll("_", " ")).join(", ") || "–" },
-      { label: "Owner (ledger)", cell: (c) => c.owner || "nobody" },
-      { label: "Decision", cell: (c) => (c.effect ? `${c.effect}${c.winner ? ` → ${c.winner}` : ""}` : "–") },
-    ], r.conflicts, { empty: "No conflicts." }));
+  return h(
+    "section",
+    {},
+    figures("Findings", r),
+    table(
+      "Conflicts found",
+      [
+        {
+          label: "Mailbox",
+          cell: (c) => (c.mailbox ? h("a", { href: `#/mailboxes/${encodeURIComponent(c.mailbox)}` }, c.mailbox) : "–"),
+        },
+        { label: "Orgs", cell: (c) => (c.orgs || []).join(", ") },
+        { label: "Found", cell: (c) => (c.kinds || []).map((k) => k.replaceAll("_", " ")).join(", ") || "–" },
+        { label: "Owner (ledger)", cell: (c) => c.owner || "nobody" },
+        { label: "Decision", cell: (c) => (c.effect ? `${c.effect}${c.winner ? ` → ${c.winner}` : ""}` : "–") },
+      ],
+      r.conflicts,
+      { empty: "No conflicts." },
+    ),
+  );
 }
 
 function controls(ctx, job) {

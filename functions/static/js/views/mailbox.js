@@ -22,7 +22,10 @@ function searchForm(navigate, value = "") {
         event.preventDefault();
         const address = input.value.trim();
         if (!address.includes("@")) {
-          announce("Enter a full address, like aiko.tanaka@contoso.com. To search by part of one, use the case list.", "error");
+          announce(
+            "Enter a full address, like aiko.tanaka@contoso.com. To search by part of one, use the case list.",
+            "error",
+          );
           input.setAttribute("aria-invalid", "true");
           input.focus();
           return;
@@ -30,16 +33,26 @@ function searchForm(navigate, value = "") {
         navigate(`#/mailboxes/${encodeURIComponent(address)}`);
       },
     },
-    h("div", { class: "fields" }, field("Mailbox address", input, { wide: true }),
-      h("div", { class: "field" }, h("button", { type: "submit", class: "primary" }, "Show"))),
+    h(
+      "div",
+      { class: "fields" },
+      field("Mailbox address", input, { wide: true }),
+      h("div", { class: "field" }, h("button", { type: "submit", class: "primary" }, "Show")),
+    ),
   );
 }
 
 export async function mailboxSearchView({ main, navigate }) {
-  fill(main,
+  fill(
+    main,
     heading("Mailboxes"),
     searchForm(navigate),
-    h("p", { class: "muted" }, "Each case links to its mailbox too. ", h("a", { href: "#/cases?state=open" }, "Open cases")),
+    h(
+      "p",
+      { class: "muted" },
+      "Each case links to its mailbox too. ",
+      h("a", { href: "#/cases?state=open" }, "Open cases"),
+    ),
   );
 }
 
@@ -53,7 +66,8 @@ export async function mailboxView({ main, args, signal, navigate }) {
     h("p", { class: "muted" }, "Reading each org's mailbox row…"),
   );
   const story = await api(`${path}/timeline`, { signal });
-  fill(main,
+  fill(
+    main,
     heading(story.mailbox),
     searchForm(navigate, story.mailbox),
     h(
@@ -103,7 +117,9 @@ function owners(story) {
 
 function how(text, caseId) {
   const label = text === "first-claim" ? "first to claim it" : text || "–";
-  return caseId ? [label, " (", h("a", { href: `#/cases/${encodeURIComponent(caseId)}` }, `case ${caseId.slice(0, 8)}`), ")"] : label;
+  return caseId
+    ? [label, " (", h("a", { href: `#/cases/${encodeURIComponent(caseId)}` }, `case ${caseId.slice(0, 8)}`), ")"]
+    : label;
 }
 
 function yesNo(value) {
@@ -117,11 +133,19 @@ function orgRows(rows, owner) {
       { label: "Org", cell: (r) => (r.org === owner ? h("strong", {}, `${r.org} (owner)`) : r.org) },
       {
         label: "Row",
-        cell: (r) => (r.error ? h("span", { class: "error-text" }, `Could not read: ${r.error}`) : r.found ? "found" : "no active row"),
+        cell: (r) =>
+          r.error
+            ? h("span", { class: "error-text" }, `Could not read: ${r.error}`)
+            : r.found
+              ? "found"
+              : "no active row",
       },
-      { label: "ACT method", cell: (r) => (r.found ? ACT_METHOD[r.actdeliverymethod] ?? String(r.actdeliverymethod) : "–") },
+      {
+        label: "ACT method",
+        cell: (r) => (r.found ? (ACT_METHOD[r.actdeliverymethod] ?? String(r.actdeliverymethod)) : "–"),
+      },
       { label: "Sync from this org only", cell: (r) => (r.found ? yesNo(r.orgmarkedasprimaryforexchangesync) : "–") },
-      { label: "ACT status", cell: (r) => (r.found ? STATUS[r.actstatus] ?? "–" : "–") },
+      { label: "ACT status", cell: (r) => (r.found ? (STATUS[r.actstatus] ?? "–") : "–") },
       { label: "Modified", cell: (r) => (r.found && r.modifiedon ? when(r.modifiedon) : "–") },
     ],
     rows,
@@ -136,14 +160,27 @@ function caseLink(id) {
 function describeEvent(e) {
   switch (e.type) {
     case "claim":
-      return [`${e.org} claimed it (${e.kind.replace("_", " ")} via ${e.origin}): ${e.effect}`, e.case ? [" — ", caseLink(e.case)] : null];
+      return [
+        `${e.org} claimed it (${e.kind.replace("_", " ")} via ${e.origin}): ${e.effect}`,
+        e.case ? [" — ", caseLink(e.case)] : null,
+      ];
     case "case":
       return [caseLink(e.case), ` ${e.state} by ${e.actor}: ${e.note}`];
     case "action":
-      return [caseLink(e.case), ` ${e.kind} in ${e.org}: `, badge("status", e.status),
-        e.attempts ? ` after ${e.attempts} attempt${e.attempts === 1 ? "" : "s"}` : "", e.last_error ? ` — ${e.last_error}` : ""];
+      return [
+        caseLink(e.case),
+        ` ${e.kind} in ${e.org}: `,
+        badge("status", e.status),
+        e.attempts ? ` after ${e.attempts} attempt${e.attempts === 1 ? "" : "s"}` : "",
+        e.last_error ? ` — ${e.last_error}` : "",
+      ];
     case "owner":
-      return [h("span", { class: "what" }, `${e.owner} became the owner`), e.previous ? ` (was ${e.previous})` : "", e.actor ? `, by ${e.actor}` : "", e.case ? [" — ", caseLink(e.case)] : ""];
+      return [
+        h("span", { class: "what" }, `${e.owner} became the owner`),
+        e.previous ? ` (was ${e.previous})` : "",
+        e.actor ? `, by ${e.actor}` : "",
+        e.case ? [" — ", caseLink(e.case)] : "",
+      ];
     default:
       return JSON.stringify(e);
   }

@@ -18,8 +18,11 @@ export async function overviewView({ main, signal }) {
   } catch (err) {
     if (err.status !== 404) throw err;
     // An older OrgGuard without the overview: the rest of the page still works.
-    fill(main, heading("Overview"), h("p", {}, "This OrgGuard has no overview yet. ",
-      h("a", { href: "#/cases?state=held" }, "Held cases")));
+    fill(
+      main,
+      heading("Overview"),
+      h("p", {}, "This OrgGuard has no overview yet. ", h("a", { href: "#/cases?state=held" }, "Held cases")),
+    );
     return;
   }
   const counts = doc.counts || {};
@@ -36,10 +39,23 @@ export async function overviewView({ main, signal }) {
     ? h(
         "div",
         { class: "panel" },
-        h("p", {}, h("a", { href: `#/cases/${encodeURIComponent(oldest.case)}` }, "The oldest held case"), " is on ",
-          h("a", { href: `#/mailboxes/${encodeURIComponent(oldest.mailbox)}` }, oldest.mailbox), "."),
-        h("p", {}, "Held since ", when(oldest.created_at, { withRelative: true }), "; it expires ",
-          when(oldest.expires_at, { withRelative: true }), "."),
+        h(
+          "p",
+          {},
+          h("a", { href: `#/cases/${encodeURIComponent(oldest.case)}` }, "The oldest held case"),
+          " is on ",
+          h("a", { href: `#/mailboxes/${encodeURIComponent(oldest.mailbox)}` }, oldest.mailbox),
+          ".",
+        ),
+        h(
+          "p",
+          {},
+          "Held since ",
+          when(oldest.created_at, { withRelative: true }),
+          "; it expires ",
+          when(oldest.expires_at, { withRelative: true }),
+          ".",
+        ),
       )
     : h("p", { class: "muted" }, "No case is waiting for an approver.");
   const byOrg = Object.entries(doc.by_org || {}).sort(([a], [b]) => a.localeCompare(b));
@@ -56,7 +72,8 @@ export async function overviewView({ main, signal }) {
     byOrg,
     { empty: "No org has open cases." },
   );
-  fill(main,
+  fill(
+    main,
     heading("Overview"),
     h("section", { "aria-labelledby": "ov-states" }, h("h2", { id: "ov-states" }, "Cases"), tiles),
     h("section", { "aria-labelledby": "ov-oldest" }, h("h2", { id: "ov-oldest" }, "Waiting longest"), waiting),

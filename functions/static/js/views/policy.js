@@ -15,14 +15,10 @@ export async function policyView({ main, signal }) {
   const doc = await api("/api/policy", { signal });
   const policy = doc.policy || {};
   const rules = policy.rules || [];
-  fill(main,
+  fill(
+    main,
     heading("Policy"),
-    h(
-      "section",
-      { "aria-labelledby": "whatif-title" },
-      h("h2", { id: "whatif-title" }, "What if…"),
-      whatIf(),
-    ),
+    h("section", { "aria-labelledby": "whatif-title" }, h("h2", { id: "whatif-title" }, "What if…"), whatIf()),
     h(
       "section",
       { "aria-labelledby": "rules-title" },
@@ -30,7 +26,9 @@ export async function policyView({ main, signal }) {
       facts([
         ["Mode", policy.mode],
         ["When no rule matches", policy.default],
-        policy.approval ? ["Held cases expire after", `${policy.approval.expires_after} (then ${policy.approval.on_expiry})`] : null,
+        policy.approval
+          ? ["Held cases expire after", `${policy.approval.expires_after} (then ${policy.approval.on_expiry})`]
+          : null,
       ]),
       table(
         "Rules, first match wins",
@@ -43,7 +41,12 @@ export async function policyView({ main, signal }) {
         rules,
         { empty: "No rules: every competing claim gets the default." },
       ),
-      h("details", {}, h("summary", {}, "The policy as written"), h("pre", { class: "policy", tabindex: "0" }, doc.text || "")),
+      h(
+        "details",
+        {},
+        h("summary", {}, "The policy as written"),
+        h("pre", { class: "policy", tabindex: "0" }, doc.text || ""),
+      ),
     ),
   );
 }
@@ -52,7 +55,9 @@ function whatIf() {
   const orgs = current()?.orgs || [];
   const orgChoices = orgs.map((o) => [o, o]);
   const mailbox = h("input", { name: "mailbox", type: "email", required: true, autocomplete: "off" });
-  const claimant = orgChoices.length ? select("claimant", orgChoices, orgs[0]) : h("input", { name: "claimant", required: true });
+  const claimant = orgChoices.length
+    ? select("claimant", orgChoices, orgs[0])
+    : h("input", { name: "claimant", required: true });
   const owner = select("owner", [["", "nobody / as recorded"], ...orgChoices], "");
   const kind = select("kind", KINDS, "test_enable");
   const answer = h("div", { id: "whatif-answer", "aria-live": "polite" });
@@ -74,7 +79,8 @@ function whatIf() {
         if (owner.value) body.owner = owner.value;
         try {
           const d = await api("/api/policy/evaluate", { method: "POST", body });
-          fill(answer,
+          fill(
+            answer,
             h("h3", {}, `OrgGuard would ${d.effect}${d.dry_run ? " (dry run: record only)" : ""}`),
             facts([
               ["Rule", d.rule],
