@@ -218,12 +218,13 @@ def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        # The page's Content-Security-Policy allows its own files only: a violation is a bug in the page.
-        page.on(
-            "console",
-            lambda msg: msg.type == "error" and "Content Security Policy" in msg.text and errors.append(msg.text),
-        )
+        page.on("console", csp_violations)
         return page
+
+    def csp_violations(message: Any) -> None:
+        """The page's Content-Security-Policy allows its own files only: a violation is a bug in the page."""
+        if message.type == "error" and "Content Security Policy" in message.text:
+            errors.append(message.text)
 
     yield new
     if request.node.stash.get(FAILED, False):
