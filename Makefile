@@ -15,7 +15,7 @@ help:
 	@echo "make test         the whole suite (installs everything it needs, Azurite included)"
 	@echo "make lint         ruff + mypy; prettier and node --check for the page's files"
 	@echo "make bench        benchmarks (tables printed with the command that made them)"
-	@echo "make infra-check  parse every Bicep template"
+	@echo "make infra-check  check the Bicep: syntax, Azure API specs, app settings both ways"
 	@echo "make static       copy Swagger UI's files from npm into functions/static (before a deploy)"
 
 $(BIN)/python:

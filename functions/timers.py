@@ -17,11 +17,15 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 def run_housekeeping() -> int:
-    """Expire held cases past their time, then carry out every due action."""
+    """Expire held cases past their time, report the ones still waiting (an alert reads it), then carry out
+    every due action."""
+    from shared.signals import report_held
+
     c = bootstrap.container()
     expired = c.service.expire_held()
     if expired:
         log.info("expired %d held case(s)", len(expired))
+    report_held(c.service)
     asyncio.run(c.run_actions())
     return len(expired)
 

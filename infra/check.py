@@ -1,23 +1,42 @@
-"""Parse every Bicep template under infra/ and print its resources and API versions.
+"""Check the Bicep templates under infra/ for syntax and for meaning, and print their resources.
 
-Bicep cannot be compiled on every machine (no az/bicep CLI), but it can be
-parsed: this catches syntax errors before a deployment does, and the table
-shows at a glance which resource types and API versions the templates pin.
+Bicep cannot be compiled on these machines (no az/bicep CLI), so the
+templates are parsed (tree-sitter-bicep for syntax, pycep-parser for
+structure) and checked against what Azure publishes and what the code needs:
 
-Usage: .venv/bin/python infra/check.py [DIR]   (default: the directory of this script)
-Exit 0 when every template parses, 1 on a syntax error or an unreadable
-parameters file, 2 on bad usage. `make infra-check` runs it.
+* syntax: every ERROR / MISSING node of every template;
+* API specifications (checks/specs.py): every resource body against the
+  vendored REST API specs in infra/specs/ (unknown, read-only and missing
+  required properties), every API version published and not a preview where
+  a stable one exists;
+* app settings (checks/appsettings.py): every setting the deployed code reads
+  is set by a template, every setting a template sets is read;
+* parameters (checks/parameters.py): parameter files and .bicepparam files
+  against the template they feed.
+
+Usage: .venv/bin/python infra/check.py [DIR] [--code ROOT] [--specs DIR]
+  DIR    the templates (default: the directory of this script)
+  ROOT   the code the settings are checked against (default: this repository)
+  specs  the vendored specs (default: DIR/specs, else infra/specs beside this script)
+Exit 0 when everything holds, 1 on any problem, 2 on bad usage.
+`make infra-check` runs it.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tree_sitter
 import tree_sitter_bicep
+from checks import appsettings, parameters
+from checks.model import Problem, parse_template
+from checks.specs import Specs, check_templates
+
+HERE = Path(__file__).resolve().parent
 
 _PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
 
@@ -29,6 +48,7 @@ class Declaration:
     file: str
     kind: str  # "resource" or "module"
     symbol: str
+    line: int
     target: str  # resource type, or module path
     api_version: str
     flags: str  # existing / if / for
@@ -78,18 +98,9 @@ def declarations(path: Path, source: bytes, root: Path) -> list[Declaration]:
             )
             if present
         ]
-        found.append(Declaration(_rel(path, root), kind, symbol, type_name, api_version, ",".join(flags)))
+        line = node.start_point[0] + 1
+        found.append(Declaration(_rel(path, root), kind, symbol, line, type_name, api_version, ",".join(flags)))
     return found
-
-
-def parameter_file_problems(path: Path, root: Path) -> list[SyntaxProblem]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        return [SyntaxProblem(_rel(path, root), exc.lineno, exc.colno, exc.msg)]
-    if not isinstance(doc, dict) or not isinstance(doc.get("parameters"), dict):
-        return [SyntaxProblem(_rel(path, root), 1, 1, "no 'parameters' object")]
-    return []
 
 
 def check(root: Path) -> tuple[list[Declaration], list[SyntaxProblem], int]:
@@ -100,9 +111,30 @@ def check(root: Path) -> tuple[list[Declaration], list[SyntaxProblem], int]:
         source = path.read_bytes()
         problems.extend(syntax_problems(path, source, root))
         decls.extend(declarations(path, source, root))
-    for path in sorted(root.glob("*.parameters*.json")):
-        problems.extend(parameter_file_problems(path, root))
     return decls, problems, len(templates)
+
+
+def meaning(root: Path, decls: list[Declaration], code_root: Path, specs_root: Path) -> tuple[list[Problem], str]:
+    """Every problem of meaning, and a one-line account of what was checked."""
+    templates: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
+    for path in sorted(root.rglob("*.bicep")):
+        rel = _rel(path, root)
+        lines = {d.symbol: d.line for d in decls if d.file == rel}
+        templates[rel] = (parse_template(path), lines)
+    specs = Specs(specs_root)
+    found = check_templates(specs, templates)
+    found += appsettings.check(templates, code_root)
+    main = root / "main.bicep"
+    for path in sorted(root.glob("*.parameters*.json")):
+        found += parameters.check_json(path, main, root)
+    for path in sorted(root.rglob("*.bicepparam")):
+        found += parameters.check_bicepparam(path, root)
+    resources = sum(len(t.get("resources", {})) for t, _ in templates.values())
+    account = (
+        f"{resources} resources checked against {len(specs.operations)} vendored API operations; "
+        f"app settings checked against {code_root}"
+    )
+    return found, account
 
 
 def table(decls: list[Declaration]) -> str:
@@ -115,23 +147,34 @@ def table(decls: list[Declaration]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
-    root = Path(args[0]) if args else Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(prog="check.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", nargs="?", type=Path, default=HERE)
+    parser.add_argument("--code", type=Path, default=HERE.parent)
+    parser.add_argument("--specs", type=Path, default=None)
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    root: Path = args.dir.resolve()
     if not root.is_dir():
         print(f"check.py: {root} is not a directory", file=sys.stderr)
         return 2
-    decls, problems, count = check(root)
+    specs_root = args.specs or (root / "specs" if (root / "specs" / "versions.json").is_file() else HERE / "specs")
+    decls, syntax, count = check(root)
     if count == 0:
         print(f"check.py: no .bicep files under {root}", file=sys.stderr)
         return 2
     print(table(decls))
     versions = sorted({(d.target, d.api_version) for d in decls if d.kind == "resource"})
     print(f"\n{count} templates, {len(decls)} declarations, {len(versions)} resource type/API version pairs")
-    for p in problems:
+    for p in syntax:
         print(f"{p.file}:{p.line}:{p.column}: syntax error: {p.what}", file=sys.stderr)
+    if syntax:
+        return 1  # pycep cannot read what tree-sitter cannot parse
+    problems, account = meaning(root, decls, args.code.resolve(), specs_root.resolve())
+    print(account)
+    for problem in problems:
+        print(problem, file=sys.stderr)
     return 1 if problems else 0
 
 

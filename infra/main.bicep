@@ -1,9 +1,10 @@
 // OrgGuard on Azure: a Flex Consumption function app that guards which
 // Dynamics 365 org owns a mailbox's ACT sync. Read top to bottom:
 //   identity -> monitoring -> storage -> Service Bus -> Key Vault
-//   -> role assignments -> function app -> (optional) Event Grid topic.
-// Deploy: az deployment group create -g <rg> -f infra/main.bicep \
-//           -p @infra/main.parameters.<env>.json -p authClientId=<app id>
+//   -> role assignments -> function app -> alerts -> (optional) Event Grid topic.
+// Deploy: `azd up` (azure.yaml, main.parameters.json), or
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.prod.bicepparam
+// infra/README.md has the whole operations guide.
 
 targetScope = 'resourceGroup'
 
@@ -11,28 +12,72 @@ targetScope = 'resourceGroup'
 
 @minLength(1)
 @maxLength(40)
-@description('Environment name (dev, prod, ...); seeds resource names and tags.')
+@description('Environment name (dev, prod, ...); seeds resource names and tags. azd passes AZURE_ENV_NAME.')
 param environmentName string
 
-@description('Azure region for every resource.')
-param location string = resourceGroup().location
+// Regions that offer Flex Consumption, from Microsoft's published list (the
+// @allowed list of Azure-Samples/functions-quickstart-python-http-azd,
+// infra/main.bicep, taken 2026-12-01; its canary region eastus2euap left out).
+// `az functionapp list-flexconsumption-locations` gives today's list.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+@description('Azure region for every resource (one that offers Flex Consumption). azd passes AZURE_LOCATION.')
+param location string
 
-@minValue(1)
-@maxValue(1000)
-@description('Upper bound on Flex Consumption instances (caps cost and the load on Dataverse).')
-param maximumInstanceCount int = 40
+@description('Object id of the operator (azd passes the signed-in user as AZURE_PRINCIPAL_ID) or, in production, of an operators group: Storage Table Data Contributor (the CLI\'s direct mode) and Key Vault Secrets Officer (webhook keys). Empty: grant nothing.')
+param principalId string = ''
 
-@description('Application (client) id of the OrgGuard API app registration (Easy Auth audience; app roles OrgGuard.Reader/Approver/Admin).')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@minLength(36)
+@maxLength(36)
+@description('Application (client) id of the OrgGuard app registration (Easy Auth; app roles OrgGuard.Reader/Approver/Admin). infra/scripts/new-app-registration.sh creates one.')
 param authClientId string
 
 @description('Tenant of the app registration.')
 param authTenantId string = subscription().tenantId
 
-@description('ORGGUARD_ORGS: registered orgs file, relative to the deployed package.')
-param orgsFile string = 'orgs.yaml'
-
-@description('ORGGUARD_POLICY: the policy file the ledger starts from.')
-param policyFile string = 'policy.yaml'
 
 @allowed([
   'block'
@@ -44,17 +89,32 @@ param gateOnError string = 'block'
 @description('ORGGUARD_SWEEP_SCHEDULE: NCRONTAB schedule of the sweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
 
-@description('Webhook keys as Key Vault references: app setting name -> secret name, e.g. {"ORGGUARD_KEY_CONTOSO_NA": "orgguard-key-contoso-na"}.')
-param orgKeySecrets object = {}
+@description('ORGGUARD_SWEEP_APPLY: whether the scheduled sweep repairs what it finds (false: it only reports).')
+param sweepApply bool = false
 
-@description('Object id of an operator or group that may write the webhook-key secrets. Empty: grant it yourself.')
-param secretsOfficerPrincipalId string = ''
+@minValue(1)
+@maxValue(1000)
+@description('Upper bound on Flex Consumption instances (caps cost and the load on Dataverse).')
+param maximumInstanceCount int = 40
+
+@minValue(0)
+@maxValue(20)
+@description('Always-ready instances for the HTTP functions, so the gate answers Dataverse without a cold start. Billed while idle: see infra/README.md.')
+param alwaysReadyHttp int = 1
+
+@description('Resource id of an action group the alerts notify. Empty: alerts fire in Azure Monitor without notifying anyone.')
+param alertActionGroupId string = ''
+
+@minValue(1)
+@description('A held case waiting longer than this many hours raises an alert.')
+param heldCaseAlertHours int = 24
+
+@minValue(100)
+@description('Gate p95 latency (ms) above which an alert fires.')
+param gateP95AlertMilliseconds int = 2000
 
 @description('Deploy the optional Event Grid custom topic for Dataverse (needs its access key; see app/eventgrid.bicep).')
 param deployEventGrid bool = false
-
-@description('Event Grid-triggered function to subscribe the topic to (eventgrid_events); empty until the code is deployed.')
-param eventGridFunctionName string = ''
 
 param tags object = {}
 
@@ -66,6 +126,12 @@ var allTags = union(tags, {
   application: 'orgguard'
 })
 var functionAppName = 'func-orgguard-${resourceToken}'
+
+// Registered orgs, [{name, id, url}], read from infra/orgs.json when the
+// template is compiled. Names are lowercase letters, digits and hyphens; each
+// org's webhook key is the Key Vault secret orgguard-key-<name>
+// (infra/scripts/new-webhook-key.sh).
+var orgs = loadJsonContent('orgs.json')
 
 // ------------------------------------------------------------------ modules
 
@@ -126,7 +192,8 @@ module rbac './rbac.bicep' = {
     serviceBusQueueName: serviceBus.outputs.queueName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
-    secretsOfficerPrincipalId: secretsOfficerPrincipalId
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
   }
 }
 
@@ -152,14 +219,30 @@ module functions './app/functions.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     keyVaultName: keyVault.outputs.name
     maximumInstanceCount: maximumInstanceCount
-    orgsFile: orgsFile
-    policyFile: policyFile
+    alwaysReadyHttp: alwaysReadyHttp
+    orgs: orgs
+    policyText: loadTextContent('policy.yaml')
     gateOnError: gateOnError
     sweepSchedule: sweepSchedule
-    orgKeySecrets: orgKeySecrets
+    sweepApply: sweepApply
     authClientId: authClientId
     authTenantId: authTenantId
     allowEventGridDelivery: deployEventGrid
+  }
+}
+
+module alerts './app/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    namePrefix: 'orgguard-${resourceToken}'
+    location: location
+    tags: allTags
+    actionGroupId: alertActionGroupId
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    serviceBusQueueName: serviceBus.outputs.queueName
+    heldCaseHours: heldCaseAlertHours
+    gateP95Milliseconds: gateP95AlertMilliseconds
   }
 }
 
@@ -169,17 +252,21 @@ module eventGrid './app/eventgrid.bicep' = if (deployEventGrid) {
     name: 'evgt-orgguard-${resourceToken}'
     location: location
     tags: allTags
-    functionAppId: functions.outputs.id
-    functionName: eventGridFunctionName
   }
 }
 
 // ------------------------------------------------------------------ outputs
 
+// azd reads these into the environment (.azure/<env>/.env); the hooks and
+// scripts use them.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
 output functionAppName string = functions.outputs.name
 output functionAppHostName string = functions.outputs.defaultHostName
 output identityClientId string = identity.outputs.clientId
 output storageAccountName string = storage.outputs.name
 output serviceBusNamespaceFqdn string = serviceBus.outputs.fullyQualifiedNamespace
+output keyVaultName string = keyVault.outputs.name
 output keyVaultUri string = keyVault.outputs.uri
+output tableEndpoint string = storage.outputs.tableEndpoint
 output eventGridTopicEndpoint string = deployEventGrid ? eventGrid.outputs.endpoint : ''

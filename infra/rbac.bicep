@@ -12,15 +12,15 @@ param serviceBusQueueName string
 param applicationInsightsName string
 param keyVaultName string
 
-@description('Optional: an operator or group (object id) allowed to write the webhook-key secrets (Key Vault Secrets Officer). Empty: none.')
-param secretsOfficerPrincipalId string = ''
+@description('Optional: the operator (a user, or better a group) who runs the CLI against the ledger and writes webhook keys. Empty: none.')
+param operatorPrincipalId string = ''
 
 @allowed([
   'User'
   'Group'
   'ServicePrincipal'
 ])
-param secretsOfficerPrincipalType string = 'Group'
+param operatorPrincipalType string = 'User'
 
 // Host storage (blobs for leases and the deployment package, queues for the
 // host's internal work) and the ledger (tables).
@@ -44,17 +44,21 @@ var keyVaultRoleIds = [
   '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
 ]
 
-var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+// The operator: `orgguard` in direct mode reads and writes the ledger's
+// tables (ORGGUARD_LEDGER=tables:https://...), and
+// infra/scripts/new-webhook-key.sh writes the webhook-key secrets.
+var operatorTableRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
+var operatorSecretsRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
-resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
   name: serviceBusNamespaceName
 }
 
-resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' existing = {
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
   parent: serviceBus
   name: serviceBusQueueName
 }
@@ -63,7 +67,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
   name: keyVaultName
 }
 
@@ -107,12 +111,22 @@ resource keyVaultRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
   }
 }]
 
-resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretsOfficerPrincipalId)) {
-  name: guid(vault.id, secretsOfficerPrincipalId, keyVaultSecretsOfficerRoleId)
+resource operatorTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(storage.id, operatorPrincipalId, operatorTableRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorTableRoleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(vault.id, operatorPrincipalId, operatorSecretsRoleId)
   scope: vault
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficerRoleId)
-    principalId: secretsOfficerPrincipalId
-    principalType: secretsOfficerPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorSecretsRoleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
   }
 }

@@ -21,7 +21,7 @@ from shared.model import Org
 from shared.orgs import OrgRegistry, load_orgs
 from shared.policy import UserDirectory
 from shared.service import OrgGuard
-from shared.settings import Settings
+from shared.settings import Settings, inline_document
 
 if TYPE_CHECKING:  # the Dataverse client (httpx) stays off the gate's cold path
     from shared.executor import Executor
@@ -83,10 +83,17 @@ def read_back_from_org(org: Org, mailbox_id: str) -> MailboxRow | None:
 
 
 def seed_policy(service: OrgGuard, path: str) -> None:
-    """Start the ledger from the policy file when it holds no policy yet."""
+    """Start the ledger from the policy file (or the policy ORGGUARD_POLICY carries) when it holds none yet."""
     version, _ = service.policy_text()
+    if version != 0:
+        return
+    inline = inline_document(path)
+    if inline is not None:
+        service.save_policy(inline, actor="setting:ORGGUARD_POLICY")
+        log.info("policy loaded from the ORGGUARD_POLICY setting")
+        return
     file = Path(path)
-    if version == 0 and file.exists():
+    if file.exists():
         service.save_policy(file.read_text(encoding="utf-8"), actor=f"file:{file.name}")
         log.info("policy loaded from %s", file)
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from shared.model import DomainError, Org, UnknownOrg, normalize_guid
+from shared.settings import inline_document
 
 
 class OrgsError(DomainError):
@@ -135,6 +136,13 @@ def _parse_entry(item: dict[str, Any], where: str, env: Mapping[str, str]) -> Re
 
 
 def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegistry:
+    """The registry from an orgs file, or from the document ORGGUARD_ORGS carries inline."""
+    inline = inline_document(path) if isinstance(path, str) else None
+    if inline is not None:
+        try:
+            return parse_orgs(yaml.safe_load(inline), env)
+        except yaml.YAMLError as exc:
+            raise OrgsError(f"ORGGUARD_ORGS is not valid YAML or JSON: {exc}", field="ORGGUARD_ORGS") from None
     p = Path(path)
     if not p.exists():
         raise OrgsError(f"the orgs file {p} does not exist (set ORGGUARD_ORGS)", field="ORGGUARD_ORGS")

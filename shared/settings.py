@@ -17,6 +17,20 @@ class SettingsError(DomainError):
     title = "Invalid settings"
 
 
+def inline_document(value: str) -> str | None:
+    """The document itself when a setting carries it rather than a file name.
+
+    In Azure, ORGGUARD_ORGS and ORGGUARD_POLICY hold the orgs (JSON, from
+    infra/orgs.json) and the first policy (YAML text, from infra/policy.yaml):
+    the deployed package ships neither file. A file name never starts with
+    ``{`` or ``[`` nor spans lines, so the two cannot be confused.
+    """
+    text = value.strip()
+    if text.startswith(("{", "[")) or "\n" in text:
+        return value
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     ledger: str = "sqlite:///.orgguard/ledger.db"

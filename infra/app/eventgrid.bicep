@@ -6,6 +6,11 @@
 // providers; Dataverse is not one, so it publishes to a custom topic whose
 // endpoint and access key are entered on its service endpoint.
 //
+// The subscription that delivers to the eventgrid_events function is made by
+// infra/scripts/subscribe-event-grid.sh after the code is deployed: Event
+// Grid validates the function when the subscription is created, so it cannot
+// be part of the same deployment that creates the app.
+//
 // Why disableLocalAuth is false here (and only here): Dataverse's Event Grid
 // service endpoint authenticates with the topic's access key (SAS); it cannot
 // obtain an Entra token for the topic. With local auth disabled it could not
@@ -26,12 +31,6 @@ param tags object = {}
 ])
 param inputSchema string = 'CloudEventSchemaV1_0'
 
-@description('Resource id of the function app that receives the events.')
-param functionAppId string
-
-@description('Name of the Event Grid-triggered function. Empty: create the topic only (the function must exist before a subscription can point at it, so deploy the code first, then redeploy with the name).')
-param functionName string = ''
-
 resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   name: name
   location: location
@@ -40,26 +39,6 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
     inputSchema: inputSchema
     publicNetworkAccess: 'Enabled'
     disableLocalAuth: false
-  }
-}
-
-resource toFunction 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = if (!empty(functionName)) {
-  parent: topic
-  name: 'orgguard-functions'
-  properties: {
-    eventDeliverySchema: inputSchema
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${functionAppId}/functions/${functionName}'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: 30
-      eventTimeToLiveInMinutes: 1440
-    }
   }
 }
 

@@ -1,4 +1,6 @@
-// The OrgGuard function app on a Flex Consumption (FC1) plan, Python 3.11.
+// The OrgGuard function app on a Flex Consumption (FC1) plan, Python 3.11
+// (azure-functions 1.26 is the last line for 3.11/3.12; the project, its lint
+// target and its tests run on 3.11, so Azure runs what was tested).
 //
 // Every connection is identity-based: the host's storage, the Service Bus
 // trigger, Application Insights ingestion and the deployment package all use
@@ -30,18 +32,23 @@ param keyVaultName string
 @maxValue(1000)
 param maximumInstanceCount int
 
+@minValue(0)
+@maxValue(20)
+@description('Always-ready instances for the HTTP functions (the gate Dataverse waits on). 0 turns them off.')
+param alwaysReadyHttp int
+
 // OrgGuard settings (shared/settings.py reads the same names).
-param orgsFile string
-param policyFile string
+@description('Registered orgs: [{name, id, url}]. Each org\'s webhook key is the Key Vault secret orgguard-key-<name>.')
+param orgs array
+@description('The first policy (YAML text); the ledger starts from it once, later versions come through PUT /api/policy.')
+param policyText string
 @allowed([
   'block'
   'allow'
 ])
 param gateOnError string
 param sweepSchedule string
-
-@description('Webhook keys as Key Vault references: app setting name (e.g. ORGGUARD_KEY_CONTOSO_NA, used as env:NAME in orgs.yaml) -> secret name in the vault.')
-param orgKeySecrets object = {}
+param sweepApply bool
 
 // App Service Authentication (Easy Auth) with Microsoft Entra ID.
 @description('Application (client) id of the OrgGuard API app registration.')
@@ -51,12 +58,12 @@ param authTenantId string
 @description('True when the Event Grid topic delivers to this app: its runtime webhook must pass Easy Auth (it carries the system key instead).')
 param allowEventGridDelivery bool = false
 
-// Dataverse calls these with its per-org `x-orgguard-key` header, not an Entra
-// token; health and the OpenAPI schema are public per CONTRACT.md. Every other
-// path needs a token from the app registration.
+// Dataverse calls /api/dataverse/* with its per-org `x-orgguard-key` header,
+// not an Entra token; health and the OpenAPI schema are public per
+// CONTRACT.md. Every other path needs a signed-in user (the page redirects to
+// sign-in) or a bearer token for the app registration.
 var anonymousPaths = [
-  '/api/dataverse/gate'
-  '/api/dataverse/events'
+  '/api/dataverse/*'
   '/api/health'
   '/api/openapi.json'
 ]
@@ -115,13 +122,15 @@ var baseAppSettings = [
     name: 'ORGGUARD_LEDGER'
     value: 'tables:${tableEndpoint}'
   }
+  // The documents themselves, not file names: the deployed package carries
+  // neither orgs.yaml nor policy.yaml (shared/settings.py inline_document).
   {
     name: 'ORGGUARD_ORGS'
-    value: orgsFile
+    value: string(orgsDocument)
   }
   {
     name: 'ORGGUARD_POLICY'
-    value: policyFile
+    value: policyText
   }
   {
     name: 'ORGGUARD_GATE_ON_ERROR'
@@ -132,16 +141,31 @@ var baseAppSettings = [
     value: sweepSchedule
   }
   {
+    name: 'ORGGUARD_SWEEP_APPLY'
+    value: sweepApply ? 'true' : 'false'
+  }
+  {
     name: 'ORGGUARD_AUTH'
     value: 'easyauth'
   }
 ]
 
-// Resolved by the platform with keyVaultReferenceIdentity; the app sees the
-// secret's value in the environment, never the template.
-var orgKeyAppSettings = [for key in items(orgKeySecrets): {
-  name: key.key
-  value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${key.value})'
+// Each org names its key as env:ORGGUARD_KEY_<NAME>; that app setting is a
+// Key Vault reference to the secret orgguard-key-<name>, which
+// infra/scripts/new-webhook-key.sh creates. The platform resolves it with
+// keyVaultReferenceIdentity: the app sees the value, the template never does.
+var orgsDocument = {
+  orgs: [for org in orgs: {
+    name: org.name
+    id: org.id
+    url: org.url
+    webhook_key: 'env:ORGGUARD_KEY_${toUpper(replace(org.name, '-', '_'))}'
+  }]
+}
+
+var orgKeyAppSettings = [for org in orgs: {
+  name: 'ORGGUARD_KEY_${toUpper(replace(org.name, '-', '_'))}'
+  value: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=orgguard-key-${org.name})'
 }]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -193,6 +217,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
       }
       scaleAndConcurrency: {
+        // "http" is the group of every HTTP function (here the one ASGI app:
+        // gate, events, admin API, page). See infra/README.md for the cost.
+        alwaysReady: [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyHttp
+          }
+        ]
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: 2048
       }
@@ -229,12 +261,12 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     platform: {
       enabled: true
     }
-    // The platform validates tokens and sessions, adds X-MS-CLIENT-PRINCIPAL and strips forged copies, but lets
-    // anonymous requests through: OrgGuard answers them itself (every admin route needs an OrgGuard app role and
-    // answers 401 problem+json; a browser at / is sent to /.auth/login/aad instead of a bare 401).
     globalValidation: {
-      requireAuthentication: false
-      unauthenticatedClientAction: 'AllowAnonymous'
+      requireAuthentication: true
+      // A browser on the page is sent to sign in; the app itself answers
+      // /api/me (see the page's work) and reads X-MS-CLIENT-PRINCIPAL.
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
       excludedPaths: excludedPaths
     }
     httpSettings: {

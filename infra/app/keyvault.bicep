@@ -16,7 +16,7 @@ param tags object = {}
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   name: name
   location: location
   tags: tags

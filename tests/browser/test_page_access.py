@@ -81,6 +81,18 @@ def test_without_a_session_the_page_sends_the_browser_to_the_platform_login(open
     assert answer.request.redirected_from.url == host.url + "/"
     assert answer.request.redirected_from.response().status == 302
 
+    # A session that ends while the page is open: the platform answers the page's API call with a redirect to
+    # the sign-in, which the page does not follow (it is elsewhere) but obeys.
+    aki = as_user(open_page, "aki@contoso.com", "OrgGuard.Approver")
+    aki.goto(host.url + "/")
+    aki.get_by_role("heading", name="Overview").wait_for()
+    aki.route(
+        "**/api/policy",
+        lambda route: route.fulfill(status=302, headers={"Location": "https://login.microsoftonline.com/x"}),
+    )
+    aki.get_by_role("link", name="Policy").click()
+    aki.wait_for_url(re.compile(r"/\.auth/login/aad\?post_login_redirect_uri=/$"))
+
     nobody = as_user(open_page, "guest@contoso.com")  # signed in, no OrgGuard app role
     nobody.goto(host.url + "/")
     nobody.get_by_role("heading", name="No access").wait_for()

@@ -395,8 +395,8 @@ def test_org_row_doc_shapes():
 
 
 def test_every_api_route_refuses_an_anonymous_caller_itself(easy):
-    """Behind App Service Authentication anonymous requests reach the app (AllowAnonymous, so / can redirect):
-    every route but health and the schema must refuse them on its own, and declare the bearer scheme."""
+    """Defence in depth behind App Service Authentication: should an anonymous request reach the app, every
+    route but health and the schema refuses it on its own, and declares the bearer scheme."""
     client, _ = easy
     doc = client.get("/api/openapi.json").json()
     public = {("/api/health", "get")}

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from pycep import BicepParser
 REPO = Path(__file__).resolve().parents[2]
 INFRA = Path(os.environ.get("ORGGUARD_INFRA_DIR", REPO / "infra")).resolve()
 TEMPLATES = sorted(INFRA.rglob("*.bicep"))
-PARAMETER_FILES = sorted(INFRA.glob("main.parameters.*.json"))
+PARAMETER_FILES = sorted(INFRA.glob("main.parameters*.json"))
+BICEPPARAM_FILES = sorted(INFRA.glob("*.bicepparam"))
 
 # Built-in role definition ids the function app's identity must hold.
 REQUIRED_ROLES = {
@@ -149,8 +148,8 @@ def app_settings() -> dict[str, Any]:
             for entry in value:
                 assert entry["name"] not in settings, f"app setting {entry['name']} is set twice"
                 settings[entry["name"]] = entry["value"]
-        else:  # the [for key in items(orgKeySecrets): ...] loop
-            settings["<orgKeySecrets loop>"] = body({"config": value})["value"]
+        else:  # the [for org in orgs: ...] loop
+            settings[f"<{arg} loop>"] = body({"config": value})["value"]
     return settings
 
 
@@ -160,7 +159,7 @@ def app_settings() -> dict[str, Any]:
 def test_infra_has_the_expected_templates() -> None:
     names = {_id(p) for p in TEMPLATES}
     expected = {"main.bicep", "rbac.bicep"} | {
-        f"app/{n}.bicep" for n in ("functions", "storage", "servicebus", "monitoring", "keyvault", "identity")
+        f"app/{n}.bicep" for n in ("functions", "storage", "servicebus", "monitoring", "keyvault", "identity", "alerts")
     }
     assert expected <= names, f"missing: {sorted(expected - names)}"
 
@@ -273,8 +272,9 @@ def test_key_vault_uses_rbac_and_purge_protection() -> None:
 # -------------------------------------------------------------------- RBAC
 
 
-def test_every_required_role_is_assigned_to_the_managed_identity() -> None:
-    assigned: dict[str, str] = {}
+def role_assignments() -> list[tuple[str, str, str, str]]:
+    """(symbol, role id, principal expression, principal type) of every role assignment in rbac.bicep."""
+    found = []
     for name, res in resources_of_type("rbac.bicep", "Microsoft.Authorization/roleAssignments").items():
         config = res["config"]
         props = body(res)["properties"]
@@ -286,15 +286,35 @@ def test_every_required_role_is_assigned_to_the_managed_identity() -> None:
             assert role_ref["parameters"]["resource_name_1"] == config["loop_type"]["detail"]["item_name"]
         else:
             role_ids = [variable("rbac.bicep", role_ref["parameters"]["resource_name_1"])]
-        for role_id in role_ids:
-            assigned[role_id] = f"{name} -> {props['principalId']} ({props['principalType']})"
-            if props["principalId"] == "principalId":
-                assert props["principalType"] == "ServicePrincipal", name
-    to_identity = {r for r, how in assigned.items() if " -> principalId " in how}
+        found += [(name, role_id, props["principalId"], props["principalType"]) for role_id in role_ids]
+    return found
+
+
+def test_every_required_role_is_assigned_to_the_managed_identity() -> None:
+    assignments = role_assignments()
+    to_identity = {role for _, role, principal, _ in assignments if principal == "principalId"}
+    assert all(kind == "ServicePrincipal" for _, _, principal, kind in assignments if principal == "principalId")
     missing = {REQUIRED_ROLES[r] for r in REQUIRED_ROLES.keys() - to_identity}
     assert not missing, f"roles not assigned to the identity: {sorted(missing)}"
     rbac = module_params("rbac")
     assert dotted(rbac["principalId"]) == "identity.outputs.principalId"
+
+
+def test_the_operator_gets_table_data_and_key_vault_secrets_only_when_named() -> None:
+    """azd's signed-in user (AZURE_PRINCIPAL_ID) runs the CLI's direct mode and writes webhook keys."""
+    operator = {(role, kind) for _, role, principal, kind in role_assignments() if principal == "operatorPrincipalId"}
+    assert {role for role, _ in operator} == {
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
+        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
+    }
+    assert {kind for _, kind in operator} == {"operatorPrincipalType"}
+    for name in ("operatorTables", "operatorSecrets"):
+        assert template("rbac.bicep")["resources"][name]["config"]["condition"], f"{name} must be optional"
+    rbac = module_params("rbac")
+    assert rbac["operatorPrincipalId"] == "principalId"
+    assert rbac["operatorPrincipalType"] == "principalType"
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=_id)
@@ -315,7 +335,7 @@ def test_role_assignment_names_are_guids_of_scope_principal_and_role(path: Path)
 # ------------------------------------------------------------ function app
 
 
-def test_flex_consumption_plan_runs_python_311() -> None:
+def test_flex_consumption_plan_runs_python_311_with_always_ready_http_instances() -> None:
     plan = body(only_resource("app/functions.bicep", "Microsoft.Web/serverfarms"))
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
     assert plan["properties"]["reserved"] is True  # Linux
@@ -326,8 +346,11 @@ def test_flex_consumption_plan_runs_python_311() -> None:
     assert config["runtime"] == {"name": "python", "version": "3.11"}
     assert config["scaleAndConcurrency"]["instanceMemoryMB"] == 2048
     assert config["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
+    assert config["scaleAndConcurrency"]["alwaysReady"] == [{"name": "http", "instanceCount": "alwaysReadyHttp"}]
     main_params = module_params("functions")
     assert main_params["maximumInstanceCount"] == "maximumInstanceCount"
+    assert main_params["alwaysReadyHttp"] == "alwaysReadyHttp"
+    assert param_default("main.bicep", "alwaysReadyHttp") == 1
 
 
 def test_deployment_package_is_read_with_the_managed_identity() -> None:
@@ -383,14 +406,32 @@ def test_app_settings_configure_orgguard_for_azure() -> None:
     assert settings["ORGGUARD_LEDGER"] == "tables:${tableEndpoint}"
     assert variable("app/functions.bicep", "tableEndpoint").startswith("https://${storageAccountName}.table.")
     for name, param in {
-        "ORGGUARD_ORGS": "orgsFile",
-        "ORGGUARD_POLICY": "policyFile",
+        "ORGGUARD_POLICY": "policyText",
         "ORGGUARD_GATE_ON_ERROR": "gateOnError",
         "ORGGUARD_SWEEP_SCHEDULE": "sweepSchedule",
     }.items():
         assert settings[name] == param
+    orgs = settings["ORGGUARD_ORGS"]["function"]
+    assert orgs["type"] == "string" and [a for a in orgs["parameters"].values() if a] == ["orgsDocument"]
     assert param_default("main.bicep", "sweepSchedule") == "0 0 */6 * * *"
     assert param_default("main.bicep", "gateOnError") == "block"
+    assert param_default("main.bicep", "sweepApply") is False
+    passed = module_params("functions")
+    assert passed["policyText"]["function"]["type"] == "load_text_content"
+    assert [a for a in passed["policyText"]["function"]["parameters"].values() if a] == ["policy.yaml"]
+    assert passed["orgs"] == "orgs"
+
+
+def test_every_org_names_the_key_setting_the_templates_create() -> None:
+    """orgs.yaml's webhook_key env:NAME and the Key Vault reference setting NAME are built by one expression."""
+    orgs = body({"config": variable("app/functions.bicep", "orgsDocument")["orgs"]})
+    keys = body({"config": variable("app/functions.bicep", "orgKeyAppSettings")})
+    assert orgs["webhook_key"] == "env:" + keys["name"]
+    assert keys["name"].startswith("ORGGUARD_KEY_${")
+    assert keys["value"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=orgguard-key-${org.name})"
+    assert {"name", "id", "url"} <= orgs.keys()
+    script = (INFRA / "scripts" / "new-webhook-key.sh").read_text()
+    assert '--name "orgguard-key-$org"' in script, "the script must write the secret the reference names"
 
 
 def test_app_settings_hold_no_secret_values() -> None:
@@ -403,7 +444,7 @@ def test_app_settings_hold_no_secret_values() -> None:
                 f"{name} must be a Key Vault ref"
             )
     # The per-org webhook keys arrive only as Key Vault references.
-    loop = app_settings()["<orgKeySecrets loop>"]
+    loop = app_settings()["<orgKeyAppSettings loop>"]
     assert loop.startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=")
     # The one *_CONNECTION_STRING is Application Insights' (an identifier, local auth disabled), wired from its module.
     connection = dotted(module_params("functions")["applicationInsightsConnectionString"])
@@ -413,28 +454,40 @@ def test_app_settings_hold_no_secret_values() -> None:
 # --------------------------------------------------------------- Easy Auth
 
 
-def test_easy_auth_signs_people_in_and_the_app_guards_every_route() -> None:
+def test_easy_auth_sends_people_to_sign_in_and_leaves_only_dataverse_and_health_open() -> None:
     auth = body(only_resource("app/functions.bicep", "Microsoft.Web/sites/config"))
     assert auth["name"] == "authsettingsV2"
     props = auth["properties"]
-    assert props["platform"]["enabled"] is True  # the platform strips forged X-MS-CLIENT-PRINCIPAL headers
+    assert props["platform"]["enabled"] is True
     validation = props["globalValidation"]
-    # Anonymous requests reach the app, which refuses them (tests/e2e/test_page_routes.py checks every route)
-    # and sends a browser at / to the platform's login instead of a bare 401.
-    assert validation["requireAuthentication"] is False
-    assert validation["unauthenticatedClientAction"] == "AllowAnonymous"
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert validation["redirectToProvider"] == "azureactivedirectory"
     assert validation["excludedPaths"] == "excludedPaths"
     anonymous = variable("app/functions.bicep", "anonymousPaths")
-    assert {"/api/dataverse/gate", "/api/dataverse/events", "/api/health"} <= set(anonymous)
-    admin_routes = ("/api/cases", "/api/mailboxes", "/api/policy", "/api/sweeps", "/api/migrations", "/api/audit")
+    assert {"/api/dataverse/*", "/api/health"} <= set(anonymous)
+    admin = ("/api/cases", "/api/mailboxes", "/api/policy", "/api/sweeps", "/api/migrations", "/api/audit", "/api/me")
     for path in anonymous:
-        assert "*" not in path and path.rstrip("/") not in ("", "/api"), f"{path} would open the admin API"
-        assert not path.startswith(admin_routes), f"{path} is an admin route"
+        assert path.rstrip("/*") not in ("", "/api"), f"{path} would open the admin API"
+        assert "*" not in path or path == "/api/dataverse/*", f"{path}: only the Dataverse webhooks are a prefix"
+        assert not path.startswith(admin), f"{path} is an admin route"
     aad = props["identityProviders"]["azureActiveDirectory"]
     assert aad["enabled"] is True
     assert aad["registration"]["clientId"] == "authClientId"
     assert "${authTenantId}" in aad["registration"]["openIdIssuer"]
-    assert "clientSecretSettingName" not in aad["registration"], "no client secret: the API validates bearer tokens"
+    assert set(aad["validation"]["allowedAudiences"]) == {"api://${authClientId}", "authClientId"}
+    assert "clientSecretSettingName" not in aad["registration"], "no client secret: ID tokens and bearer tokens only"
+    decorators = template("main.bicep")["parameters"]["authClientId"]["decorators"]
+    assert {"type": "min_length", "argument": 36} in decorators, "an unset AZURE_AUTH_CLIENT_ID must fail before Azure"
+
+
+def test_the_documented_app_roles_are_the_ones_the_code_checks() -> None:
+    roles = json.loads((INFRA / "app-roles.json").read_text())
+    assert {r["value"] for r in roles} == {"OrgGuard.Reader", "OrgGuard.Approver", "OrgGuard.Admin"}
+    assert len({r["id"] for r in roles}) == 3
+    from shared.auth import Role
+
+    assert {r["value"] for r in roles} == {role.app_role for role in Role}, "shared/auth.py checks other names"
 
 
 # ------------------------------------------------------ main and parameters
@@ -466,7 +519,9 @@ def test_main_outputs_what_operators_need() -> None:
         "identityClientId": "identity.outputs.clientId",
         "storageAccountName": "storage.outputs.name",
         "serviceBusNamespaceFqdn": "serviceBus.outputs.fullyQualifiedNamespace",
+        "keyVaultName": "keyVault.outputs.name",
         "keyVaultUri": "keyVault.outputs.uri",
+        "tableEndpoint": "storage.outputs.tableEndpoint",
     }
     assert {name: dotted(outputs[name]["value"]) for name in expected if name in outputs} == expected
 
@@ -477,45 +532,46 @@ def test_event_grid_is_opt_in() -> None:
     assert param_default("main.bicep", "deployEventGrid") is False
 
 
-def test_there_is_a_parameters_file_per_environment() -> None:
-    assert {p.name for p in PARAMETER_FILES} >= {"main.parameters.dev.json", "main.parameters.prod.json"}
+def test_location_is_limited_to_flex_consumption_regions_and_azd_asks_for_one() -> None:
+    location = template("main.bicep")["parameters"]["location"]
+    allowed = next(d["argument"] for d in location["decorators"] if d["type"] == "allowed")
+    assert {"westeurope", "eastus", "japaneast", "australiaeast"} <= set(allowed)
+    assert "eastus2euap" not in allowed, "a canary region is not for customers"
+    assert allowed == sorted(allowed) and len(allowed) == len(set(allowed))
+    metadata = next(d["argument"] for d in location["decorators"] if d["type"] == "metadata")
+    assert metadata == {"azd": {"type": "location"}}
+    assert location["default"] is None, "azd prompts for it and passes AZURE_LOCATION"
 
 
-@pytest.mark.parametrize("path", PARAMETER_FILES, ids=_id)
-def test_parameters_file_covers_every_required_parameter(path: Path) -> None:
-    declared = template("main.bicep")["parameters"]
-    given = json.loads(path.read_text())["parameters"]
-    required = {name for name, spec in declared.items() if spec["default"] is None}
-    assert required <= given.keys(), f"{path.name} misses {sorted(required - given.keys())}"
-    assert given.keys() <= declared.keys(), f"{path.name} sets undeclared {sorted(given.keys() - declared.keys())}"
-    for name, entry in given.items():
-        assert set(entry) == {"value"}, f"{path.name}: {name} must be a plain value (no Key Vault reference needed)"
-        allowed = [d["argument"] for d in declared[name]["decorators"] if d["type"] == "allowed"]
-        if allowed:
-            assert entry["value"] in allowed[0], f"{path.name}: {name}={entry['value']!r} not in {allowed[0]}"
+def test_azd_parameters_come_from_the_azd_environment() -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert params["location"]["value"] == "${AZURE_LOCATION}"
+    assert params["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    assert params["authClientId"]["value"] == "${AZURE_AUTH_CLIENT_ID}"
+    placeholder = re.compile(r"\$\{[A-Z_]+(=[^}]*)?\}")
+    literal = {n: e["value"] for n, e in params.items() if not placeholder.fullmatch(str(e["value"]))}
+    assert not literal, f"literal values belong in the template defaults or the .bicepparam: {literal}"
 
 
-# ---------------------------------------------------------------- check.py
+def test_there_is_a_bicepparam_for_production() -> None:
+    assert [p.name for p in BICEPPARAM_FILES] == ["main.prod.bicepparam"]
+    text = BICEPPARAM_FILES[0].read_text()
+    assert "using './main.bicep'" in text
+    assert "param principalType = 'Group'" in text, "production grants an operators group, not one person"
+    assert "readEnvironmentVariable('AZURE_AUTH_CLIENT_ID')" in text
 
 
-def test_check_script_lists_every_resource_and_passes() -> None:
-    run = subprocess.run(
-        [sys.executable, str(REPO / "infra" / "check.py"), str(INFRA)], capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    for path in TEMPLATES:
-        for res in template(_id(path)).get("resources", {}).values():
-            assert res["type"] in run.stdout and res["api_version"] in run.stdout
+def test_the_first_policy_is_valid_and_a_dry_run() -> None:
+    from shared.policy import load_policy
+
+    policy = load_policy((INFRA / "policy.yaml").read_text())
+    assert policy.mode == "dry-run", "day one decides and records, writes nothing to the orgs"
 
 
-def test_check_script_fails_on_a_syntax_error(tmp_path: Path) -> None:
-    (tmp_path / "app").mkdir()
-    (tmp_path / "main.bicep").write_text("module m './app/x.bicep' = {\n  name: 'm'\n}\n")
-    (tmp_path / "app" / "x.bicep").write_text(
-        "resource s 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'x'\n"
-    )
-    run = subprocess.run(
-        [sys.executable, str(REPO / "infra" / "check.py"), str(tmp_path)], capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 1
-    assert "app/x.bicep:" in run.stderr and "syntax error" in run.stderr
+def test_orgs_file_starts_empty_and_feeds_the_function_app() -> None:
+    assert json.loads((INFRA / "orgs.json").read_text()) == []
+    assert module_params("functions")["orgs"] == "orgs"
+    loaded = variable("main.bicep", "orgs")
+    assert loaded["function"]["type"] == "load_json_content"
+    assert [a for a in loaded["function"]["parameters"].values() if a] == ["orgs.json"]

@@ -28,7 +28,8 @@ export class ApiError extends Error {
 }
 
 export async function api(path, { method = "GET", body, signal } = {}) {
-  const headers = { Accept: "application/json" };
+  // X-Requested-With asks App Service Authentication for a 401 rather than a login redirect.
+  const headers = { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" };
   if (authMode === "token" && token()) headers.Authorization = `Bearer ${token()}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
@@ -39,6 +40,9 @@ export async function api(path, { method = "GET", body, signal } = {}) {
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
       credentials: "same-origin",
+      // The API never redirects; the platform does when a session has ended (to a sign-in page elsewhere,
+      // which a script may not follow). Seen, not followed, it means: sign in again.
+      redirect: "manual",
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
@@ -46,6 +50,9 @@ export async function api(path, { method = "GET", body, signal } = {}) {
       title: "No answer",
       detail: "OrgGuard did not answer; check your connection and try again.",
     });
+  }
+  if (res.type === "opaqueredirect") {
+    throw new ApiError(401, { title: "Signed out", detail: "Your session has ended; sign in again." });
   }
   const text = await res.text();
   let doc = null;
