@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -26,12 +27,14 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     """The sandbox over `state` (seeded with the defaults when not given)."""
     state = seed() if state is None else state
     poster = Poster(state)
-    api = WebApi(state, Pipeline(state, poster))
+    pipeline = Pipeline(state, poster)
+    api = WebApi(state, pipeline)
     batch = Batch(api)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await pipeline.tests.cancel_pending()
         await poster.close()
 
     app = FastAPI(
@@ -41,7 +44,7 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     )
     app.state.sandbox = state
     app.state.poster = poster
-    app.include_router(control.router(state, poster))
+    app.include_router(control.router(state, poster, pipeline.tests))
     app.include_router(graph.router(state))
 
     @app.api_route(f"/orgs/{{org_name}}/{API_ROOT}/{{path:path}}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
@@ -50,11 +53,6 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
         if org is None:
             return _send(ApiResponse.error(ODataError(404, f"No organization named '{org_name}'.", QUERY_ERROR)))
         org.counters.http += 1
-        if org.latency_ms:
-            await asyncio.sleep(org.latency_ms / 1000)
-        injected = _fault(org, request.method, path)
-        if injected is not None:
-            return _send(injected)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return Response(
@@ -62,25 +60,41 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
                 headers={"WWW-Authenticate": f'Bearer authorization_uri="https://login.microsoftonline.com/{org.id}"'},
             )
         user_id = org.user_for_token(token.strip())
-        root = f"{str(request.base_url).rstrip('/')}/orgs/{org.name}/{API_ROOT}/"
+        injected = _fault(org, request.method, path)
+        if injected is not None:
+            return _send(injected)
+        if path == "$batch" and request.method == "POST":
+            org.counters.batches += 1
+        try:
+            load = throttle.admit(state, org, user_id)
+        except ODataError as error:
+            return _send(ApiResponse.error(error))
+        started = time.monotonic()
+        answer = ApiResponse(500)
+        try:
+            if org.latency_ms:
+                await asyncio.sleep(org.latency_ms / 1000)
+            answer = await answer_for(org, user_id, path, request)
+        finally:
+            throttle.release(state, org, load, answer.operations, time.monotonic() - started)
+        answer.headers.update(throttle.remaining(state, org, user_id))
+        return _send(answer)
+
+    async def answer_for(org: OrgState, user_id: str, path: str, request: Request) -> ApiResponse:
         inner = ApiRequest(
             method=request.method,
             path=path,
             query=dict(request.query_params),
             headers={name.lower(): value for name, value in request.headers.items()},
             body=await request.body(),
-            root=root,
+            root=f"{str(request.base_url).rstrip('/')}/orgs/{org.name}/{API_ROOT}/",
         )
         if path == "$batch" and request.method == "POST":
-            org.counters.batches += 1
             try:
-                throttle.check(state, org, user_id)
-                answer = await batch.execute(org, user_id, inner)
-                answer.headers.update(throttle.remaining(state, org, user_id))
-                return _send(answer)
+                return await batch.execute(org, user_id, inner)
             except ODataError as error:
-                return _send(ApiResponse.error(error))
-        return _send(await api.handle(org, user_id, inner))
+                return ApiResponse.error(error)
+        return await api.handle(org, user_id, inner)
 
     return app
 

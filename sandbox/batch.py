@@ -1,10 +1,19 @@
 """`$batch`: multipart/mixed in, multipart/mixed out, change sets atomic, as the Web API does it.
 
 Each inner request goes through the same :class:`~sandbox.webapi.WebApi` as a plain one, so it
-is counted against the service-protection budget, gated, and audited the same way. A change
-set shares one unit of work: if any of its requests fails, none of them stays applied and the
-response holds only the failure. Without `Prefer: odata.continue-on-error` the batch stops at
-the first failure.
+is gated and audited the same way; the `$batch` itself counts once against the number of
+requests, and all its operations add to the execution time (`sandbox.throttle`). A change set
+shares one unit of work: if any of its requests fails, none of them stays applied and the
+response holds only the failure.
+
+Without `Prefer: odata.continue-on-error` "the batch fails on the first request in the batch.
+The batch error represents the error of the first failing request": the outer status is that
+request's, the body the responses up to it; with the preference the batch answers 200
+(powerapps-docs `developer/data-platform/webapi/execute-batch-operations-using-web-api.md`,
+"Handling errors").
+
+Bypass headers (`sandbox.bypass`) on the `$batch` request apply to every request in it unless
+a request carries its own (how Dataverse combines them is not documented).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
+from sandbox import bypass
 from sandbox.odata import QUERY_ERROR, ODataError
 from sandbox.state import OrgState, UnitOfWork
 from sandbox.webapi import ApiRequest, ApiResponse, WebApi
@@ -37,6 +47,15 @@ class Part:
 @dataclass
 class ChangeSet:
     parts: list[Part] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One `$batch` as it goes: headers its requests inherit, operations run, the status that stopped it."""
+
+    inherited: dict[str, str]
+    operations: int = 0
+    failed: int | None = None
 
 
 def boundary(content_type: str) -> str:
@@ -108,7 +127,7 @@ def parse(content_type: str, body: bytes) -> list[Part | ChangeSet]:
     return items
 
 
-def _inner(part: Part, root: str, created: dict[str, str]) -> ApiRequest:
+def _inner(part: Part, root: str, created: dict[str, str], inherited: dict[str, str]) -> ApiRequest:
     url = part.url
     if url.startswith("$"):
         reference, _, rest = url[1:].partition("/")
@@ -119,7 +138,7 @@ def _inner(part: Part, root: str, created: dict[str, str]) -> ApiRequest:
     match = _SERVICE_PATH.search(split.path)
     path = match.group(1) if match else split.path.lstrip("/")
     query = dict(parse_qsl(split.query, keep_blank_values=True))
-    return ApiRequest(part.method, path, query, part.headers, part.body, root)
+    return ApiRequest(part.method, path, query, {**inherited, **part.headers}, part.body, root)
 
 
 def _render(response: ApiResponse, content_id: str | None) -> str:
@@ -141,41 +160,63 @@ class Batch:
         if total > MAX_REQUESTS:
             raise ODataError(400, f"The batch holds {total} requests; the limit is {MAX_REQUESTS}.", "0x8005f103")
         keep_going = request.prefers("odata.continue-on-error")
+        inherited = {name: value for name, value in request.headers.items() if name in bypass.HEADERS}
         delimiter = f"batchresponse_{uuid.uuid4()}"
         chunks: list[str] = []
+        run = Run(inherited)
         for item in items:
-            ok = await (
-                self._changeset(org, user_id, request, item, chunks, delimiter)
+            failed = await (
+                self._changeset(org, user_id, request, item, chunks, delimiter, run)
                 if isinstance(item, ChangeSet)
-                else self._single(org, user_id, request, item, chunks, delimiter)
+                else self._single(org, user_id, request, item, chunks, delimiter, run)
             )
-            if not ok and not keep_going:
+            if failed is not None and not keep_going:
+                run.failed = failed
                 break
         chunks.append(f"--{delimiter}--\r\n")
         headers = {"Content-Type": f"multipart/mixed; boundary={delimiter}", "OData-Version": "4.0"}
         if keep_going:
             headers["Preference-Applied"] = "odata.continue-on-error"
-        return ApiResponse(200, headers, "".join(chunks).encode())
+        return ApiResponse(run.failed or 200, headers, "".join(chunks).encode(), operations=max(1, run.operations))
 
     async def _single(
-        self, org: OrgState, user_id: str, request: ApiRequest, part: Part, chunks: list[str], delimiter: str
-    ) -> bool:
+        self,
+        org: OrgState,
+        user_id: str,
+        request: ApiRequest,
+        part: Part,
+        chunks: list[str],
+        delimiter: str,
+        run: Run,
+    ) -> int | None:
+        """Answer one request outside a change set; its status when it failed."""
         try:
-            response = await self.api.handle(org, user_id, _inner(part, request.root, {}), inner=True)
+            run.operations += 1
+            response = await self.api.handle(org, user_id, _inner(part, request.root, {}, run.inherited), inner=True)
         except ODataError as error:
             response = ApiResponse.error(error)
         chunks.append(f"--{delimiter}\r\n{_render(response, part.content_id)}")
-        return response.status < 400
+        return response.status if response.status >= 400 else None
 
     async def _changeset(
-        self, org: OrgState, user_id: str, request: ApiRequest, changes: ChangeSet, chunks: list[str], delimiter: str
-    ) -> bool:
+        self,
+        org: OrgState,
+        user_id: str,
+        request: ApiRequest,
+        changes: ChangeSet,
+        chunks: list[str],
+        delimiter: str,
+        run: Run,
+    ) -> int | None:
+        """Answer a change set, all or nothing; the failing request's status when one failed."""
         unit = UnitOfWork()
         created: dict[str, str] = {}
         answered: list[tuple[Part, ApiResponse]] = []
         for part in changes.parts:
             try:
-                response = await self.api.handle(org, user_id, _inner(part, request.root, created), unit, inner=True)
+                run.operations += 1
+                one = _inner(part, request.root, created, run.inherited)
+                response = await self.api.handle(org, user_id, one, unit, inner=True)
             except ODataError as error:
                 response = ApiResponse.error(error)
             except Exception:
@@ -184,7 +225,7 @@ class Batch:
             if response.status >= 400:
                 unit.rollback()
                 chunks.append(f"--{delimiter}\r\n{_render(response, part.content_id)}")
-                return False
+                return response.status
             if part.content_id is not None and "OData-EntityId" in response.headers:
                 created[part.content_id] = response.headers["OData-EntityId"]
             answered.append((part, response))
@@ -192,4 +233,4 @@ class Batch:
         inner = f"changesetresponse_{uuid.uuid4()}"
         body = "".join(f"--{inner}\r\n{_render(response, part.content_id)}" for part, response in answered)
         chunks.append(f"--{delimiter}\r\nContent-Type: multipart/mixed; boundary={inner}\r\n\r\n{body}--{inner}--\r\n")
-        return True
+        return None

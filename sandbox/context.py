@@ -3,20 +3,32 @@
 Members come out in alphabetical order with forward slashes escaped, as Dataverse's
 DataContractJsonSerializer writes them; values use the contract types
 (`OptionSetValue`, `EntityReference`, `/Date(ms)/`).
+
+Asynchronous contexts follow the example in powerapps-docs `developer/data-platform/use-webhooks.md`
+("Request Body", a post-operation asynchronous Update step): `IsolationMode` 1; Target holding
+`modifiedon`, `modifiedby` and `modifiedonbehalfby` besides the changed columns; a
+`ParentContext` of the main operation (Stage 30, the request's own Target plus
+`SuppressDuplicateDetection`, `SharedVariables.ChangedEntityTypes`); and an automatic post
+image `AsynchronousStepPrimaryName` (primary name and key, no `__type`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.model import Kind, TableSpec, attribute_name
+from sandbox.model import Kind, TableSpec, attribute_name, lookup_target
 from sandbox.state import OrgState
 
 CONTRACTS = "http://schemas.microsoft.com/xrm/2011/Contracts"
 TRIMMED = ("InputParameters", "PreEntityImages", "PostEntityImages")
+PRIMARY_NAME_IMAGE = "AsynchronousStepPrimaryName"
+STRING_PAIR = "KeyValuePairOfstringstring:#System.Collections.Generic"
+ISOLATION_NONE = 1  # what the documented asynchronous webhook context carries
+ISOLATION_SANDBOX = 2
 
 
 def date(value: str | datetime) -> str:
@@ -37,14 +49,16 @@ def reference(logical_name: str, record_id: str, name: str | None = None) -> dic
     }
 
 
-def encode(org: OrgState, spec: TableSpec, column: str, value: object) -> object:
+def encode(
+    org: OrgState, spec: TableSpec, column: str, value: object, row: Mapping[str, object] | None = None
+) -> object:
+    """A column's value as a context carries it; `row` tells a polymorphic lookup's target."""
     kind = spec.columns[column].kind
     if kind is Kind.CHOICE:
         return {"__type": f"OptionSetValue:{CONTRACTS}", "Value": value}
     if kind is Kind.LOOKUP:
-        target = spec.columns[column].target or ""
-        name = org.user_name(str(value)) if target == "systemuser" else None
-        return reference(target, str(value), name)
+        target = lookup_target(spec.columns[column], (row or {}).get)
+        return reference(target, str(value), org.name_of(target, str(value)))
     if kind is Kind.DATETIME and isinstance(value, str):
         return date(value)
     return value
@@ -64,12 +78,22 @@ def entity(logical_name: str, record_id: str, attributes: list[tuple[str, object
     }
 
 
+def primary_name_image(spec: TableSpec, values: dict[str, object]) -> dict[str, Any]:
+    """The post image Dataverse adds to an asynchronous step by itself: primary name, then key; no `__type`."""
+    name = spec.primary_name or spec.primary_key
+    attributes = [{"key": column, "value": values.get(column)} for column in (name, spec.primary_key)]
+    found = entity(spec.logical_name, str(values[spec.primary_key]), [])
+    del found["__type"]
+    found["Attributes"] = attributes
+    return found
+
+
 def image(org: OrgState, spec: TableSpec, values: dict[str, object], columns: list[str] | None) -> dict[str, Any]:
     """An entity image: the primary key first, then the step image's attributes (all when none); nulls left out."""
     wanted = columns or list(spec.columns)
     ordered = [spec.primary_key, *(column for column in wanted if column != spec.primary_key)]
     attributes = [
-        (attribute_name(column), encode(org, spec, column, values[column]))
+        (attribute_name(column), encode(org, spec, column, values[column], values))
         for column in ordered
         if column in values and values[column] is not None
     ]
@@ -100,6 +124,8 @@ def build(
     pre: list[tuple[str, dict[str, Any]]],
     post: list[tuple[str, dict[str, Any]]],
     entity_name: str = "mailbox",
+    isolation: int = ISOLATION_SANDBOX,
+    parent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     org = operation.org
     return {
@@ -111,7 +137,7 @@ def build(
         "IsExecutingOffline": False,
         "IsInTransaction": mode == 0,
         "IsOfflinePlayback": False,
-        "IsolationMode": 2,
+        "IsolationMode": isolation,
         "MessageName": "Update",
         "Mode": mode,
         "OperationCreatedOn": date(operation.created_on),
@@ -126,7 +152,7 @@ def build(
             "Name": step_name,
             "RowVersion": None,
         },
-        "ParentContext": None,
+        "ParentContext": parent,
         "PostEntityImages": [{"key": key, "value": value} for key, value in post],
         "PreEntityImages": [{"key": key, "value": value} for key, value in pre],
         "PrimaryEntityId": record_id,
@@ -137,6 +163,30 @@ def build(
         "Stage": stage,
         "UserId": operation.user_id,
     }
+
+
+def main_operation(
+    operation: Operation, *, step_id: str, step_name: str, operation_id: str, target: dict[str, Any], record_id: str
+) -> dict[str, Any]:
+    """The `ParentContext` of an asynchronous step: the main operation (Stage 30) as the documented example has it."""
+    context = build(
+        operation,
+        step_id=step_id,
+        step_name=step_name,
+        stage=30,
+        mode=1,  # sic: the documented example's parent says Mode 1
+        operation_id=operation_id,
+        target=target,
+        record_id=record_id,
+        pre=[],
+        post=[],
+        isolation=ISOLATION_NONE,
+    )
+    context["RequestId"] = None  # as in the documented example
+    context["InputParameters"].append({"key": "SuppressDuplicateDetection", "value": False})
+    changed = [{"__type": STRING_PAIR, "key": target["LogicalName"], "value": "Update"}]
+    context["SharedVariables"] = [{"key": "ChangedEntityTypes", "value": changed}]
+    return context
 
 
 def serialize(context: dict[str, Any], limit: int) -> tuple[bytes, bool]:

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.bypass import PRV_BUSINESS_LOGIC, PRV_PLUGINS, holds
 from sandbox.model import mailbox_key
 from sandbox.seed import seed
-from sandbox.state import SEMANTICS, Fault, SandboxState, Settings
+from sandbox.state import SEMANTICS, Fault, OrgState, SandboxState
+from sandbox.testenable import TestEnable
 from sandbox.webhooks import Poster
+
+PROTECTION = ("budget", "window_s", "execution_budget_s", "execution_cost_s", "concurrency")
+NOT_NULL = (
+    "semantics",
+    "gate",
+    "events",
+    "window_s",
+    "execution_cost_s",
+    "webhook_timeout_s",
+    "loopback_webhooks",
+    "max_context_bytes",
+    "test_enable_delay_s",
+    "bypass_step_ids_limit",
+)
 
 
 class FaultSpec(BaseModel):
@@ -33,11 +49,17 @@ class SettingsUpdate(BaseModel):
     semantics: Literal["overwrite", "alert", "disable-other"] | None = None
     gate: bool | None = None
     events: bool | None = None
-    budget: int | None = Field(default=None, ge=0)
+    budget: int | None = Field(default=None, ge=0)  # null: no limit
     window_s: float | None = Field(default=None, gt=0)
+    execution_budget_s: float | None = Field(default=None, gt=0)  # null: no limit
+    execution_cost_s: float | None = Field(default=None, ge=0)
+    concurrency: int | None = Field(default=None, ge=1)  # null: no limit
     webhook_timeout_s: float | None = Field(default=None, gt=0, le=60)
+    loopback_webhooks: bool | None = None
     max_context_bytes: int | None = Field(default=None, ge=1)
     checkbox_resets: bool | None = None
+    test_enable_delay_s: float | None = Field(default=None, ge=0, le=3600)
+    bypass_step_ids_limit: int | None = Field(default=None, ge=0, le=400)
     event_retries: int | None = Field(default=None, ge=0, le=10)
     event_retry_delay_s: float | None = Field(default=None, ge=0)
     fail: FaultSpec | None = None
@@ -55,6 +77,24 @@ class SeedRequest(BaseModel):
 class ExchangeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     org: str | None
+
+
+class UserUpdate(BaseModel):
+    """Roles of the user a bearer token stands for; with `org` in that org only, otherwise in every org."""
+
+    model_config = ConfigDict(extra="forbid")
+    org: str | None = None
+    system_administrator: bool | None = None
+    privileges: list[Literal["prvBypassCustomBusinessLogic", "prvBypassCustomPlugins"]] | None = None
+
+
+def user_view(org: OrgState, user_id: str) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "system_administrator": user_id in org.administrators,
+        "privileges": sorted(org.privileges.get(user_id, set())),
+        "bypass": {privilege: holds(org, user_id, privilege) for privilege in (PRV_BUSINESS_LOGIC, PRV_PLUGINS)},
+    }
 
 
 def settings_view(state: SandboxState) -> dict[str, Any]:
@@ -76,8 +116,16 @@ def _methods(fault: Fault) -> list[str] | None:
     return None if fault.methods is None else sorted(fault.methods)
 
 
-def router(state: SandboxState, poster: Poster) -> APIRouter:
+def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
     routes = APIRouter(prefix="/_sandbox", tags=["sandbox control"])
+
+    def orgs_named(name: str | None) -> list[OrgState]:
+        if name is None:
+            return list(state.orgs.values())
+        org = state.org(name)
+        if org is None:
+            raise HTTPException(404, f"no org named {name}")
+        return [org]
 
     @routes.get("/exchange/{address:path}")
     async def exchange(address: str) -> dict[str, Any]:
@@ -98,7 +146,7 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
     async def put_settings(update: SettingsUpdate) -> dict[str, Any]:
         given = update.model_fields_set - {"org", "fail", "latency_ms"}
         values = {name: getattr(update, name) for name in given}
-        for name in ("semantics", "gate", "events", "window_s", "webhook_timeout_s", "max_context_bytes"):
+        for name in NOT_NULL:
             if name in values and values[name] is None:
                 raise HTTPException(422, f"{name} cannot be null")
         if update.org is not None:
@@ -112,7 +160,7 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
             for name, value in values.items():
                 setattr(state.settings, name, value)
         for org in targets:
-            if "budget" in values or "window_s" in values:
+            if any(name in values for name in PROTECTION):
                 org.windows.clear()
             if "fail" in update.model_fields_set:
                 fail = update.fail
@@ -135,8 +183,9 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
     async def reset() -> dict[str, Any]:
         """Back to the seeded world: same seed, default settings, no registration, empty logs."""
         await poster.cancel_pending()
+        await tests.cancel_pending()
         params = state.seeded_with
-        state.settings = Settings()
+        state.settings = replace(state.defaults)
         state.adopt(await asyncio.to_thread(seed, None, params.mailboxes, params.overlap, params.seed, params.orgs))
         return {"reset": True, **asdict(params)}
 
@@ -144,6 +193,7 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
     async def reseed(request: SeedRequest) -> dict[str, Any]:
         """A new world with these parameters; settings stay, registration and logs go."""
         await poster.cancel_pending()
+        await tests.cancel_pending()
         fresh = await asyncio.to_thread(seed, None, request.mailboxes, request.overlap, request.seed, request.orgs)
         state.adopt(fresh)
         return {"seeded": True, **request.model_dump(), "orgs": list(state.orgs)}
@@ -163,6 +213,7 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
                 "business_unit_id": org.business_unit_id,
                 "mailboxes": len(org.mailboxes),
                 "systemusers": len(org.systemusers),
+                "queues": len(org.tables["queues"]),
                 "tracelogs": len(org.tables["tracelogs"]),
                 "serviceendpoints": len(org.tables["serviceendpoints"]),
                 "steps": len(org.tables["sdkmessageprocessingsteps"]),
@@ -207,5 +258,47 @@ def router(state: SandboxState, poster: Poster) -> APIRouter:
     @routes.get("/mail")
     async def mail() -> dict[str, Any]:
         return {"mail": list(state.mail)}
+
+    @routes.get("/users/{token}")
+    async def get_user(token: str, org: str | None = None) -> dict[str, Any]:
+        """The systemuser a bearer token stands for in each org, and its bypass privileges."""
+        return {each.name: user_view(each, each.user_for_token(token)) for each in orgs_named(org)}
+
+    @routes.put("/users/{token}")
+    async def put_user(token: str, update: UserUpdate) -> dict[str, Any]:
+        """Make the token's user a System Administrator (who holds the bypass privileges) or grant them alone."""
+        if "system_administrator" in update.model_fields_set and update.system_administrator is None:
+            raise HTTPException(422, "system_administrator cannot be null")
+        answer = {}
+        for each in orgs_named(update.org):
+            user_id = each.user_for_token(token)
+            if update.system_administrator is True:
+                each.administrators.add(user_id)
+            elif update.system_administrator is False:
+                each.administrators.discard(user_id)
+            if update.privileges is not None:
+                each.privileges[user_id] = set(update.privileges)
+            answer[each.name] = user_view(each, user_id)
+        return answer
+
+    @routes.get("/test-enable")
+    async def test_enable_jobs(wait: float = 0.0, org: str | None = None) -> dict[str, Any]:
+        """Test & Enable jobs (and the old owners' synchronizations) the orgs ran or will run; `wait=s` first
+        waits (up to s) for the pending ones."""
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tests.drain(), timeout=wait)
+        jobs = [job.view() for job in tests.jobs if org is None or job.org == org]
+        return {"jobs": jobs, "pending": sum(1 for job in jobs if job["state"] == "pending")}
+
+    @routes.post("/test-enable/run")
+    async def run_test_enable(
+        org: str | None = None, kind: Literal["test-and-enable", "synchronization"] | None = None
+    ) -> dict[str, Any]:
+        """Run the pending jobs (of one org, of one kind) now, whatever their delay: a race staged on purpose."""
+        if org is not None:
+            orgs_named(org)
+        ran = await tests.run_pending(org, kind)
+        return {"ran": ran, "jobs": [job.view() for job in tests.jobs], "pending": tests.pending}
 
     return routes

@@ -8,6 +8,7 @@ a real org.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,6 +32,16 @@ class Column:
     choices: frozenset[int] | None = None
     max_length: int | None = None
     target: str | None = None  # logical name a lookup points at
+    type_column: str | None = None  # a lookup with several targets: the column naming its target
+
+
+def lookup_target(column: Column, value_of: Callable[[str], object]) -> str:
+    """The logical name a lookup's value points at: the row's type column says, for a polymorphic one."""
+    if column.type_column is not None:
+        named = value_of(column.type_column)
+        if isinstance(named, str) and named:
+            return named
+    return column.target or ""
 
 
 def attribute_name(column: str) -> str:
@@ -81,13 +92,18 @@ MAILBOX = TableSpec(
         "mailboxid": Column(Kind.GUID),
         "name": Column(Kind.STRING, writable=True, max_length=200),
         "emailaddress": Column(Kind.STRING, writable=True, max_length=100),
-        "_regardingobjectid_value": Column(Kind.LOOKUP, target="systemuser"),
+        # RegardingObjectId targets queue and systemuser; RegardingObjectTypeCode says which
+        # (mailbox table reference, powerapps-docs reference/entities/mailbox.md)
+        "_regardingobjectid_value": Column(Kind.LOOKUP, target="systemuser", type_column="regardingobjecttypecode"),
+        "regardingobjecttypecode": Column(Kind.STRING),
         "actdeliverymethod": _choice(0, 1, 2, writable=True),
         "incomingemaildeliverymethod": _choice(0, 1, 2, 3, writable=True),
         "outgoingemaildeliverymethod": _choice(0, 1, 2, writable=True),
-        "actstatus": _choice(0, 1, 2),
-        "incomingemailstatus": _choice(0, 1, 2),
-        "outgoingemailstatus": _choice(0, 1, 2),
+        # the status, retry-count and test-date columns are in the reference's "Writable columns"
+        # (IsValidForUpdate); MailboxStatus is not
+        "actstatus": _choice(0, 1, 2, writable=True),
+        "incomingemailstatus": _choice(0, 1, 2, writable=True),
+        "outgoingemailstatus": _choice(0, 1, 2, writable=True),
         "mailboxstatus": _choice(0, 1, 2),
         "orgmarkedasprimaryforexchangesync": Column(Kind.BOOL, writable=True),
         "isactsyncorgflagset": Column(Kind.BOOL, writable=True),
@@ -96,11 +112,27 @@ MAILBOX = TableSpec(
         "emailrouteraccessapproval": _choice(0, 1, 2, 3, writable=True),
         "statecode": _choice(0, 1, writable=True),
         "statuscode": _choice(1, 2, writable=True),
-        "testmailboxaccesscompletedon": Column(Kind.DATETIME),
-        "testemailconfigurationretrycount": Column(Kind.INT),
+        "testmailboxaccesscompletedon": Column(Kind.DATETIME, writable=True),
+        "testemailconfigurationretrycount": Column(Kind.INT, writable=True),
         "postponetestemailconfigurationuntil": Column(Kind.DATETIME, writable=True),
         "modifiedon": Column(Kind.DATETIME),
         "_modifiedby_value": Column(Kind.LOOKUP, target="systemuser"),
+        "_modifiedonbehalfby_value": Column(Kind.LOOKUP, target="systemuser"),
+        "versionnumber": Column(Kind.INT),
+    },
+)
+
+QUEUE = TableSpec(
+    entity_set="queues",
+    logical_name="queue",
+    primary_key="queueid",
+    primary_name="name",
+    columns={
+        "queueid": Column(Kind.GUID),
+        "name": Column(Kind.STRING),
+        "emailaddress": Column(Kind.STRING),
+        "_defaultmailbox_value": Column(Kind.LOOKUP, target="mailbox"),
+        "statecode": _choice(0, 1),
         "versionnumber": Column(Kind.INT),
     },
 )
@@ -254,8 +286,10 @@ TRACELOG = TableSpec(
         "text": Column(Kind.STRING),
         "level": _choice(1, 2, 3),  # information, warning, error
         "tracecode": Column(Kind.INT),
-        "tracestatus": Column(Kind.BOOL),
+        "tracestatus": Column(Kind.BOOL),  # 1 Success, 0 Failure
+        "isunique": Column(Kind.BOOL),  # one trace per regarding object
         "createdon": Column(Kind.DATETIME),
+        "modifiedon": Column(Kind.DATETIME),
         "_regardingobjectid_value": Column(Kind.LOOKUP, target="mailbox"),
         "versionnumber": Column(Kind.INT),
     },
@@ -266,6 +300,7 @@ TABLES: dict[str, TableSpec] = {
     for spec in (
         MAILBOX,
         SYSTEMUSER,
+        QUEUE,
         ORGANIZATION,
         SERVICEENDPOINT,
         SDKMESSAGE,
@@ -328,6 +363,8 @@ class Mailbox(SlotRecord):
     modifiedon: str | None = None
     _modifiedby_value: str | None = None
     versionnumber: int = 0
+    regardingobjecttypecode: str | None = "systemuser"
+    _modifiedonbehalfby_value: str | None = None
 
 
 @dataclass(slots=True, eq=False)

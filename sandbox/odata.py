@@ -18,7 +18,6 @@ from sandbox.model import Column, Kind, Record, TableSpec, mailbox_key
 QUERY_ERROR = "0x80060888"
 NOT_FOUND = "0x80040217"
 VERSION_MISMATCH = "0x80060882"
-THROTTLED = "0x80072322"
 PLUGIN_FAILED = "0x80040265"
 BAD_REQUEST = "0x80040203"
 

@@ -2,10 +2,16 @@
 
 This is the part of Dataverse OrgGuard lives inside. A synchronous pre-operation step whose
 filtering attributes are in the update is called first; a non-2xx answer (or no answer)
-cancels the save. Then the row is written; if the update scheduled Test & Enable, Exchange's
-OrgID semantics run at once (deterministic, where the real service runs them minutes later);
-and the asynchronous steps get the context with pre and post images once the transaction
-commits.
+cancels the save. Then the row is written; if the update scheduled Test & Enable, it runs
+(see `sandbox.testenable`); and the asynchronous steps get the context with pre and post
+images once the transaction commits. Steps the caller bypasses (`sandbox.bypass`) do not run.
+
+A failing synchronous webhook shows the saving user an "Endpoint Unavailable" error and
+nothing of the endpoint's answer: "The system cannot parse any data returned with the body of
+the response, it will only look at the response StatusCode value" (powerapps-docs
+`developer/data-platform/use-webhooks.md`, "Troubleshoot WebHook registrations";
+`register-web-hook.md`, "Synchronous mode"). The sandbox's event log
+(`/_sandbox/events`) keeps the answer for tests.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from functools import partial
 from typing import Any
 
 from sandbox import context as ctx
-from sandbox.model import MAILBOX, Mailbox, Record, attribute_name, mailbox_key
+from sandbox.bypass import NOTHING, Bypass
+from sandbox.model import MAILBOX, Mailbox, Record, attribute_name
 from sandbox.odata import PLUGIN_FAILED, ODataError
-from sandbox.state import OrgState, SandboxState, UnitOfWork, alert, now_iso, stable_id
+from sandbox.state import OrgState, SandboxState, UnitOfWork, now_iso, stable_id
+from sandbox.testenable import TestEnable
 from sandbox.webhooks import Poster
 
 UPDATE = stable_id("sdkmessage", "Update")
@@ -35,6 +43,10 @@ class Step:
     attributes: frozenset[str] | None  # None: every attribute
     pre: list[tuple[str, list[str] | None]]  # (entity alias, columns or None for all)
     post: list[tuple[str, list[str] | None]]
+
+    @property
+    def id(self) -> str:
+        return str(self.row.get("sdkmessageprocessingstepid"))
 
     def wants(self, changed: set[str]) -> bool:
         return self.attributes is None or bool(self.attributes & changed)
@@ -94,9 +106,16 @@ class Pipeline:
     def __init__(self, state: SandboxState, poster: Poster) -> None:
         self.state = state
         self.poster = poster
+        self.tests = TestEnable(state, self)
 
     async def update(
-        self, org: OrgState, user_id: str, row: Mailbox, changes: dict[str, object], unit: UnitOfWork
+        self,
+        org: OrgState,
+        user_id: str,
+        row: Mailbox,
+        changes: dict[str, object],
+        unit: UnitOfWork,
+        bypass: Bypass = NOTHING,
     ) -> None:
         """Run one Update of a mailbox inside `unit`; raise ODataError when a synchronous step refuses it."""
         operation = ctx.Operation(org, user_id, str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC))
@@ -105,13 +124,23 @@ class Pipeline:
         before = snapshot(row)
         if self.state.setting(org, "gate"):
             for step in registered:
-                if step.mode == 0 and step.stage < 40 and step.wants(changed):
+                if step.mode == 0 and step.stage < 40 and step.wants(changed) and not bypass.skips(step.id, 0):
                     await self._gate(operation, step, row, changes, before)
         self._apply(org, user_id, row, changes, unit)
         after = snapshot(row)
         if changes.get("testemailconfigurationscheduled") is True:
-            self.test_and_enable(org, row, unit)
-        self._queue_events(operation, registered, row, changes, changed, before, after, unit)
+            self.tests.scheduled(org, row, unit)
+        self._queue_events(operation, registered, row, changes, changed, before, after, unit, bypass)
+
+    def system_update(self, org: OrgState, row: Mailbox, changes: dict[str, object], unit: UnitOfWork) -> None:
+        """A write by the org's SYSTEM user (Test & Enable's outcome): asynchronous steps only."""
+        system = stable_id(org.id, "SYSTEM")
+        operation = ctx.Operation(org, system, str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC))
+        before = snapshot(row)
+        self._apply(org, system, row, changes, unit)
+        registered = steps(org) if org.tables["sdkmessageprocessingsteps"].rows else []
+        changed = {attribute_name(column) for column in changes}
+        self._queue_events(operation, registered, row, changes, changed, before, snapshot(row), unit)
 
     def _apply(self, org: OrgState, user_id: str, row: Mailbox, changes: dict[str, object], unit: UnitOfWork) -> None:
         for column, value in changes.items():
@@ -127,11 +156,11 @@ class Pipeline:
         self, operation: ctx.Operation, step: Step, row: Mailbox, changes: dict[str, object], before: dict[str, object]
     ) -> None:
         org = operation.org
-        target = self._target(operation, row, changes, synchronous=True)
+        target = self._target(operation, row, changes, stamped=True)
         pre = [(alias, ctx.image(org, MAILBOX, before, columns)) for alias, columns in step.pre]
         context = ctx.build(
             operation,
-            step_id=str(step.row.get("sdkmessageprocessingstepid")),
+            step_id=step.id,
             step_name=str(step.row.get("name")),
             stage=step.stage,
             mode=0,
@@ -151,18 +180,27 @@ class Pipeline:
             )
 
     def _target(
-        self, operation: ctx.Operation, row: Mailbox, changes: dict[str, object], synchronous: bool
+        self,
+        operation: ctx.Operation,
+        row: Mailbox,
+        changes: dict[str, object],
+        *,
+        stamped: bool,
+        on_behalf: bool = False,
     ) -> dict[str, Any]:
+        """Target: the changed columns and the key; `stamped` adds what the platform stamps before pre-operation."""
         org = operation.org
         attributes: list[tuple[str, object]] = [
             (attribute_name(column), ctx.encode(org, MAILBOX, column, value)) for column, value in changes.items()
         ]
         attributes.append(("mailboxid", row.mailboxid))
-        if synchronous:  # the platform stamps these before pre-operation
+        if stamped:
             attributes.append(("modifiedon", ctx.date(operation.created_on)))
             attributes.append(
                 ("modifiedby", ctx.reference("systemuser", operation.user_id, org.user_name(operation.user_id)))
             )
+        if on_behalf:
+            attributes.append(("modifiedonbehalfby", None))
         return ctx.entity("mailbox", row.mailboxid, attributes)
 
     def _queue_events(
@@ -175,65 +213,38 @@ class Pipeline:
         before: dict[str, object],
         after: dict[str, object],
         unit: UnitOfWork,
+        bypass: Bypass = NOTHING,
     ) -> None:
         org = operation.org
         if not self.state.setting(org, "events"):
             return
         for step in registered:
-            if step.mode != 1 or not step.wants(changed):
+            if step.mode != 1 or not step.wants(changed) or bypass.skips(step.id, 1):
                 continue
+            operation_id = str(uuid.uuid4())
+            name = str(step.row.get("name"))
             context = ctx.build(
                 operation,
-                step_id=str(step.row.get("sdkmessageprocessingstepid")),
-                step_name=str(step.row.get("name")),
+                step_id=step.id,
+                step_name=name,
                 stage=40,
                 mode=1,
-                operation_id=str(uuid.uuid4()),
-                target=self._target(operation, row, changes, synchronous=False),
+                operation_id=operation_id,
+                target=self._target(operation, row, changes, stamped=True, on_behalf=True),
                 record_id=row.mailboxid,
                 pre=[(alias, ctx.image(org, MAILBOX, before, columns)) for alias, columns in step.pre],
-                post=[(alias, ctx.image(org, MAILBOX, after, columns)) for alias, columns in step.post],
+                post=[
+                    *((alias, ctx.image(org, MAILBOX, after, columns)) for alias, columns in step.post),
+                    (ctx.PRIMARY_NAME_IMAGE, ctx.primary_name_image(MAILBOX, after)),
+                ],
+                isolation=ctx.ISOLATION_NONE,
+                parent=ctx.main_operation(
+                    operation,
+                    step_id=step.id,
+                    step_name=name,
+                    operation_id=operation_id,
+                    target=self._target(operation, row, changes, stamped=False),
+                    record_id=row.mailboxid,
+                ),
             )
             unit.after_commit.append(partial(self.poster.post_later, org, step.row, step.endpoint, context))
-
-    def test_and_enable(self, org: OrgState, row: Mailbox, unit: UnitOfWork) -> None:
-        """Exchange's answer to Test & Enable under the org's `semantics` (see FACTS.md)."""
-        table = org.mailboxes
-        unit.write(org, table, row, "testemailconfigurationscheduled", False)
-        unit.write(org, table, row, "testmailboxaccesscompletedon", now_iso())
-        unit.write(org, table, row, "testemailconfigurationretrycount", row.testemailconfigurationretrycount + 1)
-        if row.actdeliverymethod != 1 or row.statecode != 0:
-            return
-        key = mailbox_key(row.emailaddress or "")
-        holder = self.state.exchange.get(key)
-        semantics = self.state.setting(org, "semantics")
-        checkbox = bool(row.orgmarkedasprimaryforexchangesync)
-        if holder not in (None, org.name) and semantics == "alert" and not checkbox:
-            unit.write(org, table, row, "actstatus", 2)
-            unit.write(org, table, row, "mailboxstatus", 2)
-            unit.add(org.tables["tracelogs"], alert(org, row, str(uuid.uuid4()), now_iso()))
-            return
-        unit.set_exchange(self.state, key, org.name)
-        unit.write(org, table, row, "actstatus", 1)
-        unit.write(org, table, row, "mailboxstatus", 1)
-        unit.write(org, table, row, "isactsyncorgflagset", True)
-        if checkbox and self.state.setting(org, "checkbox_resets"):
-            unit.write(org, table, row, "orgmarkedasprimaryforexchangesync", False)
-        loser = self.state.orgs.get(holder) if holder not in (None, org.name) else None
-        if loser is not None and semantics == "disable-other":
-            self._disable(loser, key, unit)
-
-    def _disable(self, org: OrgState, key: str, unit: UnitOfWork) -> None:
-        """The other org's row for the address goes to ACT None, written by that org's SYSTEM user."""
-        system = stable_id(org.id, "SYSTEM")
-        for row_id in list(org.mailboxes.by_key.get(key, [])):
-            row = org.mailboxes.get(row_id)
-            if not isinstance(row, Mailbox) or row.actdeliverymethod == 2:
-                continue
-            changes: dict[str, object] = {"actdeliverymethod": 2, "isactsyncorgflagset": False}
-            operation = ctx.Operation(org, system, str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC))
-            before = snapshot(row)
-            self._apply(org, system, row, changes, unit)
-            registered = steps(org) if org.tables["sdkmessageprocessingsteps"].rows else []
-            changed = {attribute_name(column) for column in changes}
-            self._queue_events(operation, registered, row, changes, changed, before, snapshot(row), unit)

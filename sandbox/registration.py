@@ -3,12 +3,20 @@
 Checked the way Dataverse checks them, so a registration that works here works in an org:
 webhooks need a URL and an auth type, asynchronous steps must be post-operation, post images
 exist only there, filtering attributes must be the entity's, bindings must point at rows.
+
+"Registered WebHooks support only port 80 for HTTP and port 443 for HTTPS" (powerapps-docs
+`developer/data-platform/register-web-hook.md`): other ports are refused unless the sandbox's
+visible `loopback_webhooks` setting lets a local OrgGuard on a loopback port in. Webhooks
+"send POST requests with JSON payload" (use-webhooks.md) whatever `messageformat` says, and
+are created without one in practice (FACTS.md), so it is neither required nor checked.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox.model import MAILBOX, Navigation, TableSpec, attribute_name
 from sandbox.odata import NOT_FOUND, QUERY_ERROR, ODataError, no_property
@@ -32,8 +40,15 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+WEBHOOK_PORTS = {"http": 80, "https": 443}
+
+
 def prepare(
-    org: OrgState, spec: TableSpec, body: dict[str, Any], existing: dict[str, object] | None
+    org: OrgState,
+    spec: TableSpec,
+    body: dict[str, Any],
+    existing: dict[str, object] | None,
+    loopback_webhooks: bool = False,
 ) -> dict[str, object]:
     """The values to write: all of a new row's (with defaults), or the changed ones of an existing row."""
     values: dict[str, object] = {}
@@ -60,7 +75,7 @@ def prepare(
     if spec.entity_set == "sdkmessageprocessingstepimages" and not merged.get("name"):
         merged["name"] = merged.get("entityalias")
         values.setdefault("name", merged["name"])
-    _validate(org, spec.entity_set, merged)
+    _validate(org, spec.entity_set, merged, loopback_webhooks)
     return merged if existing is None else values
 
 
@@ -92,13 +107,39 @@ def _attributes(text: object, what: str) -> None:
         raise ODataError(400, f"The {what} '{unknown[0]}' is not an attribute of mailbox.", "0x80040203")
 
 
-def _validate(org: OrgState, entity_set: str, values: dict[str, object]) -> None:
+def _webhook_url(url: str, loopback_webhooks: bool) -> None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or WEBHOOK_PORTS.get(parts.scheme)
+    except ValueError:
+        port = None
+    if parts.scheme not in WEBHOOK_PORTS or not parts.hostname or port is None:
+        raise ODataError(400, "A webhook URL must be an absolute http(s) URL.", "0x80040203")
+    if port == WEBHOOK_PORTS[parts.scheme] or (loopback_webhooks and _loopback(parts.hostname)):
+        return
+    raise ODataError(
+        400,
+        f"Webhooks support only port 80 for HTTP and port 443 for HTTPS; '{url}' uses port {port}. "
+        "(A local OrgGuard on another loopback port needs the sandbox's loopback_webhooks setting.)",
+        "0x80040203",
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate(org: OrgState, entity_set: str, values: dict[str, object], loopback_webhooks: bool) -> None:
     if entity_set == "serviceendpoints":
         _require(values, "name", "contract")
         if values["contract"] == 8:
             _require(values, "url", "authtype", "authvalue")
-            if not str(values["url"]).startswith(("http://", "https://")):
-                raise ODataError(400, "A webhook URL must be an absolute http(s) URL.", "0x80040203")
+            _webhook_url(str(values["url"]), loopback_webhooks)
             if values["authtype"] not in (4, 5, 6):
                 raise ODataError(400, "A webhook's authtype must be 4 (WebhookKey), 5 (HttpHeader) or 6.", "0x80040203")
             if values["authtype"] in (5, 6) and not settings_pairs(str(values["authvalue"])):
@@ -107,8 +148,6 @@ def _validate(org: OrgState, entity_set: str, values: dict[str, object]) -> None
                     'authvalue must be <settings><setting name="..." value="..." /></settings> for authtype 5 and 6.',
                     "0x80040203",
                 )
-            if values.get("messageformat") != 2:
-                raise ODataError(400, "Webhooks post JSON: messageformat must be 2.", "0x80040203")
     elif entity_set == "sdkmessageprocessingsteps":
         _require(values, "name", "_sdkmessageid_value", "_eventhandler_value", "stage")
         if values.get("mode") == 1 and values.get("stage") != 40:

@@ -1,10 +1,10 @@
 """Deterministic, realistic seed data: the same arguments give the same world, byte for byte.
 
-Every org gets about `mailboxes` mailbox rows. A fraction `overlap` of each org's rows belong
-to people who also have a mailbox in one or two other orgs (the situation OrgGuard exists
-for); addresses are written with mixed case and stray whitespace the way admins type them;
-some rows have ACT method None, some are inactive, and Exchange remembers the org that last
-won each address. Aiko Tanaka is always there, as the fixtures describe her.
+Every org gets about `mailboxes` user mailbox rows, plus a few queue mailboxes (`sandbox.queues`).
+A fraction `overlap` of each org's rows belong to people who also have a mailbox in one or two
+other orgs (the situation OrgGuard exists for); addresses are written with mixed case and
+stray whitespace the way admins type them; some rows have ACT method None, some are inactive,
+and Exchange remembers the org that last won each address. Aiko Tanaka is always there, as the fixtures describe her.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from sandbox.model import Mailbox, SystemUser, mailbox_key
+from sandbox.queues import seed_queues
 from sandbox.state import GraphUser, OrgState, SandboxState, SeedParams, alert, new_org, stable_id
 
 FIXED_ORGS = (
@@ -87,6 +88,7 @@ def seed(
     try:
         for person in _people(rng, regions, mailboxes, overlap):
             _place(rng, state, org_states, person)
+        seed_queues(state, org_states, regions, SEEDED_ON, TESTED_ON)
     finally:
         if collecting:
             gc.enable()

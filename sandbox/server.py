@@ -14,6 +14,19 @@ import uvicorn
 
 from sandbox.app import create_app
 from sandbox.seed import seed as seed_world
+from sandbox.state import SandboxState
+
+
+def world(loopback_webhooks: bool = False, **seed_kwargs: Any) -> SandboxState:
+    """A seeded world; `loopback_webhooks` lets webhooks on loopback use any port, also after a reset.
+
+    Dataverse takes webhook URLs only on ports 80 and 443 (`sandbox.registration`). A local
+    OrgGuard listens on a free loopback port, so whoever runs one against the sandbox turns
+    the exception on here, visibly, rather than the sandbox allowing it by default.
+    """
+    state = seed_world(**seed_kwargs)
+    state.defaults.loopback_webhooks = state.settings.loopback_webhooks = loopback_webhooks
+    return state
 
 
 def run(
@@ -23,16 +36,19 @@ def run(
     overlap: float = 0.3,
     seed: int = 7,
     orgs: int = 3,
+    loopback_webhooks: bool = False,
 ) -> None:
     """Serve until interrupted (Ctrl-C stops uvicorn cleanly)."""
-    state = seed_world(mailboxes=mailboxes, overlap=overlap, seed=seed, orgs=orgs)
+    state = world(loopback_webhooks, mailboxes=mailboxes, overlap=overlap, seed=seed, orgs=orgs)
     uvicorn.run(create_app(state), host=host, port=port, log_level="warning")
 
 
 @contextmanager
-def running(port: int = 0, host: str = "127.0.0.1", **seed_kwargs: Any) -> Iterator[str]:
+def running(
+    port: int = 0, host: str = "127.0.0.1", *, loopback_webhooks: bool = False, **seed_kwargs: Any
+) -> Iterator[str]:
     """Serve in a background thread on `port` (0: a free one) and yield the base URL, e.g. http://127.0.0.1:53012."""
-    app = create_app(seed_world(**seed_kwargs))
+    app = create_app(world(loopback_webhooks, **seed_kwargs))
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle adds 40 ms a call)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlap", type=float, default=0.3, help="fraction of each org's mailboxes also in others")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--orgs", type=int, default=3)
+    parser.add_argument(
+        "--loopback-webhooks",
+        action="store_true",
+        help="accept webhook URLs on loopback at any port (Dataverse takes only ports 80 and 443)",
+    )
     args = parser.parse_args(argv)
     print(f"sandbox on http://{args.host}:{args.port} (orgs under /orgs/<name>/api/data/v9.2/, control /_sandbox/)")
-    run(args.host, args.port, args.mailboxes, args.overlap, args.seed, args.orgs)
+    run(args.host, args.port, args.mailboxes, args.overlap, args.seed, args.orgs, args.loopback_webhooks)

@@ -8,6 +8,7 @@ the server's event loop; nothing here is thread-safe, and nothing needs to be.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -88,16 +89,28 @@ class Table:
 
 @dataclass
 class Settings:
-    """What the sandbox does; every field can be overridden per org (except the event knobs)."""
+    """What the sandbox does; every field can be overridden per org (except the event knobs).
+
+    The defaults are Dataverse's documented ones (see the modules that apply them for the
+    sources): service protection on, webhooks only on ports 80 and 443, a 60 s webhook
+    timeout. `test_enable_delay_s` 0 runs Test & Enable inside the save that schedules it
+    (the sandbox's older, deterministic world); above 0 it completes later, as in Dataverse.
+    """
 
     semantics: str = "overwrite"
     gate: bool = True
     events: bool = True
-    budget: int | None = None
+    budget: int | None = 6000  # requests per user per window; None: unlimited
     window_s: float = 300.0
-    webhook_timeout_s: float = 10.0
+    execution_budget_s: float | None = 1200.0  # combined execution time per user per window
+    execution_cost_s: float = 0.05  # modelled execution time of one operation
+    concurrency: int | None = 52  # concurrent requests per user
+    webhook_timeout_s: float = 60.0
+    loopback_webhooks: bool = False  # a local-development exception to the 80/443 rule
     max_context_bytes: int = 256 * 1024
     checkbox_resets: bool = False
+    test_enable_delay_s: float = 0.0
+    bypass_step_ids_limit: int = 3
     event_retries: int = 3
     event_retry_delay_s: float = 0.5
 
@@ -126,7 +139,8 @@ class Fault:
 
 @dataclass
 class Counters:
-    """What an org was asked, for benchmarks: `requests` counts like service protection does."""
+    """What an org was asked, for benchmarks: `http` counts as service protection's number of requests
+    does (a $batch once), `requests` as entitlement limits do (every operation, inside a batch too)."""
 
     http: int = 0  # HTTP requests received, a $batch counting once
     requests: int = 0  # operations: each request outside a batch and each request inside one
@@ -144,6 +158,16 @@ class Counters:
 
 
 @dataclass
+class Load:
+    """One user's service-protection load on one org's web server, over the sliding window."""
+
+    arrivals: deque[float] = field(default_factory=deque)  # every request's arrival, refused ones too
+    work: deque[tuple[float, float]] = field(default_factory=deque)  # (finished at, execution seconds)
+    work_s: float = 0.0  # the sum of `work`
+    in_flight: int = 0
+
+
+@dataclass
 class OrgState:
     name: str
     id: str
@@ -151,7 +175,9 @@ class OrgState:
     tables: dict[str, Table]
     overrides: dict[str, object] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)  # bearer token -> systemuserid
-    windows: dict[str, tuple[float, int]] = field(default_factory=dict)  # user -> (window start, used)
+    windows: dict[str, Load] = field(default_factory=dict)  # systemuserid -> service-protection load
+    administrators: set[str] = field(default_factory=set)  # systemuserids with the System Administrator role
+    privileges: dict[str, set[str]] = field(default_factory=dict)  # systemuserid -> privileges granted otherwise
     counters: Counters = field(default_factory=Counters)
     fault: Fault | None = None
     latency_ms: int = 0
@@ -198,6 +224,14 @@ class OrgState:
         row = self.systemusers.get(user_id)
         return None if row is None else str(row.get("fullname"))
 
+    def name_of(self, logical_name: str, record_id: str | None) -> str | None:
+        """A row's primary name, as a lookup shows it (an EntityReference's Name, a FormattedValue)."""
+        table = next((t for t in self.tables.values() if t.spec.logical_name == logical_name), None)
+        if table is None or table.spec.primary_name is None or record_id is None:
+            return None
+        row = table.get(record_id)
+        return None if row is None else str(row.get(table.spec.primary_name))
+
 
 @dataclass(slots=True)
 class GraphUser:
@@ -237,6 +271,7 @@ class SandboxState:
     """The whole simulated world. Build with :func:`sandbox.seed.seed`."""
 
     settings: Settings = field(default_factory=Settings)
+    defaults: Settings = field(default_factory=Settings)  # what `/_sandbox/reset` restores
     orgs: dict[str, OrgState] = field(default_factory=dict)
     exchange: dict[str, str | None] = field(default_factory=dict)  # mailbox_key -> org name
     graph_users: dict[str, GraphUser] = field(default_factory=dict)
@@ -326,7 +361,12 @@ class UnitOfWork:
 
 
 def alert(org: OrgState, mailbox: Record, tracelog_id: str, created_on: str) -> DictRecord:
-    """The mailbox alert Dataverse writes when Exchange holds the address for another org."""
+    """The mailbox alert Dataverse writes when Exchange holds the address for another org.
+
+    A failure at error level (the `tracelog` reference: TraceStatus 1 Success / 0 Failure,
+    Level 3 Error) kept once per mailbox (IsUnique; ModifiedOn is "the time the error is
+    updated and logged for the same regarding object"), so a repeat updates this row.
+    """
     return DictRecord(
         TABLES["tracelogs"],
         {
@@ -334,8 +374,10 @@ def alert(org: OrgState, mailbox: Record, tracelog_id: str, created_on: str) -> 
             "text": ALERT_TEXT.format(name=mailbox.get("name")),
             "level": 3,
             "tracecode": 0,
-            "tracestatus": True,
+            "tracestatus": False,
+            "isunique": True,
             "createdon": created_on,
+            "modifiedon": created_on,
             "_regardingobjectid_value": mailbox.get("mailboxid"),
             "versionnumber": org.version(),
         },

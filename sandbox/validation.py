@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from sandbox.model import Column, Kind, TableSpec
@@ -55,6 +56,13 @@ def check(spec: TableSpec, name: str, column: Column, value: object) -> object:
         raise ODataError(400, f"Cannot convert the literal '{value}' to the expected type 'Edm.String'.", QUERY_ERROR)
     if kind is Kind.GUID and not GUID.match(value):
         raise ODataError(400, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'.", QUERY_ERROR)
+    if kind is Kind.DATETIME:
+        try:
+            datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ODataError(
+                400, f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.", QUERY_ERROR
+            ) from None
     if column.max_length is not None and len(value) > column.max_length:
         raise ODataError(
             400, f"The length of the '{name}' attribute exceeded the maximum allowed length.", "0x80044331"

@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sandbox import throttle
+from sandbox.bypass import NOTHING, Bypass, requested
 from sandbox.model import (
     MAILBOX,
     REGISTRATION_SETS,
     SERVICEENDPOINT,
     TABLES,
     DictRecord,
+    Kind,
     Mailbox,
     Record,
     TableSpec,
+    lookup_target,
 )
 from sandbox.odata import (
     NOT_FOUND,
@@ -40,7 +42,10 @@ MAX_PAGE = 5000
 JSON_TYPE = "application/json; odata.metadata=minimal"
 _PATH = re.compile(r"^(?P<name>[A-Za-z_$][\w$.]*)(?:\((?P<key>[^)]*)\))?(?:/(?P<prop>\w+))?/?$")
 _MAXPAGESIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)")
+_ANNOTATIONS = re.compile(r'odata\.include-annotations\s*=\s*"?([^";]*)"?')
 _OPTIONS = {"$select", "$filter", "$top", "$count", "$skiptoken"}
+LOOKUP_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
 
 
 @dataclass
@@ -55,12 +60,26 @@ class ApiRequest:
     def prefers(self, token: str) -> bool:
         return token in self.headers.get("prefer", "")
 
+    def annotations(self) -> frozenset[str]:
+        """The lookup annotations `Prefer: odata.include-annotations` asks for (select-columns.md, "Lookup
+        property data"): `<lookup>@Microsoft.Dynamics.CRM.lookuplogicalname` names the related table,
+        `<lookup>@OData.Community.Display.V1.FormattedValue` its primary name; `*` asks for all."""
+        match = _ANNOTATIONS.search(self.headers.get("prefer", ""))
+        patterns = [] if match is None else [part.strip() for part in match.group(1).split(",") if part.strip()]
+        return frozenset(
+            name
+            for name in (LOOKUP_NAME, FORMATTED)
+            for pattern in patterns
+            if pattern in ("*", name) or (pattern.endswith(".*") and name.startswith(pattern[:-1]))
+        )
+
 
 @dataclass
 class ApiResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    operations: int = 1  # how many operations it answers (a $batch: all it ran), for execution time
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> ApiResponse:
@@ -76,12 +95,29 @@ def etag(row: Record) -> str:
     return f'W/"{row.get("versionnumber")}"'
 
 
-def render(spec: TableSpec, row: Record, select: list[str]) -> dict[str, Any]:
+def render(
+    spec: TableSpec, row: Record, select: list[str], org: OrgState | None = None, wanted: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     out: dict[str, Any] = {"@odata.etag": etag(row)}
     for column in select:
-        out[column] = None if spec is SERVICEENDPOINT and column == "authvalue" else row.get(column)
+        value = None if spec is SERVICEENDPOINT and column == "authvalue" else row.get(column)
+        if wanted and org is not None and value is not None and spec.columns[column].kind is Kind.LOOKUP:
+            target = lookup_target(spec.columns[column], row.get)
+            if FORMATTED in wanted:
+                out[f"{column}@{FORMATTED}"] = org.name_of(target, str(value))
+            if LOOKUP_NAME in wanted:
+                out[f"{column}@{LOOKUP_NAME}"] = target
+        out[column] = value
     out.setdefault(spec.primary_key, row.get(spec.primary_key))
     return out
+
+
+def _preference_applied(request: ApiRequest, page_size: int | None) -> dict[str, str]:
+    applied = [] if page_size is None else [f"odata.maxpagesize={page_size}"]
+    match = _ANNOTATIONS.search(request.headers.get("prefer", ""))
+    if match is not None:
+        applied.append(f'odata.include-annotations="{match.group(1)}"')
+    return {"Preference-Applied": ", ".join(applied)} if applied else {}
 
 
 class WebApi:
@@ -97,8 +133,8 @@ class WebApi:
         unit = UnitOfWork() if unit is None else unit
         org.counters.operation(request.method, inner)
         try:
-            limits = throttle.spend(self.state, org, user_id)
-            response = await self._route(org, user_id, request, unit)
+            bypass = requested(self.state, org, user_id, request.headers)
+            response = await self._route(org, user_id, request, unit, bypass)
         except ODataError as error:
             if own:
                 unit.rollback()
@@ -109,10 +145,11 @@ class WebApi:
             raise
         if own:
             unit.commit()
-        response.headers.update(limits)
         return response
 
-    async def _route(self, org: OrgState, user_id: str, request: ApiRequest, unit: UnitOfWork) -> ApiResponse:
+    async def _route(
+        self, org: OrgState, user_id: str, request: ApiRequest, unit: UnitOfWork, bypass: Bypass = NOTHING
+    ) -> ApiResponse:
         match = _PATH.match(request.path)
         if match is None:
             raise ODataError(404, f"Resource not found for the segment '{request.path}'.", QUERY_ERROR)
@@ -126,17 +163,17 @@ class WebApi:
         table = org.tables[name]
         if key is None:
             if method == "GET":
-                return self._collection(spec, table, request)
+                return self._collection(org, spec, table, request)
             if method == "POST":
                 return self._create(org, spec, table, request, unit)
             raise ODataError(405, f"The {method} method is not allowed on '{name}'.", QUERY_ERROR)
         row_id = self._key(key)
         if method == "GET":
-            return self._single(spec, table, row_id, prop, request)
+            return self._single(org, spec, table, row_id, prop, request)
         if prop is not None:
             raise ODataError(405, f"The sandbox does not {method} single properties.", QUERY_ERROR)
         if method == "PATCH":
-            return await self._patch(org, user_id, spec, table, row_id, request, unit)
+            return await self._patch(org, user_id, spec, table, row_id, request, unit, bypass)
         if method == "DELETE":
             return self._delete(org, spec, table, row_id, request, unit)
         raise ODataError(405, f"The {method} method is not allowed on '{name}({key})'.", QUERY_ERROR)
@@ -161,7 +198,7 @@ class WebApi:
 
     # reads
 
-    def _collection(self, spec: TableSpec, table: Table, request: ApiRequest) -> ApiResponse:
+    def _collection(self, org: OrgState, spec: TableSpec, table: Table, request: ApiRequest) -> ApiResponse:
         unknown = sorted(name for name in request.query if name.startswith("$") and name not in _OPTIONS)
         if unknown:
             raise ODataError(400, f"The query option '{unknown[0]}' is not supported by the sandbox.", QUERY_ERROR)
@@ -169,6 +206,8 @@ class WebApi:
         condition = parse_filter(spec, request.query["$filter"]) if "$filter" in request.query else None
         size, applied = self._page_size(request)
         top = self._top(request)
+        if applied is not None:  # "If you include both, $top is ignored." (webapi/query/page-results.md)
+            top = None
         if top is not None:
             size = min(size, top)
         page, start = read_cookie(request.query["$skiptoken"]) if "$skiptoken" in request.query else (1, 0)
@@ -190,11 +229,11 @@ class WebApi:
             payload["@odata.count"] = sum(
                 1 for _, row in table.scan(0) if condition is None or condition.predicate(row)
             )
-        payload["value"] = [render(spec, row, select) for row in rows]
+        wanted = request.annotations()
+        payload["value"] = [render(spec, row, select, org, wanted) for row in rows]
         if resume is not None and top is None:
             payload["@odata.nextLink"] = self._next_link(request, spec, page, resume)
-        headers = {"Preference-Applied": f"odata.maxpagesize={applied}"} if applied else {}
-        return ApiResponse.json(200, payload, headers)
+        return ApiResponse.json(200, payload, _preference_applied(request, applied))
 
     @staticmethod
     def _page_size(request: ApiRequest) -> tuple[int, int | None]:
@@ -228,7 +267,9 @@ class WebApi:
         query = "&".join(f"{name}={quote(value, safe=',()$')}" for name, value in kept)
         return f"{request.root}{spec.entity_set}?{query}"
 
-    def _single(self, spec: TableSpec, table: Table, row_id: str, prop: str | None, request: ApiRequest) -> ApiResponse:
+    def _single(
+        self, org: OrgState, spec: TableSpec, table: Table, row_id: str, prop: str | None, request: ApiRequest
+    ) -> ApiResponse:
         row = self._find(spec, table, row_id)
         if prop is not None:
             if prop not in spec.columns:
@@ -241,8 +282,9 @@ class WebApi:
                 },
             )
         select = parse_select(spec, request.query.get("$select"))
-        payload = {"@odata.context": f"{self._context(request, spec, select)}/$entity", **render(spec, row, select)}
-        return ApiResponse.json(200, payload, {"ETag": etag(row)})
+        body = render(spec, row, select, org, request.annotations())
+        payload = {"@odata.context": f"{self._context(request, spec, select)}/$entity", **body}
+        return ApiResponse.json(200, payload, {"ETag": etag(row), **_preference_applied(request, None)})
 
     @staticmethod
     def _find(spec: TableSpec, table: Table, row_id: str) -> Record:
@@ -294,6 +336,7 @@ class WebApi:
         row_id: str,
         request: ApiRequest,
         unit: UnitOfWork,
+        bypass: Bypass,
     ) -> ApiResponse:
         body = self._body(request)
         row = table.get(row_id)
@@ -303,16 +346,19 @@ class WebApi:
         if spec is MAILBOX:
             changes = writable_values(spec, body)
             assert isinstance(row, Mailbox)
-            await self.pipeline.update(org, user_id, row, changes, unit)
+            await self.pipeline.update(org, user_id, row, changes, unit, bypass)
         else:
             if spec.entity_set not in REGISTRATION_SETS:
                 raise ODataError(405, f"The sandbox does not update '{spec.entity_set}'.", QUERY_ERROR)
             merged = {column: row.get(column) for column in spec.columns}
-            changes = prepare(org, spec, body, merged)
+            changes = prepare(org, spec, body, merged, self._loopback(org))
             for column, value in changes.items():
                 unit.write(org, table, row, column, value)
             unit.write(org, table, row, "versionnumber", org.version())
         return self._written(request, spec, row, 204)
+
+    def _loopback(self, org: OrgState) -> bool:
+        return bool(self.state.setting(org, "loopback_webhooks"))
 
     def _written(self, request: ApiRequest, spec: TableSpec, row: Record, status: int) -> ApiResponse:
         headers = self._entity_id(request, spec, str(row.get(spec.primary_key)))
@@ -335,7 +381,7 @@ class WebApi:
         if spec is MAILBOX and row_id is not None:
             row: Record = self._new_mailbox(org, row_id, writable_values(spec, body))
         elif spec.creatable:
-            values = prepare(org, spec, body, None)
+            values = prepare(org, spec, body, None, self._loopback(org))
             new_id = str(values.get(spec.primary_key) or row_id or uuid.uuid4()).lower()
             if table.get(new_id) is not None:
                 raise ODataError(400, "Cannot insert duplicate key.", "0x80040237")
@@ -358,6 +404,7 @@ class WebApi:
             actdeliverymethod=2,
             modifiedon=now_iso(),
             versionnumber=org.version(),
+            regardingobjecttypecode=None,
         )
         for column, value in values.items():
             row.set(column, value)

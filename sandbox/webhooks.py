@@ -61,9 +61,12 @@ class Delivery:
         return self.status is not None and 200 <= self.status < 300
 
     def describe(self) -> str:
-        if self.status is None:
-            return f"Endpoint unavailable: {self.error}"
-        return f"HTTP {self.status}: {self.text}"
+        """What the saving user is told: never the endpoint's body, which Dataverse does not read."""
+        reason = self.error if self.status is None else f"it answered HTTP {self.status}"
+        return (
+            "Endpoint unavailable: the webhook service endpoint may be configured incorrectly or is not "
+            f"available ({reason})."
+        )
 
 
 class Poster:
@@ -146,6 +149,7 @@ class Poster:
         }
         if trimmed:
             headers["x-ms-dynamics-msg-size-exceeded"] = "true"
+        # "The timeout is 60 seconds." (use-webhooks.md); a lower setting only makes tests quicker
         timeout = min(float(self.state.setting(org, "webhook_timeout_s")), 60.0)
         try:
             response = await self.client.post(where.url, content=body, headers=headers, timeout=timeout)

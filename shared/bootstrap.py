@@ -67,7 +67,9 @@ def build(
     read_back: MailboxReader | None = None,
 ) -> Container:
     settings = settings or Settings.from_env()
-    telemetry.configure(connection_string=settings.app_insights, local=settings.telemetry)
+    telemetry.configure(
+        connection_string=settings.app_insights, authentication=settings.app_insights_auth, local=settings.telemetry
+    )
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)
     ledger = ledger if ledger is not None else open_ledger(settings.ledger)
     service = OrgGuard(ledger=ledger, orgs=orgs) if users is None else OrgGuard(ledger=ledger, orgs=orgs, users=users)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import TypedDict
+from urllib.parse import urlsplit
 
 from shared.model import (
     Claim,
@@ -44,8 +45,10 @@ __all__ = [
     "PayloadTooLarge",
     "decode_value",
     "loads_context",
+    "org_address",
     "parse_context",
     "parse_dotnet_date",
+    "servicebus_org",
     "servicebus_properties",
     "servicebus_size_exceeded",
     "to_claim",
@@ -56,6 +59,12 @@ MAX_BODY = 256 * 1024  # bytes; Dataverse itself trims contexts above this
 MAX_PARENT_DEPTH = 8  # ParentContext levels accepted; real plugin chains stay far below
 MAX_VALUE_DEPTH = 16  # nesting inside one attribute value (entities in entities ...)
 SERVICEBUS_PROPERTY_PREFIX = "http://schemas.microsoft.com/xrm/2011/Claims/"
+# the names Dataverse sets, in their documented casing; a message may carry them in any case
+_SERVICEBUS_NAMES = {
+    name.lower(): name
+    for name in ("Organization", "User", "InitiatingUser", "EntityLogicalName", "RequestName", "MessageMaxSizeExceeded")
+}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # mailbox columns OrgGuard reads (FACTS.md, "Dataverse mailbox table")
 MAILBOX = "mailbox"
@@ -236,28 +245,73 @@ def unwrap_event(doc: object) -> tuple[object, str | None]:
 def servicebus_properties(props: Mapping[str, object]) -> dict[str, str]:
     """The claims Dataverse sets as application properties, prefix stripped.
 
-    The Service Bus SDK may hand keys and values over as bytes.
+    Names are matched case-insensitively (prefix included) and given back in Dataverse's
+    casing (``Organization``, ``User`` ...). The Service Bus SDK may hand keys and values over
+    as bytes. One name given twice with different values is refused.
     """
     found: dict[str, str] = {}
     for raw_key, raw_value in props.items():
         key = _text(raw_key)
-        if key is None or not key.startswith(SERVICEBUS_PROPERTY_PREFIX):
-            continue
+        name = None if key is None else _property_name(key)
         value = _text(raw_value)
-        name = key[len(SERVICEBUS_PROPERTY_PREFIX) :]
-        if name and value is not None:
-            found[name] = value
+        if not name or value is None:
+            continue
+        if found.get(name, value) != value:
+            raise InvalidPayload(f"the property {name!r} is given twice", field=name)
+        found[name] = value
     return found
 
 
+def _property_name(key: str) -> str | None:
+    """``…/Claims/organization`` -> ``Organization``; ``None`` for a key without the prefix."""
+    if not key.lower().startswith(SERVICEBUS_PROPERTY_PREFIX.lower()):
+        return None
+    name = key[len(SERVICEBUS_PROPERTY_PREFIX) :]
+    return _SERVICEBUS_NAMES.get(name.lower(), name)
+
+
 def servicebus_size_exceeded(props: Mapping[str, object]) -> bool:
-    """Whether Dataverse trimmed the message (property ``MessageMaxSizeExceeded``)."""
+    """Whether Dataverse trimmed the message (property ``MessageMaxSizeExceeded``, any case, prefixed or not)."""
     for raw_key, raw_value in props.items():
         key = _text(raw_key)
-        if key is not None and key.removeprefix(SERVICEBUS_PROPERTY_PREFIX) == "MessageMaxSizeExceeded":
+        if key is not None and (_property_name(key) or key).lower() == "messagemaxsizeexceeded":
             text = _text(raw_value)
             return text is None or text.strip().lower() not in ("false", "0", "")
     return False
+
+
+def servicebus_org(props: Mapping[str, object], orgs: Iterable[Org]) -> Org | None:
+    """The registered org the ``Organization`` property names; ``None`` when absent or no org matches.
+
+    Dataverse puts the org's URI there, not its id ("Organization URI" in the property bag,
+    powerapps-docs ``write-listener-application-azure-solution.md``, "Filter messages"), as a
+    bare host or a full URL; it matches the org registered with that URL (:func:`org_address`).
+    """
+    named = servicebus_properties(props).get("Organization")
+    if named is None:
+        return None
+    wanted = org_address(named, field="Organization")
+    return next((org for org in orgs if org_address(org.url, field="url") == wanted), None)
+
+
+def org_address(uri: str, *, field: str = "Organization") -> str:
+    """An org URI reduced to what identifies it: host (and a non-default port) and path, case-folded.
+
+    ``contoso.crm.dynamics.com``, ``https://Contoso.crm.dynamics.com/`` and
+    ``https://contoso.crm.dynamics.com:443`` are one org.
+    """
+    text = uri.strip()
+    parts = urlsplit(text if "://" in text else f"https://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidPayload(f"{field} is not an org URI", field=field) from None
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise InvalidPayload(f"{field} is not an org URI", field=field)
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
+    return host + parts.path.rstrip("/").lower()
 
 
 def _text(value: object) -> str | None:

@@ -142,7 +142,8 @@ def serve(
         if sandbox:
             from sandbox.server import running
 
-            sandbox_url = stack.enter_context(running(port=sandbox_port))
+            # OrgGuard listens on a loopback port, not 80/443: the sandbox's visible exception for that
+            sandbox_url = stack.enter_context(running(port=sandbox_port, loopback_webhooks=True))
             out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/")
         if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
             os.environ.update(ensure_local_setup(f"http://127.0.0.1:{sandbox_port}"))

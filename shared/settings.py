@@ -42,6 +42,7 @@ class Settings:
     sweep_schedule: str = "0 0 */6 * * *"
     max_body: int = 256 * 1024
     app_insights: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING: telemetry to Azure Monitor
+    app_insights_auth: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING: Entra ingestion
     telemetry: str | None = None  # ORGGUARD_TELEMETRY: "console" or "file:PATH" for local telemetry
 
     @classmethod
@@ -65,5 +66,6 @@ class Settings:
             auth=auth,  # type: ignore[arg-type]
             sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
             app_insights=e.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            app_insights_auth=e.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or None,
             telemetry=telemetry or None,
         )

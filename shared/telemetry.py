@@ -141,7 +141,7 @@ class ScrubbingFilter(logging.Filter):
         return True
 
 
-def configure(*, connection_string: str | None, local: str | None) -> str:
+def configure(*, connection_string: str | None, local: str | None, authentication: str | None = None) -> str:
     """Set up exporting once per process (the first call wins, as OpenTelemetry's providers are set once).
 
     Returns what was set up: ``azure-monitor``, ``console``, ``file`` or ``off``.
@@ -153,7 +153,7 @@ def configure(*, connection_string: str | None, local: str | None) -> str:
         connection = (connection_string or "").strip()
         wanted = (local or "").strip()
         if connection:
-            _azure_monitor(connection)
+            _azure_monitor(connection, authentication)
             _configured = "azure-monitor"
         elif wanted == "console":
             _local(None)
@@ -166,12 +166,27 @@ def configure(*, connection_string: str | None, local: str | None) -> str:
         return _configured
 
 
-def _azure_monitor(connection: str) -> None:
+def ingestion_client_id(authentication: str | None) -> str | None:
+    """The managed identity of ``Authorization=AAD;ClientId=<id>`` (Entra ingestion), or None for key ingestion."""
+    parts = dict(p.split("=", 1) for p in (authentication or "").split(";") if "=" in p)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    return parts.get("ClientId", "")
+
+
+def _azure_monitor(connection: str, authentication: str | None) -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     off = {"enabled": False}
+    extra: dict[str, Any] = {}
+    client_id = ingestion_client_id(authentication)
+    if client_id is not None:  # local authentication is off on the Application Insights resource
+        from azure.identity import ManagedIdentityCredential
+
+        extra["credential"] = ManagedIdentityCredential(client_id=client_id or None)
     configure_azure_monitor(
         connection_string=connection,
+        **extra,
         logger_name="orgguard",
         instrumentation_options={
             name: off

@@ -29,14 +29,15 @@ PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__accountName": "the Functions host's own storage, through the managed identity",
     "AzureWebJobsStorage__credential": "the Functions host's own storage, through the managed identity",
     "AzureWebJobsStorage__clientId": "the Functions host's own storage, through the managed identity",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the Functions host sends telemetry",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra ingestion for that telemetry (local auth is off)",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the Functions host and OrgGuard send telemetry",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra ingestion (local auth is off); OrgGuard reads it too",
 }
 
 # Read by the code, set on purpose by no template.
 LOCAL_ONLY = {
     "ORGGUARD_ADMIN_TOKEN": "bearer token of token mode (the local host); Azure runs ORGGUARD_AUTH=easyauth",
     "USER": "the CLI names its actor after the local user",
+    "ORGGUARD_TELEMETRY": "local telemetry (console or a file); Azure uses Application Insights",
 }
 
 # Set by a template loop, read through another setting rather than by name.

@@ -83,7 +83,7 @@ def test_register_is_idempotent_and_refuses_plain_http(tmp_path):
 
     plain = ["register", "--org", "contoso-na", "--url", "http://orgguard.example.com"]
     assert runner.invoke(app, plain).exit_code == 2
-    with running(mailboxes=5) as base:
+    with running(mailboxes=5, loopback_webhooks=True) as base:
         c = container(tmp_path)
         c.orgs = registry(base)
         bootstrap.install(c)

@@ -30,7 +30,7 @@ FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=10.0)
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[str]:
-    with running(port=0) as server:
+    with running(port=0, loopback_webhooks=True) as server:
         yield str(getattr(server, "url", server)).rstrip("/")
 
 

@@ -43,8 +43,8 @@ def batch(items: list[str | list[str]]) -> tuple[str, bytes]:
     return "multipart/mixed; boundary=batch_x", ("".join(chunks) + "--batch_x--\r\n").encode()
 
 
-def statuses(answer: httpx.Response) -> list[int]:
-    assert answer.status_code == 200, answer.text
+def statuses(answer: httpx.Response, outer: int = 200) -> list[int]:
+    assert answer.status_code == outer, answer.text
     assert answer.headers["Content-Type"].startswith("multipart/mixed; boundary=batchresponse_")
     return [int(code) for code in re.findall(r"^HTTP/1\.1 (\d{3})", answer.text, flags=re.MULTILINE)]
 
@@ -94,18 +94,33 @@ def test_a_failing_change_set_applies_nothing(admin: httpx.Client) -> None:
             ]
         ],
     )
-    assert statuses(answer) == [412]
+    assert statuses(answer, outer=412) == [412]
     assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["actdeliverymethod"] == 1
     assert admin.get(ROOT + f"mailboxes({first['mailboxid']})").json()["@odata.etag"] == first["@odata.etag"]
 
 
-def test_without_continue_on_error_the_batch_stops_at_the_first_failure(admin: httpx.Client) -> None:
+def test_without_continue_on_error_the_batch_stops_at_the_first_failure_and_answers_its_status(
+    admin: httpx.Client,
+) -> None:
+    """execute-batch-operations-using-web-api.md, "Handling errors": the batch error is the first failing request's."""
     missing = "mailboxes(00000000-0000-4000-8000-000000000000)"
     items: list[str | list[str]] = [request("GET", "WhoAmI"), request("GET", missing), request("GET", "WhoAmI")]
-    assert statuses(send(admin, items)) == [200, 404]
+    assert statuses(send(admin, items), outer=404) == [200, 404]
     answer = send(admin, items, prefer="odata.continue-on-error")
     assert statuses(answer) == [200, 404, 200]
     assert answer.headers["Preference-Applied"] == "odata.continue-on-error"
+
+
+def test_a_batch_that_stops_on_a_validation_error_answers_400(admin: httpx.Client) -> None:
+    (row, _) = two_rows(admin)
+    items: list[str | list[str]] = [
+        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 7}, {"If-Match": "*"}),
+        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 0}, {"If-Match": "*"}),
+    ]
+    answer = send(admin, items)
+    assert statuses(answer, outer=400) == [400]
+    assert "outside the valid range" in answer.text
+    assert admin.get(ROOT + f"mailboxes({row['mailboxid']})").json()["actdeliverymethod"] == 1
 
 
 def test_continue_on_error_goes_on_after_a_failed_change_set(admin: httpx.Client) -> None:
@@ -125,17 +140,31 @@ def test_more_than_1000_requests_is_a_400(admin: httpx.Client) -> None:
     assert "1000" in answer.json()["error"]["message"]
 
 
-def test_each_inner_request_spends_the_budget(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json={"budget": 3})
-    answer = send(admin, [request("GET", "WhoAmI")] * 5, prefer="odata.continue-on-error")
-    assert statuses(answer) == [200, 200, 200, 429, 429]
-    assert "Retry-After:" in answer.text
+def test_a_batch_counts_once_against_the_number_of_requests(admin: httpx.Client, control: httpx.Client) -> None:
+    """api-limits.md: a batch is one request; its operations add execution time, not requests."""
+    control.put("/_sandbox/settings", json={"budget": 3, "window_s": 120})
+    answer = send(admin, [request("GET", "WhoAmI")] * 5)
+    assert statuses(answer) == [200] * 5
+    assert answer.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] == "2"
+    assert send(admin, [request("GET", "WhoAmI")] * 50).status_code == 200
+    assert admin.get(ROOT + "WhoAmI").headers["x-ms-ratelimit-burst-remaining-xrm-requests"] == "0"
     refused = send(admin, [request("GET", "WhoAmI")])
     assert refused.status_code == 429
-    assert int(refused.headers["Retry-After"]) >= 1
+    assert 1 <= int(refused.headers["Retry-After"]) <= 120
+    assert refused.json()["error"]["code"] == "0x80072322"
     counters = control.get("/_sandbox/requests").json()["contoso-jp"]
-    assert counters["batches"] == 2
-    assert counters["batch_inner"] == 5
+    assert (counters["batches"], counters["batch_inner"], counters["throttled"]) == (3, 55, 1)
+
+
+def test_a_batch_adds_the_execution_time_of_all_its_operations(admin: httpx.Client, control: httpx.Client) -> None:
+    control.put("/_sandbox/settings", json={"execution_budget_s": 10, "execution_cost_s": 1, "window_s": 120})
+    answer = send(admin, [request("GET", "WhoAmI")] * 4)
+    assert answer.headers["x-ms-ratelimit-time-remaining-xrm-requests"] == "6000.00"
+    assert send(admin, [request("GET", "WhoAmI")] * 6).status_code == 200  # at the limit: served, as documented
+    refused = admin.get(ROOT + "WhoAmI")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "0x80072321"
+    assert "10,000 milliseconds" in refused.json()["error"]["message"]
 
 
 def test_a_batch_part_that_is_not_http_is_refused(admin: httpx.Client) -> None:

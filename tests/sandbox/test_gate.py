@@ -16,6 +16,7 @@ pytestmark = pytest.mark.sandbox
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 JP = api("contoso-jp")
 TEST_ENABLE = {"testemailconfigurationscheduled": True}
+STAMPS = {"modifiedon", "modifiedby", "modifiedonbehalfby"}  # in an asynchronous Target (use-webhooks.md)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -48,7 +49,12 @@ def test_a_refusing_gate_cancels_the_save_and_changes_nothing(
     before = admin.get(JP + f"mailboxes({AIKO_JP})").json()
     answer = patch_aiko(admin, TEST_ENABLE)
     assert answer.status_code == 400
-    assert "case-42" in answer.json()["error"]["message"]
+    message = answer.json()["error"]["message"]
+    # use-webhooks.md: Dataverse reads only the status code; the user sees "Endpoint Unavailable", not our body
+    assert "Endpoint unavailable" in message and "HTTP 409" in message
+    assert "case-42" not in message and "blocked" not in message
+    (logged,) = events(control, mode=0)
+    assert logged["status"] == 409 and "case-42" in logged["response"]
     assert admin.get(JP + f"mailboxes({AIKO_JP})").json() == before
     assert exchange(control) == "contoso-na"
     assert len(hook.of_mode(0)) == 1
@@ -111,7 +117,8 @@ def test_an_allowed_save_applies_and_posts_the_async_event_with_images(
     assert list(context) == list(expected)
     assert (context["Stage"], context["Mode"], context["IsInTransaction"]) == (40, 1, False)
     assert context["CorrelationId"] == hook.of_mode(0)[0].body["CorrelationId"]
-    assert set(attributes(context["InputParameters"][0]["value"])) == {"testemailconfigurationscheduled", "mailboxid"}
+    target = attributes(context["InputParameters"][0]["value"])
+    assert set(target) == {"testemailconfigurationscheduled", "mailboxid"} | STAMPS
     pre, post = images(context, "PreEntityImages")["pre"], images(context, "PostEntityImages")["post"]
     assert set(pre) == set(attributes(expected["PreEntityImages"][0]["value"])) | {"testemailconfigurationscheduled"}
     assert pre["testemailconfigurationscheduled"] is False
@@ -188,7 +195,7 @@ def test_a_gate_refusal_inside_a_change_set_undoes_the_whole_set(
     register(admin, "contoso-jp", hook.url)
     other = admin.get(JP + "mailboxes", params={"$filter": "actdeliverymethod eq 1 and statecode eq 0", "$top": "2"})
     other_row = next(row for row in other.json()["value"] if row["mailboxid"] != AIKO_JP)
-    hook.sync = (409, "blocked")
+    hook.sync = (409, "blocked by OrgGuard")
     body = (
         "--b\r\nContent-Type: multipart/mixed; boundary=cs\r\n\r\n"
         "--cs\r\nContent-Type: application/http\r\nContent-ID: 1\r\n\r\n"
@@ -200,7 +207,27 @@ def test_a_gate_refusal_inside_a_change_set_undoes_the_whole_set(
         "--cs--\r\n--b--\r\n"
     )
     answer = admin.post(JP + "$batch", content=body.encode(), headers={"Content-Type": "multipart/mixed; boundary=b"})
-    assert answer.status_code == 200
-    assert "HTTP/1.1 400" in answer.text and "blocked" in answer.text
+    assert answer.status_code == 400  # no continue-on-error: the failing request's status
+    assert "HTTP/1.1 400" in answer.text and "Endpoint unavailable" in answer.text
+    assert "blocked by OrgGuard" not in answer.text
     assert admin.get(JP + f"mailboxes({other_row['mailboxid']})").json()["@odata.etag"] == other_row["@odata.etag"]
     assert mailbox(admin, "contoso-jp")["testemailconfigurationscheduled"] is False
+
+
+def test_the_webhook_timeout_is_dataverses_60_seconds(control: httpx.Client) -> None:
+    """use-webhooks.md: "The timeout is 60 seconds." Lower values only make tests quicker; higher ones are refused."""
+    assert control.get("/_sandbox/settings").json()["global"]["webhook_timeout_s"] == 60
+    assert control.put("/_sandbox/settings", json={"webhook_timeout_s": 61}).status_code == 422
+
+
+def test_a_gate_that_answers_too_late_cancels_the_save_with_a_timeout(
+    admin: httpx.Client, control: httpx.Client, hook: Hook
+) -> None:
+    register(admin, "contoso-jp", hook.url)
+    control.put("/_sandbox/settings", json={"webhook_timeout_s": 0.3})
+    hook.delay_s, hook.sync = 1.0, (200, '{"effect": "allow", "note": "too late"}')
+    answer = patch_aiko(admin, TEST_ENABLE)
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "Endpoint unavailable" in message and "timed out after 0.3 s" in message and "too late" not in message
+    assert exchange(control) == "contoso-na"

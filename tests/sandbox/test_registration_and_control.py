@@ -97,7 +97,7 @@ def test_seed_route_builds_a_new_world(admin: httpx.Client, control: httpx.Clien
     assert answer.status_code == 200
     orgs = {org["name"]: org for org in control.get("/_sandbox/orgs").json()}
     assert list(orgs) == ["contoso-na", "contoso-jp", "contoso-eu", "contoso-org4"]
-    assert all(org["mailboxes"] == 25 for org in orgs.values())
+    assert all(org["mailboxes"] == 25 + org["queues"] and org["queues"] == 2 for org in orgs.values())
     assert mailbox(admin, "contoso-jp")["mailboxid"] == AIKO_JP
     assert admin.get(api("contoso-org4") + "WhoAmI").json()["OrganizationId"] == orgs["contoso-org4"]["id"]
     assert control.post("/_sandbox/seed", json={"mailboxes": 0}).status_code == 422
@@ -150,5 +150,74 @@ def test_seeding_is_deterministic_and_messy_like_real_data() -> None:
 def test_seeding_scales() -> None:
     started = time.perf_counter()
     world = seed(mailboxes=10_000, orgs=4)
-    assert sum(len(org.mailboxes) for org in world.orgs.values()) == 40_000
+    assert sum(len(org.mailboxes) - len(org.tables["queues"]) for org in world.orgs.values()) == 40_000
     assert time.perf_counter() - started < 5
+
+
+def webhook(client: httpx.Client, url: str, **extra: object) -> httpx.Response:
+    body = {"name": "w", "contract": 8, "url": url, "authtype": 4, "authvalue": "k", **extra}
+    return client.post(NA + "serviceendpoints", json=body)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://orgguard.example.com/api/dataverse/gate", True),
+        ("https://orgguard.example.com:443/api/dataverse/gate", True),
+        ("http://orgguard.example.com/api/dataverse/gate", True),
+        ("https://orgguard.example.com:8443/api/dataverse/gate", False),
+        ("http://orgguard.example.com:7071/api/dataverse/gate", False),
+        ("http://orgguard.example.com:443/api/dataverse/gate", False),
+        ("https://orgguard.example.com:80/api/dataverse/gate", False),
+        ("http://127.0.0.1:7071/api/dataverse/gate", False),
+        ("http://localhost:7071/api/dataverse/gate", False),
+        ("https://orgguard.example.com:99999/x", False),
+        ("ftp://orgguard.example.com/x", False),
+    ],
+)
+def test_webhook_urls_only_on_ports_80_and_443(
+    admin: httpx.Client, control: httpx.Client, url: str, accepted: bool
+) -> None:
+    """register-web-hook.md: "Registered WebHooks support only port 80 for HTTP and port 443 for HTTPS"."""
+    control.put("/_sandbox/settings", json={"loopback_webhooks": False})
+    answer = webhook(admin, url)
+    assert answer.status_code == (204 if accepted else 400), answer.text
+    if not accepted:
+        assert admin.get(NA + "serviceendpoints").json()["value"] == []
+
+
+def test_the_loopback_exception_is_a_visible_setting_for_loopback_only(
+    admin: httpx.Client, control: httpx.Client
+) -> None:
+    assert seed(mailboxes=1).settings.loopback_webhooks is False  # Dataverse's rule unless someone turns it on
+    assert control.get("/_sandbox/settings").json()["global"]["loopback_webhooks"] is True  # this suite did
+    refused = control.put("/_sandbox/settings", json={"loopback_webhooks": False})
+    assert refused.json()["global"]["loopback_webhooks"] is False
+    message = webhook(admin, "http://127.0.0.1:7071/x").json()["error"]["message"]
+    assert "port 80 for HTTP and port 443 for HTTPS" in message and "loopback_webhooks" in message
+    control.put("/_sandbox/settings", json={"loopback_webhooks": True})
+    assert webhook(admin, "http://127.0.0.1:7071/x").status_code == 204
+    assert webhook(admin, "http://[::1]:7071/x").status_code == 204
+    assert webhook(admin, "http://orgguard.example.com:7071/x").status_code == 400
+    assert control.post("/_sandbox/reset").status_code == 200
+    assert control.get("/_sandbox/settings").json()["global"]["loopback_webhooks"] is True  # the server's default
+
+
+def test_webhooks_are_accepted_without_messageformat(admin: httpx.Client) -> None:
+    created = webhook(admin, "https://orgguard.example.com/api/dataverse/events")
+    assert created.status_code == 204
+    endpoint_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    assert admin.get(NA + f"serviceendpoints({endpoint_id})").json()["contract"] == 8
+    assert webhook(admin, "https://orgguard.example.com/x", messageformat=1).status_code == 204  # posts JSON anyway
+
+
+def test_moving_a_webhook_to_another_port_is_refused_too(admin: httpx.Client, control: httpx.Client) -> None:
+    created = webhook(admin, "https://orgguard.example.com/x")
+    endpoint_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    moved = admin.patch(
+        NA + f"serviceendpoints({endpoint_id})",
+        json={"url": "https://orgguard.example.com:8443/x"},
+        headers={"If-Match": "*"},
+    )
+    assert moved.status_code == 400
+    assert admin.get(NA + f"serviceendpoints({endpoint_id})").json()["url"] == "https://orgguard.example.com/x"

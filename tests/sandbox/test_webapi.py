@@ -210,3 +210,53 @@ def test_injected_faults_answer_then_clear(admin: httpx.Client, control: httpx.C
     statuses = [admin.get(api("contoso-jp") + "WhoAmI").status_code for _ in range(3)]
     assert statuses == [503, 503, 200]
     assert admin.get(api("contoso-na") + "WhoAmI").status_code == 200
+
+
+def test_top_limits_rows_but_is_ignored_with_maxpagesize(admin: httpx.Client) -> None:
+    """page-results.md: "Don't use $top with the Prefer: odata.maxpagesize request header. If you include both,
+    $top is ignored." """
+    root = api("contoso-na") + "mailboxes"
+    alone = admin.get(root, params={"$select": "name", "$top": "2"}).json()
+    assert len(alone["value"]) == 2 and "@odata.nextLink" not in alone
+    both = admin.get(root, params={"$select": "name", "$top": "2"}, headers={"Prefer": "odata.maxpagesize=5"})
+    assert both.headers["Preference-Applied"] == "odata.maxpagesize=5"
+    assert len(both.json()["value"]) == 5 and "@odata.nextLink" in both.json()
+    assert admin.get(root, params={"$top": "0"}, headers={"Prefer": "odata.maxpagesize=5"}).status_code == 400
+
+
+def test_status_retry_count_and_test_date_columns_are_writable(admin: httpx.Client) -> None:
+    """The mailbox reference lists ACTStatus, the email statuses, TestEmailConfigurationRetryCount and
+    TestMailboxAccessCompletedOn among the writable columns; MailboxStatus is read-only."""
+    url = api("contoso-jp") + f"mailboxes({AIKO_JP})"
+    written = {
+        "actstatus": 2,
+        "incomingemailstatus": 0,
+        "outgoingemailstatus": 2,
+        "testemailconfigurationretrycount": 7,
+        "testmailboxaccesscompletedon": "2026-12-01T10:00:00Z",
+    }
+    before = admin.get(url).json()
+    assert admin.patch(url, json={**written, "mailboxstatus": 0}, headers={"If-Match": "*"}).status_code == 204
+    after = admin.get(url).json()
+    assert {column: after[column] for column in written} == written
+    assert after["mailboxstatus"] == before["mailboxstatus"] == 1  # read-only: ignored, as Dataverse does
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"testmailboxaccesscompletedon": "yesterday"},
+        {"testemailconfigurationretrycount": "3"},
+        {"actstatus": 5},
+        {"incomingemailstatus": True},
+    ],
+)
+def test_bad_values_for_those_columns_are_a_400_and_change_nothing(
+    admin: httpx.Client, body: dict[str, object]
+) -> None:
+    url = api("contoso-jp") + f"mailboxes({AIKO_JP})"
+    before = admin.get(url).json()
+    answer = admin.patch(url, json=body, headers={"If-Match": "*"})
+    assert answer.status_code == 400
+    assert set(answer.json()["error"]) == {"code", "message"}
+    assert admin.get(url).json() == before

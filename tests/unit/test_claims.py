@@ -27,8 +27,10 @@ from shared.claims import (
     PayloadTooLarge,
     decode_value,
     loads_context,
+    org_address,
     parse_context,
     parse_dotnet_date,
+    servicebus_org,
     servicebus_properties,
     servicebus_size_exceeded,
     to_claim,
@@ -774,6 +776,82 @@ def test_servicebus_properties_as_the_sdk_may_give_them() -> None:
     as_bytes: dict[Any, object] = {b"MessageMaxSizeExceeded": b"true"}
     assert servicebus_size_exceeded(as_bytes)
     assert not servicebus_size_exceeded({"MessageMaxSizeExceeded": "false"})
+
+
+def test_servicebus_property_names_match_whatever_their_case() -> None:
+    props: dict[Any, object] = {
+        SERVICEBUS_PROPERTY_PREFIX.upper() + "ORGANIZATION": "contoso-jp.crm7.dynamics.com",
+        SERVICEBUS_PROPERTY_PREFIX + "initiatinguser": USER_ID,
+        (SERVICEBUS_PROPERTY_PREFIX + "messagemaxsizeexceeded").encode(): "True",
+    }
+    assert servicebus_properties(props) == {
+        "Organization": "contoso-jp.crm7.dynamics.com",
+        "InitiatingUser": USER_ID,
+        "MessageMaxSizeExceeded": "True",
+    }
+    assert servicebus_size_exceeded(props)
+    assert servicebus_size_exceeded({"messagemaxsizeexceeded": "1"})
+
+
+def test_a_property_given_twice_with_different_values_is_refused() -> None:
+    props = {
+        SERVICEBUS_PROPERTY_PREFIX + "Organization": "contoso-jp.crm7.dynamics.com",
+        SERVICEBUS_PROPERTY_PREFIX + "organization": "contoso-na.crm.dynamics.com",
+    }
+    with pytest.raises(InvalidPayload) as caught:
+        servicebus_properties(props)
+    assert caught.value.field == "Organization"
+    same = {**props, SERVICEBUS_PROPERTY_PREFIX + "organization": "contoso-jp.crm7.dynamics.com"}
+    assert servicebus_properties(same) == {"Organization": "contoso-jp.crm7.dynamics.com"}
+
+
+REGISTERED = [
+    Org(JP_ID, "contoso-jp", "https://contoso-jp.crm7.dynamics.com"),
+    Org(NA_ID, "contoso-na", "https://contoso-na.crm.dynamics.com/"),
+    Org("c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34", "contoso-eu", "http://127.0.0.1:7072/orgs/contoso-eu"),
+]
+
+
+@pytest.mark.parametrize(
+    ("uri", "org"),
+    [
+        ("contoso-jp.crm7.dynamics.com", "contoso-jp"),  # the host, as the fixture carries it
+        ("https://contoso-jp.crm7.dynamics.com/", "contoso-jp"),
+        ("HTTPS://Contoso-JP.crm7.dynamics.com:443", "contoso-jp"),
+        ("  contoso-na.crm.dynamics.com  ", "contoso-na"),
+        ("http://127.0.0.1:7072/orgs/contoso-eu/", "contoso-eu"),  # the sandbox's URL form
+        ("127.0.0.1:7072/orgs/contoso-eu", "contoso-eu"),
+        ("contoso-xx.crm.dynamics.com", None),
+        ("127.0.0.1:7073/orgs/contoso-eu", None),  # another port is another server
+        ("contoso-jp.crm7.dynamics.com/other", None),
+        (JP_ID, None),  # the id is not what Dataverse puts there: no org is named by it
+    ],
+)
+def test_the_organization_property_names_the_org_by_its_uri(uri: str, org: str | None) -> None:
+    props = {SERVICEBUS_PROPERTY_PREFIX + "Organization": uri}
+    found = servicebus_org(props, REGISTERED)
+    assert (found.name if found else None) == org
+
+
+def test_without_an_organization_property_no_org_is_named() -> None:
+    assert servicebus_org({SERVICEBUS_PROPERTY_PREFIX + "User": USER_ID}, REGISTERED) is None
+
+
+@pytest.mark.parametrize("uri", ["https://", "contoso.crm.dynamics.com:99999", "://", "   "])
+def test_an_organization_property_that_is_no_uri_is_refused(uri: str) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        servicebus_org({SERVICEBUS_PROPERTY_PREFIX + "Organization": uri}, REGISTERED)
+    assert caught.value.field == "Organization"
+
+
+@given(st.sampled_from(REGISTERED), st.booleans(), st.booleans(), st.booleans())
+def test_any_spelling_of_a_registered_url_finds_its_org(org: Org, upper: bool, slash: bool, bare: bool) -> None:
+    uri = org.url.rstrip("/") + ("/" if slash else "")
+    if bare:
+        uri = uri.split("://", 1)[1]
+    uri = uri.upper() if upper else uri
+    assert servicebus_org({SERVICEBUS_PROPERTY_PREFIX + "Organization": uri}, REGISTERED) == org
+    assert org_address(uri) == org_address(org.url)
 
 
 # ---------------------------------------------------------------------------
