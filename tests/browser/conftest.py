@@ -157,7 +157,7 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
 
     # 80 rows per org, all shared: 24 people have a server-side sync mailbox in both contoso-na and contoso-jp.
     def start(*, auth: str = "token", mailboxes: int = 80, overlap: float = 1.0, policy: str = HOLDING_POLICY) -> Host:
-        sandbox_cm = running(mailboxes=mailboxes, overlap=overlap)
+        sandbox_cm = running(mailboxes=mailboxes, overlap=overlap, loopback_webhooks=True)  # as `serve --sandbox`
         sandbox_url = sandbox_cm.__enter__()
         stack.append(sandbox_cm)
         settings = Settings(
