@@ -30,7 +30,7 @@ API = "/api/data/v9.2"
 
 def main(out: Path, work: Path) -> None:
     logging.getLogger("orgguard").setLevel(logging.INFO)
-    with running(mailboxes=10, overlap=0.5) as sandbox_url:
+    with running(mailboxes=10, overlap=0.5, loopback_webhooks=True) as sandbox_url:
         settings = Settings(
             ledger=f"sqlite:///{work}/l.db", orgs="-", policy=str(work / "none"), admin_token="secret-admin-token-42",
             telemetry=f"file:{out}",
