@@ -6,15 +6,19 @@ STAMP   := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PORT    ?= 7071
 SANDBOX_PORT ?= 7072
+SWAGGER_UI := functions/static/vendor/swagger-ui
+SWAGGER_FILES := swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE NOTICE
+CHROMIUM   := /usr/bin/chromium
 
-.PHONY: run test test-fast lint bench infra-check clean help
+.PHONY: run test test-fast lint bench infra-check static clean help
 
 help:
 	@echo "make run          local host on :7071 with the sandbox orgs on :7072 (PORT=, SANDBOX_PORT= to change)"
 	@echo "make test         the whole suite (installs everything it needs, Azurite included)"
-	@echo "make lint         ruff + mypy"
+	@echo "make lint         ruff + mypy; prettier and node --check for the page's files"
 	@echo "make bench        benchmarks (tables printed with the command that made them)"
 	@echo "make infra-check  check the Bicep: syntax, Azure API specs, app settings both ways"
+	@echo "make static       copy Swagger UI's files from npm into functions/static (before a deploy)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,23 +28,41 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $@
 
-$(NODE_STAMP): package.json
-	npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error
+$(NODE_STAMP): package.json package-lock.json
+	SCARF_ANALYTICS=false npm ci --no-audit --no-fund --loglevel=error || \
+	  SCARF_ANALYTICS=false npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
-run: $(STAMP)
+# /api/docs serves Swagger UI from these files (npm swagger-ui-dist, pinned in package.json), never a CDN.
+$(SWAGGER_UI)/swagger-ui-bundle.js: $(NODE_STAMP)
+	mkdir -p $(SWAGGER_UI)
+	cd node_modules/swagger-ui-dist && cp $(SWAGGER_FILES) $(CURDIR)/$(SWAGGER_UI)/
+
+static: $(SWAGGER_UI)/swagger-ui-bundle.js
+
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) is missing and apt-get is not here to install it" >&2; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "error: $(CHROMIUM) is missing; as root: apt-get install -y chromium" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+	@test -x $(CHROMIUM) || { echo "error: installing chromium did not give $(CHROMIUM)" >&2; exit 1; }
+
+run: $(STAMP) static
 	$(BIN)/orgguard serve --sandbox --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) static $(CHROMIUM)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) static
 	$(BIN)/python -m pytest -q -m "not slow and not azurite"
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions sandbox function_app.py
+	npx --no-install prettier --check "functions/static/**/*.{js,css,html}"
+	for f in functions/static/js/*.js functions/static/js/views/*.js; do node --input-type=module --check < $$f || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -49,4 +71,4 @@ infra-check: $(STAMP)
 	$(BIN)/python infra/check.py
 
 clean:
-	rm -rf $(VENV) node_modules .orgguard .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .orgguard .pytest_cache .mypy_cache .ruff_cache $(SWAGGER_UI) tests/artifacts

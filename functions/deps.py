@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared import bootstrap
 from shared.auth import Principal, Role, authenticate
@@ -20,8 +22,18 @@ def caller(request: Request) -> Principal:
     return authenticate(request.headers, mode=c.settings.auth, admin_token=c.settings.admin_token)
 
 
-def role(needed: Role) -> Callable[[Request], Principal]:
-    def dependency(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI document (the Authorize button of /api/docs);
+# ``authenticate`` reads the headers itself, so behind Easy Auth the platform's principal still counts.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="Locally ORGGUARD_ADMIN_TOKEN; behind App Service Authentication an Entra token for the app.",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def role(needed: Role) -> Callable[..., Principal]:
+    def dependency(request: Request, _token: Credentials) -> Principal:
         principal = caller(request)
         principal.require(needed)
         return principal

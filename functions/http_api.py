@@ -6,10 +6,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 
-from functions import admin_routes, dataverse_routes, job_routes, problems
-from functions.dashboard import DASHBOARD_HTML
+from functions import admin_routes, dataverse_routes, job_routes, mailbox_routes, page_routes, problems
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -21,7 +19,7 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
         version="0.1.0",
         summary="Guards which Dynamics 365 org syncs each Exchange mailbox",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by page_routes from Swagger UI's own files, not a CDN
         redoc_url=None,
         # FastAPI's own spans and logs record request paths and rejected inputs, which carry mailbox
         # addresses (/api/mailboxes/{address}); OrgGuard records its own spans (shared/telemetry.py).
@@ -30,11 +28,7 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(dataverse_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(mailbox_routes.router)
     app.include_router(job_routes.router)
-
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
-        # The page holds no data; it asks the API (Reader) for everything it shows.
-        return HTMLResponse(DASHBOARD_HTML)
-
+    page_routes.install(app)
     return app

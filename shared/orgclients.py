@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from shared.claims import MailboxRow
@@ -78,12 +79,14 @@ def read_back(org: Org, mailbox_id: str) -> MailboxRow | None:
     return asyncio.run(go())
 
 
-async def find_mailbox(client: DataverseClient, key: MailboxKey) -> dict[str, Any] | None:
+async def find_mailbox(
+    client: DataverseClient, key: MailboxKey, *, select: Sequence[str] = ("mailboxid", "emailaddress", "statecode")
+) -> dict[str, Any] | None:
     """The active mailbox row whose address normalizes to ``key`` (addresses vary in case and spaces)."""
     needle = key.address.replace("'", "''")
     async for page in client.query(
         "mailboxes",
-        select=("mailboxid", "emailaddress", "statecode"),
+        select=select,
         filter=f"contains(emailaddress,'{needle}') and statecode eq 0",
     ):
         for row in page:

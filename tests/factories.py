@@ -125,3 +125,12 @@ def ledger_snapshot(c: bootstrap.Container) -> tuple[int, int, int]:
         len(c.ledger.cases(CaseQuery(limit=500)).items),
         c.ledger.mailbox(AIKO).version,
     )
+
+
+def easyauth_principal(name: str, *roles: str) -> str:
+    """An ``X-MS-CLIENT-PRINCIPAL`` header as App Service Authentication builds it (base64 JSON, app roles)."""
+    import base64
+
+    claims = [{"typ": "name", "val": name}, *({"typ": "roles", "val": r} for r in roles)]
+    doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
