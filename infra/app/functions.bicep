@@ -160,6 +160,10 @@ var baseAppSettings = [
     value: graphUrl
   }
   {
+    name: 'ORGGUARD_GRAPH_TIMEOUT_S'
+    value: '3' // how long a decision waits for Graph before it goes on without the user
+  }
+  {
     name: 'ORGGUARD_MAIL_FROM'
     value: mailFrom
   }

@@ -64,12 +64,19 @@ def test_policy_validate_prints_the_warning_and_still_succeeds(tmp_path, monkeyp
     file = tmp_path / "policy.yaml"
     file.write_text(DESIGN_POLICY)
     monkeypatch.delenv("ORGGUARD_GRAPH_URL", raising=False)
-    shown = runner.invoke(app, ["policy", "validate", str(file)])
-    assert shown.exit_code == 0 and "warning" in shown.stderr and "ORGGUARD_GRAPH_URL" in shown.stderr
-    as_json = json.loads(runner.invoke(app, ["policy", "validate", str(file), "--json"]).stdout)
-    assert as_json["ok"] is True and len(as_json["warnings"]) == 1
-    monkeypatch.setenv("ORGGUARD_GRAPH_URL", GRAPH)
-    assert json.loads(runner.invoke(app, ["policy", "validate", str(file), "--json"]).stdout)["warnings"] == []
+    c = container(tmp_path)  # validate checks org names against the registered orgs, as PUT /api/policy does
+    bootstrap.install(c)
+    try:
+        shown = runner.invoke(app, ["policy", "validate", str(file)])
+        assert shown.exit_code == 0, shown.output
+        assert "warning" in shown.stderr and "ORGGUARD_GRAPH_URL" in shown.stderr
+        as_json = json.loads(runner.invoke(app, ["policy", "validate", str(file), "--json"]).stdout)
+        assert as_json["ok"] is True and len(as_json["warnings"]) == 1
+        monkeypatch.setenv("ORGGUARD_GRAPH_URL", GRAPH)
+        assert json.loads(runner.invoke(app, ["policy", "validate", str(file), "--json"]).stdout)["warnings"] == []
+    finally:
+        bootstrap.install(None)
+        c.close()
 
 
 def test_policy_explain_warns_and_traces_user_conditions_as_unknown(tmp_path) -> None:

@@ -7,6 +7,7 @@ check.py runs in-process (its module loaded from infra/) so the suite stays fast
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -80,8 +81,8 @@ BREAKAGES: dict[str, tuple[str, str, str, str]] = {
         "app/functions.bicep",
         "httpsOnly: true",
         "httpsOnyl: true",
-        "app/functions.bicep:185: functionApp (Microsoft.Web/sites@2024-04-01): properties.httpsOnyl is not a "
-        "property of the spec's schema (did you mean 'httpsOnly'?)",
+        "app/functions.bicep:{resource functionApp}: functionApp (Microsoft.Web/sites@2024-04-01): "
+        "properties.httpsOnyl is not a property of the spec's schema (did you mean 'httpsOnly'?)",
     ),
     "misspelled nested property": (
         "app/functions.bicep",
@@ -168,23 +169,31 @@ BREAKAGES: dict[str, tuple[str, str, str, str]] = {
 def test_a_broken_copy_fails_with_the_reason(name: str, infra_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     file, old, new, expected = BREAKAGES[name]
     edit(infra_copy / file, old, new)
+    expected = re.sub(r"\{(resource [^}]+)\}", lambda m: str(line_of(infra_copy / file, m.group(1))), expected)
     code, err = run([infra_copy], capsys)
     assert code == 1
     assert expected in err, err
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line where ``text`` first appears, so expectations follow the templates as they grow."""
+    return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
 
 
 def test_a_setting_the_code_starts_reading_fails_until_a_template_sets_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code_root = copy_code(tmp_path)
-    (code_root / "shared" / "deadline.py").write_text(
-        'import os\n\nDEADLINE_S = float(os.environ.get("ORGGUARD_GATE_DEADLINE_S", "5"))\n'
-        'FROM = os.environ.get("ORGGUARD_MAIL_FROM")\n'
+    (code_root / "shared" / "newly_read.py").write_text(
+        'import os\n\nPATIENCE_S = float(os.environ.get("ORGGUARD_SOMEDAY_WAIT_S", "5"))\n'
+        'FROM = os.environ.get("ORGGUARD_SOMEDAY_SENDER")\n'
     )
     code, err = run(["--code", code_root], capsys)
     assert code == 1
-    assert "shared/deadline.py:3: the code reads app setting ORGGUARD_GATE_DEADLINE_S and no template sets it" in err
-    assert "shared/deadline.py:4: the code reads app setting ORGGUARD_MAIL_FROM and no template sets it" in err
+    assert (
+        "shared/newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S and no template sets it" in err
+    )
+    assert "shared/newly_read.py:4: the code reads app setting ORGGUARD_SOMEDAY_SENDER and no template sets it" in err
 
 
 def test_a_name_only_mentioned_in_a_docstring_is_not_a_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
