@@ -7,17 +7,18 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from functions.deps import container, limited_body
+from functions.deadlines import decide_by
+from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
-from shared.intake import CannotDecide
+from shared.deadline import Deadline
 from shared.ledger.port import LedgerError
+from shared.lograte import rate_limited
 from shared.model import Origin
 from shared.service import Outcome
 from shared.views import outcome_view
 
-log = logging.getLogger("orgguard.gate")
+log = rate_limited(logging.getLogger("orgguard.gate"))
 router = APIRouter(prefix="/api/dataverse", tags=["dataverse"])
 
 KEY_HEADER = "x-orgguard-key"
@@ -29,13 +30,13 @@ def _size_exceeded(request: Request) -> bool:
 
 
 async def _receive(request: Request, origin: Origin) -> Outcome:
+    """Decide the posted claim by the webhook deadline (``DeadlineExceeded`` when it could not be)."""
+    deadline = Deadline(webhook_settings().gate_deadline_s)
     body = await limited_body(request)
-    return await run_in_threadpool(
-        container().intake.receive_webhook,
-        body,
-        key=request.headers.get(KEY_HEADER),
-        origin=origin,
-        size_exceeded=_size_exceeded(request),
+    key, size_exceeded = request.headers.get(KEY_HEADER), _size_exceeded(request)
+    return await decide_by(
+        deadline,
+        lambda: container().intake.receive_webhook(body, key=key, origin=origin, size_exceeded=size_exceeded),
     )
 
 
@@ -44,8 +45,8 @@ async def gate(request: Request) -> JSONResponse:
     """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
     try:
         outcome = await _receive(request, Origin.GATE)
-    except (LedgerError, CannotDecide) as exc:
-        return _undecided(container().settings.gate_on_error, exc)
+    except LedgerError as exc:  # the ledger, a read-back or the deadline: answer per gate.on_error
+        return _undecided(webhook_settings().gate_on_error, exc)
     view = outcome_view(outcome)
     if outcome.decision.stops_claim:
         return problem(409, "Claim stopped by OrgGuard", outcome.decision.explanation, **view)

@@ -9,10 +9,27 @@ from fastapi import Request
 from shared import bootstrap
 from shared.auth import Principal, Role, authenticate
 from shared.claims import MAX_BODY, PayloadTooLarge
+from shared.settings import Settings, SettingsError
 
 
 def container() -> bootstrap.Container:
     return bootstrap.container()
+
+
+def webhook_settings() -> Settings:
+    """The settings the webhooks answer by, without waiting for the container to be built.
+
+    Read from the environment while the first request is still building the container (its
+    ledger may be the stuck part); the built-in defaults if the environment is invalid, which
+    the build itself then reports.
+    """
+    c = bootstrap.built()
+    if c is not None:
+        return c.settings
+    try:
+        return Settings.from_env()
+    except SettingsError:
+        return Settings()
 
 
 def caller(request: Request) -> Principal:

@@ -102,6 +102,11 @@ def container() -> Container:
         return _container
 
 
+def built() -> Container | None:
+    """The process-wide container if it is built; never waits for a build (the event loop must not)."""
+    return _container
+
+
 def install(c: Container | None) -> None:
     """Replace the process-wide container (the local host and tests)."""
     global _container

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Settings:
     auth: AuthMode = "token"
     sweep_schedule: str = "0 0 */6 * * *"
     max_body: int = 256 * 1024
+    gate_deadline_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -38,6 +40,7 @@ class Settings:
         if auth not in ("token", "easyauth"):
             raise SettingsError("ORGGUARD_AUTH must be 'token' or 'easyauth'", field="ORGGUARD_AUTH")
         return cls(
+            gate_deadline_s=gate_deadline(e.get("ORGGUARD_GATE_DEADLINE_S")),
             ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
             orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
             policy=e.get("ORGGUARD_POLICY") or cls.policy,
@@ -46,3 +49,29 @@ class Settings:
             auth=auth,  # type: ignore[arg-type]
             sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
         )
+
+
+DATAVERSE_TIMEOUT_S = 60.0  # Dataverse cancels the save when its webhook has not answered by then
+MAX_GATE_DEADLINE_S = 55.0  # the answer must leave before Dataverse stops listening, network included
+
+
+def gate_deadline(raw: str | None) -> float:
+    """``ORGGUARD_GATE_DEADLINE_S``: seconds, more than 0 and well under Dataverse's 60 (default 10)."""
+    if raw is None or not raw.strip():
+        return Settings.gate_deadline_s
+    name = "ORGGUARD_GATE_DEADLINE_S"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw.strip()[:40]!r}", field=name) from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number of seconds", field=name)
+    if value <= 0:
+        raise SettingsError(f"{name} must be more than 0 seconds", field=name)
+    if value >= MAX_GATE_DEADLINE_S:
+        raise SettingsError(
+            f"{name} is {value:g} s; it must stay well under Dataverse's {DATAVERSE_TIMEOUT_S:g} s webhook timeout "
+            f"(less than {MAX_GATE_DEADLINE_S:g} s; the default is {Settings.gate_deadline_s:g})",
+            field=name,
+        )
+    return value

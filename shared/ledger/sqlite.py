@@ -13,6 +13,7 @@ import base64
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared import deadline
+from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     from shared.jobs import Job, JobKind
 
 SCHEMA_VERSION = 1
+PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -141,15 +145,35 @@ class SqliteLedger:
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, budget: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction; waiting for it is bounded, and a deadline is checked right before COMMIT.
+
+        The wait for this process's writer lock and for SQLite's file lock share one budget: the current
+        deadline's working time (the gate's), else ``DEFAULT_WAIT_S``. A writer that cannot get in within it
+        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread.
+        """
         db = self._conn()
-        with self._writer:
+        wait = deadline.wait_budget() if budget is None else budget
+        until = time.monotonic() + wait
+        if not self._writer.acquire(timeout=max(wait, 0.0)):
+            raise DeadlineExceeded(f"the ledger's writers stayed busy for {wait:.1f} s")
+        try:
             try:
+                db.execute(f"PRAGMA busy_timeout={max(1, int((until - time.monotonic()) * 1000))}")
                 db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise DeadlineExceeded(
+                        f"another process held the ledger's write lock for over {wait:.1f} s"
+                    ) from exc
+                raise LedgerError(f"the ledger is unavailable: {exc}") from exc
             except sqlite3.Error as exc:
                 raise LedgerError(f"the ledger is unavailable: {exc}") from exc
             try:
                 yield db
+                work = deadline.current()
+                if work is not None and not work.claim_commit():
+                    raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -158,6 +182,8 @@ class SqliteLedger:
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
                 raise LedgerError(f"the ledger could not commit: {exc}") from exc
+        finally:
+            self._writer.release()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -476,7 +502,13 @@ class SqliteLedger:
     # --- life cycle -------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._read("SELECT 1")
+        """Raise ``LedgerError`` when the file cannot be read, or a writer cannot get in within a moment.
+
+        A read alone would pass while another process holds the write lock and every decision waits.
+        """
+        self._read("SELECT count(*) FROM meta")
+        with self._tx(budget=PING_WAIT_S):
+            pass
 
     def close(self) -> None:
         with self._lock:
