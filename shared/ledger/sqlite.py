@@ -185,6 +185,21 @@ class SqliteLedger:
         finally:
             self._writer.release()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: in WAL mode every query inside it sees the same committed state."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        finally:
+            db.execute("COMMIT")
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn().execute(sql, args).fetchall()
@@ -467,10 +482,11 @@ class SqliteLedger:
         return [_audit_from(r) for r in rows]
 
     def verify_audit(self) -> AuditReport:
-        entries = [_audit_from(r) for r in self._read("SELECT * FROM audit ORDER BY seq")]
+        with self._snapshot() as db:  # entries and head as of one moment, whatever writers do meanwhile
+            entries = [_audit_from(r) for r in db.execute("SELECT * FROM audit ORDER BY seq")]
+            head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchall()
         ok, bad, reason = codec.verify_chain(entries)
         if ok:
-            head = self._read("SELECT value FROM meta WHERE key = 'audit_head'")
             expected = head[0]["value"] if head else None
             actual = f"{entries[-1].seq}:{entries[-1].hash}" if entries else None
             if expected != actual:
