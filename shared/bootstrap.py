@@ -18,7 +18,7 @@ from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
 from shared.model import Org
 from shared.orgs import OrgRegistry, load_orgs
-from shared.policy import UserDirectory
+from shared.policy import PolicyError, UserDirectory
 from shared.service import OrgGuard
 from shared.settings import Settings
 
@@ -85,7 +85,11 @@ def seed_policy(service: OrgGuard, path: str) -> None:
     version, _ = service.policy_text()
     file = Path(path)
     if version == 0 and file.exists():
-        service.save_policy(file.read_text(encoding="utf-8"), actor=f"file:{file.name}")
+        try:
+            service.save_policy(file.read_text(encoding="utf-8"), actor=f"file:{file.name}")
+        except PolicyError as exc:  # say which file (ORGGUARD_POLICY) at startup, not just what is wrong
+            raise PolicyError(f"the policy file {file} (ORGGUARD_POLICY) is refused: {exc.detail}",
+                              errors=exc.errors) from None  # fmt: skip
         log.info("policy loaded from %s", file)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from shared.documents import TooComplex, load_yaml
 from shared.model import DomainError, Org, UnknownOrg, normalize_guid
 
 
@@ -139,7 +140,9 @@ def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegi
     if not p.exists():
         raise OrgsError(f"the orgs file {p} does not exist (set ORGGUARD_ORGS)", field="ORGGUARD_ORGS")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = load_yaml(p.read_text(encoding="utf-8"))
+    except TooComplex as exc:
+        raise OrgsError(f"{p}: {exc}", field="ORGGUARD_ORGS") from None
     except yaml.YAMLError as exc:
         raise OrgsError(f"{p} is not valid YAML: {exc}", field="ORGGUARD_ORGS") from None
     return parse_orgs(doc, env)

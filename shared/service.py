@@ -42,6 +42,7 @@ from shared.overrides import Move, plan_move
 from shared.policy import (
     NoUserDirectory,
     Policy,
+    PolicyError,
     Situation,
     UserDirectory,
     decide,
@@ -62,6 +63,10 @@ def backoff(attempt: int) -> None:
 
 class LedgerBusy(LedgerError):
     """The mailbox kept changing under us; the caller may retry later."""
+
+
+class StoredPolicyUnusable(LedgerError):
+    """The ledger's current policy does not load (saved before a bound existed): decide nothing from it."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ class OrgGuard:
         version = saved.version if saved else 0
         if self._policy is None or self._policy[0] != version:
             # Org names were checked when it was saved; an org removed since must not stop every decision.
-            parsed = load_policy(saved.text) if saved else default_policy()
+            try:
+                parsed = load_policy(saved.text) if saved else default_policy()
+            except PolicyError as exc:  # stored before today's bounds: no decision can be made from it
+                raise StoredPolicyUnusable(f"policy version {version} in the ledger cannot be used: {exc}") from None
             self._policy = (version, parsed)
         return self._policy[1]
 
