@@ -41,13 +41,16 @@ class BoundedLoader(yaml.SafeLoader):
         check_size(stream)
         super().__init__(stream)
         self._depth = 0
+        self._composed = 0  # never more than the expansion, so a flat document over the bound stops early
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
+        self._composed += 1
         try:
             if self._depth > MAX_DEPTH:
-                line = self.line + 1
-                raise TooComplex(f"the document nests deeper than {MAX_DEPTH} levels (line {line})")
+                raise TooComplex(f"the document nests deeper than {MAX_DEPTH} levels (line {self.line + 1})")
+            if self._composed > MAX_NODES:
+                raise TooComplex(f"the document has more than {MAX_NODES:,} nodes; OrgGuard reads at most that")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
