@@ -1,8 +1,9 @@
 """The outbox worker: carries decided actions out in the orgs through the Web API.
 
-Each pending action is one idempotent PATCH of one mailbox row. Several for one
-org go out as one ``$batch`` (continue-on-error, so one bad row does not stop
-the rest). Every attempt is recorded; an action ends ``applied`` or, after its
+Each pending action is one PATCH of one mailbox row. Several for one org go
+out as one ``$batch`` (continue-on-error, so one bad row does not stop the
+rest). Each reaches the org at most once, even when an answer is lost
+(``shared.delivery``). Every attempt is recorded; an action ends ``applied`` or, after its
 attempts or on a permanent error, ``failed`` with the error, visible in its case
 and retryable. Throttling (429) and transient errors (5xx, timeouts) defer it
 with exponential backoff, honouring ``Retry-After``.
@@ -13,31 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
+from shared.dataverse import DataverseClient, DataverseError, Throttled
+from shared.delivery import WRITES, Applied, Delivery, Write
 from shared.ledger.port import Ledger
-from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.model import Action, ActionStatus, Org, utcnow
 from shared.orgclients import find_mailbox
 from shared.orgs import OrgRegistry
 
 log = logging.getLogger("orgguard.executor")
 
-NONE, SERVER_SIDE_SYNC = 2, 1
-
-WRITES: Mapping[ActionKind, Mapping[str, Any]] = {
-    # ACT method None and the check box off: this org stops claiming the mailbox.
-    ActionKind.DEMOTE: {"actdeliverymethod": NONE, "orgmarkedasprimaryforexchangesync": False},
-    # The check box on, server-side sync, and Test & Enable scheduled: Exchange follows this org.
-    ActionKind.PROMOTE: {
-        "orgmarkedasprimaryforexchangesync": True,
-        "actdeliverymethod": SERVER_SIDE_SYNC,
-        "testemailconfigurationscheduled": True,
-    },
-}
 PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
 
 
@@ -132,10 +121,8 @@ class Executor:
             mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
             if mailbox_id:
                 ready.append((action, mailbox_id))
-        if len(ready) == 1:
-            await self._patch_one(client, *ready[0], report)
-        elif ready:
-            await self._patch_batch(client, ready, report)
+        if ready:
+            await self._deliver(client, ready, report)
         report.requests += client.requests_sent - before
         return report
 
@@ -155,44 +142,16 @@ class Executor:
             return None
         return str(row["mailboxid"])
 
-    async def _patch_one(
-        self, client: DataverseClient, action: Action, mailbox_id: str, report: ExecutionReport
-    ) -> None:
-        try:
-            await client.patch("mailboxes", mailbox_id, WRITES[action.kind])
-        except DataverseError as exc:
-            await self._defer_or_fail(action, exc, report)
-        except (TimeoutError, OSError) as exc:
-            await self._defer_or_fail(action, DataverseError(str(exc)), report)
-        except ValueError as exc:  # the client refused the request itself (a malformed id)
-            await self._fail(action, str(exc), report)
-        else:
-            await self._record(action, ActionStatus.APPLIED, None, report)
-
-    async def _patch_batch(
+    async def _deliver(
         self, client: DataverseClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport
     ) -> None:
-        ops = [BatchOperation("PATCH", f"mailboxes({mailbox_id})", dict(WRITES[a.kind])) for a, mailbox_id in ready]
-        try:
-            results = await client.batch(ops, atomic=False, continue_on_error=True)
-        except DataverseError as exc:
-            for action, _ in ready:
-                await self._defer_or_fail(action, exc, report)
-            return
-        except (TimeoutError, OSError) as exc:
-            for action, _ in ready:
-                await self._defer_or_fail(action, DataverseError(str(exc)), report)
-            return
-        except ValueError as exc:
-            for action, _ in ready:
-                await self._fail(action, str(exc), report)
-            return
-        for (action, _), result in zip(ready, results, strict=True):
-            if result.ok:
+        """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``shared.delivery``)."""
+        outcomes = await Delivery(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
+        for action, outcome in outcomes:
+            if isinstance(outcome, Applied):
                 await self._record(action, ActionStatus.APPLIED, None, report)
             else:
-                error = result.error or DataverseError("not processed", status=result.status)
-                await self._defer_or_fail(action, error, report)
+                await self._defer_or_fail(action, outcome.error, report)
 
     async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
         attempts = action.attempts + 1

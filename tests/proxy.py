@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-Match = Callable[[str], bool]  # gets the request line, e.g. "POST /orgs/contoso-na/api/data/v9.2/$batch HTTP/1.1"
+Match = Callable[[str], bool]  # gets the whole request (head and body), decoded as Latin-1
 
 
 @dataclass
@@ -124,9 +124,10 @@ class HttpProxy:
                 if request is None:
                     return
                 line = request.split(b"\r\n", 1)[0].decode("latin-1")
+                text = request.decode("latin-1")
                 if not await self._flowing_for(reader):
                     return  # the client gave up on a stalled request: it is never delivered
-                if self._should_drop(line, self._holds):
+                if self._should_drop(text, self._holds):
                     self._held.append(request)
                     await self._release().wait()  # the client waits for an answer that never comes
                     return
@@ -136,7 +137,7 @@ class HttpProxy:
                 up_writer.write(request)
                 await up_writer.drain()
                 self.seen.append(line)
-                if self._should_drop(line):
+                if self._should_drop(text):
                     await up_reader.read(1)  # the server has answered: it is done with the request
                     self.dropped.append(line)
                     return  # hang up on the client without the answer
