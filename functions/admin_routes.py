@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from functions.deps import container, limited_body, role
+from functions.deps import Name, Prose, container, limited_body, role
 from functions.health import health_checks
 from shared.auth import Principal, Role
 from shared.model import CaseQuery, CaseState, ClaimKind, MailboxKey
@@ -27,18 +27,18 @@ class Strict(BaseModel):
 
 
 class OwnerChange(Strict):
-    org: str = Field(min_length=1, max_length=100)
-    reason: str = Field(min_length=1, max_length=1000)
+    org: Name = Field(min_length=1, max_length=100)
+    reason: Prose = Field(min_length=1, max_length=1000)
 
 
 class Resolution(Strict):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Prose = Field(min_length=1, max_length=1000)
 
 
 class WhatIf(Strict):
-    mailbox: str = Field(min_length=3, max_length=254)
-    claimant: str = Field(min_length=1, max_length=100)
-    owner: str | None = Field(default=None, max_length=100)
+    mailbox: Name = Field(min_length=3, max_length=254)
+    claimant: Name = Field(min_length=1, max_length=100)
+    owner: Name | None = Field(default=None, max_length=100)
     kind: ClaimKind = ClaimKind.TEST_ENABLE
 
 

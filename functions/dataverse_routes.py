@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from functions.deadlines import decide_by
 from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
+from shared.bootstrap import NotConfigured
 from shared.deadline import Deadline
 from shared.ledger.port import LedgerError
 from shared.lograte import rate_limited
@@ -45,7 +46,7 @@ async def gate(request: Request) -> JSONResponse:
     """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
     try:
         outcome = await _receive(request, Origin.GATE)
-    except LedgerError as exc:  # the ledger, a read-back or the deadline: answer per gate.on_error
+    except (LedgerError, NotConfigured) as exc:  # the ledger, a read-back, the deadline, the set-up: on_error
         return _undecided(webhook_settings().gate_on_error, exc)
     view = outcome_view(outcome)
     if outcome.decision.stops_claim:

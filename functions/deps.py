@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Annotated
 
 from fastapi import Request
+from pydantic import BeforeValidator
 
 from shared import bootstrap
 from shared.auth import Principal, Role, authenticate
 from shared.claims import MAX_BODY, PayloadTooLarge
+from shared.model import hidden_character
 from shared.settings import Settings, SettingsError
 
 
@@ -58,3 +62,16 @@ async def limited_body(request: Request, limit: int = MAX_BODY) -> bytes:
             raise PayloadTooLarge(f"the payload is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _visible(value: object, *, allow: str) -> object:
+    """Refuse control and invisible characters before pydantic trims white space off the ends."""
+    if isinstance(value, str) and (bad := hidden_character(value, allow=allow)) is not None:
+        raise ValueError(f"holds a control or invisible character (U+{ord(bad):04X})")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(partial(_visible, allow=""))]
+"""An org name, an address, a domain: nothing hidden anywhere in it."""
+Prose = Annotated[str, BeforeValidator(partial(_visible, allow="\n\t"))]
+"""A reason a person writes: line breaks and tabs, but no other control character (it goes to the audit log)."""

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from functions import admin_routes, dataverse_routes, job_routes, problems
 from functions.dashboard import DASHBOARD_HTML
+from functions.framing import RequestFraming
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -25,6 +26,7 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(RequestFraming)
     app.include_router(dataverse_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(job_routes.router)

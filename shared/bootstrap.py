@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from shared.claims import MailboxRow
 from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
-from shared.model import Org
+from shared.model import DomainError, Org
 from shared.orgs import OrgRegistry, load_orgs
 from shared.policy import PolicyError, UserDirectory
 from shared.service import OrgGuard
@@ -97,12 +97,24 @@ _lock = threading.Lock()
 _container: Container | None = None
 
 
+class NotConfigured(DomainError):
+    """OrgGuard cannot start: its settings, orgs file or policy file are refused (a server-side fault)."""
+
+    status = 503
+    title = "OrgGuard is not configured"
+
+
 def container() -> Container:
-    """The process-wide container, built on first use."""
+    """The process-wide container, built on first use; ``NotConfigured`` saying why it cannot be."""
     global _container
     with _lock:
         if _container is None:
-            _container = build()
+            try:
+                _container = build()
+            except NotConfigured:
+                raise
+            except DomainError as exc:  # bad configuration is not the caller's bad request
+                raise NotConfigured(f"OrgGuard cannot start: {exc.detail}", field=exc.field) from None
         return _container
 
 

@@ -157,8 +157,13 @@ def migrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Move mailboxes from one org to another as override cases: plan first, then --apply."""
-    from shared.migration import Selection, new_job
+    from shared.migration import Selection, check_route, new_job
 
+    if not resume and source and target:
+        try:
+            check_route(source, target)
+        except DomainError as exc:
+            raise _fail(exc.detail, 2) from None
     container, ledger = _wiring()
     if resume:
         job = ledger.job(resume)
@@ -191,8 +196,10 @@ def migrate(
 def _addresses(path: Path) -> list[str]:
     if not path.exists():
         raise DomainError(f"{path} does not exist", field="mailboxes")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.split(",")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    # Lines end at "\n" only (str.splitlines would also break at control characters, hiding them); the
+    # address itself is left for MailboxKey.parse to judge, which refuses every control character.
+    lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
+    return [line.split(",")[0].strip(" ") for line in lines if line.strip(" ") and not line.lstrip(" ").startswith("#")]
 
 
 async def _run_migration(container: Any, ledger: JobLedger, job: Job, *, quiet: bool) -> Job:

@@ -36,10 +36,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from shared.lograte import rate_limited
+
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-log = logging.getLogger("orgguard.dataverse")
+log = rate_limited(logging.getLogger("orgguard.dataverse"))  # an org that keeps failing says so once a minute
 
 API_PATH = "/api/data/v9.2/"
 MAX_PAGE_SIZE = 5000  # Prefer: odata.maxpagesize upper bound

@@ -21,11 +21,13 @@ from datetime import UTC, datetime, timedelta
 from shared.dataverse import DataverseClient, DataverseError, Throttled
 from shared.delivery import WRITES, Applied, Delivery, Write
 from shared.ledger.port import Ledger
+from shared.lograte import Backoff, rate_limited
 from shared.model import Action, ActionStatus, Org, utcnow
 from shared.orgclients import find_mailbox
 from shared.orgs import OrgRegistry
 
 log = logging.getLogger("orgguard.executor")
+quiet_log = rate_limited(logging.getLogger("orgguard.executor.orgs"))  # what an unreachable org repeats
 
 PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
 
@@ -59,17 +61,25 @@ class Executor:
     lease_s: float = 30.0
     clock: Callable[[], datetime] = utcnow
     _known_users: set[str] = field(default_factory=set)
+    whoami_backoff: Backoff = field(default_factory=Backoff)
 
     async def learn_own_users(self) -> None:
-        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard."""
+        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard.
+
+        An org that does not answer is asked again after a growing pause (``whoami_backoff``), not on
+        every run of the loop, and said so in one rate-limited line.
+        """
         for org in list(self.orgs):
-            if org.name in self._known_users:
+            if org.name in self._known_users or self.whoami_backoff.waiting(org.name):
                 continue
             try:
                 me = await self.client_for(org).who_am_i()
             except (DataverseError, OSError) as exc:
-                log.warning("WhoAmI failed in %s: %s", org.name, exc)
+                pause = self.whoami_backoff.failed(org.name)
+                quiet_log.warning("WhoAmI failed in %s (%s); asking again in %.0f s", org.name, exc, pause,
+                                  extra={"rate_key": org.name})  # fmt: skip
                 continue
+            self.whoami_backoff.succeeded(org.name)
             self.orgs.with_app_user(org.name, me.user_id)
             self._known_users.add(org.name)
 

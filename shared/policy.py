@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from shared.documents import BoundedLoader, TooComplex, load_json
-from shared.model import ClaimKind, Decision, DomainError, Effect, MailboxKey, Origin
+from shared.model import ClaimKind, Decision, DomainError, Effect, MailboxKey, Origin, hidden_character
 
 Mode = Literal["enforce", "dry-run"]
 RuleEffect = Literal["block", "override", "hold", "audit", "prefer-primary"]
@@ -402,7 +402,9 @@ class _Reader:
         good: list[str] = []
         for i, item in enumerate(values):
             item_path = f"{path}[{i}]" if isinstance(value, list) else path
-            if isinstance(item, str) and item.strip():
+            if isinstance(item, str) and (bad := hidden_character(item)) is not None:
+                self.error(item_path, f"holds a control or invisible character (U+{ord(bad):04X})")
+            elif isinstance(item, str) and item.strip():
                 good.append(item.strip())
             elif isinstance(item, bool):
                 self.error(

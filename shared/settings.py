@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.model import DomainError
+from shared.model import DomainError, hidden_character
 
 GateOnError = Literal["block", "allow"]
 AuthMode = Literal["token", "easyauth"]
@@ -33,6 +34,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
+        for name, value in e.items():
+            if name.startswith("ORGGUARD_") and is_key_vault_reference(value):
+                raise SettingsError(unresolved_reference(name), field=name)
+        admin_token = e.get("ORGGUARD_ADMIN_TOKEN") or None
+        if admin_token is not None and (problem := secret_problem(admin_token)):
+            raise SettingsError(f"ORGGUARD_ADMIN_TOKEN {problem}", field="ORGGUARD_ADMIN_TOKEN")
         on_error = e.get("ORGGUARD_GATE_ON_ERROR", "block").strip().lower()
         if on_error not in ("block", "allow"):
             raise SettingsError("ORGGUARD_GATE_ON_ERROR must be 'block' or 'allow'", field="ORGGUARD_GATE_ON_ERROR")
@@ -44,7 +51,7 @@ class Settings:
             ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
             orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
             policy=e.get("ORGGUARD_POLICY") or cls.policy,
-            admin_token=e.get("ORGGUARD_ADMIN_TOKEN") or None,
+            admin_token=admin_token,
             gate_on_error=on_error,  # type: ignore[arg-type]
             auth=auth,  # type: ignore[arg-type]
             sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
@@ -75,3 +82,32 @@ def gate_deadline(raw: str | None) -> float:
             field=name,
         )
     return value
+
+
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+
+
+def is_key_vault_reference(value: str) -> bool:
+    """An App Service Key Vault reference the platform left as it was (it could not resolve it)."""
+    return bool(_KEY_VAULT_REFERENCE.match(value))
+
+
+def unresolved_reference(name: str) -> str:
+    return (
+        f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): App Service could not "
+        "resolve it, so the reference itself would be used as the secret. Give the app's managed identity "
+        "access to the secret (Key Vault Secrets User) and check the reference's SecretUri or VaultName/SecretName"
+    )
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` cannot serve as a key or token compared exactly against an HTTP header, or None.
+
+    HTTP trims the spaces around a header's value, so a secret with white space at its ends (a
+    trailing newline from a file, say) could never match; control characters never belong in one.
+    """
+    if is_key_vault_reference(value):
+        return "is an unresolved Key Vault reference (@Microsoft.KeyVault(...)), not a secret"
+    if value != value.strip() or any(c.isspace() for c in value) or hidden_character(value) is not None:
+        return "holds white space or a control character; a key must be sent and compared exactly"
+    return None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shared import deadline
 from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
+from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
     Action,
@@ -216,6 +217,9 @@ class SqliteLedger:
             if found > SCHEMA_VERSION:
                 raise LedgerError(f"the ledger's schema {found} is newer than this OrgGuard ({SCHEMA_VERSION})")
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_key', ?)", (new_secret(),))
+            secret = db.execute("SELECT value FROM meta WHERE key = 'cursor_key'").fetchone()["value"]
+        self.cursors = CursorCodec(secret)
 
     # --- the mailbox aggregate ---------------------------------------------------------
 
@@ -325,14 +329,14 @@ class SqliteLedger:
             args.append(query.mailbox.address)
         if query.cursor:
             where.append("seq < ?")
-            args.append(_decode_cursor(query.cursor))
+            args.append(_decode_cursor(self.cursors.verify(query.cursor)))
         limit = max(1, min(query.limit, 500))
         rows = self._read(
             f"SELECT seq, doc FROM cases WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",  # noqa: S608
             (*args, limit + 1),
         )
         items = tuple(self._case_from(r["doc"]) for r in rows[:limit])
-        nxt = _encode_cursor(int(rows[limit - 1]["seq"])) if len(rows) > limit else None
+        nxt = self.cursors.sign(_encode_cursor(int(rows[limit - 1]["seq"]))) if len(rows) > limit else None
         return Page(items, nxt)
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:

@@ -138,6 +138,7 @@ from azure.data.tables import TableClient, TableEntity, TableServiceClient, Tabl
 from shared import deadline
 from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
+from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
     Action,
@@ -601,6 +602,7 @@ class TableLedger:
         self._lock = threading.Lock()
         self._head: tuple[int, str, str] | None = None  # audit head as last seen: seq, hash, etag
         self._pool: ThreadPoolExecutor | None = None
+        self._cursors: CursorCodec | None = None
 
     # --- construction ------------------------------------------------------------------
 
@@ -1069,7 +1071,7 @@ class TableLedger:
 
     def cases(self, query: CaseQuery) -> Page:
         limit = max(1, min(query.limit, 500))
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = _decode_cursor(self.cursors.verify(query.cursor)) if query.cursor else None
         if query.mailbox:
             pk = f"mailbox|{escape(query.mailbox.address)}"
         elif query.state:
@@ -1089,7 +1091,7 @@ class TableLedger:
                 loaded = self._parallel(lambda r: self._load_case(str(r["Address"]), str(r["CaseId"])), batch)
                 found += [(str(r["RowKey"]), c) for r, c in zip(batch, loaded, strict=True) if _matches(c, query)]
         items = tuple(case for _, case in found[:limit])
-        return Page(items, _encode_cursor(found[limit - 1][0]) if len(found) > limit else None)
+        return Page(items, self.cursors.sign(_encode_cursor(found[limit - 1][0])) if len(found) > limit else None)
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
         query = f"PartitionKey eq {_q(escape(key.address))} and {_prefix_range('claim|')}"
@@ -1358,6 +1360,21 @@ class TableLedger:
             self._tables["policies"].update_entity(done, mode=UpdateMode.MERGE, **_if_match(_etag(row)))
         except ResourceModifiedError:
             pass
+
+    @property
+    def cursors(self) -> CursorCodec:
+        """The deployment's cursor signer; its secret is created once, by whichever instance comes first."""
+        if self._cursors is None:
+            with self._storage("read the cursor key"):
+                row = self._get("policies", "~meta", "cursor-key")
+                if row is None:
+                    with suppress(ResourceExistsError):
+                        self._tables["policies"].create_entity(
+                            {"PartitionKey": "~meta", "RowKey": "cursor-key", "Secret": new_secret()}
+                        )
+                    row = self._tables["policies"].get_entity("~meta", "cursor-key")
+            self._cursors = CursorCodec(str(row["Secret"]))
+        return self._cursors
 
     # --- life cycle --------------------------------------------------------------------
 
