@@ -41,6 +41,11 @@ param policyFile string = 'policy.yaml'
 @description('ORGGUARD_GATE_ON_ERROR: the gate\'s answer when it cannot decide.')
 param gateOnError string = 'block'
 
+@minValue(1)
+@maxValue(54)
+@description('ORGGUARD_GATE_DEADLINE_S: seconds the gate works to; well under Dataverse\'s 60-second webhook timeout.')
+param gateDeadlineSeconds int = 10
+
 @description('ORGGUARD_SWEEP_SCHEDULE: NCRONTAB schedule of the sweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
 
@@ -155,6 +160,7 @@ module functions './app/functions.bicep' = {
     orgsFile: orgsFile
     policyFile: policyFile
     gateOnError: gateOnError
+    gateDeadlineSeconds: gateDeadlineSeconds
     sweepSchedule: sweepSchedule
     orgKeySecrets: orgKeySecrets
     authClientId: authClientId

@@ -38,6 +38,9 @@ param policyFile string
   'allow'
 ])
 param gateOnError string
+@minValue(1)
+@maxValue(54)
+param gateDeadlineSeconds int
 param sweepSchedule string
 
 @description('Webhook keys as Key Vault references: app setting name (e.g. ORGGUARD_KEY_CONTOSO_NA, used as env:NAME in orgs.yaml) -> secret name in the vault.')
@@ -126,6 +129,10 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_GATE_ON_ERROR'
     value: gateOnError
+  }
+  {
+    name: 'ORGGUARD_GATE_DEADLINE_S'
+    value: string(gateDeadlineSeconds)
   }
   {
     name: 'ORGGUARD_SWEEP_SCHEDULE'

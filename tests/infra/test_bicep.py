@@ -391,6 +391,11 @@ def test_app_settings_configure_orgguard_for_azure() -> None:
         assert settings[name] == param
     assert param_default("main.bicep", "sweepSchedule") == "0 0 */6 * * *"
     assert param_default("main.bicep", "gateOnError") == "block"
+    deadline = settings["ORGGUARD_GATE_DEADLINE_S"]["function"]
+    assert deadline["type"] == "string" and deadline["parameters"]["value_to_convert"] == "gateDeadlineSeconds"
+    assert param_default("main.bicep", "gateDeadlineSeconds") == 10
+    decorators = template("main.bicep")["parameters"]["gateDeadlineSeconds"]["decorators"]
+    assert {"type": "max_value", "argument": 54} in decorators  # what Settings accepts: under 55 s
 
 
 def test_app_settings_hold_no_secret_values() -> None:
