@@ -479,3 +479,20 @@ def test_an_edited_or_foreign_cursor_is_refused(api, tmp_path):
         r = client.get("/api/cases", params={"limit": 1, "cursor": bad}, headers=ADMIN)
         assert r.status_code == 400, what
         assert "cursor" in r.json()["detail"], what
+
+
+# --- policy documents that explode --------------------------------------------------------------------------------
+
+
+def test_put_policy_refuses_a_bomb_with_422_and_keeps_the_version(api):
+    from tests.unit.test_documents import HOSTILE, MERGE_BOMB
+
+    client, c = api
+    version = client.get("/api/policy", headers=ADMIN).json()["version"]
+    body = is_problem(client.put("/api/policy", content=MERGE_BOMB.encode(), headers=ADMIN), 422)
+    assert "nodes" in body["errors"][0]["message"]
+    for text in HOSTILE.values():
+        if len(text.encode()) <= 256 * 1024:  # larger ones are refused by the body limit, 413
+            assert client.put("/api/policy", content=text.encode(), headers=ADMIN).status_code == 422
+    assert client.get("/api/policy", headers=ADMIN).json()["version"] == version
+    assert c.ledger.verify_audit().ok
