@@ -173,9 +173,7 @@ class Delivery:
     async def deliver(self, writes: Sequence[Write]) -> list[tuple[Action, Outcome]]:
         done: dict[str, Outcome] = {}
         baselines: dict[str, Baseline] = {}
-        lost = [w for w in writes if lost_before(w.action)]
-        promotes = [w for w in writes if w.action.kind is ActionKind.PROMOTE]
-        to_read = list({w.mailbox_id: w for w in [*lost, *promotes]}.values())
+        to_read = [w for w in writes if lost_before(w.action) or w.action.kind is ActionKind.PROMOTE]
         if to_read:
             rows, failure = await self._read(to_read)
             for w in to_read:
