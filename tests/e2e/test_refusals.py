@@ -180,17 +180,22 @@ MALFORMED = {
 
 
 def test_a_malformed_client_principal_of_any_shape_is_401_never_500(tmp_path):
+    """Each shape as the app receives it (Azure's host passes the header on), and over a real server."""
     c = container(tmp_path, auth="easyauth")
     bootstrap.install(c)
     try:
+        for shape, header in MALFORMED.items():
+            if shape == "base64 without padding" and header.endswith("="):
+                continue
+            for method, path in (("GET", "/api/cases"), ("PUT", "/api/policy")):
+                r = asgi(method, path, headers={"x-ms-client-principal": header}, content=b"x: 1")
+                assert r.status_code == 401, (shape, r.status_code, r.text)
+                assert r.headers["content-type"].startswith("application/problem+json"), shape
         with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
             for shape, header in MALFORMED.items():
-                if shape == "base64 without padding" and header.endswith("="):
-                    continue
-                for method, path in (("GET", "/api/cases"), ("PUT", "/api/policy")):
-                    r = client.request(method, path, headers={"x-ms-client-principal": header}, content=b"x: 1")
-                    assert r.status_code == 401, (shape, r.status_code, r.text)
-                    assert r.headers["content-type"].startswith("application/problem+json"), shape
+                r = client.get("/api/cases", headers={"x-ms-client-principal": header})
+                # uvicorn itself may refuse a header block over its limit (400) before OrgGuard sees it
+                assert r.status_code in ({400, 401} if shape == "huge" else {401}), shape
             fine = principal(claims=[ROLE, {"typ": "name", "val": "aiko"}])
             assert client.get("/api/cases", headers={"x-ms-client-principal": fine}).status_code == 200
     finally:
