@@ -7,18 +7,20 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from functions.deps import container, limited_body
+from functions.deadlines import decide_by
+from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
 from shared import telemetry
-from shared.intake import CannotDecide
+from shared.bootstrap import NotConfigured
+from shared.deadline import Deadline
 from shared.ledger.port import LedgerError
+from shared.lograte import rate_limited
 from shared.model import Origin
 from shared.service import Outcome
 from shared.views import outcome_view
 
-log = logging.getLogger("orgguard.gate")
+log = rate_limited(logging.getLogger("orgguard.gate"))
 router = APIRouter(prefix="/api/dataverse", tags=["dataverse"])
 
 KEY_HEADER = "x-orgguard-key"
@@ -30,13 +32,13 @@ def _size_exceeded(request: Request) -> bool:
 
 
 async def _receive(request: Request, origin: Origin) -> Outcome:
+    """Decide the posted claim by the webhook deadline (``DeadlineExceeded`` when it could not be)."""
+    deadline = Deadline(webhook_settings().gate_deadline_s)
     body = await limited_body(request)
-    return await run_in_threadpool(
-        container().intake.receive_webhook,
-        body,
-        key=request.headers.get(KEY_HEADER),
-        origin=origin,
-        size_exceeded=_size_exceeded(request),
+    key, size_exceeded = request.headers.get(KEY_HEADER), _size_exceeded(request)
+    return await decide_by(
+        deadline,
+        lambda: container().intake.receive_webhook(body, key=key, origin=origin, size_exceeded=size_exceeded),
     )
 
 
@@ -46,8 +48,8 @@ async def gate(request: Request) -> JSONResponse:
     watch = telemetry.Stopwatch()
     try:
         outcome = await _receive(request, Origin.GATE)
-    except (LedgerError, CannotDecide) as exc:
-        on_error = container().settings.gate_on_error
+    except (LedgerError, NotConfigured) as exc:  # the ledger, a read-back, the deadline, the set-up: on_error
+        on_error = webhook_settings().gate_on_error
         telemetry.count(telemetry.GATE_DEGRADED, effect=on_error)
         answer = _undecided(on_error, exc)
         telemetry.count(telemetry.GATE_TIME, watch.ms, effect=on_error, degraded=True, answer=answer.status_code)

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from shared import bootstrap
 from shared.auth import Principal, Role, authenticate
 from shared.claims import MAX_BODY, PayloadTooLarge
+from shared.model import hidden_character
+from shared.settings import Settings, SettingsError
 
 
 def container() -> bootstrap.Container:
     return bootstrap.container()
+
+
+def webhook_settings() -> Settings:
+    """The settings the webhooks answer by, without waiting for the container to be built.
+
+    Read from the environment while the first request is still building the container (its
+    ledger may be the stuck part); the built-in defaults if the environment is invalid, which
+    the build itself then reports.
+    """
+    c = bootstrap.built()
+    if c is not None:
+        return c.settings
+    try:
+        return Settings.from_env()
+    except SettingsError:
+        return Settings()
 
 
 def caller(request: Request) -> Principal:
@@ -53,3 +73,16 @@ async def limited_body(request: Request, limit: int = MAX_BODY) -> bytes:
             raise PayloadTooLarge(f"the payload is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _visible(value: object, *, allow: str) -> object:
+    """Refuse control and invisible characters before pydantic trims white space off the ends."""
+    if isinstance(value, str) and (bad := hidden_character(value, allow=allow)) is not None:
+        raise ValueError(f"holds a control or invisible character (U+{ord(bad):04X})")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(partial(_visible, allow=""))]
+"""An org name, an address, a domain: nothing hidden anywhere in it."""
+Prose = Annotated[str, BeforeValidator(partial(_visible, allow="\n\t"))]
+"""A reason a person writes: line breaks and tabs, but no other control character (it goes to the audit log)."""

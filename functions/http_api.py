@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from functions import admin_routes, dataverse_routes, job_routes, mailbox_routes, page_routes, problems
+from functions.framing import RequestFraming
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -26,6 +27,7 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
         telemetry={"tracing": False, "operation_spans": False, "logs": False, "metrics": True},
     )
     problems.install(app)
+    app.add_middleware(RequestFraming)
     app.include_router(dataverse_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(mailbox_routes.router)

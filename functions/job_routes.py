@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from functions.deps import container, role
+from functions.deps import Name, container, role
 from shared.auth import Principal, Role
 from shared.jobs import Job, JobKind, JobState, job_doc
 from shared.ledger.port import JobLedger, job_ledger
@@ -36,15 +36,15 @@ class Strict(BaseModel):
 
 
 class SweepRequest(Strict):
-    orgs: list[str] = Field(default_factory=list, max_length=100)
+    orgs: list[Name] = Field(default_factory=list, max_length=100)
     apply: bool = False
 
 
 class MigrationRequest(Strict):
-    source: str = Field(alias="from", min_length=1, max_length=100)
-    target: str = Field(alias="to", min_length=1, max_length=100)
-    mailboxes: list[str] | None = Field(default=None, max_length=50_000)
-    domain: str | None = Field(default=None, max_length=253)
+    source: Name = Field(alias="from", min_length=1, max_length=100)
+    target: Name = Field(alias="to", min_length=1, max_length=100)
+    mailboxes: list[Name] | None = Field(default=None, max_length=50_000)
+    domain: Name | None = Field(default=None, max_length=253)
     apply: bool = False
 
     @model_validator(mode="after")

@@ -17,8 +17,10 @@ from fastapi import FastAPI
 from functions.http_api import create_api
 from shared import orgclients
 from shared.bootstrap import Container
+from shared.ledger.port import LedgerError
+from shared.lograte import rate_limited
 
-log = logging.getLogger("orgguard.local")
+log = rate_limited(logging.getLogger("orgguard.local"))
 
 
 async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float = 60.0) -> None:
@@ -38,6 +40,8 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
                     log.info(
                         "actions: %d applied, %d failed, %d deferred", report.applied, report.failed, report.deferred
                     )
+            except LedgerError as exc:  # a stuck or unreachable ledger: one line, not a traceback a round
+                log.warning("background work waits for the ledger: %s", exc)
             except Exception:
                 log.exception("background work failed; trying again")
             await asyncio.sleep(interval)

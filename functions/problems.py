@@ -9,12 +9,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from shared.intake import OrgUnavailable
 from shared.ledger.port import LedgerError
+from shared.lograte import rate_limited
 from shared.model import DomainError
 from shared.policy import PolicyError
 
-log = logging.getLogger("orgguard.http")
+log = rate_limited(logging.getLogger("orgguard.http"))
 
 PROBLEM = "application/problem+json"
 
@@ -38,6 +41,16 @@ def install(app: FastAPI) -> None:
     async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:
         log.error("ledger unavailable: %s", exc)
         return problem(503, "Ledger unavailable", str(exc))
+
+    @app.exception_handler(OrgUnavailable)
+    async def _org(_: Request, exc: OrgUnavailable) -> JSONResponse:
+        return problem(503, "Org unavailable", str(exc))  # its text holds no token or credential detail
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # No traceback: anyone can hang up mid-body as often as they like. The answer reaches no one.
+        log.warning("client disconnected before sending its whole request (%s %s)", request.method, request.url.path)
+        return problem(400, "Incomplete request", "the client disconnected before sending its whole body")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

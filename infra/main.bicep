@@ -86,6 +86,11 @@ param authTenantId string = subscription().tenantId
 @description('ORGGUARD_GATE_ON_ERROR: the gate\'s answer when it cannot decide.')
 param gateOnError string = 'block'
 
+@minValue(1)
+@maxValue(54)
+@description('ORGGUARD_GATE_DEADLINE_S: seconds the gate works to; well under Dataverse\'s 60-second webhook timeout.')
+param gateDeadlineSeconds int = 10
+
 @description('ORGGUARD_SWEEP_SCHEDULE: NCRONTAB schedule of the sweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
 
@@ -233,6 +238,7 @@ module functions './app/functions.bicep' = {
     orgs: orgs
     policyText: loadTextContent('policy.yaml')
     gateOnError: gateOnError
+    gateDeadlineSeconds: gateDeadlineSeconds
     sweepSchedule: sweepSchedule
     sweepApply: sweepApply
     graphUrl: graphUrl

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from shared.model import DomainError
+from shared.model import DomainError, hidden_character
 
 
 class Role(IntEnum):
@@ -48,8 +48,11 @@ class Principal:
             raise Forbidden(f"this needs the {role.app_role} role")
 
 
-def _roles(claims: list[dict[str, str]], role_typ: str) -> Role | None:
-    names = {c.get("val") for c in claims if c.get("typ") in (role_typ, "roles")}
+MAX_PRINCIPAL = 32 * 1024  # App Service's header with many group claims stays well under this
+
+
+def _roles(claims: list[tuple[str, str]], role_typ: str) -> Role | None:
+    names = {val for typ, val in claims if typ in (role_typ, "roles")}
     best = None
     for role in Role:
         if role.app_role in names:
@@ -57,20 +60,39 @@ def _roles(claims: list[dict[str, str]], role_typ: str) -> Role | None:
     return best
 
 
+def _claims(doc: object) -> tuple[list[tuple[str, str]], str, str]:
+    """The (typ, val) claims and the role and name claim types; ValueError for any other shape."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    claims, role_typ, name_typ = doc.get("claims"), doc.get("role_typ", "roles"), doc.get("name_typ", "name")
+    if not isinstance(claims, list) or not isinstance(role_typ, str) or not isinstance(name_typ, str):
+        raise ValueError("claims is not a list, or role_typ / name_typ is not text")
+    pairs = []
+    for claim in claims:
+        if (
+            not isinstance(claim, dict)
+            or not isinstance(claim.get("typ"), str)
+            or not isinstance(claim.get("val"), str)
+        ):
+            raise ValueError("a claim is not an object with text typ and val")
+        pairs.append((claim["typ"], claim["val"]))
+    return pairs, role_typ, name_typ
+
+
 def principal_from_easyauth(header: str) -> Principal:
+    """The caller from App Service's ``X-MS-CLIENT-PRINCIPAL``; 401 for a header of any other shape."""
     try:
-        doc = json.loads(base64.b64decode(header, validate=True))
-        claims = doc["claims"]
-        role_typ = doc.get("role_typ", "roles")
-        name_typ = doc.get("name_typ", "name")
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        if len(header) > MAX_PRINCIPAL:
+            raise ValueError("too large")
+        claims, role_typ, name_typ = _claims(json.loads(base64.b64decode(header, validate=True)))
+    except (binascii.Error, ValueError, RecursionError):  # bad base64, not UTF-8, not JSON, nesting, shape
         raise Unauthenticated("the client principal header is malformed") from None
-    if not isinstance(claims, list):
-        raise Unauthenticated("the client principal header is malformed")
     role = _roles(claims, role_typ)
     if role is None:
         raise Forbidden("the caller has no OrgGuard app role")
-    name = next((c.get("val", "") for c in claims if c.get("typ") == name_typ), "") or "unknown"
+    name = next((val for typ, val in claims if typ == name_typ and val), "unknown")
+    if hidden_character(name) is not None:
+        raise Unauthenticated("the client principal's name holds a control character")
     return Principal(name, role)
 
 
@@ -85,6 +107,6 @@ def authenticate(headers: Mapping[str, str], *, mode: str, admin_token: str | No
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send Authorization: Bearer <ORGGUARD_ADMIN_TOKEN>")
-    if not admin_token or not hmac.compare_digest(token.strip().encode(), admin_token.encode()):
+    if not admin_token or not hmac.compare_digest(token.encode(), admin_token.encode()):  # exactly, nothing trimmed
         raise Forbidden("the bearer token is not this OrgGuard's admin token")
     return Principal("local-admin", Role.ADMIN)

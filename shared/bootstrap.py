@@ -19,9 +19,9 @@ from shared import telemetry
 from shared.claims import MailboxRow
 from shared.intake import Intake, MailboxReader
 from shared.ledger import Ledger, open_ledger
-from shared.model import Org
+from shared.model import DomainError, Org
 from shared.orgs import OrgRegistry, load_orgs
-from shared.policy import UserDirectory, user_conditions
+from shared.policy import PolicyError, UserDirectory, user_conditions
 from shared.service import OrgGuard
 from shared.settings import Settings, inline_document
 
@@ -162,26 +162,50 @@ def seed_policy(service: OrgGuard, path: str) -> None:
         return
     inline = inline_document(path)
     if inline is not None:
-        service.save_policy(inline, actor="setting:ORGGUARD_POLICY")
+        _seed(service, inline, actor="setting:ORGGUARD_POLICY", source="the policy in the ORGGUARD_POLICY setting")
         log.info("policy loaded from the ORGGUARD_POLICY setting")
         return
     file = Path(path)
     if file.exists():
-        service.save_policy(file.read_text(encoding="utf-8"), actor=f"file:{file.name}")
+        _seed(service, file.read_text(encoding="utf-8"), actor=f"file:{file.name}", source=f"the policy file {file}")
         log.info("policy loaded from %s", file)
+
+
+def _seed(service: OrgGuard, text: str, *, actor: str, source: str) -> None:
+    try:
+        service.save_policy(text, actor=actor)
+    except PolicyError as exc:  # say where it came from (ORGGUARD_POLICY) at startup, not just what is wrong
+        raise PolicyError(f"{source} (ORGGUARD_POLICY) is refused: {exc.detail}", errors=exc.errors) from None
 
 
 _lock = threading.Lock()
 _container: Container | None = None
 
 
+class NotConfigured(DomainError):
+    """OrgGuard cannot start: its settings, orgs file or policy file are refused (a server-side fault)."""
+
+    status = 503
+    title = "OrgGuard is not configured"
+
+
 def container() -> Container:
-    """The process-wide container, built on first use."""
+    """The process-wide container, built on first use; ``NotConfigured`` saying why it cannot be."""
     global _container
     with _lock:
         if _container is None:
-            _container = build()
+            try:
+                _container = build()
+            except NotConfigured:
+                raise
+            except DomainError as exc:  # bad configuration is not the caller's bad request
+                raise NotConfigured(f"OrgGuard cannot start: {exc.detail}", field=exc.field) from None
         return _container
+
+
+def built() -> Container | None:
+    """The process-wide container if it is built; never waits for a build (the event loop must not)."""
+    return _container
 
 
 def install(c: Container | None) -> None:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.text import Text
 
 from shared.jobs import JobKind, JobState
+from shared.model import DomainError
 from shared.operations import Doc, MigrationOrder, Operations
 from shared.terminal import (
     JsonOpt,
@@ -244,12 +245,20 @@ def _order(
         return None
     if not source or not target or (mailboxes is None) == (domain is None):
         raise fail("give --from, --to and either --mailboxes FILE or --domain D (or --resume ID, --plan ID)", 2)
+    from shared.migration import check_route
+
+    try:
+        check_route(source, target)
+    except DomainError as exc:
+        raise fail(exc.detail, 2) from None
     addresses = None
     if mailboxes is not None:
         if not mailboxes.is_file():
             raise fail(f"{mailboxes} does not exist", 2)
-        lines = mailboxes.read_text(encoding="utf-8").splitlines()
-        addresses = [s.split(",")[0].strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+        # Lines end at "\n" only (str.splitlines would also break at control characters, hiding them); the
+        # address itself is left for MailboxKey.parse to judge, which refuses every control character.
+        lines = [line.removesuffix("\r") for line in mailboxes.read_text(encoding="utf-8").split("\n")]
+        addresses = [s.split(",")[0].strip(" ") for s in lines if s.strip(" ") and not s.lstrip(" ").startswith("#")]
     return MigrationOrder(source, target, addresses, domain, apply)
 
 

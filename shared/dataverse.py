@@ -9,7 +9,8 @@ queries, PATCH with ETags, create, delete and ``$batch``.
 Service protection is part of the contract, not an accident: 429 is retried after
 ``Retry-After``, 5xx and transport errors with exponential backoff and jitter, and
 a request that may have reached Dataverse is retried only when repeating it is
-harmless (GET, PATCH, PUT, DELETE; never a POST that creates).
+harmless (GET, PATCH, PUT, DELETE; never a POST that creates, never a ``$batch``
+that writes, never a PATCH sent ``at_most_once``).
 
 Nothing here logs a token, a URL (query strings carry mailbox addresses) or a
 request body; log lines name the method, the entity set, the status and the attempt.
@@ -36,11 +37,12 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from shared import telemetry
+from shared.lograte import rate_limited
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-log = logging.getLogger("orgguard.dataverse")
+log = rate_limited(logging.getLogger("orgguard.dataverse"))  # an org that keeps failing says so once a minute
 
 API_PATH = "/api/data/v9.2/"
 MAX_PAGE_SIZE = 5000  # Prefer: odata.maxpagesize upper bound
@@ -371,10 +373,23 @@ class DataverseClient:
                 return None
             raise
 
-    async def patch(self, entity_set: str, id: str, values: Mapping[str, Any], *, etag: str | None = None) -> None:
-        """Update a row; ``If-Match`` is the ETag, or ``*`` so a PATCH never creates a row."""
+    async def patch(
+        self,
+        entity_set: str,
+        id: str,
+        values: Mapping[str, Any],
+        *,
+        etag: str | None = None,
+        at_most_once: bool = False,
+    ) -> None:
+        """Update a row; ``If-Match`` is the ETag, or ``*`` so a PATCH never creates a row.
+
+        ``at_most_once``: the write has an effect beyond its values (scheduling Test & Enable), so it is
+        not repeated once it may have reached Dataverse; the caller reads the row back instead.
+        """
         headers = {"Content-Type": "application/json", "If-Match": etag or "*"}
-        await self._send("PATCH", self._row_url(entity_set, id), headers=headers, content=_dumps(values))
+        url = self._row_url(entity_set, id)
+        await self._send("PATCH", url, headers=headers, content=_dumps(values), idempotent=not at_most_once)
 
     async def create(self, entity_set: str, values: Mapping[str, Any]) -> str:
         """Create a row and return its id."""
@@ -424,7 +439,9 @@ class DataverseClient:
         headers = {"Content-Type": f'multipart/mixed; boundary="{boundary}"'}
         if continue_on_error:
             headers["Prefer"] = "odata.continue-on-error"
-        idempotent = all(op.method.upper() in IDEMPOTENT_METHODS for op in chunk)
+        # Only reads are repeated once a batch may have reached Dataverse: its writes may have committed
+        # (a PATCH that schedules Test & Enable twice is two tests); the caller reads them back instead.
+        idempotent = all(op.method.upper() == "GET" for op in chunk)
         response = await self._send(
             "POST", self.api_root + "$batch", headers=headers, content=body, idempotent=idempotent, accept_error=True
         )

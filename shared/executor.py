@@ -1,8 +1,9 @@
 """The outbox worker: carries decided actions out in the orgs through the Web API.
 
-Each pending action is one idempotent PATCH of one mailbox row. Several for one
-org go out as one ``$batch`` (continue-on-error, so one bad row does not stop
-the rest). Every attempt is recorded; an action ends ``applied`` or, after its
+Each pending action is one PATCH of one mailbox row. Several for one org go
+out as one ``$batch`` (continue-on-error, so one bad row does not stop the
+rest). Each reaches the org at most once, even when an answer is lost
+(``shared.org_writes``). Every attempt is recorded; an action ends ``applied`` or, after its
 attempts or on a permanent error, ``failed`` with the error, visible in its case
 and retryable. Throttling (429) and transient errors (5xx, timeouts) defer it
 with exponential backoff, honouring ``Retry-After``.
@@ -13,35 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared import telemetry
-from shared.dataverse import BatchOperation, DataverseClient, DataverseError, Throttled
+from shared.dataverse import DataverseClient, DataverseError, Throttled
+from shared.org_writes import WRITES, Applied, OrgWrites, Write
 from shared.ledger.port import Ledger
+from shared.lograte import Backoff, rate_limited
 from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
 from shared.orgclients import find_mailbox
 from shared.orgs import OrgRegistry
 
+log = logging.getLogger("orgguard.executor")
 if TYPE_CHECKING:
     from shared.delivery import Delivery
 
-log = logging.getLogger("orgguard.executor")
+quiet_log = rate_limited(logging.getLogger("orgguard.executor.orgs"))  # what an unreachable org repeats
 
-NONE, SERVER_SIDE_SYNC = 2, 1
-
-WRITES: Mapping[ActionKind, Mapping[str, Any]] = {
-    # ACT method None and the check box off: this org stops claiming the mailbox.
-    ActionKind.DEMOTE: {"actdeliverymethod": NONE, "orgmarkedasprimaryforexchangesync": False},
-    # The check box on, server-side sync, and Test & Enable scheduled: Exchange follows this org.
-    ActionKind.PROMOTE: {
-        "orgmarkedasprimaryforexchangesync": True,
-        "actdeliverymethod": SERVER_SIDE_SYNC,
-        "testemailconfigurationscheduled": True,
-    },
-}
 PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
 
 
@@ -75,17 +67,25 @@ class Executor:
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     _known_users: set[str] = field(default_factory=set)
+    whoami_backoff: Backoff = field(default_factory=Backoff)
 
     async def learn_own_users(self) -> None:
-        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard."""
+        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard.
+
+        An org that does not answer is asked again after a growing pause (``whoami_backoff``), not on
+        every run of the loop, and said so in one rate-limited line.
+        """
         for org in list(self.orgs):
-            if org.name in self._known_users:
+            if org.name in self._known_users or self.whoami_backoff.waiting(org.name):
                 continue
             try:
                 me = await self.client_for(org).who_am_i()
             except (DataverseError, OSError) as exc:
-                log.warning("WhoAmI failed in %s: %s", org.name, exc)
+                pause = self.whoami_backoff.failed(org.name)
+                quiet_log.warning("WhoAmI failed in %s (%s); asking again in %.0f s", org.name, exc, pause,
+                                  extra={"rate_key": org.name})  # fmt: skip
                 continue
+            self.whoami_backoff.succeeded(org.name)
             self.orgs.with_app_user(org.name, me.user_id)
             self._known_users.add(org.name)
 
@@ -103,7 +103,7 @@ class Executor:
                 by_org[action.org].append(action)
         report = ExecutionReport()
         writes = [self._run_org(org, acts) for org, acts in by_org.items()]
-        results = await asyncio.gather(*writes, self._deliver(notices))
+        results = await asyncio.gather(*writes, self._deliver_notices(notices))
         for r in results:
             report.add(r)
         return report
@@ -137,23 +137,10 @@ class Executor:
             mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
             if mailbox_id:
                 ready.append((action, mailbox_id))
-        if len(ready) == 1:
-            await self._patch_one(client, *ready[0], report)
-        elif ready:
-            await self._patch_batch(client, ready, report)
+        if ready:
+            await self._deliver(client, ready, report)
         report.requests += client.requests_sent - before
         return report
-
-    async def _deliver(self, notices: list[Action]) -> ExecutionReport:
-        """Send notify actions through Graph (``shared.delivery``); without a mail sender, leave them leased."""
-        report = ExecutionReport()
-        if notices and self.mail is not None:
-            await self.mail.deliver(notices, report)
-        return report
-
-    async def aclose(self) -> None:
-        if self.mail is not None:
-            await self.mail.aclose()
 
     async def _resolve(self, client: DataverseClient, action: Action, report: ExecutionReport) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
@@ -171,44 +158,27 @@ class Executor:
             return None
         return str(row["mailboxid"])
 
-    async def _patch_one(
-        self, client: DataverseClient, action: Action, mailbox_id: str, report: ExecutionReport
-    ) -> None:
-        try:
-            await client.patch("mailboxes", mailbox_id, WRITES[action.kind])
-        except DataverseError as exc:
-            await self._defer_or_fail(action, exc, report)
-        except (TimeoutError, OSError) as exc:
-            await self._defer_or_fail(action, DataverseError(str(exc)), report)
-        except ValueError as exc:  # the client refused the request itself (a malformed id)
-            await self._fail(action, str(exc), report)
-        else:
-            await self._record(action, ActionStatus.APPLIED, None, report)
+    async def _deliver_notices(self, notices: list[Action]) -> ExecutionReport:
+        """Send notify actions through Graph (``shared.delivery``); without a mail sender, leave them leased."""
+        report = ExecutionReport()
+        if notices and self.mail is not None:
+            await self.mail.deliver(notices, report)
+        return report
 
-    async def _patch_batch(
+    async def aclose(self) -> None:
+        if self.mail is not None:
+            await self.mail.aclose()
+
+    async def _deliver(
         self, client: DataverseClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport
     ) -> None:
-        ops = [BatchOperation("PATCH", f"mailboxes({mailbox_id})", dict(WRITES[a.kind])) for a, mailbox_id in ready]
-        try:
-            results = await client.batch(ops, atomic=False, continue_on_error=True)
-        except DataverseError as exc:
-            for action, _ in ready:
-                await self._defer_or_fail(action, exc, report)
-            return
-        except (TimeoutError, OSError) as exc:
-            for action, _ in ready:
-                await self._defer_or_fail(action, DataverseError(str(exc)), report)
-            return
-        except ValueError as exc:
-            for action, _ in ready:
-                await self._fail(action, str(exc), report)
-            return
-        for (action, _), result in zip(ready, results, strict=True):
-            if result.ok:
+        """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``shared.org_writes``)."""
+        outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
+        for action, outcome in outcomes:
+            if isinstance(outcome, Applied):
                 await self._record(action, ActionStatus.APPLIED, None, report)
             else:
-                error = result.error or DataverseError("not processed", status=result.status)
-                await self._defer_or_fail(action, error, report)
+                await self._defer_or_fail(action, outcome.error, report)
 
     async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
         attempts = action.attempts + 1

@@ -7,14 +7,19 @@ how the payload arrives and who vouches for it; here they become the same
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.claims import MAX_BODY, Context, MailboxRow, PayloadTooLarge, loads_context, parse_context, to_claim
+from shared.deadline import DeadlineExceeded
 from shared.ledger.port import LedgerError
+from shared.lograte import rate_limited
 from shared.model import Decision, DomainError, Effect, InvalidPayload, Org, Origin
 from shared.orgs import OrgRegistry
 from shared.service import OrgGuard, Outcome
+
+log = rate_limited(logging.getLogger("orgguard.intake"))
 
 MailboxReader = Callable[[Org, str], MailboxRow | None]
 """Reads a mailbox row back from its org (for trimmed payloads); None when it is gone."""
@@ -32,6 +37,26 @@ class WrongKey(DomainError):
 
 class CannotDecide(LedgerError):
     """Something OrgGuard needs to decide is unavailable (ledger, read-back)."""
+
+
+class OrgUnavailable(CannotDecide):
+    """The org could not be read from; the text names the org and the kind of failure, never its details.
+
+    A Dataverse or azure-identity error can quote a token, a credential chain or an org's own error
+    text; that goes to no caller (HTTP answers are built from this text).
+    """
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What went wrong, in words safe to show anyone: an HTTP status, "no answer", or the error's type."""
+    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    if code == "token":
+        return "OrgGuard could not get a token for the org"
+    if code == "transport" or isinstance(exc, (TimeoutError, OSError, DeadlineExceeded)):
+        return "no answer in time"
+    return type(exc).__name__
 
 
 @dataclass
@@ -79,11 +104,17 @@ class Intake:
 
     def _read_back(self, ctx: Context, org: Org) -> MailboxRow:
         if self.read_back is None:
-            raise CannotDecide("the payload was trimmed and no Dataverse client is configured to read the mailbox back")
+            raise OrgUnavailable(
+                "the payload was trimmed and no Dataverse client is configured to read the mailbox back"
+            )
         try:
             row = self.read_back(org, ctx.mailbox_id)
         except Exception as exc:
-            raise CannotDecide(f"reading the mailbox back from {org.name} failed: {exc}") from exc
+            log.warning("read-back from %s failed: %s", org.name, failure_kind(exc), extra={"rate_key": org.name})
+            raise OrgUnavailable(
+                f"reading the mailbox back from {org.name} failed ({failure_kind(exc)}); the trimmed payload "
+                "cannot be decided without it, try again"
+            ) from exc
         if row is None:
             raise InvalidPayload(f"mailbox {ctx.mailbox_id} does not exist in {org.name}", field="PrimaryEntityId")
         return row

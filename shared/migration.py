@@ -65,9 +65,9 @@ class Selection:
         if (addresses is None) == (domain is None):
             raise DomainError("give either mailbox addresses or a domain", field="mailboxes")
         if domain is not None:
-            parsed = MailboxKey.parse(f"x@{domain.strip().lstrip('@')}", field="domain").domain
+            parsed = MailboxKey.parse(f"x@{domain.strip(' ').lstrip('@')}", field="domain").domain
             return cls(domain=parsed)
-        keys = sorted({MailboxKey.parse(a, field="mailboxes").address for a in addresses or () if a.strip()})
+        keys = sorted({MailboxKey.parse(a, field="mailboxes").address for a in addresses or () if a.strip(" ")})
         if not keys:
             raise DomainError("the list names no mailbox", field="mailboxes")
         return cls(addresses=tuple(keys))
@@ -180,8 +180,7 @@ async def plan(
     service: OrgGuard, pacer: Pacer, source: str, target: str, selection: Selection, *, job_id: str | None = None
 ) -> Plan:
     """Pair every selected mailbox's row in ``source`` with its row in ``target``; say what cannot move."""
-    if source == target:
-        raise DomainError("the source and target org are the same", field="to")
+    check_route(source, target)
     a, b = service.orgs.get(source), service.orgs.get(target)
     (in_a, pages_a), (in_b, pages_b) = await asyncio.gather(_rows(pacer(a), selection), _rows(pacer(b), selection))
     result = Plan(source, target, reads=pages_a + pages_b)
@@ -472,7 +471,14 @@ def event_key(job_id: str, key: MailboxKey) -> str:
     return f"migration:{job_id}:{key.address}"
 
 
+def check_route(source: str, target: str) -> None:
+    """A migration moves mailboxes between two different orgs; refused before anything is recorded."""
+    if source == target:
+        raise DomainError(f"a migration needs two different orgs; --from and --to are both {source}", field="to")
+
+
 def new_job(source: str, target: str, selection: Selection, *, actor: str, apply: bool) -> Job:
+    check_route(source, target)
     return Job.start(JobKind.MIGRATION, {"from": source, "to": target, **selection.params()}, actor=actor, apply=apply)
 
 

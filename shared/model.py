@@ -161,6 +161,23 @@ _LOCAL_PART = re.compile(r"^[\w!#$%&'*+/=?^`{|}~.-]+$")
 MAX_ADDRESS = 254
 
 
+# Control (Cc), format (Cf), surrogate, private-use and unassigned characters, and line/paragraph separators:
+# none belongs in an address, a key or a name, and each can hide in logs, headers or a person's eyes. The
+# zero-width joiners are left to IDNA, whose CONTEXTJ rules allow them in some scripts' domain names.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def hidden_character(text: str, *, allow: str = "") -> str | None:
+    """The first control or invisible character in ``text`` (not counting ``allow``), or None."""
+    if text.isascii():  # the common case, without a look-up per character
+        return next((c for c in text if (c < " " or c == "\x7f") and c not in allow), None)
+    for c in text:
+        if c not in allow and c not in _JOINERS and unicodedata.category(c) in _HIDDEN_CATEGORIES:
+            return c
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _ascii_domain(domain: str) -> str:
     """IDNA (UTS 46) form of a domain; a tenant has few domains, so it is cached."""
@@ -177,7 +194,13 @@ class MailboxKey:
     def parse(cls, raw: object, *, field: str = "address") -> MailboxKey:
         if not isinstance(raw, str):
             raise InvalidAddress("a mailbox address must be a string", field=field)
-        text = raw.strip()
+        if len(raw) > 4 * MAX_ADDRESS:
+            raise InvalidAddress(f"the mailbox address is longer than {MAX_ADDRESS} characters", field=field)
+        if (bad := hidden_character(raw)) is not None:
+            raise InvalidAddress(
+                f"the mailbox address holds a control or invisible character (U+{ord(bad):04X})", field=field
+            )
+        text = raw.strip()  # only spaces are left to trim: every other kind of white space was refused above
         if not text:
             raise InvalidAddress("the mailbox address is empty", field=field)
         if len(text) > MAX_ADDRESS:

@@ -7,9 +7,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from shared import deadline
 from shared.claims import MailboxRow
 from shared.dataverse import DataverseClient, RetryPolicy, token_provider_for
 from shared.model import DomainError, MailboxKey, Org
+
+READ_BACK_S = 30.0  # the longest a read-back takes outside the gate
 
 READ_BACK_COLUMNS = (
     "mailboxid",
@@ -70,13 +73,23 @@ async def read_mailbox(client: DataverseClient, mailbox_id: str) -> MailboxRow |
 
 
 def read_back(org: Org, mailbox_id: str) -> MailboxRow | None:
-    """Read a mailbox row from its org, from synchronous code (trimmed payloads are rare)."""
+    """Read a mailbox row from its org, from synchronous code (trimmed payloads are rare).
+
+    Within the current deadline (the gate's): retries and timeouts stop when it does.
+    """
+    budget = deadline.wait_budget(READ_BACK_S)
 
     async def go() -> MailboxRow | None:
-        async with make_client(org, RetryPolicy(attempts=3, base_delay=0.2, timeout=10)) as client:
-            return await read_mailbox(client, mailbox_id)
+        retry = RetryPolicy(attempts=3, base_delay=0.2, timeout=min(10.0, max(budget, 0.1)))
+        async with make_client(org, retry) as client:
+            return await asyncio.wait_for(read_mailbox(client, mailbox_id), timeout=budget)
 
-    return asyncio.run(go())
+    if budget <= 0:
+        raise deadline.DeadlineExceeded(f"no time left to read the mailbox back from {org.name}")
+    try:
+        return asyncio.run(go())
+    except TimeoutError:
+        raise deadline.DeadlineExceeded(f"{org.name} did not answer the read-back within {budget:.1f} s") from None
 
 
 async def find_mailbox(

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from shared.documents import TooComplex, load_yaml
 from shared.model import DomainError, Org, UnknownOrg, normalize_guid
-from shared.settings import inline_document
+from shared.settings import inline_document, is_key_vault_reference, secret_problem, unresolved_reference
 
 
 class OrgsError(DomainError):
@@ -80,16 +81,24 @@ class OrgRegistry:
         self._by_id[org.id] = new
 
 
-def resolve_key(spec: str, env: Mapping[str, str]) -> str:
+def resolve_key(spec: str, env: Mapping[str, str], *, where: str = "webhook_key") -> str:
+    """The key ``spec`` names, checked: never an unresolved Key Vault reference, never with white space."""
+    source = f"{where} (a literal)"
     if spec.startswith("env:"):
         name = spec[4:]
         value = env.get(name)
         if not value:
             raise OrgsError(f"environment variable {name} (a webhook key) is not set", field="webhook_key")
-        return value
-    if spec.startswith("keyvault:"):
-        return _read_key_vault_secret(spec[len("keyvault:") :])
-    return spec
+        if is_key_vault_reference(value):
+            raise OrgsError(unresolved_reference(name) + f" (the webhook key of {where})", field="webhook_key")
+        key, source = value, f"environment variable {name} ({where})"
+    elif spec.startswith("keyvault:"):
+        key, source = _read_key_vault_secret(spec[len("keyvault:") :]), f"the Key Vault secret for {where}"
+    else:
+        key = spec
+    if problem := secret_problem(key):
+        raise OrgsError(f"the webhook key in {source} {problem}", field="webhook_key")
+    return key
 
 
 def _read_key_vault_secret(uri: str) -> str:  # pragma: no cover - needs Azure
@@ -132,7 +141,7 @@ def _parse_entry(item: dict[str, Any], where: str, env: Mapping[str, str]) -> Re
         if item.get("app_user_id")
         else None,
     )
-    return RegisteredOrg(org, resolve_key(item["webhook_key"], env))
+    return RegisteredOrg(org, resolve_key(item["webhook_key"], env, where=f"{where} ({org.name})"))
 
 
 def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegistry:
@@ -147,7 +156,9 @@ def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegi
     if not p.exists():
         raise OrgsError(f"the orgs file {p} does not exist (set ORGGUARD_ORGS)", field="ORGGUARD_ORGS")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = load_yaml(p.read_text(encoding="utf-8"))
+    except TooComplex as exc:
+        raise OrgsError(f"{p}: {exc}", field="ORGGUARD_ORGS") from None
     except yaml.YAMLError as exc:
         raise OrgsError(f"{p} is not valid YAML: {exc}", field="ORGGUARD_ORGS") from None
     return parse_orgs(doc, env)

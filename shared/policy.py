@@ -14,7 +14,6 @@ ids, unregistered orgs) in rules that are broken in other ways too.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,8 @@ import idna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
-from shared.model import ClaimKind, Decision, DomainError, Effect, MailboxKey, Origin
+from shared.documents import BoundedLoader, TooComplex, load_json
+from shared.model import ClaimKind, Decision, DomainError, Effect, MailboxKey, Origin, hidden_character
 
 Mode = Literal["enforce", "dry-run"]
 RuleEffect = Literal["block", "override", "hold", "audit", "prefer-primary"]
@@ -183,9 +183,15 @@ def load_policy(text: str, *, known_orgs: Collection[str] | None = None) -> Poli
 
 
 def _parse(text: str, reader: _Reader) -> object:
-    """JSON when it parses as JSON (PyYAML reads a few JSON documents differently), YAML otherwise."""
+    """JSON when it parses as JSON (PyYAML reads a few JSON documents differently), YAML otherwise.
+
+    Either way within ``shared.documents``' bounds: a document that would explode is refused fast.
+    """
     try:
-        return json.loads(text, object_pairs_hook=_json_object(reader))
+        return load_json(text, object_pairs_hook=_json_object(reader))
+    except TooComplex as exc:
+        reader.errors[:] = [{"path": "", "message": str(exc)}]
+        return None
     except (ValueError, RecursionError):
         reader.errors.clear()  # not JSON after all: read it as YAML, which JSON mostly is
     doc: object = None
@@ -193,6 +199,8 @@ def _parse(text: str, reader: _Reader) -> object:
     try:
         loader = _Loader(text)
         doc = loader.get_single_data()
+    except TooComplex as exc:
+        reader.error("", str(exc))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -220,8 +228,8 @@ def _json_object(reader: _Reader) -> Callable[[list[tuple[str, object]]], dict[s
     return build
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reports duplicate keys (PyYAML keeps the last one silently)."""
+class _Loader(BoundedLoader):
+    """The bounded SafeLoader, reporting duplicate keys too (PyYAML keeps the last one silently)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -420,7 +428,9 @@ class _Reader:
         good: list[str] = []
         for i, item in enumerate(values):
             item_path = f"{path}[{i}]" if isinstance(value, list) else path
-            if isinstance(item, str) and item.strip():
+            if isinstance(item, str) and (bad := hidden_character(item)) is not None:
+                self.error(item_path, f"holds a control or invisible character (U+{ord(bad):04X})")
+            elif isinstance(item, str) and item.strip():
                 good.append(item.strip())
             elif isinstance(item, bool):
                 self.error(

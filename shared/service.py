@@ -46,6 +46,7 @@ from shared.overrides import Move, plan_move
 from shared.policy import (
     NoUserDirectory,
     Policy,
+    PolicyError,
     Situation,
     UserDirectory,
     UserUnknown,
@@ -77,6 +78,10 @@ def check_policy(text: str, orgs: OrgRegistry) -> Policy:
     """Every check a policy must pass to be saved, in one place: ``PUT /api/policy`` and
     ``orgguard policy validate`` both call it, so a file that validates is one the API takes."""
     return load_policy(text, known_orgs=orgs.names)
+
+
+class StoredPolicyUnusable(LedgerError):
+    """The ledger's current policy does not load (saved before a bound existed): decide nothing from it."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,10 @@ class OrgGuard:
         version = saved.version if saved else 0
         if self._policy is None or self._policy[0] != version:
             # Org names were checked when it was saved; an org removed since must not stop every decision.
-            parsed = load_policy(saved.text) if saved else default_policy()
+            try:
+                parsed = load_policy(saved.text) if saved else default_policy()
+            except PolicyError as exc:  # stored before today's bounds: no decision can be made from it
+                raise StoredPolicyUnusable(f"policy version {version} in the ledger cannot be used: {exc}") from None
             self._policy = (version, parsed)
         return self._policy[1]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from shared.model import DomainError, MailboxKey
+from shared.model import DomainError, MailboxKey, hidden_character
 
 GateOnError = Literal["block", "allow"]
 AuthMode = Literal["token", "easyauth"]
@@ -54,10 +56,17 @@ class Settings:
     def mail(self) -> bool:
         """Whether notifications can be sent (Graph and a sender mailbox)."""
         return bool(self.graph_url and self.mail_from)
+    gate_deadline_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
+        for name, value in e.items():
+            if name.startswith("ORGGUARD_") and is_key_vault_reference(value):
+                raise SettingsError(unresolved_reference(name), field=name)
+        admin_token = e.get("ORGGUARD_ADMIN_TOKEN") or None
+        if admin_token is not None and (problem := secret_problem(admin_token)):
+            raise SettingsError(f"ORGGUARD_ADMIN_TOKEN {problem}", field="ORGGUARD_ADMIN_TOKEN")
         on_error = e.get("ORGGUARD_GATE_ON_ERROR", "block").strip().lower()
         if on_error not in ("block", "allow"):
             raise SettingsError("ORGGUARD_GATE_ON_ERROR must be 'block' or 'allow'", field="ORGGUARD_GATE_ON_ERROR")
@@ -68,10 +77,11 @@ class Settings:
         if telemetry and telemetry != "console" and not (telemetry.startswith("file:") and telemetry[5:].strip()):
             raise SettingsError("ORGGUARD_TELEMETRY must be 'console' or 'file:PATH'", field="ORGGUARD_TELEMETRY")
         return cls(
+            gate_deadline_s=gate_deadline(e.get("ORGGUARD_GATE_DEADLINE_S")),
             ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
             orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
             policy=e.get("ORGGUARD_POLICY") or cls.policy,
-            admin_token=e.get("ORGGUARD_ADMIN_TOKEN") or None,
+            admin_token=admin_token,
             gate_on_error=on_error,  # type: ignore[arg-type]
             auth=auth,  # type: ignore[arg-type]
             sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
@@ -124,3 +134,58 @@ def _seconds(e: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 50:
         raise SettingsError(f"{name} must be more than 0 and at most 50 seconds", field=name)
     return value
+
+
+DATAVERSE_TIMEOUT_S = 60.0  # Dataverse cancels the save when its webhook has not answered by then
+MAX_GATE_DEADLINE_S = 55.0  # the answer must leave before Dataverse stops listening, network included
+
+
+def gate_deadline(raw: str | None) -> float:
+    """``ORGGUARD_GATE_DEADLINE_S``: seconds, more than 0 and well under Dataverse's 60 (default 10)."""
+    if raw is None or not raw.strip():
+        return Settings.gate_deadline_s
+    name = "ORGGUARD_GATE_DEADLINE_S"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw.strip()[:40]!r}", field=name) from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number of seconds", field=name)
+    if value <= 0:
+        raise SettingsError(f"{name} must be more than 0 seconds", field=name)
+    if value >= MAX_GATE_DEADLINE_S:
+        raise SettingsError(
+            f"{name} is {value:g} s; it must stay well under Dataverse's {DATAVERSE_TIMEOUT_S:g} s webhook timeout "
+            f"(less than {MAX_GATE_DEADLINE_S:g} s; the default is {Settings.gate_deadline_s:g})",
+            field=name,
+        )
+    return value
+
+
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+
+
+def is_key_vault_reference(value: str) -> bool:
+    """An App Service Key Vault reference the platform left as it was (it could not resolve it)."""
+    return bool(_KEY_VAULT_REFERENCE.match(value))
+
+
+def unresolved_reference(name: str) -> str:
+    return (
+        f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): App Service could not "
+        "resolve it, so the reference itself would be used as the secret. Give the app's managed identity "
+        "access to the secret (Key Vault Secrets User) and check the reference's SecretUri or VaultName/SecretName"
+    )
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` cannot serve as a key or token compared exactly against an HTTP header, or None.
+
+    HTTP trims the spaces around a header's value, so a secret with white space at its ends (a
+    trailing newline from a file, say) could never match; control characters never belong in one.
+    """
+    if is_key_vault_reference(value):
+        return "is an unresolved Key Vault reference (@Microsoft.KeyVault(...)), not a secret"
+    if value != value.strip() or any(c.isspace() for c in value) or hidden_character(value) is not None:
+        return "holds white space or a control character; a key must be sent and compared exactly"
+    return None

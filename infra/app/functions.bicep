@@ -47,6 +47,9 @@ param policyText string
   'allow'
 ])
 param gateOnError string
+@minValue(1)
+@maxValue(54)
+param gateDeadlineSeconds int
 param sweepSchedule string
 param sweepApply bool
 @description('Microsoft Graph base the user directory and sendMail use (no trailing slash).')
@@ -141,6 +144,10 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_GATE_ON_ERROR'
     value: gateOnError
+  }
+  {
+    name: 'ORGGUARD_GATE_DEADLINE_S'
+    value: string(gateDeadlineSeconds)
   }
   {
     name: 'ORGGUARD_SWEEP_SCHEDULE'

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from shared import casework
 from shared.ledger import codec
+from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.ledger.sqlite import _decode_cursor, _encode_cursor  # one cursor form for seq-ordered ledgers
 from shared.model import (
@@ -65,6 +66,7 @@ class Store:
     policies: list[PolicyVersion] = field(default_factory=list)
     jobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (version, doc)
     seq: int = 0
+    cursor_secret: str = field(default_factory=new_secret)  # signs page cursors, as the other ledgers' secrets do
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -91,6 +93,7 @@ class MemoryLedger:
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store or Store()
+        self.cursors = CursorCodec(self.store.cursor_secret)
 
     @classmethod
     def from_url(cls, url: str) -> MemoryLedger:
@@ -168,10 +171,10 @@ class MemoryLedger:
         return [(seq, case) for seq, case in found if query.matches(case)]
 
     def cases(self, query: CaseQuery) -> Page:
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = _decode_cursor(self.cursors.verify(query.cursor)) if query.cursor else None
         limit = max(1, min(query.limit, 500))
         found = [(seq, case) for seq, case in self._listing(query) if after is None or seq < after]
-        nxt = _encode_cursor(found[limit - 1][0]) if len(found) > limit else None
+        nxt = self.cursors.sign(_encode_cursor(found[limit - 1][0])) if len(found) > limit else None
         return Page(tuple(case for _, case in found[:limit]), nxt)
 
     def count_cases(self, query: CaseQuery) -> int:

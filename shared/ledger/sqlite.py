@@ -13,6 +13,7 @@ import base64
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,8 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import casework
+from shared import casework, deadline
+from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
+from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
     OPEN_STATES,
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from shared.jobs import Job, JobKind
 
 SCHEMA_VERSION = 1
+PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -144,15 +148,35 @@ class SqliteLedger:
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, budget: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction; waiting for it is bounded, and a deadline is checked right before COMMIT.
+
+        The wait for this process's writer lock and for SQLite's file lock share one budget: the current
+        deadline's working time (the gate's), else ``DEFAULT_WAIT_S``. A writer that cannot get in within it
+        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread.
+        """
         db = self._conn()
-        with self._writer:
+        wait = deadline.wait_budget() if budget is None else budget
+        until = time.monotonic() + wait
+        if not self._writer.acquire(timeout=max(wait, 0.0)):
+            raise DeadlineExceeded(f"the ledger's writers stayed busy for {wait:.1f} s")
+        try:
             try:
+                db.execute(f"PRAGMA busy_timeout={max(1, int((until - time.monotonic()) * 1000))}")
                 db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise DeadlineExceeded(
+                        f"another process held the ledger's write lock for over {wait:.1f} s"
+                    ) from exc
+                raise LedgerError(f"the ledger is unavailable: {exc}") from exc
             except sqlite3.Error as exc:
                 raise LedgerError(f"the ledger is unavailable: {exc}") from exc
             try:
                 yield db
+                work = deadline.current()
+                if work is not None and not work.claim_commit():
+                    raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -161,6 +185,23 @@ class SqliteLedger:
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
                 raise LedgerError(f"the ledger could not commit: {exc}") from exc
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: in WAL mode every query inside it sees the same committed state."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        finally:
+            db.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -178,6 +219,9 @@ class SqliteLedger:
             if found > SCHEMA_VERSION:
                 raise LedgerError(f"the ledger's schema {found} is newer than this OrgGuard ({SCHEMA_VERSION})")
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor_key', ?)", (new_secret(),))
+            secret = db.execute("SELECT value FROM meta WHERE key = 'cursor_key'").fetchone()["value"]
+        self.cursors = CursorCodec(secret)
 
     # --- the mailbox aggregate ---------------------------------------------------------
 
@@ -303,14 +347,14 @@ class SqliteLedger:
         where, args = self._where(query)
         if query.cursor:
             where += " AND seq < ?"
-            args.append(_decode_cursor(query.cursor))
+            args.append(_decode_cursor(self.cursors.verify(query.cursor)))
         limit = max(1, min(query.limit, 500))
         rows = self._read(
             f"SELECT seq, doc FROM cases WHERE {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608
             (*args, limit + 1),
         )
         items = tuple(self._case_from(r["doc"]) for r in rows[:limit])
-        nxt = _encode_cursor(int(rows[limit - 1]["seq"])) if len(rows) > limit else None
+        nxt = self.cursors.sign(_encode_cursor(int(rows[limit - 1]["seq"]))) if len(rows) > limit else None
         return Page(items, nxt)
 
     def count_cases(self, query: CaseQuery) -> int:
@@ -319,20 +363,11 @@ class SqliteLedger:
         return int(rows[0]["n"])
 
     def overview(self) -> Overview:
-        """Counts per state and the open cases, read in one transaction so they agree."""
-        db = self._conn()
-        try:
-            db.execute("BEGIN")
-            try:
-                counts = {
-                    r["state"]: int(r["n"]) for r in db.execute("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")
-                }
-                where, args = self._where(CaseQuery(open=True))
-                docs = db.execute(f"SELECT doc FROM cases WHERE {where}", args).fetchall()  # noqa: S608
-            finally:
-                db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
+        """Counts per state and the open cases, read in one snapshot so they agree."""
+        where, args = self._where(CaseQuery(open=True))
+        with self._snapshot() as db:
+            counts = {r["state"]: int(r["n"]) for r in db.execute("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")}
+            docs = db.execute(f"SELECT doc FROM cases WHERE {where}", args).fetchall()  # noqa: S608
         return Overview.of(counts, [codec.case_from(json.loads(r["doc"])) for r in docs])
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
@@ -454,10 +489,11 @@ class SqliteLedger:
         return [_audit_from(r) for r in rows]
 
     def verify_audit(self) -> AuditReport:
-        entries = [_audit_from(r) for r in self._read("SELECT * FROM audit ORDER BY seq")]
+        with self._snapshot() as db:  # entries and head as of one moment, whatever writers do meanwhile
+            entries = [_audit_from(r) for r in db.execute("SELECT * FROM audit ORDER BY seq")]
+            head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchall()
         ok, bad, reason = codec.verify_chain(entries)
         if ok:
-            head = self._read("SELECT value FROM meta WHERE key = 'audit_head'")
             expected = head[0]["value"] if head else None
             actual = f"{entries[-1].seq}:{entries[-1].hash}" if entries else None
             if expected != actual:
@@ -489,7 +525,13 @@ class SqliteLedger:
     # --- life cycle -------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._read("SELECT 1")
+        """Raise ``LedgerError`` when the file cannot be read, or a writer cannot get in within a moment.
+
+        A read alone would pass while another process holds the write lock and every decision waits.
+        """
+        self._read("SELECT count(*) FROM meta")
+        with self._tx(budget=PING_WAIT_S):
+            pass
 
     def close(self) -> None:
         with self._lock:

@@ -132,11 +132,15 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared import casework
+from shared import casework, deadline
+from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
+from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 from shared.model import (
     OPEN_STATES,
@@ -167,6 +171,7 @@ from shared.model import (
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.pipeline import PipelineRequest
 
     from shared.jobs import Job, JobKind
     from shared.model import Ownership
@@ -209,6 +214,7 @@ _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 COMMIT_TRIES: Final = 40
 OUTBOX_TRIES: Final = 60
 AUDIT_TRIES: Final = 300
+MIN_TRY_S: Final = 0.2  # the shortest timeout one HTTP try gets under a deadline
 
 
 # --- keys ----------------------------------------------------------------------------
@@ -601,6 +607,7 @@ class TableLedger:
         self._lock = threading.Lock()
         self._head: tuple[int, str, str] | None = None  # audit head as last seen: seq, hash, etag
         self._pool: ThreadPoolExecutor | None = None
+        self._cursors: CursorCodec | None = None
 
     # --- construction ------------------------------------------------------------------
 
@@ -624,7 +631,7 @@ class TableLedger:
     ) -> TableLedger:
         """``client_options`` go to the SDK client (``retry_total``, ``connection_timeout``, ...)."""
         try:
-            service = TableServiceClient.from_connection_string(connection_string, **(client_options or {}))
+            service = TableServiceClient.from_connection_string(connection_string, **_with_deadline(client_options))
         except ValueError as exc:
             raise LedgerError(f"the Table Storage connection string is not usable: {exc}") from None
         return cls(service, prefix=prefix, **kwargs)
@@ -643,7 +650,7 @@ class TableLedger:
         if not account_url.lower().startswith("https://"):
             raise LedgerError("an account URL with Entra ID needs https:// (use a connection string for Azurite)")
         service = TableServiceClient(
-            endpoint=account_url, credential=credential or default_credential(), **(client_options or {})
+            endpoint=account_url, credential=credential or default_credential(), **_with_deadline(client_options)
         )
         return cls(service, prefix=prefix, **kwargs)
 
@@ -865,6 +872,9 @@ class TableLedger:
 
         Returns the marker's ETag, for ``_finish`` to remove it once the journal is rolled forward.
         """
+        work = deadline.current()
+        if work is not None and not work.claim_commit():  # a late decision is never recorded
+            raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
         marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
         marker["At"] = _clock(utcnow())
         marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
@@ -874,7 +884,39 @@ class TableLedger:
             if exc.status_code in (404, 409, 412):
                 raise _Retry from None
             raise
+        except (ServiceRequestError, ServiceResponseError):
+            if self._landed(pk, write):
+                return str(marked["etag"])
+            raise _Retry from None
         return str(marked["etag"])
+
+    def _landed(self, pk: str, write: _Write) -> bool:
+        """After a lost answer: whether the transaction landed; if not, fence it so it never lands late.
+
+        Its journal row says it landed. Otherwise the root is touched under the ETag the transaction
+        was conditioned on (or created, when the transaction would create it), so a copy of the
+        transaction still on its way fails with 412/409 instead of recording a decision late.
+        """
+        journal = write.ops[-1][1]
+        table = self._tables["mailboxes"]
+
+        def ours() -> bool:
+            found = self._get("mailboxes", pk, str(journal["RowKey"]))
+            return found is not None and found.get("JournalId") == journal["JournalId"]
+
+        if ours():
+            return True
+        verb, root, options = write.ops[0]
+        try:
+            if verb == "create":
+                table.create_entity({k: v for k, v in root.items() if k in ("PartitionKey", "RowKey", "Address")}
+                                    | {"Version": 0, "Seq": 0})  # fmt: skip
+            else:
+                keys = {"PartitionKey": root["PartitionKey"], "RowKey": root["RowKey"]}
+                table.update_entity(keys, mode=UpdateMode.MERGE, **{k: v for k, v in options.items() if k != "mode"})
+        except (ResourceExistsError, ResourceModifiedError):
+            return ours()  # the root moved first: our transaction, or another writer's (which fences ours too)
+        return False
 
     def _finish(self, pk: str, journal: dict[str, Any], marker_etag: str) -> None:
         """Roll the journal forward; then the marker goes, unless a newer write re-marked the mailbox."""
@@ -1078,11 +1120,11 @@ class TableLedger:
 
     def cases(self, query: CaseQuery) -> Page:
         limit = max(1, min(query.limit, 500))
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = _decode_cursor(self.cursors.verify(query.cursor)) if query.cursor else None
         with self._storage("list cases"):
             found = self._matching(query, self._listing(query, after), limit + 1)
         items = tuple(case for _, case in found[:limit])
-        return Page(items, _encode_cursor(found[limit - 1][0]) if len(found) > limit else None)
+        return Page(items, self.cursors.sign(_encode_cursor(found[limit - 1][0])) if len(found) > limit else None)
 
     def count_cases(self, query: CaseQuery) -> int:
         """How many cases match: index rows counted where one partition is the answer, re-checked otherwise."""
@@ -1366,6 +1408,21 @@ class TableLedger:
         except ResourceModifiedError:
             pass
 
+    @property
+    def cursors(self) -> CursorCodec:
+        """The deployment's cursor signer; its secret is created once, by whichever instance comes first."""
+        if self._cursors is None:
+            with self._storage("read the cursor key"):
+                row = self._get("policies", "~meta", "cursor-key")
+                if row is None:
+                    with suppress(ResourceExistsError):
+                        self._tables["policies"].create_entity(
+                            {"PartitionKey": "~meta", "RowKey": "cursor-key", "Secret": new_secret()}
+                        )
+                    row = self._tables["policies"].get_entity("~meta", "cursor-key")
+            self._cursors = CursorCodec(str(row["Secret"]))
+        return self._cursors
+
     # --- life cycle --------------------------------------------------------------------
 
     def ping(self) -> None:
@@ -1500,6 +1557,28 @@ def _case_entry(case: Case, sort: str, existing: Mapping[str, Any] | None) -> di
         return None
     return {"id": case.id, "sort": sort, "new": existing is None, "state": case.state.value, "owner": case.owner,
             "claimant": case.claimant, "old_state": old_state, "old_owner": old_owner}  # fmt: skip
+
+
+def _with_deadline(client_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The SDK client's options with ``cut_to_deadline`` run before every try of every call."""
+    return {"raw_request_hook": cut_to_deadline, **(client_options or {})}
+
+
+def cut_to_deadline(request: PipelineRequest[Any]) -> None:
+    """Fit one HTTP try to the current work's deadline (the gate's), or refuse it when none is left.
+
+    Runs inside the SDK's retry loop, so its retries stop at the deadline too. Once the commit is
+    claimed, the calls that finish it (the transaction, reading back whether a lost answer landed)
+    still go out, each cut to what is left.
+    """
+    work = deadline.current()
+    if work is None:
+        return
+    if not work.committing:
+        work.check("reach Table Storage")
+    left = max(work.remaining(), MIN_TRY_S)
+    request.context.options["connection_timeout"] = left
+    request.context.options["read_timeout"] = left
 
 
 def _brief(exc: BaseException) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -63,3 +66,53 @@ def test_verify_finds_an_edited_a_deleted_and_a_truncated_entry(ledger: Ledger, 
     assert not report.ok
     assert report.first_bad == first_bad
     assert report.reason is not None and reason in report.reason
+
+
+def _append_in_another_process(url: str, count: int, done: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    from tests.contract.conftest import LedgerSpec
+
+    ledger = LedgerSpec("", url).open()
+    try:
+        for i in range(count):
+            ledger.append_audit(AuditEvent("test.other-process", f"p{i}", "tester", {"i": i}))
+        done.put(count)
+    finally:
+        ledger.close()
+
+
+@pytest.mark.slow
+def test_verify_while_others_append_never_raises_a_false_alarm(spec, ledger: Ledger, instances) -> None:
+    """Writers in threads, in a second instance and in a second OS process; verify must see a consistent log."""
+    fill(ledger, 3)
+    per_writer = 40 if spec.kind == "sqlite" else 12
+    second, checker = instances(), instances()
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Queue()
+    process = ctx.Process(target=_append_in_another_process, args=(spec.url, per_writer, done))
+    stop = threading.Event()
+    reports = []
+
+    def verify_until_stopped() -> None:
+        while not stop.is_set():
+            reports.append(checker.verify_audit())
+
+    def append(writer: Ledger, name: str) -> None:
+        for i in range(per_writer):
+            writer.append_audit(AuditEvent("test.thread", f"{name}-{i}", "tester", {"i": i}))
+
+    process.start()
+    verifier = threading.Thread(target=verify_until_stopped)
+    verifier.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda t: append(ledger if t % 2 else second, f"t{t}"), range(4)))
+        assert done.get(timeout=240) == per_writer
+    finally:
+        stop.set()
+        verifier.join(timeout=60)
+        process.join(timeout=60)
+    alarms = [r for r in reports if not r.ok]
+    assert not alarms, f"{len(alarms)} of {len(reports)} verifications cried tamper: {alarms[0]}"
+    assert len(reports) >= 3
+    final = ledger.verify_audit()
+    assert final.ok and final.entries == 3 + 5 * per_writer

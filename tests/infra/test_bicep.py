@@ -416,6 +416,11 @@ def test_app_settings_configure_orgguard_for_azure() -> None:
     assert param_default("main.bicep", "sweepSchedule") == "0 0 */6 * * *"
     assert param_default("main.bicep", "gateOnError") == "block"
     assert param_default("main.bicep", "sweepApply") is False
+    deadline = settings["ORGGUARD_GATE_DEADLINE_S"]["function"]
+    assert deadline["type"] == "string" and deadline["parameters"]["value_to_convert"] == "gateDeadlineSeconds"
+    assert param_default("main.bicep", "gateDeadlineSeconds") == 10
+    decorators = template("main.bicep")["parameters"]["gateDeadlineSeconds"]["decorators"]
+    assert {"type": "max_value", "argument": 54} in decorators  # what Settings accepts: under 55 s
     passed = module_params("functions")
     assert passed["policyText"]["function"]["type"] == "load_text_content"
     assert [a for a in passed["policyText"]["function"]["parameters"].values() if a] == ["policy.yaml"]

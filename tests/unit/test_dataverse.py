@@ -693,3 +693,44 @@ def batch_answer_for(count: int) -> httpx.Response:
     return httpx.Response(
         200, content="\r\n".join(lines).encode(), headers={"Content-Type": "multipart/mixed; boundary=batchresponse_x"}
     )
+
+
+# ---------------------------------------------------------------------------
+# Writes that must reach Dataverse at most once
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("reset"), httpx.Response(503), httpx.Response(504)],
+    ids=["timeout", "reset-after-send", "503", "504"],
+)
+def test_a_batch_that_writes_is_not_repeated_once_it_may_have_landed(failure: Any) -> None:
+    h = Harness(sequence(failure, batch_answer_for(2)))
+    if isinstance(failure, Exception):
+        with pytest.raises(DataverseError):
+            run(h.client.batch(OPS[:2]))
+    else:
+        with pytest.raises(DataverseError, match=str(failure.status_code)):
+            run(h.client.batch(OPS[:2]))
+    assert h.client.requests_sent == 1
+
+
+def test_a_batch_of_reads_is_repeated_after_a_timeout() -> None:
+    reads = [BatchOperation("GET", f"mailboxes({MAILBOX})?$select=actdeliverymethod")] * 2
+    h = Harness(sequence(httpx.ReadTimeout("timed out"), batch_answer_for(2)))
+    assert len(run(h.client.batch(reads))) == 2 and h.client.requests_sent == 2
+
+
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout("timed out"), httpx.Response(502)], ids=["timeout", "502"])
+def test_a_patch_sent_at_most_once_is_not_repeated(failure: Any) -> None:
+    h = Harness(sequence(failure, httpx.Response(204)))
+    with pytest.raises(DataverseError):
+        run(h.client.patch("mailboxes", MAILBOX, {"testemailconfigurationscheduled": True}, at_most_once=True))
+    assert h.client.requests_sent == 1
+
+
+def test_a_write_that_never_connected_or_was_throttled_is_retried_even_at_most_once() -> None:
+    h = Harness(sequence(httpx.ConnectError("refused"), httpx.Response(429, headers={"Retry-After": "1"}),
+                         httpx.Response(204)))  # fmt: skip
+    run(h.client.patch("mailboxes", MAILBOX, {"testemailconfigurationscheduled": True}, at_most_once=True))
+    assert h.client.requests_sent == 3
