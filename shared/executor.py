@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from shared import telemetry
 from shared.dataverse import DataverseClient, DataverseError, Throttled
-from shared.org_writes import WRITES, Applied, OrgWrites, Write
 from shared.ledger.port import Ledger
 from shared.lograte import Backoff, rate_limited
 from shared.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.org_writes import Applied, OrgWrites, Write
 from shared.orgclients import find_mailbox
 from shared.orgs import OrgRegistry
 

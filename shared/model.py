@@ -495,6 +495,46 @@ class CaseQuery:
     open: bool = False  # only cases in OPEN_STATES
     search: str | None = None  # a part of the mailbox address (case-folded)
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        state: str | None = None,
+        org: str | None = None,
+        mailbox: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> CaseQuery:
+        """A query from what a person typed: ``state`` a case state or ``open`` (every unfinished case);
+        ``mailbox`` a full address (that mailbox) or any other text (a search in addresses).
+
+        Bad input is refused whole, never trimmed into something else: an unknown state, a hidden
+        character (which would make a search match nothing and hide why), a malformed address.
+        """
+        if state is not None and state != "open" and state not in {s.value for s in CaseState}:
+            known = ", ".join(["open", *(s.value for s in CaseState)])
+            raise DomainError(f"state must be one of {known}, not {state!r}", field="state")
+        found, search = None, None
+        if mailbox:
+            if "@" in mailbox:
+                found = MailboxKey.parse(mailbox, field="mailbox")
+            else:
+                if (hidden := hidden_character(mailbox)) is not None:
+                    raise InvalidAddress(
+                        f"the mailbox search has a control or invisible character (U+{ord(hidden):04X})",
+                        field="mailbox",
+                    )
+                search = mailbox.strip().casefold() or None
+        return cls(
+            state=CaseState(state) if state not in (None, "open") else None,
+            open=state == "open",
+            org=org or None,
+            mailbox=found,
+            search=search,
+            limit=limit,
+            cursor=cursor,
+        )
+
     def matches(self, case: Case) -> bool:
         """Whether ``case`` belongs in this query's answer (the one rule both ledgers filter by)."""
         if self.state and case.state is not self.state:

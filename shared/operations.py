@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shared.jobs import Job, JobKind, JobState, job_doc
 from shared.ledger.port import JobLedger, job_ledger
-from shared.model import DomainError, MailboxKey, NotFound
+from shared.model import CaseQuery, MailboxKey, NotFound
 
 if TYPE_CHECKING:
     from shared.bootstrap import Container
@@ -160,18 +160,11 @@ class LedgerOperations:
     # --- cases ----------------------------------------------------------------------------
 
     def cases(self, query: CaseFilter) -> Doc:
-        from pydantic import ValidationError
-
-        from functions.admin_routes import CaseFilter as Filter
-        from functions.admin_routes import case_query
         from shared.views import case_view
 
-        try:  # the API's own filter rules: "open", a full address or a part of one
-            wanted = Filter.model_validate({"state": query.state, "org": query.org, "mailbox": query.mailbox})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise DomainError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", field="filter") from None
-        found = case_query(wanted, limit=query.limit, cursor=query.cursor)
+        found = CaseQuery.of(
+            state=query.state, org=query.org, mailbox=query.mailbox, limit=query.limit, cursor=query.cursor
+        )
         page = self.service.cases(found)
         total = self.service.count_cases(found)
         return {"items": [case_view(c) for c in page.items], "next": page.next, "total": total}

@@ -56,6 +56,7 @@ class Settings:
     def mail(self) -> bool:
         """Whether notifications can be sent (Graph and a sender mailbox)."""
         return bool(self.graph_url and self.mail_from)
+
     gate_deadline_s: float = 10.0
 
     @classmethod

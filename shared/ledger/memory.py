@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared import casework
+from shared import casework, deadline
+from shared.deadline import DeadlineExceeded
 from shared.ledger import codec
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
@@ -117,7 +119,7 @@ class MemoryLedger:
 
     def commit(self, change: Change) -> None:
         s = self.store
-        with s.lock:
+        with self._writing():
             if change.event and change.event.event_key in s.events:
                 raise DuplicateEvent(s.events[change.event.event_key])
             current, ownership = s.mailboxes.get(change.key.address, (0, None))
@@ -131,6 +133,9 @@ class MemoryLedger:
                     raise ConcurrencyConflict(f"case {case_id} is no longer {state.value}")
             for event in change.audit:  # nothing is written unless every part can be
                 codec.dumps(event.data)
+            work = deadline.current()
+            if work is not None and not work.claim_commit():
+                raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
             if change.ownership:
                 ownership = json.dumps(codec.ownership_doc(change.ownership))
             s.mailboxes[change.key.address] = (current + 1, ownership)
@@ -142,6 +147,17 @@ class MemoryLedger:
                 self._write_case(case)
             for event in change.audit:
                 self._append(event)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The store's lock, waited for no longer than the current work's deadline allows (as SQLite's)."""
+        wait = deadline.wait_budget()
+        if not self.store.lock.acquire(timeout=max(wait, 0.0)):
+            raise DeadlineExceeded(f"the in-memory ledger stayed busy for {wait:.1f} s")
+        try:
+            yield
+        finally:
+            self.store.lock.release()
 
     def _write_case(self, case: Case) -> None:
         s = self.store

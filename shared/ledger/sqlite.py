@@ -366,7 +366,9 @@ class SqliteLedger:
         """Counts per state and the open cases, read in one snapshot so they agree."""
         where, args = self._where(CaseQuery(open=True))
         with self._snapshot() as db:
-            counts = {r["state"]: int(r["n"]) for r in db.execute("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")}
+            counts = {
+                r["state"]: int(r["n"]) for r in db.execute("SELECT state, COUNT(*) AS n FROM cases GROUP BY state")
+            }
             docs = db.execute(f"SELECT doc FROM cases WHERE {where}", args).fetchall()  # noqa: S608
         return Overview.of(counts, [codec.case_from(json.loads(r["doc"])) for r in docs])
 

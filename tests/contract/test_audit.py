@@ -13,7 +13,7 @@ import pytest
 from shared.ledger import codec
 from shared.ledger.port import Ledger
 from shared.model import AuditEvent
-from tests.contract.conftest import T0, Storage
+from tests.contract.conftest import T0, Storage, needs_processes
 
 
 def fill(ledger: Ledger, n: int) -> list[AuditEvent]:
@@ -83,6 +83,7 @@ def _append_in_another_process(url: str, count: int, done: multiprocessing.Queue
 @pytest.mark.slow
 def test_verify_while_others_append_never_raises_a_false_alarm(spec, ledger: Ledger, instances) -> None:
     """Writers in threads, in a second instance and in a second OS process; verify must see a consistent log."""
+    needs_processes(spec)
     fill(ledger, 3)
     per_writer = 40 if spec.kind == "sqlite" else 12
     second, checker = instances(), instances()

@@ -190,9 +190,7 @@ def test_a_setting_the_code_starts_reading_fails_until_a_template_sets_it(
     )
     code, err = run(["--code", code_root], capsys)
     assert code == 1
-    assert (
-        "shared/newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S and no template sets it" in err
-    )
+    assert "shared/newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S and no template sets it" in err
     assert "shared/newly_read.py:4: the code reads app setting ORGGUARD_SOMEDAY_SENDER and no template sets it" in err
 
 

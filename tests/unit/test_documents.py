@@ -25,7 +25,7 @@ from shared.orgs import OrgsError, load_orgs
 from shared.policy import PolicyError, load_policy
 from shared.service import OrgGuard, StoredPolicyUnusable
 from shared.settings import Settings
-from tests.factories import BLOCKING_POLICY, claim, registry
+from tests.factories import BLOCKING_POLICY, claim, container, registry
 
 NOT_HANGING_S = 2.0  # the old loader took ~30 s on the merge bomb; this only says "it did not explode"
 
@@ -123,7 +123,13 @@ def _count(value: object) -> int:
 def test_policy_validate_exits_1_on_a_bomb(tmp_path) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(MERGE_BOMB)
-    result = CliRunner().invoke(app, ["policy", "validate", str(bomb), "--json"])
+    c = container(tmp_path)  # validate checks org names against the registered orgs, so it needs them
+    bootstrap.install(c)
+    try:
+        result = CliRunner().invoke(app, ["policy", "validate", str(bomb), "--json"])
+    finally:
+        bootstrap.install(None)
+        c.close()
     assert result.exit_code == 1
     assert "nodes" in json.loads(result.stdout)["errors"][0]["message"]
 

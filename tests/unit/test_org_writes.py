@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.dataverse import DataverseError
-from shared.org_writes import Baseline, ambiguous, landed
 from shared.model import ActionKind
+from shared.org_writes import Baseline, ambiguous, landed
 
 BEFORE: dict[str, Any] = {
     "@odata.etag": 'W/"100"',
