@@ -20,9 +20,9 @@ CASES = 400
 
 
 def _world(base: str, tmp: Path):  # type: ignore[no-untyped-def]
+    from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
     from shared.ledger.sqlite import SqliteLedger
-    from shared.model import Claim, ClaimKind, MailboxKey, Origin
-    from shared.service import OrgGuard
+    from shared.service.orgguard import OrgGuard
     from tests.factories import OVERRIDING_POLICY, registry
 
     service = OrgGuard(SqliteLedger(tmp / "l.db"), registry(base))
@@ -59,9 +59,9 @@ def _world(base: str, tmp: Path):  # type: ignore[no-untyped-def]
 
 
 async def _drain(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    from shared.dataverse import RetryPolicy
-    from shared.executor import Executor, has_pending
-    from shared.orgclients import ClientPool
+    from shared.dataverse.client import RetryPolicy
+    from shared.dataverse.clients import ClientPool
+    from shared.service.outbox import Executor, has_pending
 
     pool = ClientPool(RetryPolicy(attempts=8, base_delay=0.1, max_delay=5.0))
     executor = Executor(service.ledger, service.orgs, pool, base_delay=0.1, max_delay=5.0, max_attempts=100)
@@ -77,7 +77,7 @@ async def _drain(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
 
 async def _naive(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """One PATCH per action, in order, the way a hand-written admin script does it."""
-    from shared.executor import WRITES
+    from shared.service.outbox import WRITES
 
     actions = service.ledger.pending_actions(100_000)
     start = time.perf_counter()

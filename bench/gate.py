@@ -46,7 +46,7 @@ def payloads(n: int, contested_every: int = 4) -> list[bytes]:
 
 
 def seed_owners(c, n: int, contested_every: int = 4) -> None:  # type: ignore[no-untyped-def]
-    from shared.model import Claim, ClaimKind, MailboxKey, Origin
+    from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 
     for i in range(0, n, contested_every):
         key = MailboxKey(f"owned{i}@contoso.com")
@@ -63,7 +63,7 @@ def _container(tmp: Path):  # type: ignore[no-untyped-def]
 
 
 def in_process(n: int = 3000) -> list[list[object]]:
-    from shared.model import Origin
+    from shared.domain.model import Origin
     from tests.factories import KEYS
 
     with tempfile.TemporaryDirectory() as tmp:

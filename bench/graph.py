@@ -24,11 +24,11 @@ from bench.report import console, header, table
 from sandbox.server import running
 from shared import bootstrap
 from shared.bootstrap import graph_factory
-from shared.directory import GraphDirectory
-from shared.graph import Graph
+from shared.config.settings import Settings
+from shared.domain.model import MailboxKey
+from shared.graph.client import Graph
+from shared.graph.directory import GraphDirectory
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import MailboxKey
-from shared.settings import Settings
 from tests.factories import claim, registry
 
 USERS = 1000
@@ -144,8 +144,8 @@ def notify(url: str) -> None:
 
 
 async def drain(c: bootstrap.Container) -> None:
-    from shared.executor import has_pending
-    from shared.orgclients import ClientPool
+    from shared.dataverse.clients import ClientPool
+    from shared.service.outbox import has_pending
 
     pool = ClientPool()
     executor = c.executor(pool)
@@ -157,8 +157,8 @@ async def drain(c: bootstrap.Container) -> None:
 
 
 async def bare(url: str) -> float:
-    from shared import letters
-    from shared.model import utcnow
+    from shared.domain import letters
+    from shared.domain.model import utcnow
 
     graph = Graph(f"{url}/graph/v1.0", timeout=30)
     letter = letters.Letter("bench", "bench", (), (), None)
@@ -188,7 +188,7 @@ PROBES = {
     "the same with msgraph-sdk made unimportable (as before this work)": NO_GRAPH + "import function_app",
     "import function_app, then import msgraph": "import function_app; import msgraph",
     "import function_app, then the first Graph client, warmed up": (
-        "import function_app\nfrom shared.graph import Graph\nGraph('http://127.0.0.1:9/v1.0').prepare()"
+        "import function_app\nfrom shared.graph.client import Graph\nGraph('http://127.0.0.1:9/v1.0').prepare()"
     ),
 }
 

@@ -21,7 +21,7 @@ PER_RUN = {"sqlite": 2400, "tables": 480}
 
 
 def _claims(n: int, tag: str) -> list:  # type: ignore[type-arg]
-    from shared.model import Claim, ClaimKind, MailboxKey, Origin
+    from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 
     return [
         Claim(
@@ -37,7 +37,7 @@ def _claims(n: int, tag: str) -> list:  # type: ignore[type-arg]
 
 
 def _rate(ledger, writers: int, total: int) -> float:  # type: ignore[no-untyped-def]
-    from shared.service import OrgGuard
+    from shared.service.orgguard import OrgGuard
     from tests.factories import registry
 
     service = OrgGuard(ledger, registry())

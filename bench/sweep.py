@@ -110,9 +110,9 @@ def _diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, dict[str, 
 def child_sweep(directory: str, apply: bool) -> None:
     sys.path.insert(0, str(REPO))
     from shared import bootstrap
+    from shared.config.settings import Settings
     from shared.ledger.port import job_ledger
-    from shared.settings import Settings
-    from shared.sweep import new_job, run_sweep
+    from shared.service.sweep import new_job, run_sweep
 
     folder = Path(directory)
     ledger_path = folder / ("apply.db" if apply else "sweep.db")

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, Prose, container, limited_body, role
 from functions.health import health_checks
-from shared.auth import Principal, Role
-from shared.model import CaseQuery, CaseState, ClaimKind, MailboxKey
-from shared.views import case_view, decision_view, mailbox_view, overview_view
+from shared.domain.auth import Principal, Role
+from shared.domain.model import CaseQuery, CaseState, ClaimKind, MailboxKey
+from shared.service.views import case_view, decision_view, mailbox_view, overview_view
 
 router = APIRouter(prefix="/api", tags=["admin"])
 
@@ -162,7 +162,7 @@ async def put_policy(request: Request, who: Admin) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        from shared.policy import PolicyError
+        from shared.domain.policy import PolicyError
 
         raise PolicyError("the policy is not UTF-8 text", errors=[{"path": "", "message": "not UTF-8"}]) from None
     saved = await run_in_threadpool(lambda: container().service.save_policy(text, actor=who.name))

@@ -13,9 +13,9 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
-from shared.claims import servicebus_size_exceeded, unwrap_event
-from shared.model import Origin
-from shared.service import Outcome
+from shared.dataverse.payloads import servicebus_size_exceeded, unwrap_event
+from shared.domain.model import Origin
+from shared.service.orgguard import Outcome
 
 log = logging.getLogger("orgguard.bus")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]

@@ -13,12 +13,12 @@ from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
 from shared import telemetry
 from shared.bootstrap import NotConfigured
-from shared.deadline import Deadline
+from shared.domain.model import Origin
+from shared.ledger.deadline import Deadline
 from shared.ledger.port import LedgerError
-from shared.lograte import rate_limited
-from shared.model import Origin
-from shared.service import Outcome
-from shared.views import outcome_view
+from shared.service.orgguard import Outcome
+from shared.service.views import outcome_view
+from shared.telemetry.lograte import rate_limited
 
 log = rate_limited(logging.getLogger("orgguard.gate"))
 router = APIRouter(prefix="/api/dataverse", tags=["dataverse"])

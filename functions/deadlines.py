@@ -6,7 +6,7 @@ runs on this module's own threads, so a stuck ledger can hold at most
 ``WORKERS`` of them (never the server's shared pool, which the admin API and
 health need), and at most ``WAITING`` decisions wait at once; beyond that a
 call is answered at once as undecidable instead of queueing. See
-``shared.deadline`` for how the deadline reaches the ledger's commit.
+``shared.ledger.deadline`` for how the deadline reaches the ledger's commit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from shared.deadline import Deadline, DeadlineExceeded, bound
+from shared.ledger.deadline import Deadline, DeadlineExceeded, bound
 
 T = TypeVar("T")
 

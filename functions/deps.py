@@ -11,10 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from shared import bootstrap
-from shared.auth import Principal, Role, authenticate
-from shared.claims import MAX_BODY, PayloadTooLarge
-from shared.model import hidden_character
-from shared.settings import Settings, SettingsError
+from shared.config.settings import Settings, SettingsError
+from shared.dataverse.payloads import MAX_BODY, PayloadTooLarge
+from shared.domain.auth import Principal, Role, authenticate
+from shared.domain.model import hidden_character
 
 
 def container() -> bootstrap.Container:

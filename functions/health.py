@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared import bootstrap
-from shared.deadline import Deadline, bound
-from shared.model import DomainError
+from shared.domain.model import DomainError
+from shared.ledger.deadline import Deadline, bound
 
 BUDGET_S = 0.9
 PING_S = 0.7

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, container, role
-from shared.auth import Principal, Role
-from shared.jobs import Job, JobKind, JobState, job_doc
+from shared.domain.auth import Principal, Role
+from shared.domain.jobs import Job, JobKind, JobState, job_doc
+from shared.domain.model import NotFound
 from shared.ledger.port import JobLedger, job_ledger
-from shared.model import NotFound
 
 log = logging.getLogger("orgguard.jobs")
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -90,7 +90,7 @@ async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
 
 @router.post("/sweeps", status_code=202)
 async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
-    from shared.sweep import new_job, run_sweep
+    from shared.service.sweep import new_job, run_sweep
 
     c = container()
     for name in body.orgs:
@@ -114,8 +114,8 @@ async def get_sweep(job_id: str, _: Reader) -> dict[str, Any]:
 
 
 async def _migrate(job: Job) -> None:
-    from shared.migration import Migration
-    from shared.pacing import Pacer
+    from shared.dataverse.pacing import Pacer
+    from shared.service.migration import Migration
 
     pacer = Pacer()
     try:
@@ -126,7 +126,7 @@ async def _migrate(job: Job) -> None:
 
 @router.post("/migrations", status_code=202)
 async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
-    from shared.migration import Selection, new_job
+    from shared.service.migration import Selection, new_job
 
     c = container()
     c.orgs.get(body.source)
@@ -175,7 +175,7 @@ async def resume_migration(job_id: str, _: Admin) -> dict[str, Any]:
 async def apply_migration_plan(job_id: str, who: Admin) -> dict[str, Any]:
     """Apply the reviewed plan of a migration planned without ``apply``: a new migration that moves
     exactly what was planned, or fails as stale (409) if planning again gives another plan."""
-    from shared.migration import apply_plan
+    from shared.service.migration import apply_plan
 
     job = await run_in_threadpool(lambda: apply_plan(_ledger(), job_id, actor=who.name))
     _spawn(_migrate(job), f"migration {job.id}")

@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from functions.http_api import create_api
-from shared import orgclients
 from shared.bootstrap import Container
+from shared.dataverse import clients as orgclients
 from shared.ledger.port import LedgerError
-from shared.lograte import rate_limited
+from shared.telemetry.lograte import rate_limited
 
 log = rate_limited(logging.getLogger("orgguard.local"))
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from functions.deps import container, role
-from shared.auth import Principal, Role
-from shared.model import MailboxKey
+from shared.domain.auth import Principal, Role
+from shared.domain.model import MailboxKey
 
 router = APIRouter(prefix="/api", tags=["admin"])
 
@@ -19,7 +19,7 @@ Reader = Annotated[Principal, Depends(role(Role.READER))]
 @router.get("/mailboxes/{address}/timeline")
 async def mailbox_timeline(address: str, _: Reader) -> dict[str, Any]:
     """Claims, case steps, actions and owner changes, oldest first, and who owned the mailbox when."""
-    from shared.timeline import timeline_doc
+    from shared.domain.timeline import timeline_doc
 
     key = MailboxKey.parse(address)
     return timeline_doc(await run_in_threadpool(container().service.mailbox, key))
@@ -28,7 +28,7 @@ async def mailbox_timeline(address: str, _: Reader) -> dict[str, Any]:
 @router.get("/mailboxes/{address}/orgs")
 async def mailbox_in_orgs(address: str, _: Reader) -> dict[str, Any]:
     """Each registered org's row for the address, read now; an org that cannot be read says why."""
-    from shared.org_rows import rows_in_orgs
+    from shared.service.org_rows import rows_in_orgs
 
     key = MailboxKey.parse(address)
     rows = await rows_in_orgs(list(container().orgs), key)

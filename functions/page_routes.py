@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from functions.deps import container, role
 from functions.problems import problem
-from shared.auth import Principal, Role
+from shared.domain.auth import Principal, Role
 
 STATIC = Path(__file__).resolve().parent / "static"
 SWAGGER = STATIC / "vendor" / "swagger-ui"

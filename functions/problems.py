@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from shared.intake import OrgUnavailable
+from shared.domain.model import DomainError
+from shared.domain.policy import PolicyError
 from shared.ledger.port import LedgerError
-from shared.lograte import rate_limited
-from shared.model import DomainError
-from shared.policy import PolicyError
+from shared.service.intake import OrgUnavailable
+from shared.telemetry.lograte import rate_limited
 
 log = rate_limited(logging.getLogger("orgguard.http"))
 

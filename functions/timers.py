@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import azure.functions as func
 
 from shared import bootstrap
-from shared.settings import Settings
+from shared.config.settings import Settings
 
 log = logging.getLogger("orgguard.timer")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -19,7 +19,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 def run_housekeeping() -> int:
     """Expire held cases past their time, remind approvers of the ones near it, report the ones still waiting
     (an alert reads it), then carry out every due action."""
-    from shared.signals import report_held
+    from shared.service.signals import report_held
 
     c = bootstrap.container()
     expired = c.service.expire_held()
@@ -54,7 +54,7 @@ def sweep_applies(env: Mapping[str, str] | None = None) -> bool:
 def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
     """One sweep of every org, acting only when ORGGUARD_SWEEP_APPLY says so; its summary."""
     from shared.ledger.port import job_ledger
-    from shared.sweep import new_job, run_sweep
+    from shared.service.sweep import new_job, run_sweep
 
     c = bootstrap.container()
     ledger = job_ledger(c.ledger)

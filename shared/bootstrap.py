@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared import telemetry
-from shared.claims import MailboxRow
-from shared.intake import Intake, MailboxReader
+from shared.config.orgs import OrgRegistry, load_orgs
+from shared.config.settings import Settings, inline_document
+from shared.dataverse.payloads import MailboxRow
+from shared.domain.model import DomainError, Org
+from shared.domain.policy import PolicyError, UserDirectory, user_conditions
 from shared.ledger import Ledger, open_ledger
-from shared.model import DomainError, Org
-from shared.orgs import OrgRegistry, load_orgs
-from shared.policy import PolicyError, UserDirectory, user_conditions
-from shared.service import OrgGuard
-from shared.settings import Settings, inline_document
+from shared.service.intake import Intake, MailboxReader
+from shared.service.orgguard import OrgGuard
 
 if TYPE_CHECKING:  # the Dataverse client (httpx) and msgraph stay off the gate's cold path
-    from shared.delivery import Delivery
-    from shared.executor import Executor
-    from shared.graph import Graph
-    from shared.orgclients import ClientPool
+    from shared.dataverse.clients import ClientPool
+    from shared.graph.client import Graph
+    from shared.service.delivery import Delivery
+    from shared.service.outbox import Executor
 
 log = logging.getLogger("orgguard")
 
@@ -45,7 +45,7 @@ class Container:
 
     def executor(self, pool: ClientPool) -> Executor:
         """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
-        from shared.executor import Executor
+        from shared.service.outbox import Executor
 
         return Executor(self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool))
 
@@ -54,7 +54,7 @@ class Container:
         s = self.settings
         if not (s.graph_url and s.mail_from):
             return None
-        from shared.delivery import Delivery
+        from shared.service.delivery import Delivery
 
         return Delivery(
             self.ledger,
@@ -69,7 +69,7 @@ class Container:
 
     async def run_actions(self) -> None:
         """Carry out every due action once, with clients for this event loop only."""
-        from shared.orgclients import ClientPool
+        from shared.dataverse.clients import ClientPool
 
         pool = ClientPool()
         executor = self.executor(pool)
@@ -85,8 +85,8 @@ class Container:
         delivery = self.delivery(pool)
         if delivery is None or not self.service.policy().notify.operations:
             return
-        from shared.digest import send_digest
         from shared.ledger.port import job_ledger
+        from shared.service.digest import send_digest
 
         try:
             await send_digest(job_ledger(self.ledger), delivery, self.service.policy(), now=self.service.clock())
@@ -130,7 +130,7 @@ def graph_factory(graph_url: str, *, timeout: float) -> Callable[[], Graph]:
     """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then."""
 
     def connect() -> Graph:
-        from shared.graph import Graph, credential_for
+        from shared.graph.client import Graph, credential_for
 
         return Graph(
             graph_url, credential=credential_for(graph_url, os.environ.get("AZURE_CLIENT_ID")), timeout=timeout
@@ -140,7 +140,7 @@ def graph_factory(graph_url: str, *, timeout: float) -> Callable[[], Graph]:
 
 
 def user_directory(settings: Settings) -> UserDirectory:
-    from shared.directory import GraphDirectory
+    from shared.graph.directory import GraphDirectory
 
     assert settings.graph_url
     return GraphDirectory(
@@ -150,7 +150,7 @@ def user_directory(settings: Settings) -> UserDirectory:
 
 def read_back_from_org(org: Org, mailbox_id: str) -> MailboxRow | None:
     """Read a mailbox back through the Web API (imported on first use: cold start)."""
-    from shared.orgclients import read_back
+    from shared.dataverse.clients import read_back
 
     return read_back(org, mailbox_id)
 

@@ -26,6 +26,6 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _fresh_log_rates() -> None:
     """Rate-limited loggers remember what they said; each test starts from silence."""
-    from shared.lograte import forget_all
+    from shared.telemetry.lograte import forget_all
 
     forget_all()

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from shared import bootstrap
+from shared.config.orgs import OrgRegistry, parse_orgs
+from shared.config.settings import Settings
+from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 from shared.ledger.memory import MemoryLedger
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import Claim, ClaimKind, MailboxKey, Origin
-from shared.orgs import OrgRegistry, parse_orgs
-from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # copies of the example payloads the specs ship
@@ -118,7 +118,7 @@ def mailbox_guid(org: str, key: MailboxKey = AIKO) -> str:
 
 def ledger_snapshot(c: bootstrap.Container) -> tuple[int, int, int]:
     """What a bad input must not change: audit entries, cases, and Aiko's mailbox version."""
-    from shared.model import CaseQuery
+    from shared.domain.model import CaseQuery
 
     return (
         c.ledger.verify_audit().entries,

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from shared import bootstrap
+from shared.config.settings import Settings
 from shared.ledger.sqlite import SqliteLedger
-from shared.settings import Settings
 from tests.factories import ADMIN_TOKEN, registry
 
 ADMIN = {"Authorization": "Bearer an-org-admin"}  # a human admin in the orgs, not OrgGuard

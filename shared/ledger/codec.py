@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from shared.model import (
+from shared.domain.model import (
     Action,
     ActionKind,
     ActionStatus,

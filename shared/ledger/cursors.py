@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import secrets
 
-from shared.model import DomainError
+from shared.domain.model import DomainError
 
 MAX_CURSOR = 512  # characters; the ledgers' cursors are far shorter
 _TAG_BYTES = 16

@@ -20,13 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared import casework, deadline
-from shared.deadline import DeadlineExceeded
-from shared.ledger import codec
-from shared.ledger.cursors import CursorCodec, new_secret
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
-from shared.ledger.sqlite import _decode_cursor, _encode_cursor  # one cursor form for seq-ordered ledgers
-from shared.model import (
+from shared.domain import casework
+from shared.domain.model import (
     OPEN_STATES,
     Action,
     ActionStatus,
@@ -48,9 +43,14 @@ from shared.model import (
     PolicyVersion,
     utcnow,
 )
+from shared.ledger import codec, deadline
+from shared.ledger.cursors import CursorCodec, new_secret
+from shared.ledger.deadline import DeadlineExceeded
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
+from shared.ledger.sqlite import _decode_cursor, _encode_cursor  # one cursor form for seq-ordered ledgers
 
 if TYPE_CHECKING:
-    from shared.jobs import Job, JobKind
+    from shared.domain.jobs import Job, JobKind
 
 
 @dataclass
@@ -328,7 +328,7 @@ class MemoryLedger:
     # --- jobs and the ownership index ---------------------------------------------------
 
     def save_job(self, job: Job) -> Job:
-        from shared.jobs import JobConflict, job_doc
+        from shared.domain.jobs import JobConflict, job_doc
 
         saved = replace(job, version=job.version + 1)
         with self.store.lock:
@@ -339,14 +339,14 @@ class MemoryLedger:
         return saved
 
     def job(self, job_id: str) -> Job | None:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         with self.store.lock:
             found = self.store.jobs.get(job_id)
         return job_from(json.loads(found[1])) if found else None
 
     def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         with self.store.lock:
             docs = [json.loads(doc) for _, doc in self.store.jobs.values()]

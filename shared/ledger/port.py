@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
-from shared.model import (
+from shared.domain.model import (
     Action,
     ActionStatus,
     AuditEntry,
@@ -140,8 +140,8 @@ class Ledger(Protocol):
 # ``job_ledger`` says clearly which ledger cannot run sweeps and migrations.
 
 if TYPE_CHECKING:
-    from shared.jobs import Job, JobKind
-    from shared.model import Ownership
+    from shared.domain.jobs import Job, JobKind
+    from shared.domain.model import Ownership
 
 
 class JobLedger(Ledger, Protocol):

@@ -21,12 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import casework, deadline
-from shared.deadline import DeadlineExceeded
-from shared.ledger import codec
-from shared.ledger.cursors import CursorCodec, new_secret
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
-from shared.model import (
+from shared.domain import casework
+from shared.domain.model import (
     OPEN_STATES,
     Action,
     ActionStatus,
@@ -52,9 +48,13 @@ from shared.model import (
     PolicyVersion,
     utcnow,
 )
+from shared.ledger import codec, deadline
+from shared.ledger.cursors import CursorCodec, new_secret
+from shared.ledger.deadline import DeadlineExceeded
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 
 if TYPE_CHECKING:
-    from shared.jobs import Job, JobKind
+    from shared.domain.jobs import Job, JobKind
 
 SCHEMA_VERSION = 1
 PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
@@ -545,7 +545,7 @@ class SqliteLedger:
     # --- jobs and the ownership index (sweeps and migrations) ------------------------
 
     def save_job(self, job: Job) -> Job:
-        from shared.jobs import JobConflict, job_doc
+        from shared.domain.jobs import JobConflict, job_doc
 
         saved = replace(job, version=job.version + 1)
         with self._tx() as db:
@@ -561,13 +561,13 @@ class SqliteLedger:
         return saved
 
     def job(self, job_id: str) -> Job | None:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         rows = self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
         return job_from(json.loads(rows[0]["doc"])) if rows else None
 
     def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         rows = self._read(
             "SELECT doc FROM jobs WHERE kind = ? ORDER BY created DESC, id LIMIT ?", (kind.value, max(1, limit))

@@ -137,12 +137,8 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared import casework, deadline
-from shared.deadline import DeadlineExceeded
-from shared.ledger import codec
-from shared.ledger.cursors import CursorCodec, new_secret
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
-from shared.model import (
+from shared.domain import casework
+from shared.domain.model import (
     OPEN_STATES,
     Action,
     ActionStatus,
@@ -168,13 +164,17 @@ from shared.model import (
     PolicyVersion,
     utcnow,
 )
+from shared.ledger import codec, deadline
+from shared.ledger.cursors import CursorCodec, new_secret
+from shared.ledger.deadline import DeadlineExceeded
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.core.pipeline import PipelineRequest
 
-    from shared.jobs import Job, JobKind
-    from shared.model import Ownership
+    from shared.domain.jobs import Job, JobKind
+    from shared.domain.model import Ownership
 
 log = logging.getLogger(__name__)
 
@@ -1452,7 +1452,7 @@ class TableLedger:
         return self._tables["jobs"]
 
     def save_job(self, job: Job) -> Job:
-        from shared.jobs import JobConflict, job_doc
+        from shared.domain.jobs import JobConflict, job_doc
 
         saved = replace(job, version=job.version + 1)
         row: Entity = {"PartitionKey": "job", "RowKey": escape(job.id), "Kind": job.kind.value}
@@ -1481,7 +1481,7 @@ class TableLedger:
         return saved
 
     def job(self, job_id: str) -> Job | None:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         with self._storage("read a job"):
             try:
@@ -1491,7 +1491,7 @@ class TableLedger:
         return job_from(_doc(row))
 
     def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
-        from shared.jobs import job_from
+        from shared.domain.jobs import job_from
 
         with self._storage("list jobs"):
             rows = list(self._jobs().query_entities(f"PartitionKey eq 'job' and Kind eq {_q(kind.value)}"))

@@ -24,10 +24,10 @@ import pytest
 from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
+from shared.config.settings import Settings
+from shared.dataverse.registration import register_orgs
+from shared.domain.model import CaseQuery, CaseState, MailboxKey
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import CaseQuery, CaseState, MailboxKey
-from shared.registration import register_orgs
-from shared.settings import Settings
 from tests.factories import ADMIN_TOKEN, HOLDING_POLICY, registry
 from tests.serving import serve
 

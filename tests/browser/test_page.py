@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from shared.model import CaseQuery, CaseState, MailboxKey
+from shared.domain.model import CaseQuery, CaseState, MailboxKey
 from tests.browser.accessibility import check_accessible
 from tests.browser.steps import open_case, sign_in, status
 from tests.factories import ADMIN_TOKEN, claim

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared.model import CaseState
+from shared.domain.model import CaseState
 from tests.browser.steps import open_case, sign_in
 from tests.factories import easyauth_principal
 

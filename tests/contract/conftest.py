@@ -18,11 +18,7 @@ from itertools import count
 
 import pytest
 
-from shared.ledger import open_ledger
-from shared.ledger.memory import MemoryLedger, forget
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
-from shared.ledger.tables import TableLedger
-from shared.model import (
+from shared.domain.model import (
     Action,
     ActionKind,
     AuditEntry,
@@ -41,6 +37,10 @@ from shared.model import (
     Ownership,
     new_id,
 )
+from shared.ledger import open_ledger
+from shared.ledger.memory import MemoryLedger, forget
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
+from shared.ledger.tables import TableLedger
 
 BACKENDS = ("memory", "sqlite", pytest.param("tables", marks=pytest.mark.azurite))
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
+from shared.domain.model import AuditEvent
 from shared.ledger import codec
 from shared.ledger.port import Ledger
-from shared.model import AuditEvent
 from tests.contract.conftest import T0, Storage, needs_processes
 
 

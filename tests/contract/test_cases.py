@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from shared.domain.model import CaseQuery, CaseState, Change, DomainError, Effect, HistoryEntry
 from shared.ledger.port import Ledger
-from shared.model import CaseQuery, CaseState, Change, DomainError, Effect, HistoryEntry
 from tests.contract.conftest import Clock, claim, contested, mailbox
 
 

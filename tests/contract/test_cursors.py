@@ -8,8 +8,8 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.domain.model import CaseQuery, DomainError, Effect
 from shared.ledger.port import Ledger
-from shared.model import CaseQuery, DomainError, Effect
 from tests.contract.conftest import Clock, contested, mailbox
 
 

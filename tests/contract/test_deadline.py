@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.deadline import Deadline, DeadlineExceeded, bound
+from shared.ledger.deadline import Deadline, DeadlineExceeded, bound
 from shared.ledger.port import Ledger
 from shared.ledger.tables import TableLedger
 from tests.azurite import connection_string

@@ -18,9 +18,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared import casework
-from shared.ledger.port import ConcurrencyConflict, Ledger
-from shared.model import (
+from shared.domain import casework
+from shared.domain.model import (
     ActionStatus,
     Case,
     CaseQuery,
@@ -30,7 +29,8 @@ from shared.model import (
     MailboxKey,
     Origin,
 )
-from shared.service import OrgGuard
+from shared.ledger.port import ConcurrencyConflict, Ledger
+from shared.service.orgguard import OrgGuard
 from tests.contract.conftest import T0, Clock, LedgerSpec, needs_processes
 from tests.factories import HOLDING_POLICY, claim, registry
 
@@ -219,7 +219,7 @@ def test_bulk_decisions_racing_decide_each_case_once(instances: Callable[[], Led
 
 
 def test_bulk_refuses_a_filter_for_another_state_and_a_blank_reason(ledger: Ledger) -> None:
-    from shared.model import DomainError
+    from shared.domain.model import DomainError
 
     guard = service(ledger)
     held(guard)

@@ -16,13 +16,13 @@ from datetime import timedelta
 import pytest
 
 from sandbox.server import running
-from shared.executor import Executor
-from shared.jobs import Job, JobKind, JobState
+from shared.dataverse.pacing import Pacer
+from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.model import ActionStatus, CaseState, Effect, InvalidTransition, NotFound, utcnow
 from shared.ledger.port import Ledger, job_ledger
-from shared.migration import StalePlan, apply_plan
-from shared.model import ActionStatus, CaseState, Effect, InvalidTransition, NotFound, utcnow
-from shared.pacing import Pacer
-from shared.rollout import carry_out
+from shared.service.migration import StalePlan, apply_plan
+from shared.service.outbox import Executor
+from shared.service.rollout import carry_out
 from tests.contract.conftest import Clock, contested
 from tests.factories import registry
 

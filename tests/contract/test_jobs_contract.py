@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
-from shared.jobs import Job, JobConflict, JobKind, JobState
+from shared.domain.jobs import Job, JobConflict, JobKind, JobState
+from shared.domain.model import Change, MailboxKey, Ownership
 from shared.ledger.port import Ledger, job_ledger
-from shared.model import Change, MailboxKey, Ownership
 from tests.contract.conftest import T0
 
 

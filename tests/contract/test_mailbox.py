@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from shared.domain.model import AuditEvent, Change, Effect, EventOutcome, MailboxKey, Ownership
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
-from shared.model import AuditEvent, Change, Effect, EventOutcome, MailboxKey, Ownership
 from tests.contract.conftest import Clock, claim, decide, mailbox
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from shared.ledger.port import Ledger
-from shared.model import (
+from shared.domain.model import (
     Action,
     ActionKind,
     ActionStatus,
@@ -18,6 +17,7 @@ from shared.model import (
     NoticeKind,
     new_id,
 )
+from shared.ledger.port import Ledger
 from tests.contract.conftest import T0, Clock, contested
 
 LATER = T0 + timedelta(days=1)

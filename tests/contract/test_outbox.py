@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from shared.domain.model import ActionStatus, CaseQuery, CaseState, Effect, NotFound
 from shared.ledger.port import Ledger
-from shared.model import ActionStatus, CaseQuery, CaseState, Effect, NotFound
 from tests.contract.conftest import T0, Clock, contested
 
 LATER = T0 + timedelta(days=1)

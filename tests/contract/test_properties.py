@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.domain.model import ActionStatus, CaseQuery, CaseState, Effect, EventOutcome
 from shared.ledger.port import Ledger
 from shared.ledger.tables import TableLedger
-from shared.model import ActionStatus, CaseQuery, CaseState, Effect, EventOutcome
 from tests.contract.conftest import T0, Clock, LedgerSpec, claim, mailbox, table_spec
 
 pytestmark = pytest.mark.slow

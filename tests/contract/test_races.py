@@ -20,8 +20,7 @@ from itertools import count, pairwise
 
 import pytest
 
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
-from shared.model import (
+from shared.domain.model import (
     ActionStatus,
     AuditEvent,
     CaseState,
@@ -35,6 +34,7 @@ from shared.model import (
     Ownership,
     utcnow,
 )
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
 from tests.contract.conftest import Clock, LedgerSpec, contested, mailbox, needs_processes
 
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.domain.model import ActionStatus, AuditEvent, CaseQuery, CaseState, Change, Effect, HistoryEntry
 from shared.ledger import open_ledger, tables
 from shared.ledger.port import LedgerError
 from shared.ledger.tables import TableLedger, check_entity, escape, get_text, parse_target, put_text
-from shared.model import ActionStatus, AuditEvent, CaseQuery, CaseState, Change, Effect, HistoryEntry
 from tests.azurite import connection_string, free_port
 from tests.contract.conftest import T0, Clock, claim, contested, mailbox
 

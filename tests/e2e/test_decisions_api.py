@@ -12,7 +12,7 @@ import pytest
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.model import ActionStatus, MailboxKey, Origin
+from shared.domain.model import ActionStatus, MailboxKey, Origin
 from tests.factories import ADMIN_TOKEN, HOLDING_POLICY, claim, container
 from tests.serving import serve
 

@@ -16,10 +16,10 @@ import pytest
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.dataverse import RetryPolicy
-from shared.executor import Executor
+from shared.dataverse.client import RetryPolicy
+from shared.dataverse.clients import ClientPool
 from shared.ledger.port import LedgerError
-from shared.orgclients import ClientPool
+from shared.service.outbox import Executor
 from tests.factories import KEYS, container, registry
 from tests.serving import free_port, serve
 
@@ -138,7 +138,7 @@ def test_a_ledger_that_stays_down_is_reported_once_by_the_background_loop(tmp_pa
 
 
 def test_the_rate_limit_lets_a_kind_through_again_and_counts_what_it_left_out() -> None:
-    from shared.lograte import RateLimited
+    from shared.telemetry.lograte import RateLimited
 
     now = [0.0]
     limit = RateLimited(60.0, clock=lambda: now[0])

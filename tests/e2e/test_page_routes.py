@@ -14,9 +14,9 @@ from functions import page_routes
 from functions.http_api import create_api
 from sandbox.server import running
 from shared import bootstrap
-from shared.org_rows import OrgRow, read_rows
-from shared.orgclients import ClientPool
-from shared.orgs import parse_orgs
+from shared.config.orgs import parse_orgs
+from shared.dataverse.clients import ClientPool
+from shared.service.org_rows import OrgRow, read_rows
 from tests.factories import (
     ADMIN_TOKEN,
     AIKO,
@@ -363,7 +363,7 @@ def test_an_unreachable_or_slow_org_is_reported_and_the_others_still_answer(live
         sandbox.put("/_sandbox/settings", json={"org": "contoso-eu", "latency_ms": 3000}).raise_for_status()
 
     async def read() -> list:
-        from shared.dataverse import RetryPolicy
+        from shared.dataverse.client import RetryPolicy
 
         pool = ClientPool(RetryPolicy(attempts=1, timeout=2.0))
         try:

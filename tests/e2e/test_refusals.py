@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.cli import app as cli
+from shared.cli.app import app as cli
+from shared.config.orgs import OrgsError, parse_orgs
+from shared.config.settings import Settings, SettingsError
 from shared.ledger.port import job_ledger
-from shared.orgs import OrgsError, parse_orgs
-from shared.settings import Settings, SettingsError
 from tests.factories import ADMIN_TOKEN, AIKO, KEYS, ORG_IDS, claim, container, fixture, ledger_snapshot
 from tests.serving import serve
 
@@ -49,7 +49,7 @@ def is_problem(r: httpx.Response, status: int) -> dict:
 
 
 def jobs(c) -> int:
-    from shared.jobs import JobKind
+    from shared.domain.jobs import JobKind
 
     ledger = job_ledger(c.ledger)
     return len(ledger.jobs(JobKind.MIGRATION)) + len(ledger.jobs(JobKind.SWEEP))
@@ -416,7 +416,7 @@ SECRETS_IN_ERRORS = [
         "DefaultAzureCredential failed to retrieve a token: ManagedIdentityCredential: "
         "client_secret=Zx9~secretvalue access_token=eyJ0eXAiOiJKV1QiLCJhbGciOi"
     ),
-    __import__("shared.dataverse").dataverse.DataverseError(
+    __import__("shared.dataverse.client").dataverse.client.DataverseError(
         "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi is expired", status=401, code="0x80072560"
     ),
     TimeoutError("read timed out after sending Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi"),
@@ -471,7 +471,7 @@ def test_an_edited_or_foreign_cursor_is_refused(api, tmp_path):
     other.service.handle_claim(claim("contoso-na", op="other-owner"))
     for i in range(3):
         other.service.handle_claim(claim("contoso-jp", op=f"other-{i}"))
-    foreign = other.ledger.cases(__import__("shared.model").model.CaseQuery(limit=1)).next
+    foreign = other.ledger.cases(__import__("shared.domain.model").domain.model.CaseQuery(limit=1)).next
     other.close()
     tampered = {
         "a character of the position changed": ("A" if body[0] != "A" else "B") + body[1:] + "." + tag,

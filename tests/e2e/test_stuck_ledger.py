@@ -144,8 +144,8 @@ def test_a_stalled_table_storage_account_gets_the_same_deadline(tmp_path, azurit
     """Table Storage that stops answering (a network partition, a throttled account) behind a real proxy."""
     import re
 
+    from shared.config.settings import Settings
     from shared.ledger.tables import TableLedger
-    from shared.settings import Settings
     from tests.azurite import connection_string
     from tests.factories import BLOCKING_POLICY, registry
     from tests.proxy import proxy_to

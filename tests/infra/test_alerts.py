@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.model import utcnow
-from shared.signals import HELD_CASES, report_held
+from shared.domain.model import utcnow
+from shared.service.signals import HELD_CASES, report_held
 from tests.factories import HOLDING_POLICY, claim, container
 
 REPO = Path(__file__).resolve().parents[2]

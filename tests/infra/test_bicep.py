@@ -490,7 +490,7 @@ def test_the_documented_app_roles_are_the_ones_the_code_checks() -> None:
     roles = json.loads((INFRA / "app-roles.json").read_text())
     assert {r["value"] for r in roles} == {"OrgGuard.Reader", "OrgGuard.Approver", "OrgGuard.Admin"}
     assert len({r["id"] for r in roles}) == 3
-    from shared.auth import Role
+    from shared.domain.auth import Role
 
     assert {r["value"] for r in roles} == {role.app_role for role in Role}, "shared/auth.py checks other names"
 
@@ -568,7 +568,7 @@ def test_there_is_a_bicepparam_for_production() -> None:
 
 
 def test_the_first_policy_is_valid_and_a_dry_run() -> None:
-    from shared.policy import load_policy
+    from shared.domain.policy import load_policy
 
     policy = load_policy((INFRA / "policy.yaml").read_text())
     assert policy.mode == "dry-run", "day one decides and records, writes nothing to the orgs"

@@ -18,10 +18,10 @@ import httpx
 from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap, telemetry
-from shared.executor import has_pending
+from shared.config.settings import Settings
+from shared.dataverse.registration import register_orgs
 from shared.ledger.sqlite import SqliteLedger
-from shared.registration import register_orgs
-from shared.settings import Settings
+from shared.service.outbox import has_pending
 from tests.factories import AIKO, BLOCKING_POLICY, KEYS, fixture_bytes, registry
 from tests.serving import serve
 

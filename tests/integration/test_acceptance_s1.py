@@ -19,11 +19,11 @@ import pytest
 from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
-from shared.executor import has_pending
+from shared.config.settings import Settings
+from shared.dataverse.registration import register_orgs
+from shared.domain.model import ActionStatus, CaseQuery, CaseState, MailboxKey
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import ActionStatus, CaseQuery, CaseState, MailboxKey
-from shared.registration import register_orgs
-from shared.settings import Settings
+from shared.service.outbox import has_pending
 from tests.factories import AIKO, BLOCKING_POLICY, OVERRIDING_POLICY, registry
 from tests.serving import serve
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.executor import has_pending
-from shared.model import ActionStatus, CaseQuery, CaseState
+from shared.domain.model import ActionStatus, CaseQuery, CaseState
+from shared.service.outbox import has_pending
 from tests.factories import AIKO, BLOCKING_POLICY, OVERRIDING_POLICY
 from tests.integration.test_acceptance_s1 import SEMANTICS, World, na_owns_aiko, open_world
 

@@ -12,9 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from shared import bootstrap
-from shared.cli import app
-from shared.model import ActionStatus, CaseState, MailboxKey
-from shared.policy import PolicyError
+from shared.cli.app import app
+from shared.domain.model import ActionStatus, CaseState, MailboxKey
+from shared.domain.policy import PolicyError
 from tests.factories import AIKO, HOLDING_POLICY, claim, container, ledger_snapshot
 
 runner = CliRunner()

@@ -27,9 +27,10 @@ from typer.testing import CliRunner
 from functions.http_api import create_api
 from functions.local_host import create_local_app
 from sandbox.server import running
-from shared import api_client, bootstrap
-from shared.cli import app
-from shared.model import ActionStatus
+from shared import bootstrap
+from shared.cli import api_client
+from shared.cli.app import app
+from shared.domain.model import ActionStatus
 from tests.factories import ADMIN_TOKEN, AIKO, HOLDING_POLICY, claim, container, registry
 from tests.jobs_support import exchange, reset_sandbox, row_for
 from tests.serving import free_port, serve

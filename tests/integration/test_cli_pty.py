@@ -27,7 +27,7 @@ import pytest
 from functions.http_api import create_api
 from sandbox.server import running
 from shared import bootstrap
-from shared.jobs import JobKind, JobState
+from shared.domain.jobs import JobKind, JobState
 from shared.ledger.port import job_ledger
 from shared.ledger.sqlite import SqliteLedger
 from tests.factories import ADMIN_TOKEN, KEYS, ORG_IDS, REPO
@@ -80,7 +80,7 @@ def in_terminal(
     if pid == 0:  # the child: a session of its own with the pty as its controlling terminal
         try:
             os.chdir(cwd)
-            os.execve(sys.executable, [sys.executable, "-m", "shared.cli", *args], env)  # noqa: S606
+            os.execve(sys.executable, [sys.executable, "-m", "shared.cli.app", *args], env)  # noqa: S606
         finally:
             os._exit(127)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))

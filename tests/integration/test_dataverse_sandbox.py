@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sandbox.server import running
-from shared.dataverse import (
+from shared.dataverse.client import (
     BatchOperation,
     DataverseClient,
     LocalDevToken,
@@ -20,7 +20,7 @@ from shared.dataverse import (
     Throttled,
     token_provider_for,
 )
-from shared.registration import register
+from shared.dataverse.registration import register
 
 pytestmark = pytest.mark.sandbox
 

@@ -12,12 +12,12 @@ from collections import Counter
 import httpx
 import pytest
 
-from shared import orgclients
-from shared.dataverse import RetryPolicy
-from shared.executor import END_OF_TIME, Executor, has_pending
+from shared.dataverse import clients as orgclients
+from shared.dataverse.client import RetryPolicy
+from shared.domain.model import ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
-from shared.service import OrgGuard
+from shared.service.orgguard import OrgGuard
+from shared.service.outbox import END_OF_TIME, Executor, has_pending
 from tests.factories import ORG_IDS, registry
 
 pytestmark = pytest.mark.sandbox

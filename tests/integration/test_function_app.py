@@ -11,7 +11,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from shared import bootstrap
-from shared.model import CaseQuery, Effect, InvalidPayload
+from shared.domain.model import CaseQuery, Effect, InvalidPayload
 from tests.factories import KEYS, claim, container, fixture, fixture_bytes, ledger_snapshot
 
 

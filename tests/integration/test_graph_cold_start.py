@@ -26,7 +26,7 @@ import function_app
 seen = {"import function_app": heavy()}
 
 from shared import bootstrap
-from shared.settings import Settings
+from shared.config.settings import Settings
 from tests.factories import BLOCKING_POLICY, claim, registry
 
 folder = sys.argv[1]

@@ -15,9 +15,9 @@ import pytest
 
 from sandbox.server import running
 from shared.bootstrap import graph_factory
-from shared.directory import GraphDirectory
-from shared.model import MailboxKey
-from shared.policy import UserUnknown
+from shared.domain.model import MailboxKey
+from shared.domain.policy import UserUnknown
+from shared.graph.directory import GraphDirectory
 from tests.factories import AIKO
 
 pytestmark = pytest.mark.sandbox

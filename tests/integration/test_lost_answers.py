@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.model import ActionStatus, CaseQuery
+from shared.domain.model import ActionStatus, CaseQuery
 from tests.integration.test_executor_sandbox import API, assert_all_applied_once, contested_world, drain, rows
 from tests.proxy import proxy_to
 

@@ -21,10 +21,10 @@ import pytest
 from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
+from shared.config.settings import Settings
+from shared.dataverse.registration import register_orgs
+from shared.domain.model import ActionKind, ActionStatus, Case, CaseQuery, CaseState, NoticeKind
 from shared.ledger import open_ledger
-from shared.model import ActionKind, ActionStatus, Case, CaseQuery, CaseState, NoticeKind
-from shared.registration import register_orgs
-from shared.settings import Settings
 from tests.factories import AIKO, claim, registry
 from tests.serving import serve
 

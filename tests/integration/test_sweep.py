@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from sandbox.server import running
 from shared import bootstrap
-from shared.cli import app
-from shared.jobs import JobKind, JobState
+from shared.cli.app import app
+from shared.domain.jobs import JobKind, JobState
+from shared.domain.model import CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger
-from shared.model import CaseQuery, MailboxKey
-from shared.sweep import new_job, run_sweep
+from shared.service.sweep import new_job, run_sweep
 from tests.factories import ADMIN_TOKEN, AIKO
 from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, row_for, rows, wired, writes
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.claims import parse_context
-from shared.model import ClaimKind
+from shared.dataverse.payloads import parse_context
+from shared.domain.model import ClaimKind
 from tests.sandbox.conftest import AIKO, AIKO_JP, JP_ID, Hook, api, register
 
 pytestmark = pytest.mark.sandbox

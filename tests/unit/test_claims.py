@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.claims import (
+from shared.dataverse.payloads import (
     MAX_BODY,
     MAX_PARENT_DEPTH,
     SERVICEBUS_PROPERTY_PREFIX,
@@ -36,7 +36,7 @@ from shared.claims import (
     to_claim,
     unwrap_event,
 )
-from shared.model import ClaimKind, InvalidAddress, InvalidPayload, Org, Origin
+from shared.domain.model import ClaimKind, InvalidAddress, InvalidPayload, Org, Origin
 
 # Copies of the example Dataverse payloads the specs ship (tests/fixtures/).
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.dataverse import (
+from shared.dataverse.client import (
     MAX_BATCH,
     AzureIdentityToken,
     BatchOperation,

@@ -17,14 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from shared import bootstrap, documents
-from shared.cli import app
-from shared.documents import MAX_DEPTH, MAX_NODES, TooComplex, load_yaml
+from shared import bootstrap
+from shared.cli.app import app
+from shared.config import documents
+from shared.config.documents import MAX_DEPTH, MAX_NODES, TooComplex, load_yaml
+from shared.config.orgs import OrgsError, load_orgs
+from shared.config.settings import Settings
+from shared.domain.policy import PolicyError, load_policy
 from shared.ledger.sqlite import SqliteLedger
-from shared.orgs import OrgsError, load_orgs
-from shared.policy import PolicyError, load_policy
-from shared.service import OrgGuard, StoredPolicyUnusable
-from shared.settings import Settings
+from shared.service.orgguard import OrgGuard, StoredPolicyUnusable
 from tests.factories import BLOCKING_POLICY, claim, container, registry
 
 NOT_HANGING_S = 2.0  # the old loader took ~30 s on the merge bomb; this only says "it did not explode"
@@ -166,16 +167,16 @@ def test_a_bomb_stored_before_the_bounds_decides_nothing_fast(tmp_path) -> None:
 
 
 def test_a_saved_policy_is_parsed_once_per_version_cold_start_included(tmp_path, monkeypatch) -> None:
-    import shared.service
+    import shared.service.orgguard
 
     parsed: list[str] = []
-    real = shared.service.load_policy
+    real = shared.service.orgguard.load_policy
 
     def counting(text: str, **kwargs: object) -> object:
         parsed.append(text)
         return real(text, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(shared.service, "load_policy", counting)
+    monkeypatch.setattr(shared.service.orgguard, "load_policy", counting)
     ledger = SqliteLedger(tmp_path / "l.db")
     OrgGuard(ledger, registry()).save_policy(BLOCKING_POLICY, actor="test")
     assert len(parsed) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import Settings, SettingsError
+from shared.config.settings import Settings, SettingsError
 
 
 def test_graph_settings_are_read_and_normalized() -> None:

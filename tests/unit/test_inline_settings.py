@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from shared import bootstrap
+from shared.config.orgs import OrgsError, load_orgs
+from shared.config.settings import Settings, inline_document
 from shared.ledger.sqlite import SqliteLedger
-from shared.orgs import OrgsError, load_orgs
-from shared.settings import Settings, inline_document
 from tests.factories import ORG_IDS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import letters, notices
-from shared.model import (
+from shared.domain import letters, notices
+from shared.domain.model import (
     Case,
     CaseState,
     ClaimKind,
@@ -18,7 +18,7 @@ from shared.model import (
     NoticeKind,
     Origin,
 )
-from shared.policy import load_policy, policy_warnings
+from shared.domain.policy import load_policy, policy_warnings
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 AIKO = MailboxKey("aiko.tanaka@contoso.com")

@@ -1,4 +1,4 @@
-"""The rule for "already in the target state" after a lost answer (``shared.org_writes``), table by table."""
+"""The rule for "already in the target state" after a lost answer (``shared.service.org_writes``), table by table."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.dataverse import DataverseError
-from shared.model import ActionKind
-from shared.org_writes import Baseline, ambiguous, landed
+from shared.dataverse.client import DataverseError
+from shared.domain.model import ActionKind
+from shared.service.org_writes import Baseline, ambiguous, landed
 
 BEFORE: dict[str, Any] = {
     "@odata.etag": 'W/"100"',

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from shared.migration import Selection
-from shared.model import Action, ActionKind, DomainError
-from shared.pacing import REMAINING, OrgPace, estimate_seconds, request_cost
-from shared.rollout import done_in_org
+from shared.dataverse.pacing import REMAINING, OrgPace, estimate_seconds, request_cost
+from shared.domain.model import Action, ActionKind, DomainError
+from shared.service.migration import Selection
+from shared.service.rollout import done_in_org
 
 
 class Clock:

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.model import ClaimKind, DomainError, Effect, MailboxKey, Origin
-from shared.policy import (
+from shared.domain.model import ClaimKind, DomainError, Effect, MailboxKey, Origin
+from shared.domain.policy import (
     NoUserDirectory,
     Policy,
     PolicyError,

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.dataverse import DataverseClient, DataverseError, LocalDevToken, RetryPolicy
-from shared.registration import (
+from shared.dataverse.client import DataverseClient, DataverseError, LocalDevToken, RetryPolicy
+from shared.dataverse.registration import (
     FILTERING_ATTRIBUTES,
     IMAGE_ATTRIBUTES,
     RegistrationResult,

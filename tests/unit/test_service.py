@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.model import (
+from shared.domain.model import (
     ActionKind,
     ActionStatus,
     CaseQuery,
@@ -20,7 +20,7 @@ from shared.model import (
     Origin,
     UnknownOrg,
 )
-from shared.policy import PolicyError
+from shared.domain.policy import PolicyError
 from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, OVERRIDING_POLICY, claim, container, mailbox_guid
 
 

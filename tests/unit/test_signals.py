@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.model import utcnow
-from shared.signals import held_cases, report_held
+from shared.domain.model import utcnow
+from shared.service.signals import held_cases, report_held
 from tests.factories import BLOCKING_POLICY, HOLDING_POLICY, MailboxKey, claim, container
 
 

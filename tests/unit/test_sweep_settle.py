@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sweep import Finding, FindingKind, Row, settle
+from shared.service.sweep import Finding, FindingKind, Row, settle
 from tests.factories import AIKO, HOLDING_POLICY, claim, container
 
 NA, JP = "contoso-na", "contoso-jp"

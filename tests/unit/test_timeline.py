@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import bootstrap
+from shared.config.settings import Settings
+from shared.domain.model import CaseState, Decision, Effect
+from shared.domain.timeline import owner_spans, timeline_doc
 from shared.ledger.sqlite import SqliteLedger
-from shared.model import CaseState, Decision, Effect
-from shared.service import MailboxReport
-from shared.settings import Settings
-from shared.timeline import owner_spans, timeline_doc
+from shared.service.orgguard import MailboxReport
 from tests.factories import AIKO, claim, registry
 
 POLICY = """
@@ -168,7 +168,7 @@ def test_a_mailbox_nobody_claimed_has_no_story(tmp_path):
 
 
 def test_an_override_recorded_as_dry_run_is_no_change():
-    from shared.timeline import override_change
+    from shared.domain.timeline import override_change
 
     c_doc = _case(Decision(Effect.OVERRIDE, "eu-wins", "x", dry_run=True))
     assert override_change(c_doc) is None
@@ -176,7 +176,7 @@ def test_an_override_recorded_as_dry_run_is_no_change():
 
 
 def _case(decision: Decision):
-    from shared.model import Case, ClaimKind, Origin
+    from shared.domain.model import Case, ClaimKind, Origin
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     case = Case(

@@ -1,0 +1,150 @@
+"""What every ``orgguard`` command shares: the consoles, JSON output, the one error boundary, and the way in.
+
+Exit codes: 0 success; 2 bad usage (the command line, or an input OrgGuard refuses as
+invalid: HTTP 400/422); 1 any other failure (refused, not found, conflict, unreachable).
+An error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from shared.domain.model import DomainError, NotFound
+from shared.ledger.port import LedgerError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Container
+    from shared.cli.operations import Operations
+
+# Markup off: cases, reasons and org errors are data, and "[/x]" in a reason must not break a command.
+# The few styled lines ask for markup and escape what they interpolate.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+LOCAL_DIR = Path(".orgguard")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="ORGGUARD_URL",
+        show_envvar=True,
+        help="Go through this OrgGuard's API (your role applies) instead of the local ledger.",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def exit_code(status: int) -> int:
+    """Bad input (400, 422) is bad usage; anything else refused or failed is a failure."""
+    return 2 if status in (400, 422) else 1
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """The one place a command's errors become a line on stderr and an exit code."""
+    try:
+        yield
+    except DomainError as exc:
+        raise fail(exc.detail, exit_code(exc.status)) from None
+    except LedgerError as exc:
+        raise fail(f"the ledger is unavailable: {exc}") from None
+
+
+def print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def actor() -> str:
+    return f"cli:{os.environ.get('USER', 'operator')}"
+
+
+def local_settings() -> None:
+    """Run from the project folder after ``make run``, find ``.orgguard/`` by itself."""
+    local = LOCAL_DIR / "orgs.yaml"
+    if not os.environ.get("ORGGUARD_ORGS") and not Path("orgs.yaml").exists() and local.exists():
+        os.environ["ORGGUARD_ORGS"] = str(local)
+        os.environ.setdefault("ORGGUARD_POLICY", str(LOCAL_DIR / "policy.yaml"))
+        graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
+        if graph.exists():
+            for name, value in json.loads(graph.read_text(encoding="utf-8")).items():
+                os.environ.setdefault(name, value)
+
+
+def container() -> Container:
+    from shared import bootstrap
+
+    local_settings()
+    try:
+        return bootstrap.container()
+    except DomainError as exc:
+        raise fail(exc.detail, exit_code(exc.status)) from None
+
+
+@contextmanager
+def connected(url: str | None) -> Iterator[Operations]:
+    """The port: through the API at ``url``, or on the local ledger; closed at the end."""
+    ops: Operations
+    if url:
+        from shared.cli.api_client import ApiOperations, check_url, credentials_for
+
+        base = check_url(url)
+        ops = ApiOperations(base, credentials_for(base))
+    else:
+        from shared.cli.operations import LedgerOperations
+
+        ops = LedgerOperations(container(), actor())
+    try:
+        yield ops
+    finally:
+        ops.close()
+
+
+def when(value: Any) -> str:
+    """An API timestamp in local time with its zone, as an operator reads it."""
+    if not value:
+        return "-"
+    return datetime.fromisoformat(str(value)).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def short(an_id: Any) -> str:
+    return str(an_id)[:8]
+
+
+def unique(given: str, ids: Iterable[str], what: str) -> str:
+    """The one id starting with ``given`` (lists show 8 characters), as for cases so for migrations."""
+    prefix = given.strip().lower()
+    if not prefix:
+        raise DomainError(f"give a {what} id", field="id")
+    matches: set[str] = set()
+    for an_id in ids:
+        if an_id.lower().startswith(prefix):
+            matches.add(an_id)
+            if len(matches) > 1:
+                raise DomainError(f"{given!r} names several {what}s; give more of the id", field="id")
+    if not matches:
+        raise NotFound(f"no {what} starts with {given!r}", field="id")
+    return matches.pop()
+
+
+def table(*headers: str, title: str | None = None) -> Table:
+    """A table whose cells wrap instead of being cut short; the first column (an id, a name) never wraps."""
+    first, *rest = headers
+    columns = [Column(first, no_wrap=True, min_width=8), *(Column(h, overflow="fold") for h in rest)]
+    return Table(*columns, title=title)

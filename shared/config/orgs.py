@@ -1,0 +1,164 @@
+"""The registry of orgs OrgGuard hears (``orgs.yaml``), and their webhook keys.
+
+A key is a literal, ``env:NAME`` (in Azure, the app setting may itself be a
+Key Vault reference resolved by the platform), or
+``keyvault:https://<vault>.vault.azure.net/secrets/<name>`` read once at start
+with the app's managed identity.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.config.documents import TooComplex, load_yaml
+from shared.config.settings import inline_document, is_key_vault_reference, secret_problem, unresolved_reference
+from shared.domain.model import DomainError, Org, UnknownOrg, normalize_guid
+
+
+class OrgsError(DomainError):
+    title = "Invalid orgs file"
+
+
+@dataclass(frozen=True)
+class RegisteredOrg:
+    org: Org
+    key: str = field(repr=False)
+
+
+class OrgRegistry:
+    def __init__(self, entries: list[RegisteredOrg]) -> None:
+        self._by_name = {e.org.name: e for e in entries}
+        self._by_id = {e.org.id: e for e in entries}
+        if len(self._by_name) != len(entries) or len(self._by_id) != len(entries):
+            raise OrgsError("org names and ids must be unique")
+
+    def __iter__(self) -> Iterator[Org]:
+        return (e.org for e in self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str) -> Org:
+        entry = self._by_name.get(name)
+        if entry is None:
+            raise UnknownOrg(f"{name!r} is not a registered org", field="org")
+        return entry.org
+
+    def by_id(self, org_id: str) -> Org | None:
+        entry = self._by_id.get(org_id.lower())
+        return entry.org if entry else None
+
+    def key_for(self, name: str) -> str:
+        """The webhook key OrgGuard registers in ``name`` (never logged)."""
+        self.get(name)
+        return self._by_name[name].key
+
+    def org_for_key(self, key: str) -> Org | None:
+        """The org whose webhook key this is; every key is compared in constant time."""
+        found: Org | None = None
+        for entry in self._by_name.values():
+            if hmac.compare_digest(entry.key.encode(), key.encode()):
+                found = entry.org
+        return found
+
+    def with_app_user(self, name: str, user_id: str) -> None:
+        """Record OrgGuard's own systemuser in an org (learned through WhoAmI)."""
+        entry = self._by_name[name]
+        org = Org(entry.org.id, entry.org.name, entry.org.url, entry.org.label, user_id.lower())
+        new = RegisteredOrg(org, entry.key)
+        self._by_name[name] = new
+        self._by_id[org.id] = new
+
+
+def resolve_key(spec: str, env: Mapping[str, str], *, where: str = "webhook_key") -> str:
+    """The key ``spec`` names, checked: never an unresolved Key Vault reference, never with white space."""
+    source = f"{where} (a literal)"
+    if spec.startswith("env:"):
+        name = spec[4:]
+        value = env.get(name)
+        if not value:
+            raise OrgsError(f"environment variable {name} (a webhook key) is not set", field="webhook_key")
+        if is_key_vault_reference(value):
+            raise OrgsError(unresolved_reference(name) + f" (the webhook key of {where})", field="webhook_key")
+        key, source = value, f"environment variable {name} ({where})"
+    elif spec.startswith("keyvault:"):
+        key, source = _read_key_vault_secret(spec[len("keyvault:") :]), f"the Key Vault secret for {where}"
+    else:
+        key = spec
+    if problem := secret_problem(key):
+        raise OrgsError(f"the webhook key in {source} {problem}", field="webhook_key")
+    return key
+
+
+def _read_key_vault_secret(uri: str) -> str:  # pragma: no cover - needs Azure
+    import httpx
+    from azure.identity import DefaultAzureCredential
+
+    token = DefaultAzureCredential().get_token("https://vault.azure.net/.default").token
+    response = httpx.get(uri, params={"api-version": "7.4"}, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    if response.status_code != 200:
+        raise OrgsError(f"Key Vault answered {response.status_code} for a webhook key", field="webhook_key")
+    return str(response.json()["value"])
+
+
+def parse_orgs(doc: object, env: Mapping[str, str] | None = None) -> OrgRegistry:
+    environ = os.environ if env is None else env
+    if not isinstance(doc, dict) or not isinstance(doc.get("orgs"), list):
+        raise OrgsError("the orgs file needs a top-level 'orgs' list", field="orgs")
+    entries = []
+    for i, item in enumerate(doc["orgs"]):
+        where = f"orgs[{i}]"
+        if not isinstance(item, dict):
+            raise OrgsError(f"{where} must be a mapping", field=where)
+        entries.append(_parse_entry(item, where, environ))
+    return OrgRegistry(entries)
+
+
+def _parse_entry(item: dict[str, Any], where: str, env: Mapping[str, str]) -> RegisteredOrg:
+    for name in ("name", "id", "url", "webhook_key"):
+        if not isinstance(item.get(name), str) or not item[name].strip():
+            raise OrgsError(f"{where}.{name} is required and must be a string", field=f"{where}.{name}")
+    url = item["url"].rstrip("/")
+    if not url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+        raise OrgsError(f"{where}.url must be https (plain http only on loopback)", field=f"{where}.url")
+    org = Org(
+        id=normalize_guid(item["id"], field=f"{where}.id"),
+        name=item["name"].strip(),
+        url=url,
+        label=str(item.get("label", "")),
+        app_user_id=normalize_guid(item["app_user_id"], field=f"{where}.app_user_id")
+        if item.get("app_user_id")
+        else None,
+    )
+    return RegisteredOrg(org, resolve_key(item["webhook_key"], env, where=f"{where} ({org.name})"))
+
+
+def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegistry:
+    """The registry from an orgs file, or from the document ORGGUARD_ORGS carries inline."""
+    inline = inline_document(path) if isinstance(path, str) else None
+    if inline is not None:
+        try:
+            return parse_orgs(yaml.safe_load(inline), env)
+        except yaml.YAMLError as exc:
+            raise OrgsError(f"ORGGUARD_ORGS is not valid YAML or JSON: {exc}", field="ORGGUARD_ORGS") from None
+    p = Path(path)
+    if not p.exists():
+        raise OrgsError(f"the orgs file {p} does not exist (set ORGGUARD_ORGS)", field="ORGGUARD_ORGS")
+    try:
+        doc = load_yaml(p.read_text(encoding="utf-8"))
+    except TooComplex as exc:
+        raise OrgsError(f"{p}: {exc}", field="ORGGUARD_ORGS") from None
+    except yaml.YAMLError as exc:
+        raise OrgsError(f"{p} is not valid YAML: {exc}", field="ORGGUARD_ORGS") from None
+    return parse_orgs(doc, env)

@@ -1,0 +1,221 @@
+"""The outbox worker: carries decided actions out in the orgs through the Web API.
+
+Each pending action is one PATCH of one mailbox row. Several for one org go
+out as one ``$batch`` (continue-on-error, so one bad row does not stop the
+rest). Each reaches the org at most once, even when an answer is lost
+(``org_writes``). Every attempt is recorded; an action ends ``applied`` or, after its
+attempts or on a permanent error, ``failed`` with the error, visible in its case
+and retryable. Throttling (429) and transient errors (5xx, timeouts) defer it
+with exponential backoff, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared import telemetry
+from shared.config.orgs import OrgRegistry
+from shared.dataverse.client import DataverseClient, DataverseError, Throttled
+from shared.dataverse.clients import find_mailbox
+from shared.domain.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.ledger.port import Ledger
+from shared.service.org_writes import Applied, OrgWrites, Write
+from shared.telemetry.lograte import Backoff, rate_limited
+
+log = logging.getLogger("orgguard.executor")
+if TYPE_CHECKING:
+    from shared.service.delivery import Delivery
+
+quiet_log = rate_limited(logging.getLogger("orgguard.executor.orgs"))  # what an unreachable org repeats
+
+PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
+
+
+@dataclass
+class ExecutionReport:
+    applied: int = 0
+    failed: int = 0
+    deferred: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: ExecutionReport) -> None:
+        self.applied += other.applied
+        self.failed += other.failed
+        self.deferred += other.deferred
+        self.requests += other.requests
+        self.errors += other.errors
+
+
+@dataclass
+class Executor:
+    ledger: Ledger
+    orgs: OrgRegistry
+    client_for: Callable[[Org], DataverseClient]
+    max_attempts: int = 8
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+    # A killed worker holds its actions this long. A run slower than this may write a
+    # mailbox twice (harmless: the writes are idempotent and each is recorded once).
+    lease_s: float = 30.0
+    clock: Callable[[], datetime] = utcnow
+    mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
+    _known_users: set[str] = field(default_factory=set)
+    whoami_backoff: Backoff = field(default_factory=Backoff)
+
+    async def learn_own_users(self) -> None:
+        """Ask each org who OrgGuard is there (WhoAmI), for the gate's loop guard.
+
+        An org that does not answer is asked again after a growing pause (``whoami_backoff``), not on
+        every run of the loop, and said so in one rate-limited line.
+        """
+        for org in list(self.orgs):
+            if org.name in self._known_users or self.whoami_backoff.waiting(org.name):
+                continue
+            try:
+                me = await self.client_for(org).who_am_i()
+            except (DataverseError, OSError) as exc:
+                pause = self.whoami_backoff.failed(org.name)
+                quiet_log.warning("WhoAmI failed in %s (%s); asking again in %.0f s", org.name, exc, pause,
+                                  extra={"rate_key": org.name})  # fmt: skip
+                continue
+            self.whoami_backoff.succeeded(org.name)
+            self.orgs.with_app_user(org.name, me.user_id)
+            self._known_users.add(org.name)
+
+    async def run_once(self, limit: int = 1000) -> ExecutionReport:
+        """Carry out every action that is due now; return what happened."""
+        await self.learn_own_users()
+        now = self.clock()
+        actions = await asyncio.to_thread(
+            self.ledger.lease_actions, limit, now=now, until=now + timedelta(seconds=self.lease_s)
+        )
+        by_org: dict[str, list[Action]] = defaultdict(list)
+        notices = [a for a in actions if a.kind is ActionKind.NOTIFY]
+        for action in actions:
+            if action.kind is not ActionKind.NOTIFY:
+                by_org[action.org].append(action)
+        report = ExecutionReport()
+        writes = [self._run_org(org, acts) for org, acts in by_org.items()]
+        results = await asyncio.gather(*writes, self._deliver_notices(notices))
+        for r in results:
+            report.add(r)
+        return report
+
+    async def drain(self, *, rounds: int = 50, pause: float = 0.2) -> ExecutionReport:
+        """Run until nothing is due (or ``rounds`` runs), for the CLI, tests and benchmarks."""
+        total = ExecutionReport()
+        for _ in range(rounds):
+            report = await self.run_once()
+            total.add(report)
+            if not await asyncio.to_thread(has_pending, self.ledger):
+                break
+            if report.applied + report.failed == 0:
+                await asyncio.sleep(pause)
+        return total
+
+    async def _run_org(self, org_name: str, actions: list[Action]) -> ExecutionReport:
+        report = ExecutionReport()
+        try:
+            org = self.orgs.get(org_name)
+        except DataverseError:  # pragma: no cover - registry raises UnknownOrg, handled below
+            raise
+        except Exception as exc:
+            for a in actions:
+                await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
+            return report
+        client = self.client_for(org)
+        before = client.requests_sent
+        ready: list[tuple[Action, str]] = []
+        for action in actions:
+            mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
+            if mailbox_id:
+                ready.append((action, mailbox_id))
+        if ready:
+            await self._deliver(client, ready, report)
+        report.requests += client.requests_sent - before
+        return report
+
+    async def _resolve(self, client: DataverseClient, action: Action, report: ExecutionReport) -> str | None:
+        """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
+        case = await asyncio.to_thread(self.ledger.case, action.case_id)
+        if case is None:
+            await self._fail(action, "its case is gone", report)
+            return None
+        try:
+            row = await find_mailbox(client, case.key)
+        except DataverseError as exc:
+            await self._defer_or_fail(action, exc, report)
+            return None
+        if row is None:
+            await self._fail(action, f"no active mailbox for {case.key.redacted} in {action.org}", report)
+            return None
+        return str(row["mailboxid"])
+
+    async def _deliver_notices(self, notices: list[Action]) -> ExecutionReport:
+        """Send notify actions through Graph (``shared.service.delivery``); without a mail sender, leave them leased."""
+        report = ExecutionReport()
+        if notices and self.mail is not None:
+            await self.mail.deliver(notices, report)
+        return report
+
+    async def aclose(self) -> None:
+        if self.mail is not None:
+            await self.mail.aclose()
+
+    async def _deliver(
+        self, client: DataverseClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport
+    ) -> None:
+        """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``org_writes``)."""
+        outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
+        for action, outcome in outcomes:
+            if isinstance(outcome, Applied):
+                await self._record(action, ActionStatus.APPLIED, None, report)
+            else:
+                await self._defer_or_fail(action, outcome.error, report)
+
+    async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
+        attempts = action.attempts + 1
+        if exc.status in PERMANENT or attempts >= self.max_attempts:
+            await self._fail(action, _describe(exc), report)
+            return
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        if isinstance(exc, Throttled) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        await asyncio.to_thread(
+            self.ledger.record_attempt, action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at
+        )
+        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status="deferred")
+        report.deferred += 1
+
+    async def _fail(self, action: Action, error: str, report: ExecutionReport) -> None:
+        await self._record(action, ActionStatus.FAILED, error, report)
+        report.errors.append(f"{action.kind.value} in {action.org}: {error}")
+        log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, error)
+
+    async def _record(self, action: Action, status: ActionStatus, error: str | None, report: ExecutionReport) -> None:
+        await asyncio.to_thread(self.ledger.record_attempt, action.id, status, error)
+        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
+        if status is ActionStatus.APPLIED:
+            report.applied += 1
+        elif status is ActionStatus.FAILED:
+            report.failed += 1
+
+
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def has_pending(ledger: Ledger) -> bool:
+    """Whether any action is still pending, due now or deferred."""
+    return bool(ledger.pending_actions(1, now=END_OF_TIME))
+
+
+def _describe(exc: DataverseError) -> str:
+    return f"{exc.status or 'no answer'}: {exc}"

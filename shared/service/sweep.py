@@ -1,0 +1,668 @@
+"""The sweep: find every latent conflict across all orgs, and settle it per policy.
+
+Situations the sweep finds (DESIGN.md "Sweep"; the article's S2):
+
+* ``multi_org``: one address with ACT on server-side sync, active, in more than one org;
+* ``alert``: a row failing (``actstatus`` Failure) whose alert (a ``tracelog`` regarding
+  the mailbox) says it is "configured with another organization";
+* ``owner_not_syncing``: the ledger's owner has no active server-side-sync row for the
+  mailbox while another org does;
+* ``unknown_owner``: the ledger's owner is not a registered org any more.
+
+How memory stays flat: rows are read a page at a time (``$select`` of three
+columns, 5,000 rows a page, every org in parallel) and each page goes straight
+into a scratch SQLite file (``ScratchIndex``) with a bounded page cache, then is
+dropped. Grouping by ``MailboxKey`` and comparing with the ledger (whose owners
+are copied in 1,000 at a time) are SQL over that file, and findings stream out of
+it key by key. What stays in Python is one page per org in flight plus the
+findings themselves, which grow with conflicts, not with mailboxes.
+
+Without ``apply`` nothing is written anywhere: each finding carries what the
+policy *would* decide (``OrgGuard.evaluate``). With ``apply`` each finding goes
+through the service layer like any other claim (``handle_claim`` with kind and
+origin ``sweep``; ``move_owner`` to repair an alerting mailbox in its designated
+primary), and the executor carries the actions out in ``$batch``es, paced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from shared.dataverse.client import MAX_PAGE_SIZE, DataverseClient, odata_string
+from shared.dataverse.pacing import Pacer
+from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.model import (
+    ActionKind,
+    Claim,
+    ClaimKind,
+    DomainError,
+    Effect,
+    InvalidAddress,
+    MailboxKey,
+    Org,
+    Origin,
+)
+from shared.domain.overrides import Move
+from shared.ledger.port import JobLedger
+from shared.service.orgguard import OrgGuard
+from shared.service.outbox import Executor
+from shared.service.rollout import carry_out
+
+SERVER_SIDE_SYNC, FAILURE = 1, 2
+SYNCING = "statecode eq 0 and actdeliverymethod eq 1"
+COLUMNS = ("mailboxid", "emailaddress", "actstatus")
+ALERT_MARK = "configured with another"
+ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
+ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
+ADDRESSES_PER_QUERY = 40  # emailaddress eq ... or ...: keeps the URL well under the limits
+SCRATCH_CACHE_KIB = 8 * 1024
+JOB_CONFLICTS = 200  # conflicts kept in the job record (the CLI's --json and --csv have them all)
+
+
+class FindingKind(StrEnum):
+    MULTI_ORG = "multi_org"
+    ALERT = "alert"
+    OWNER_NOT_SYNCING = "owner_not_syncing"
+    UNKNOWN_OWNER = "unknown_owner"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One org's active server-side-sync row for the mailbox."""
+
+    org: str
+    mailbox_id: str
+    failing: bool
+    alert: bool
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: MailboxKey
+    kinds: tuple[FindingKind, ...]
+    rows: tuple[Row, ...]
+    owner: str | None  # the ledger's
+
+    @property
+    def orgs(self) -> list[str]:
+        return sorted({r.org for r in self.rows})
+
+    def row(self, org: str) -> Row | None:
+        return next((r for r in self.rows if r.org == org), None)
+
+
+@dataclass
+class Settlement:
+    """What the policy decided (or would decide) for one finding."""
+
+    winner: str | None
+    effect: str
+    rule: str
+    explanation: str
+    cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepResult:
+    orgs: list[str]
+    mailboxes: int = 0  # rows read (active, server-side sync)
+    alerts_read: int = 0
+    keys: int = 0
+    unowned: int = 0  # syncing in exactly one org, unknown to the ledger: no conflict, nothing to do
+    counts: dict[str, int] = field(default_factory=dict)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    pages: dict[str, int] = field(default_factory=dict)
+    rows_by_org: dict[str, int] = field(default_factory=dict)
+    alerts_by_org: dict[str, int] = field(default_factory=dict)
+    cases: int = 0
+    applied: int = 0
+    failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    apply: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    def doc(self, *, limit: int | None = None) -> dict[str, Any]:
+        conflicts = self.conflicts if limit is None else self.conflicts[:limit]
+        return {
+            "orgs": len(self.orgs),
+            "org_names": self.orgs,
+            "mailboxes": self.mailboxes,
+            "keys": self.keys,
+            "conflicts": conflicts,
+            "conflicts_total": len(self.conflicts),
+            "truncated": len(conflicts) < len(self.conflicts),
+            "counts": {kind.value: self.counts.get(kind.value, 0) for kind in FindingKind},
+            **{kind.value: self.counts.get(kind.value, 0) for kind in FindingKind},
+            "unowned": self.unowned,
+            "alerts_read": self.alerts_read,
+            "pages": self.pages,
+            "rows_by_org": self.rows_by_org,
+            "alerts_by_org": self.alerts_by_org,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "apply": self.apply,
+            "cases": self.cases,
+            "applied": self.applied,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# ---------------------------------------------------------------------------
+# The scratch index
+
+
+class ScratchIndex:
+    """A throw-away SQLite file holding one row per (org, mailbox) seen, for grouping by key."""
+
+    def __init__(self, orgs: Sequence[str], directory: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="orgguard-sweep-", dir=directory)
+        self.db = sqlite3.connect(Path(self._dir.name) / "sweep.db", isolation_level=None, check_same_thread=False)
+        self.orgs = list(orgs)
+        self._org_index = {name: i for i, name in enumerate(self.orgs)}
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{SCRATCH_CACHE_KIB}", "temp_store=FILE"):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.executescript(
+            """
+            CREATE TABLE rows (key TEXT NOT NULL, org INTEGER NOT NULL, mailbox_id TEXT NOT NULL,
+                               failing INTEGER NOT NULL);
+            CREATE TABLE alerts (org INTEGER NOT NULL, mailbox_id TEXT NOT NULL);
+            CREATE TABLE owners (key TEXT PRIMARY KEY, owner TEXT NOT NULL, org INTEGER);
+            """
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+    def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
+        """Keep what the sweep needs of one page; rows without a valid address are skipped (and counted)."""
+        index, keep = self._org_index[org], []
+        for row in page:
+            try:
+                key = MailboxKey.parse(row.get("emailaddress"))
+            except InvalidAddress:
+                continue
+            keep.append((key.address, index, str(row["mailboxid"]).lower(), int(row.get("actstatus") == FAILURE)))
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
+        return len(keep)
+
+    def failing(self, org: str) -> list[str]:
+        cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
+        return [r[0] for r in cur]
+
+    def add_alerts(self, org: str, mailbox_ids: Sequence[str]) -> None:
+        index = self._org_index[org]
+        self.db.executemany("INSERT INTO alerts VALUES (?, ?)", [(index, m.lower()) for m in mailbox_ids])
+
+    def add_owners(self, owners: Sequence[tuple[str, str]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)",
+            [(key, owner, self._org_index.get(owner)) for key, owner in owners],
+        )
+
+    def index(self) -> None:
+        self.db.executescript(
+            """
+            CREATE INDEX rows_by_key ON rows (key, org);
+            CREATE INDEX rows_by_id ON rows (org, mailbox_id);
+            CREATE INDEX alerts_by_id ON alerts (org, mailbox_id);
+            """
+        )
+
+    def totals(self) -> tuple[int, int]:
+        """(distinct keys, keys syncing in one org that the ledger does not know)."""
+        keys = self.db.execute("SELECT COUNT(DISTINCT key) FROM rows").fetchone()[0]
+        unowned = self.db.execute(
+            "SELECT COUNT(*) FROM (SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) = 1) k "
+            "WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = k.key)"
+        ).fetchone()[0]
+        return int(keys), int(unowned)
+
+    def findings(self, batch: int = 500) -> Iterator[Finding]:
+        """Every key with something to settle, in key order, streamed."""
+        cursor = self.db.execute(
+            """
+            WITH flagged AS (
+                SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) > 1
+                UNION SELECT r.key FROM rows r JOIN alerts a ON a.org = r.org AND a.mailbox_id = r.mailbox_id
+                UNION SELECT o.key FROM owners o JOIN rows r ON r.key = o.key
+                      WHERE o.org IS NULL OR NOT EXISTS (SELECT 1 FROM rows s WHERE s.key = o.key AND s.org = o.org)
+            )
+            SELECT f.key, r.org, r.mailbox_id, r.failing,
+                   EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
+                   o.owner, o.org
+            FROM flagged f JOIN rows r ON r.key = f.key LEFT JOIN owners o ON o.key = f.key
+            ORDER BY f.key, r.org, r.mailbox_id
+            """
+        )
+        current: str | None = None
+        rows: list[Row] = []
+        owner: tuple[str | None, int | None] = (None, None)
+        while chunk := cursor.fetchmany(batch):
+            for key, org, mailbox_id, failing, alert, owner_name, owner_index in chunk:
+                if key != current:
+                    if current is not None:
+                        yield _finding(current, rows, owner)
+                    current, rows, owner = key, [], (owner_name, owner_index)
+                rows.append(Row(self.orgs[org], mailbox_id, bool(failing), bool(alert)))
+        if current is not None:
+            yield _finding(current, rows, owner)
+
+
+def _finding(key: str, rows: list[Row], owner: tuple[str | None, int | None]) -> Finding:
+    name, index = owner
+    orgs = {r.org for r in rows}
+    kinds = []
+    if len(orgs) > 1:
+        kinds.append(FindingKind.MULTI_ORG)
+    if any(r.alert for r in rows):
+        kinds.append(FindingKind.ALERT)
+    if name is not None and index is None:
+        kinds.append(FindingKind.UNKNOWN_OWNER)
+    elif name is not None and name not in orgs:
+        kinds.append(FindingKind.OWNER_NOT_SYNCING)
+    return Finding(MailboxKey(key), tuple(kinds), tuple(rows), name)
+
+
+# ---------------------------------------------------------------------------
+# Reading the orgs
+
+Progress = Callable[[str, int, int], None]  # org, rows so far, pages so far
+
+
+async def read_org(
+    org: Org, client: DataverseClient, scratch: ScratchIndex, result: SweepResult, progress: Progress | None
+) -> None:
+    """Page one org's syncing mailboxes into the index, then the alerts of its failing ones."""
+    rows = pages = 0
+    async for page in client.query("mailboxes", select=COLUMNS, filter=SYNCING, page_size=MAX_PAGE_SIZE):
+        pages += 1
+        rows += len(page)
+        scratch.add_rows(org.name, page)
+        if progress:
+            progress(org.name, rows, pages)
+    result.rows_by_org[org.name] = rows
+    failing = scratch.failing(org.name)
+    if failing:
+        found = await read_alerts(client, failing)
+        result.alerts_read += found[1]
+        result.alerts_by_org[org.name] = found[1]
+        scratch.add_alerts(org.name, found[0])
+        pages += found[2]
+    result.pages[org.name] = pages
+    if progress:
+        progress(org.name, rows, pages)
+
+
+async def read_alerts(client: DataverseClient, failing: Sequence[str]) -> tuple[list[str], int, int]:
+    """Ids of the failing rows whose alert says "configured with another"; (ids, alerts read, requests).
+
+    A few failing rows: their alerts by id, in one request. Many: the org's alerts of that
+    kind, a page at a time (cheaper than one request per mailbox). Either way only the
+    failing rows' alerts count.
+    """
+    wanted = {m.lower() for m in failing}
+    if len(wanted) <= ALERTS_BY_ID:
+        ids = " or ".join(f"_regardingobjectid_value eq {m}" for m in sorted(wanted))
+        query = f"({ids})"
+    else:
+        query = ALERT_FILTER
+    found: set[str] = set()
+    read = requests = 0
+    async for page in client.query(
+        "tracelogs", select=("_regardingobjectid_value", "text"), filter=query, page_size=MAX_PAGE_SIZE
+    ):
+        requests += 1
+        read += len(page)
+        for alert in page:
+            regarding = str(alert.get("_regardingobjectid_value") or "").lower()
+            if regarding in wanted and ALERT_MARK in str(alert.get("text") or "").casefold():
+                found.add(regarding)
+    return sorted(found), read, requests
+
+
+async def active_rows(client: DataverseClient, keys: Sequence[MailboxKey]) -> dict[str, str]:
+    """Each address's active mailbox row id in one org, ``ADDRESSES_PER_QUERY`` addresses a request."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), ADDRESSES_PER_QUERY):
+        chunk = keys[start : start + ADDRESSES_PER_QUERY]
+        wanted = {k.address for k in chunk}
+        either = " or ".join(f"emailaddress eq {odata_string(k.address)}" for k in chunk)
+        async for page in client.query(
+            "mailboxes", select=("mailboxid", "emailaddress"), filter=f"statecode eq 0 and ({either})"
+        ):
+            for row in page:
+                try:
+                    key = MailboxKey.parse(row.get("emailaddress"))
+                except InvalidAddress:
+                    continue
+                if key.address in wanted:
+                    found.setdefault(key.address, str(row["mailboxid"]))
+    return found
+
+
+def copy_owners(ledger: JobLedger, scratch: ScratchIndex, page: int = 1000) -> None:
+    after = ""
+    while batch := ledger.ownerships(after, page):
+        scratch.add_owners([(o.key.address, o.owner) for o in batch])
+        after = batch[-1].key.address
+
+
+# ---------------------------------------------------------------------------
+# Settling a finding per policy
+
+
+def claim_order(finding: Finding) -> list[Row]:
+    """Who claims first: the ledger's owner, then rows syncing fine (Exchange likely holds them), then the rest."""
+    first_row_per_org: dict[str, Row] = {}
+    for row in finding.rows:
+        first_row_per_org.setdefault(row.org, row)
+    return sorted(
+        first_row_per_org.values(),
+        key=lambda r: (r.org != finding.owner, r.failing, r.org),
+    )
+
+
+def designation(service: OrgGuard, finding: Finding) -> str | None:
+    """The designated primary of an alerting mailbox (the org to repair it in), if the policy names one."""
+    if FindingKind.ALERT not in finding.kinds:
+        return None
+    return service.designated(finding.key, owner=finding.owner)
+
+
+def settle(
+    service: OrgGuard,
+    finding: Finding,
+    *,
+    sweep_id: str,
+    apply: bool,
+    primary: str | None = None,
+    primary_row: str | None = None,
+) -> Settlement:
+    """Decide (and with ``apply`` record) what becomes of one finding.
+
+    An alerting mailbox whose designated ``primary`` has an active row there
+    (``primary_row``, or its syncing row) is repaired in it with one override case
+    (check box + Test & Enable in the primary, None everywhere else). Anything else
+    goes through the rules as claims, one per syncing org: the first is the owner's
+    (or the one that syncs fine), the others compete with it.
+    """
+    row = finding.row(primary) if primary else None
+    if primary is not None and (primary_row or row):
+        target = primary_row or (row.mailbox_id if row else None)
+        return _repair(service, finding, primary, target, sweep_id=sweep_id, apply=apply)
+    settlement = _claims(service, finding, sweep_id=sweep_id, apply=apply)
+    if primary is not None:
+        settlement.explanation += f" (the designated primary {primary} has no active mailbox for it.)"
+    if FindingKind.ALERT in finding.kinds and settlement.winner:
+        won = finding.row(settlement.winner)
+        if won is not None and won.failing and not _promotes(service, settlement.cases, settlement.winner):
+            extra = _repair(
+                service, finding, settlement.winner, won.mailbox_id, sweep_id=sweep_id, apply=apply, demote=False
+            )
+            settlement.cases += extra.cases
+            settlement.explanation += f" {extra.explanation}"
+    return settlement
+
+
+def _repair(
+    service: OrgGuard,
+    finding: Finding,
+    org: str,
+    target: str | None,
+    *,
+    sweep_id: str,
+    apply: bool,
+    demote: bool = True,
+) -> Settlement:
+    failing = sorted({r.org for r in finding.rows if r.alert})
+    reason = (
+        f"the sweep found {finding.key.redacted} failing with the 'configured with another organization' alert "
+        f"in {', '.join(failing)}; {org} "
+        + ("is its designated primary" if demote else _holding(finding, org))
+        + " and is made the syncing org (check box + Test & Enable)"
+        + ("; every other org is set to None" if demote else "")
+    )
+    rule = "designated-primary" if demote else "owner-repair"
+    others = {r.org: r.mailbox_id for r in claim_order(finding) if r.org != org} if demote else {}
+    settlement = Settlement(org, Effect.OVERRIDE.value, rule, reason)
+    if not apply:
+        return settlement
+    move = Move(
+        key=finding.key,
+        to=org,
+        to_mailbox_id=target,
+        demote=others,
+        kind=ClaimKind.SWEEP,
+        origin=Origin.SWEEP,
+        rule=rule,
+        reason=reason,
+        actor="orgguard:sweep",
+        event_key=f"sweep:{sweep_id}:{rule}:{finding.key.address}",
+        how=f"sweep:{rule}",
+        demote_owner=False,
+        extra={"sweep": sweep_id},
+    )
+    outcome = service.move_owner(move)
+    if outcome.case_id:
+        settlement.cases.append(outcome.case_id)
+    return settlement
+
+
+def _holding(finding: Finding, org: str) -> str:
+    """How ``org`` came to win a repair: the ledger's owner, or the claim that prevailed (no owner recorded)."""
+    return "owns it" if finding.owner == org else "prevails over the other claims"
+
+
+def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) -> Settlement:
+    order = claim_order(finding)
+    owner = finding.owner if finding.owner in service.orgs.names else None
+    settlement = Settlement(owner, Effect.ALLOW.value, "uncontested", "no competing claim")
+    decided: list[str] = []
+    for row in order:
+        if apply:
+            outcome = service.handle_claim(_claim(service, finding.key, row, sweep_id))
+            decision = outcome.decision
+            if outcome.case_id:
+                settlement.cases.append(outcome.case_id)
+        else:  # a dry run: the first claim is not recorded, so its org is not the ledger's owner
+            recorded = owner == finding.owner
+            decision = service.evaluate(
+                finding.key, row.org, owner, ClaimKind.SWEEP, Origin.SWEEP, owner_recorded=recorded
+            )
+        if owner is None or (decision.effect is Effect.OVERRIDE and not decision.dry_run):
+            owner = row.org
+        if decision.effect is not Effect.ALLOW:
+            decided.append(decision.explanation)
+            settlement.effect, settlement.rule = decision.effect.value, decision.rule
+    settlement.winner = owner
+    settlement.explanation = " ".join(decided) or settlement.explanation
+    return settlement
+
+
+def _claim(service: OrgGuard, key: MailboxKey, row: Row, sweep_id: str) -> Claim:
+    org = service.orgs.get(row.org)
+    return Claim(
+        key=key,
+        org=row.org,
+        mailbox_id=row.mailbox_id,
+        kind=ClaimKind.SWEEP,
+        origin=Origin.SWEEP,
+        source_ids={"org": org.id, "operation": f"sweep-{sweep_id}"},
+    )
+
+
+def _promotes(service: OrgGuard, case_ids: Sequence[str], org: str) -> bool:
+    for case_id in case_ids:
+        case = service.ledger.case(case_id)
+        if case and any(a.kind is ActionKind.PROMOTE and a.org == org for a in case.actions):
+            return True
+    return False
+
+
+def conflict_doc(finding: Finding, settlement: Settlement) -> dict[str, Any]:
+    return {
+        "mailbox": finding.key.address,
+        "orgs": finding.orgs,
+        "kinds": [k.value for k in finding.kinds],
+        "owner": finding.owner,
+        "failing": sorted({r.org for r in finding.rows if r.alert}),
+        "winner": settlement.winner,
+        "effect": settlement.effect,
+        "rule": settlement.rule,
+        "explanation": settlement.explanation,
+        "cases": settlement.cases,
+    }
+
+
+# ---------------------------------------------------------------------------
+# The whole sweep
+
+
+@dataclass
+class Sweep:
+    """One sweep over ``orgs`` (all registered ones by default)."""
+
+    service: OrgGuard
+    ledger: JobLedger
+    client_for: Callable[[Org], DataverseClient]
+    sweep_id: str
+    orgs: Sequence[str] = ()
+    apply: bool = False
+    progress: Progress | None = None
+    on_finding: Callable[[dict[str, Any]], None] | None = None
+
+    async def find(self) -> tuple[SweepResult, list[str]]:
+        """Read every org, find, and settle; the case ids recorded (with ``apply``)."""
+        names = list(self.orgs) or self.service.orgs.names
+        orgs = [self.service.orgs.get(n) for n in names]
+        if not orgs:
+            raise DomainError("no org to sweep", field="org")
+        result = SweepResult(orgs=names, apply=self.apply)
+        scratch = ScratchIndex(names)
+        case_ids: list[str] = []
+        try:
+            await asyncio.gather(*(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs))
+            await asyncio.to_thread(copy_owners, self.ledger, scratch)
+            scratch.index()
+            result.mailboxes = sum(result.rows_by_org.values())
+            result.keys, result.unowned = scratch.totals()
+            later: dict[str, list[Finding]] = {}
+            async for finding in self._with_users(scratch.findings()):
+                primary = await asyncio.to_thread(designation, self.service, finding)
+                if primary is not None and finding.row(primary) is None:
+                    later.setdefault(primary, []).append(finding)  # its row there is looked up below, in bulk
+                    continue
+                await self._settle(finding, primary, None, result, case_ids)
+            for org, waiting in later.items():
+                found = await active_rows(self.client_for(self.service.orgs.get(org)), [f.key for f in waiting])
+                result.pages[org] = result.pages.get(org, 0) + math.ceil(len(waiting) / ADDRESSES_PER_QUERY)
+                for finding in waiting:
+                    await self._settle(finding, org, found.get(finding.key.address), result, case_ids)
+        finally:
+            scratch.close()
+        result.cases = len(set(case_ids))
+        result.seconds = time.perf_counter() - result.started
+        return result, list(dict.fromkeys(case_ids))
+
+    async def _with_users(self, findings: Iterator[Finding], chunk: int = 500) -> AsyncIterator[Finding]:
+        """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``)."""
+        while batch := list(itertools.islice(findings, chunk)):
+            await asyncio.to_thread(self.service.know_users, [f.key for f in batch])
+            for finding in batch:
+                yield finding
+
+    async def _settle(
+        self, finding: Finding, primary: str | None, row: str | None, result: SweepResult, case_ids: list[str]
+    ) -> None:
+        settlement = await asyncio.to_thread(
+            settle,
+            self.service,
+            finding,
+            sweep_id=self.sweep_id,
+            apply=self.apply,
+            primary=primary,
+            primary_row=row,
+        )
+        for kind in finding.kinds:
+            result.counts[kind.value] = result.counts.get(kind.value, 0) + 1
+        doc = conflict_doc(finding, settlement)
+        result.conflicts.append(doc)
+        case_ids += settlement.cases
+        if self.on_finding:
+            self.on_finding(doc)
+
+
+# ---------------------------------------------------------------------------
+# A sweep as a job (CLI, API, timer)
+
+
+async def run_sweep(
+    service: OrgGuard,
+    ledger: JobLedger,
+    job: Job,
+    *,
+    pacer: Pacer | None = None,
+    progress: Progress | None = None,
+    on_finding: Callable[[dict[str, Any]], None] | None = None,
+    keep: int = JOB_CONFLICTS,
+) -> tuple[Job, SweepResult]:
+    """Find, settle, and with ``job.apply`` carry out; the job record follows along."""
+    own = pacer is None
+    pacer = pacer or Pacer()
+    try:
+        sweep = Sweep(
+            service,
+            ledger,
+            pacer,
+            job.id,
+            orgs=list(job.params.get("orgs") or ()),
+            apply=job.apply,
+            progress=progress,
+            on_finding=on_finding,
+        )
+        result, case_ids = await sweep.find()
+        job = await asyncio.to_thread(ledger.save_job, job.with_progress(phase="found", cases=len(case_ids)))
+        if job.apply and case_ids:
+            executor = Executor(ledger, service.orgs, pacer, clock=service.clock)
+            rollout = await carry_out(executor, ledger, pacer, case_ids, orgs=result.orgs)
+            result.applied, result.failed = rollout.applied, rollout.failed
+        result.requests, result.throttled = pacer.requests, pacer.throttled
+        result.seconds = time.perf_counter() - result.started
+        done = job.with_progress(phase="done", paces=pacer.summary())
+        done = replace(done, result=result.doc(limit=keep)).moved_to(JobState.DONE)
+        return await asyncio.to_thread(ledger.save_job, done), result
+    except asyncio.CancelledError:  # Ctrl-C or a shutdown: never leave the record saying it runs
+        with contextlib.suppress(DomainError):
+            stopped = job.moved_to(JobState.CANCELLED, error="interrupted before it finished; run it again")
+            await asyncio.to_thread(ledger.save_job, stopped)
+        raise
+    except DomainError as exc:
+        failed = job.moved_to(JobState.FAILED, error=exc.detail)
+        await asyncio.to_thread(ledger.save_job, failed)
+        raise
+    except Exception as exc:
+        failed = job.moved_to(JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(ledger.save_job, failed)
+        raise
+    finally:
+        if own:
+            await pacer.aclose()
+
+
+def new_job(orgs: Sequence[str], *, actor: str, apply: bool) -> Job:
+    return Job.start(JobKind.SWEEP, {"orgs": list(orgs)}, actor=actor, apply=apply)

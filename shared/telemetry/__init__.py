@@ -1,0 +1,237 @@
+"""OpenTelemetry: a span per decision, counters and histograms for what operators alert on.
+
+``configure`` runs once per process, from the composition root:
+
+* ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set: Azure Monitor, through
+  ``azure-monitor-opentelemetry`` (imported only then). Its automatic HTTP and
+  Azure SDK instrumentations are turned off: they would record request URLs,
+  and OrgGuard's URLs carry mailbox addresses (``/api/mailboxes/{address}``,
+  Graph ``/users/{address}``, Table Storage keys). OrgGuard records its own
+  spans instead, with attributes from ``ALLOWED``.
+* ``ORGGUARD_TELEMETRY=console``: spans, metrics and logs printed; ``file:PATH``:
+  one JSON document per line, for reading locally and for the test that scans
+  everything exported for addresses and secrets.
+* neither: the OpenTelemetry API's no-op; an instrument costs a method call.
+
+What may be recorded: org names, effects, rules, origins, kinds, case and action
+ids, HTTP methods and statuses, durations. Never a mailbox address, a user id, a
+key or a token; log messages pass ``scrub`` on the way out as well.
+
+The names below are what the alerts in ``infra/`` query (see infra/README.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+log = logging.getLogger("orgguard.telemetry")
+
+SERVICE = "orgguard"
+ALLOWED = frozenset(
+    {
+        "orgguard.effect", "orgguard.rule", "orgguard.origin", "orgguard.kind", "orgguard.org",
+        "orgguard.case", "orgguard.action", "orgguard.status", "orgguard.duplicate", "orgguard.dry_run",
+        "orgguard.degraded", "orgguard.answer", "orgguard.service", "orgguard.operation", "orgguard.attempt",
+        "orgguard.throttled", "http.request.method", "http.response.status_code", "error.type",
+    }
+)  # fmt: skip
+
+_tracer = trace.get_tracer(SERVICE)
+_meter = metrics.get_meter(SERVICE)
+
+DECISIONS = _meter.create_counter(
+    "orgguard.decisions", unit="{decision}", description="Claims decided, by effect, origin and org"
+)
+DECISION_TIME = _meter.create_histogram(
+    "orgguard.decision.duration", unit="ms", description="Time to decide and record one claim"
+)
+GATE_TIME = _meter.create_histogram(
+    "orgguard.gate.duration", unit="ms", description="The synchronous gate's answer time, as Dataverse waits on it"
+)
+GATE_DEGRADED = _meter.create_counter(
+    "orgguard.gate.degraded", unit="{answer}", description="Gate answers given per gate.on_error, without a decision"
+)
+ACTIONS = _meter.create_counter(
+    "orgguard.actions", unit="{attempt}", description="Action attempts recorded, by kind, org and status"
+)
+OUTSIDE_CALLS = _meter.create_counter(
+    "orgguard.outside.requests", unit="{request}", description="Requests to Dataverse and Graph, by status"
+)
+THROTTLE_WAIT = _meter.create_histogram(
+    "orgguard.outside.throttle_wait", unit="s", description="Time waited on Retry-After (429) before asking again"
+)
+
+_ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def scrub(text: str) -> str:
+    """Text fit for logs: mailbox addresses reduced to their first letter and domain, bearer tokens removed."""
+    text = _BEARER.sub("Bearer ***", text)
+    return _ADDRESS.sub(lambda m: f"{m.group(0)[:1]}***@{m.group(0).rsplit('@', 1)[1]}", text)
+
+
+def attributes(values: Mapping[str, object]) -> dict[str, str | int | float | bool]:
+    """``orgguard.<name>`` attributes from keyword values, keeping only the allowed names and plain values."""
+    out: dict[str, str | int | float | bool] = {}
+    for name, value in values.items():
+        key = name if "." in name else f"orgguard.{name}"
+        if key not in ALLOWED or value is None:
+            continue
+        out[key] = value if isinstance(value, str | int | float | bool) else str(value)
+    return out
+
+
+@contextmanager
+def span(name: str, **values: object) -> Iterator[trace.Span]:
+    """A span named ``name`` with allowed attributes; an exception marks it failed and goes on."""
+    with _tracer.start_as_current_span(name, attributes=attributes(values)) as current:
+        yield current
+
+
+def note(current: trace.Span, **values: object) -> None:
+    """More allowed attributes on a span, once they are known (the effect after deciding)."""
+    current.set_attributes(attributes(values))
+
+
+def count(instrument: Any, amount: float = 1, **values: object) -> None:
+    """Add to a counter or record in a histogram, with allowed attributes only."""
+    labels = attributes(values)
+    if hasattr(instrument, "add"):
+        instrument.add(amount, labels)
+    else:
+        instrument.record(amount, labels)
+
+
+class Stopwatch:
+    """Milliseconds since it started (``time.perf_counter``)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+
+# --- configuration -----------------------------------------------------------------------
+
+_configured: str | None = None
+_lock = threading.Lock()
+_providers: list[Any] = []
+
+
+class ScrubbingFilter(logging.Filter):
+    """Scrubs every record leaving through a handler it sits on (defence in depth: OrgGuard logs redacted keys)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        return True
+
+
+def configure(*, connection_string: str | None, local: str | None, authentication: str | None = None) -> str:
+    """Set up exporting once per process (the first call wins, as OpenTelemetry's providers are set once).
+
+    Returns what was set up: ``azure-monitor``, ``console``, ``file`` or ``off``.
+    """
+    global _configured
+    with _lock:
+        if _configured is not None:
+            return _configured
+        connection = (connection_string or "").strip()
+        wanted = (local or "").strip()
+        if connection:
+            _azure_monitor(connection, authentication)
+            _configured = "azure-monitor"
+        elif wanted == "console":
+            _local(None)
+            _configured = "console"
+        elif wanted.startswith("file:") and wanted.removeprefix("file:").strip():
+            _local(Path(wanted.removeprefix("file:").strip()))
+            _configured = "file"
+        else:
+            _configured = "off"
+        return _configured
+
+
+def ingestion_client_id(authentication: str | None) -> str | None:
+    """The managed identity of ``Authorization=AAD;ClientId=<id>`` (Entra ingestion), or None for key ingestion."""
+    parts = dict(p.split("=", 1) for p in (authentication or "").split(";") if "=" in p)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    return parts.get("ClientId", "")
+
+
+def _azure_monitor(connection: str, authentication: str | None) -> None:
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    off = {"enabled": False}
+    extra: dict[str, Any] = {}
+    client_id = ingestion_client_id(authentication)
+    if client_id is not None:  # local authentication is off on the Application Insights resource
+        from azure.identity import ManagedIdentityCredential
+
+        extra["credential"] = ManagedIdentityCredential(client_id=client_id or None)
+    configure_azure_monitor(
+        connection_string=connection,
+        **extra,
+        logger_name="orgguard",
+        instrumentation_options={
+            name: off
+            for name in ("azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")
+        },
+        enable_live_metrics=False,
+    )
+    for handler in logging.getLogger("orgguard").handlers:
+        handler.addFilter(ScrubbingFilter())
+
+
+def _local(path: Path | None) -> None:
+    """Console or JSON-lines exporters, for local runs and the tests."""
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from shared.telemetry import export
+
+    sink = export.Sink(path)
+    resource = Resource.create({"service.name": SERVICE})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(export.Spans(sink)))
+    trace.set_tracer_provider(tracer_provider)
+    reader = PeriodicExportingMetricReader(export.Metrics(sink), export_interval_millis=5000)
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    metrics.set_meter_provider(meter_provider)
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(export.Logs(sink)))
+    handler = LoggingHandler(level=logging.INFO, logger_provider=logger_provider)
+    handler.addFilter(ScrubbingFilter())
+    logging.getLogger("orgguard").addHandler(handler)
+    _providers.extend([tracer_provider, meter_provider, logger_provider])
+
+
+def flush() -> None:
+    """Export everything buffered now (the end of a CLI run, a test)."""
+    for provider in _providers:
+        provider.force_flush()
+
+
+def exporter() -> str:
+    """Where telemetry goes (for /api/health), never the connection string."""
+    return _configured or "not configured"
