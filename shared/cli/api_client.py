@@ -15,7 +15,6 @@ Every answer is the API's JSON; every error one ``ApiError`` line with the statu
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from shared.cli.operations import CaseFilter, Doc, MigrationOrder, PageSeen, Verdict
+from shared.config.urls import is_loopback_host
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import DomainError
 
@@ -63,18 +63,9 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadUsage(f"{url!r} is not an http(s) URL, e.g. https://orgguard.azurewebsites.net", field="url")
-    if parts.scheme == "http" and not loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise BadUsage(f"{url} must be https (plain http only on loopback)", field="url")
     return url.strip().rstrip("/")
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -142,7 +133,7 @@ def credentials_for(url: str, env: Mapping[str, str] | None = None, token_file: 
     if e.get("ORGGUARD_API_SCOPE"):
         return EntraToken(e["ORGGUARD_API_SCOPE"].strip(), entra_credential())
     host = urlsplit(url).hostname or ""
-    if loopback(host) and token_file.exists():
+    if is_loopback_host(host) and token_file.exists():
         return StaticToken(token_file.read_text(encoding="utf-8").strip(), str(token_file))
     raise NoCredentials(
         f"no credentials for {url}: set ORGGUARD_API_SCOPE=api://<app id>/.default for an Entra token, "

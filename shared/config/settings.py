@@ -105,7 +105,7 @@ def _url(e: Mapping[str, str], name: str, *, loopback_http: bool, any_http: bool
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{name} must be an http(s) URL, not {raw!r}", field=name)
     if parts.scheme == "http" and not any_http:
-        from shared.dataverse.client import is_loopback
+        from shared.config.urls import is_loopback
 
         if not (loopback_http and is_loopback(raw)):
             raise SettingsError(f"{name} must use https (plain http only on loopback, for the sandbox)", field=name)

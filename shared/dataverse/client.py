@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import email.message
-import ipaddress
 import json
 import logging
 import random
@@ -37,6 +36,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from shared import telemetry
+from shared.config.urls import is_loopback
 from shared.telemetry.lograte import rate_limited
 
 if TYPE_CHECKING:
@@ -173,16 +173,6 @@ async def aclose_shared_credentials() -> None:
     while _SHARED_CREDENTIALS:
         _, credential = _SHARED_CREDENTIALS.popitem()
         await credential.close()
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_provider_for(url: str, *, client_id: str | None = None) -> TokenProvider:

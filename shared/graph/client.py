@@ -114,7 +114,7 @@ class LocalDevCredential:
 
 def credential_for(base_url: str, client_id: str | None) -> AsyncTokenCredential:
     """The loopback rule again: a local token for the sandbox, azure-identity (managed identity) elsewhere."""
-    from shared.dataverse.client import is_loopback
+    from shared.config.urls import is_loopback
 
     if is_loopback(base_url):
         return LocalDevCredential()
