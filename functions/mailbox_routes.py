@@ -19,7 +19,7 @@ Reader = Annotated[Principal, Depends(role(Role.READER))]
 @router.get("/mailboxes/{address}/timeline")
 async def mailbox_timeline(address: str, _: Reader) -> dict[str, Any]:
     """Claims, case steps, actions and owner changes, oldest first, and who owned the mailbox when."""
-    from shared.domain.timeline import timeline_doc
+    from shared.service.timeline import timeline_doc
 
     key = MailboxKey.parse(address)
     return timeline_doc(await run_in_threadpool(container().service.mailbox, key))

@@ -1,27 +1,74 @@
-"""JSON shapes the API and the CLI show (one place, so both say the same)."""
+"""The JSON the API and the CLI show: one place, so both say the same, and written here on purpose.
+
+These shapes are OrgGuard's outside (CONTRACT.md): they are built from the domain's
+objects field by field, never from the ledgers' storage documents, so a change to
+how a ledger stores a case cannot change what the API answers.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from shared.domain.model import Case, ClaimRecord, Decision, Overview, Ownership
-from shared.ledger import codec
+from shared.domain.model import Action, Case, ClaimRecord, Decision, Notice, Overview, Ownership
 from shared.service.orgguard import MailboxReport, Outcome
 
 
-def case_view(case: Case) -> dict[str, Any]:
-    doc = codec.case_doc(case)
-    doc["mailbox"] = doc.pop("key")
-    doc["actions"] = [codec.action_doc(a) for a in case.actions]
-    return doc
+def when(value: datetime | None) -> str | None:
+    """A time as the API writes it: ISO 8601 with its offset (UTC), or null."""
+    return value.isoformat() if value else None
 
 
-def decision_view(decision: Decision) -> dict[str, Any]:
-    return codec.decision_doc(decision)
+def decision_view(d: Decision) -> dict[str, Any]:
+    return {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+
+
+def notice_view(n: Notice) -> dict[str, Any]:
+    return {"kind": n.kind.value, "to": list(n.to), "sent": list(n.sent)}
+
+
+def action_view(a: Action) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "case_id": a.case_id,
+        "org": a.org,
+        "mailbox_id": a.mailbox_id,
+        "kind": a.kind.value,
+        "status": a.status.value,
+        "attempts": a.attempts,
+        "last_error": a.last_error,
+        "created_at": when(a.created_at),
+        "updated_at": when(a.updated_at),
+        "next_attempt_at": when(a.next_attempt_at),
+        "notice": notice_view(a.notice) if a.notice else None,
+    }
+
+
+def case_view(c: Case) -> dict[str, Any]:
+    """The case with its decision, actions and history; ``owner`` is the owner when it was claimed."""
+    return {
+        "id": c.id,
+        "mailbox": c.key.address,
+        "owner": c.owner,
+        "claimant": c.claimant,
+        "claimant_mailbox_id": c.claimant_mailbox_id,
+        "owner_mailbox_id": c.owner_mailbox_id,
+        "kind": c.kind.value,
+        "origin": c.origin.value,
+        "decision": decision_view(c.decision),
+        "state": c.state.value,
+        "created_at": when(c.created_at),
+        "updated_at": when(c.updated_at),
+        "expires_at": when(c.expires_at),
+        "history": [{"at": when(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
+        "actions": [action_view(a) for a in c.actions],
+    }
 
 
 def ownership_view(o: Ownership | None) -> dict[str, Any] | None:
-    return codec.ownership_doc(o) if o else None
+    if o is None:
+        return None
+    return {"owner": o.owner, "since": when(o.since), "how": o.how, "version": o.version, "mailbox_id": o.mailbox_id}
 
 
 def claim_view(c: ClaimRecord) -> dict[str, Any]:
@@ -31,7 +78,7 @@ def claim_view(c: ClaimRecord) -> dict[str, Any]:
         "origin": c.origin.value,
         "effect": c.effect.value,
         "case": c.case_id,
-        "at": codec.ts(c.at),
+        "at": when(c.at),
     }
 
 
@@ -40,7 +87,7 @@ def mailbox_view(report: MailboxReport) -> dict[str, Any]:
     return {
         "mailbox": report.key.address,
         "owner": o.owner if o else None,
-        "since": codec.ts(o.since) if o else None,
+        "since": when(o.since) if o else None,
         "how": o.how if o else None,
         "claims": [claim_view(c) for c in report.claims],
         "cases": [case_view(c) for c in report.cases],
@@ -71,7 +118,7 @@ def overview_view(o: Overview) -> dict[str, Any]:
             "mailbox": held.key.address,
             "claimant": held.claimant,
             "owner": held.owner,
-            "created_at": codec.ts(held.created_at),
-            "expires_at": codec.ts(held.expires_at),
+            "created_at": when(held.created_at),
+            "expires_at": when(held.expires_at),
         }
     return {"counts": o.counts, "by_org": o.by_org, "oldest_held": oldest}

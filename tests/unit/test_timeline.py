@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from shared import bootstrap
 from shared.config.settings import Settings
 from shared.domain.model import CaseState, Decision, Effect
-from shared.domain.timeline import owner_spans, timeline_doc
+from shared.service.timeline import owner_spans, timeline_doc
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.orgguard import MailboxReport
 from tests.factories import AIKO, claim, registry
@@ -168,7 +168,7 @@ def test_a_mailbox_nobody_claimed_has_no_story(tmp_path):
 
 
 def test_an_override_recorded_as_dry_run_is_no_change():
-    from shared.domain.timeline import override_change
+    from shared.service.timeline import override_change
 
     c_doc = _case(Decision(Effect.OVERRIDE, "eu-wins", "x", dry_run=True))
     assert override_change(c_doc) is None

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.model import Case, CaseState, ClaimRecord, Effect, Ownership
-from shared.ledger import codec
 from shared.service.orgguard import MailboxReport
+from shared.service.views import when
 
 DECIDING = (CaseState.DECIDED, CaseState.EXPIRED)
 SHOWN = 50  # how many claims and cases ``OrgGuard.mailbox`` reads of each
@@ -132,7 +132,7 @@ def events(report: MailboxReport) -> list[dict[str, Any]]:
         change.update(case=ch.case, actor=ch.actor)
         out.append((ch.at, 3, change))
     out.sort(key=lambda item: (item[0], item[1]))
-    return [{"at": codec.ts(at), **doc} for at, _, doc in out]
+    return [{"at": when(at), **doc} for at, _, doc in out]
 
 
 def timeline_doc(report: MailboxReport) -> dict[str, Any]:
@@ -140,10 +140,10 @@ def timeline_doc(report: MailboxReport) -> dict[str, Any]:
     return {
         "mailbox": report.key.address,
         "owner": o.owner if o else None,
-        "since": codec.ts(o.since) if o else None,
+        "since": when(o.since) if o else None,
         "how": o.how if o else None,
         "owners": [
-            {"owner": s.owner, "since": codec.ts(s.since), "until": codec.ts(s.until), "how": s.how, "case": s.case}
+            {"owner": s.owner, "since": when(s.since), "until": when(s.until), "how": s.how, "case": s.case}
             for s in owner_spans(report)
         ],
         "events": events(report),
