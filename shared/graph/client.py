@@ -23,13 +23,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
-from shared.domain.model import DomainError, MailboxKey
+from shared.domain.model import MailboxKey
+from shared.graph.port import GraphError
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken
@@ -54,27 +55,6 @@ USER_SELECT = (
 ATTRIBUTES = ("usageLocation", "country", "department", "companyName", "officeLocation")
 BATCH_SIZE = 20  # Graph's JSON batching limit
 PAGE_SIZE = 999  # the largest page Graph gives for members and memberships
-
-
-class GraphError(Exception):
-    """Graph did not do what was asked; ``status`` is None when no answer came at all."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None, lost: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-        self.lost = lost
-
-    @property
-    def transient(self) -> bool:
-        """Whether the same request may succeed later (no answer, throttled, a server fault, a garbled answer)."""
-        return self.status is None or self.status in (408, 429) or self.status >= 500 or self.status == 200
-
-    def __str__(self) -> str:
-        head = f"{self.status}" if self.status is not None else "no answer"
-        return f"{head}: {super().__str__()}"
 
 
 @dataclass(frozen=True)
@@ -477,15 +457,3 @@ def _part(part: dict[str, Any] | None, model: Any) -> Any:
         )
     except (ValueError, TypeError, KeyError) as exc:
         return GraphError(f"Microsoft Graph's answer could not be read ({type(exc).__name__})", status=200)
-
-
-def unique(addresses: Iterable[str]) -> list[str]:
-    """Addresses once each, in the order first seen, compared as mailbox keys."""
-    seen: dict[str, str] = {}
-    for address in addresses:
-        try:
-            key = MailboxKey.parse(address).address
-        except DomainError:
-            continue
-        seen.setdefault(key, address)
-    return list(seen)

@@ -33,7 +33,8 @@ from shared.domain.model import MailboxKey
 from shared.domain.policy import UserUnknown
 
 if TYPE_CHECKING:
-    from shared.graph.client import DirectoryUser, Graph, GraphError
+    from shared.graph.client import DirectoryUser, Graph
+    from shared.graph.port import GraphError
 
 log = logging.getLogger("orgguard.directory")
 T = TypeVar("T")
@@ -132,7 +133,7 @@ class GraphDirectory:
 
     async def _lookup(self, key: MailboxKey, groups: bool) -> _Entry:
         graph = await asyncio.wrap_future(self._graph_future())
-        from shared.graph.client import GraphError
+        from shared.graph.port import GraphError
 
         try:
             users = await graph.users_at(key)
@@ -146,7 +147,7 @@ class GraphDirectory:
 
     async def _lookup_many(self, keys: Sequence[MailboxKey], groups: bool) -> dict[MailboxKey, _Entry]:
         graph = await asyncio.wrap_future(self._graph_future())
-        from shared.graph.client import GraphError
+        from shared.graph.port import GraphError
 
         found = await graph.users_at_many(keys)
         if groups:
@@ -245,7 +246,7 @@ class _Outage(Exception):
 
 
 def _graph_error(message: str) -> GraphError:
-    from shared.graph.client import GraphError
+    from shared.graph.port import GraphError
 
     return GraphError(message)
 

@@ -34,13 +34,12 @@ from shared.domain import letters
 from shared.domain.model import Action, ActionStatus, DomainError, Notice, NoticeKind, Org, utcnow
 from shared.domain.notices import ADMIN_PREFIX
 from shared.domain.policy import GROUP_PREFIX, Policy
-from shared.graph.client import GraphError, unique
+from shared.graph.port import GraphError, MailGraph, unique
 from shared.ledger.port import Ledger
+from shared.service.execution import ExecutionReport
 
 if TYPE_CHECKING:
     from shared.dataverse.client import DataverseClient
-    from shared.graph.client import Graph
-    from shared.service.outbox import ExecutionReport
 
 log = logging.getLogger("orgguard.delivery")
 
@@ -75,7 +74,7 @@ class Delivery:
     ledger: Ledger
     orgs: OrgRegistry
     client_for: Callable[[Org], DataverseClient]
-    connect: Callable[[], Graph]
+    connect: Callable[[], MailGraph]
     sender: str
     policy: Callable[[], Policy]
     public_url: str | None = None
@@ -83,10 +82,10 @@ class Delivery:
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 300.0
-    _graph: Graph | None = field(default=None, repr=False)
+    _graph: MailGraph | None = field(default=None, repr=False)
 
     @property
-    def graph(self) -> Graph:
+    def graph(self) -> MailGraph:
         if self._graph is None:
             self._graph = self.connect()
         return self._graph

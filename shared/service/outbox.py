@@ -25,6 +25,7 @@ from shared.dataverse.client import DataverseClient, DataverseError, Throttled
 from shared.dataverse.clients import find_mailbox
 from shared.domain.model import Action, ActionKind, ActionStatus, Org, utcnow
 from shared.ledger.port import Ledger
+from shared.service.execution import ExecutionReport
 from shared.service.org_writes import Applied, OrgWrites, Write
 from shared.telemetry.lograte import Backoff, rate_limited
 
@@ -35,22 +36,6 @@ if TYPE_CHECKING:
 quiet_log = rate_limited(logging.getLogger("orgguard.executor.orgs"))  # what an unreachable org repeats
 
 PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
-
-
-@dataclass
-class ExecutionReport:
-    applied: int = 0
-    failed: int = 0
-    deferred: int = 0
-    requests: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, other: ExecutionReport) -> None:
-        self.applied += other.applied
-        self.failed += other.failed
-        self.deferred += other.deferred
-        self.requests += other.requests
-        self.errors += other.errors
 
 
 @dataclass

@@ -20,7 +20,8 @@ from shared.dataverse.client import MAX_BATCH, DataverseClient
 from shared.dataverse.pacing import Pacer
 from shared.domain.model import Action, ActionKind, ActionStatus, Case, CaseState
 from shared.ledger.port import Ledger
-from shared.service.outbox import ExecutionReport, Executor
+from shared.service.execution import ExecutionReport
+from shared.service.outbox import Executor
 
 UNBOUNDED = 100_000  # actions per round when no org reports a budget
 SETTLED = {CaseState.APPLIED, CaseState.FAILED, CaseState.DENIED, CaseState.EXPIRED}
