@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from tests.factories import ADMIN_TOKEN, container
 from tests.serving import serve
 

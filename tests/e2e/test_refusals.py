@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.cli.app import app as cli
+from functions.console import app as cli
 from shared.config.orgs import OrgsError, parse_orgs
 from shared.config.settings import Settings, SettingsError
 from shared.ledger.port import job_ledger

@@ -100,3 +100,5 @@ def test_the_package_leaves_out_local_state_and_keeps_what_the_host_loads() -> N
     ignored = set((REPO / ".funcignore").read_text().split())
     assert {".azure", ".venv", ".orgguard", "tests", "sandbox", "infra", "local.settings.json"} <= ignored
     assert not ignored & {"shared", "functions", "function_app.py", "host.json", "requirements.txt"}
+    # The command line is local: it and typer/rich (requirements-dev.txt) never ship to the Function App.
+    assert {"shared/cli", "functions/console.py"} <= ignored

@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from shared.domain.model import ActionStatus, CaseState, MailboxKey
 from shared.domain.policy import PolicyError
 from tests.factories import AIKO, HOLDING_POLICY, claim, container, ledger_snapshot

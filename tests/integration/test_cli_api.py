@@ -29,7 +29,7 @@ from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.cli import api_client
-from shared.cli.app import app
+from functions.console import app
 from shared.domain.model import ActionStatus
 from tests.factories import ADMIN_TOKEN, AIKO, HOLDING_POLICY, claim, container, registry
 from tests.jobs_support import exchange, reset_sandbox, row_for

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from functions.http_api import create_api
 from sandbox.server import running
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from shared.domain.model import CaseQuery, MailboxKey
 from tests.factories import ADMIN_TOKEN
 from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, rows, wired, writes

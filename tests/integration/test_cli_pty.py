@@ -80,7 +80,7 @@ def in_terminal(
     if pid == 0:  # the child: a session of its own with the pty as its controlling terminal
         try:
             os.chdir(cwd)
-            os.execve(sys.executable, [sys.executable, "-m", "shared.cli.app", *args], env)  # noqa: S606
+            os.execve(sys.executable, [sys.executable, "-m", "functions.console", *args], env)  # noqa: S606
         finally:
             os._exit(127)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))

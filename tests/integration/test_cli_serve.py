@@ -28,7 +28,7 @@ def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def orgguard(*args: str) -> list[str]:
-    return [sys.executable, "-m", "shared.cli.app", *args]
+    return [sys.executable, "-m", "functions.console", *args]
 
 
 @contextmanager

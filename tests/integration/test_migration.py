@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from sandbox.server import running
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import ActionStatus, CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger
@@ -154,7 +154,7 @@ def test_s3_500_mailboxes_move_under_a_tight_budget_and_survive_a_kill(
     }
     c = wired(tmp_path, base_url, POLICY)
     ledger = job_ledger(c.ledger)
-    command = [sys.executable, "-m", "shared.cli.app", "migrate", "--from", "contoso-na", "--to", "contoso-eu"]
+    command = [sys.executable, "-m", "functions.console", "migrate", "--from", "contoso-na", "--to", "contoso-eu"]
     process = subprocess.Popen(
         [*command, "--mailboxes", str(listing), "--apply", "--json"],
         cwd=tmp_path,

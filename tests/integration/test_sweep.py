@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from sandbox.server import running
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger

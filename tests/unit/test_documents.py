@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from shared import bootstrap
-from shared.cli.app import app
+from functions.console import app
 from shared.config import documents
 from shared.config.documents import MAX_DEPTH, MAX_NODES, TooComplex, load_yaml
 from shared.config.orgs import OrgsError, load_orgs
