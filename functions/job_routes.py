@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, container, role
 from shared.domain.auth import Principal, Role
-from shared.domain.jobs import Job, JobKind, JobState, job_doc
-from shared.domain.model import NotFound
-from shared.ledger.port import JobLedger, job_ledger
+from shared.domain.jobs import JobKind
+from shared.service.jobs import Jobs
+from shared.service.views import job_view
 
 log = logging.getLogger("orgguard.jobs")
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -54,8 +54,8 @@ class MigrationRequest(Strict):
         return self
 
 
-def _ledger() -> JobLedger:
-    return job_ledger(container().ledger)
+def _jobs() -> Jobs:
+    return container().jobs()
 
 
 def _spawn(work: Any, name: str) -> None:
@@ -70,19 +70,12 @@ def _finished(task: asyncio.Task[Any]) -> None:
         log.error("job %s failed: %s", task.get_name(), task.exception())
 
 
-def _job(job_id: str, kind: JobKind) -> Job:
-    job = _ledger().job(job_id)
-    if job is None or job.kind is not kind:
-        raise NotFound(f"no {kind.value} {job_id}", field="id")
-    return job
-
-
 async def _listed(kind: JobKind, limit: int) -> dict[str, Any]:
-    return {"items": [job_doc(j) for j in await run_in_threadpool(_ledger().jobs, kind, limit)]}
+    return {"items": [job_view(j) for j in await run_in_threadpool(_jobs().recent, kind, limit)]}
 
 
 async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
-    return job_doc(await run_in_threadpool(_job, job_id, kind))
+    return job_view(await run_in_threadpool(_jobs().get, kind, job_id))
 
 
 # --- sweeps ------------------------------------------------------------------------------
@@ -90,14 +83,10 @@ async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
 
 @router.post("/sweeps", status_code=202)
 async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
-    from shared.service.sweep import new_job, run_sweep
-
-    c = container()
-    for name in body.orgs:
-        c.orgs.get(name)
-    job = await run_in_threadpool(_ledger().save_job, new_job(body.orgs, actor=who.name, apply=body.apply))
-    _spawn(run_sweep(c.service, _ledger(), job), f"sweep {job.id}")
-    return job_doc(job)
+    jobs = _jobs()
+    job = await run_in_threadpool(lambda: jobs.start_sweep(body.orgs, apply=body.apply, actor=who.name))
+    _spawn(jobs.run_sweep(job), f"sweep {job.id}")
+    return job_view(job)
 
 
 @router.get("/sweeps")
@@ -113,29 +102,16 @@ async def get_sweep(job_id: str, _: Reader) -> dict[str, Any]:
 # --- migrations ----------------------------------------------------------------------------
 
 
-async def _migrate(job: Job) -> None:
-    from shared.dataverse.pacing import Pacer
-    from shared.service.migration import Migration
-
-    pacer = Pacer()
-    try:
-        await Migration(container().service, _ledger(), pacer, job).run()
-    finally:
-        await pacer.aclose()
-
-
 @router.post("/migrations", status_code=202)
 async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
-    from shared.service.migration import Selection, new_job
-
-    c = container()
-    c.orgs.get(body.source)
-    c.orgs.get(body.target)
-    selection = Selection.parse(addresses=body.mailboxes, domain=body.domain)
-    job = new_job(body.source, body.target, selection, actor=who.name, apply=body.apply)
-    job = await run_in_threadpool(_ledger().save_job, job)
-    _spawn(_migrate(job), f"migration {job.id}")
-    return job_doc(job)
+    jobs = _jobs()
+    job = await run_in_threadpool(
+        lambda: jobs.start_migration(
+            body.source, body.target, addresses=body.mailboxes, domain=body.domain, apply=body.apply, actor=who.name
+        )
+    )
+    _spawn(jobs.run_migration(job), f"migration {job.id}")
+    return job_view(job)
 
 
 @router.get("/migrations")
@@ -148,35 +124,30 @@ async def get_migration(job_id: str, _: Reader) -> dict[str, Any]:
     return await _shown(job_id, JobKind.MIGRATION)
 
 
-async def _move_to(job_id: str, state: JobState) -> Job:
-    job = await run_in_threadpool(_job, job_id, JobKind.MIGRATION)
-    return await run_in_threadpool(_ledger().save_job, job.moved_to(state))
-
-
 @router.post("/migrations/{job_id}/pause")
 async def pause_migration(job_id: str, _: Admin) -> dict[str, Any]:
-    return job_doc(await _move_to(job_id, JobState.PAUSED))
+    return job_view(await run_in_threadpool(_jobs().pause, job_id))
 
 
 @router.post("/migrations/{job_id}/cancel")
 async def cancel_migration(job_id: str, _: Admin) -> dict[str, Any]:
     """No further moves are recorded; the ones already decided are still carried out."""
-    return job_doc(await _move_to(job_id, JobState.CANCELLED))
+    return job_view(await run_in_threadpool(_jobs().cancel, job_id))
 
 
 @router.post("/migrations/{job_id}/resume", status_code=202)
 async def resume_migration(job_id: str, _: Admin) -> dict[str, Any]:
-    job = await _move_to(job_id, JobState.RUNNING)
-    _spawn(_migrate(job), f"migration {job.id}")
-    return job_doc(job)
+    jobs = _jobs()
+    job = await run_in_threadpool(jobs.resume, job_id)
+    _spawn(jobs.run_migration(job), f"migration {job.id}")
+    return job_view(job)
 
 
 @router.post("/migrations/{job_id}/apply", status_code=202)
 async def apply_migration_plan(job_id: str, who: Admin) -> dict[str, Any]:
     """Apply the reviewed plan of a migration planned without ``apply``: a new migration that moves
     exactly what was planned, or fails as stale (409) if planning again gives another plan."""
-    from shared.service.migration import apply_plan
-
-    job = await run_in_threadpool(lambda: apply_plan(_ledger(), job_id, actor=who.name))
-    _spawn(_migrate(job), f"migration {job.id}")
-    return job_doc(job)
+    jobs = _jobs()
+    job = await run_in_threadpool(lambda: jobs.apply_plan(job_id, actor=who.name))
+    _spawn(jobs.run_migration(job), f"migration {job.id}")
+    return job_view(job)

@@ -53,13 +53,9 @@ def sweep_applies(env: Mapping[str, str] | None = None) -> bool:
 
 def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
     """One sweep of every org, acting only when ORGGUARD_SWEEP_APPLY says so; its summary."""
-    from shared.ledger.port import job_ledger
-    from shared.service.sweep import new_job, run_sweep
-
-    c = bootstrap.container()
-    ledger = job_ledger(c.ledger)
-    job = ledger.save_job(new_job([], actor="orgguard:timer", apply=sweep_applies() if apply is None else apply))
-    done, result = asyncio.run(run_sweep(c.service, ledger, job))
+    jobs = bootstrap.container().jobs()
+    job = jobs.start_sweep([], apply=sweep_applies() if apply is None else apply, actor="orgguard:timer")
+    done, result = asyncio.run(jobs.run_sweep(job))
     summary = result.doc(limit=0)
     log.info("sweep %s: %s", done.id, {k: summary[k] for k in ("mailboxes", "conflicts_total", "requests", "apply")})
     return summary

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the Dataverse client (httpx) and msgraph stay off the gate'
     from shared.dataverse.clients import ClientPool
     from shared.graph.client import Graph
     from shared.service.delivery import Delivery
+    from shared.service.jobs import Jobs
     from shared.service.outbox import Executor
 
 log = logging.getLogger("orgguard")
@@ -66,6 +67,13 @@ class Container:
             public_url=s.public_url,
             clock=self.service.clock,
         )
+
+    def jobs(self) -> Jobs:
+        """Sweeps and migrations: start, pause, resume, cancel and run them (one rule for every entry point)."""
+        from shared.ledger.port import job_ledger
+        from shared.service.jobs import Jobs
+
+        return Jobs(self.service, job_ledger(self.ledger))
 
     async def run_actions(self) -> None:
         """Carry out every due action once, with clients for this event loop only."""

@@ -3,7 +3,7 @@
 ``LedgerOperations`` works on the ledger directly (the machine the local host runs
 on, after ``make run``); ``shared.cli.api_client.ApiOperations`` goes through the admin
 API (``--url``), so the operator's role applies and the server does the work. Both
-answer with the documents the API gives (``shared.service.views``, ``shared.domain.jobs.job_doc``),
+answer with the documents the API gives (``shared.service.views``, ``job_view``),
 so each command is written once and shows the same thing whichever way it went.
 
 Sweeps and migrations run where they are started: on the server through the API,
@@ -19,12 +19,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from shared.domain.jobs import Job, JobKind, JobState, job_doc
-from shared.domain.model import CaseQuery, MailboxKey, NotFound
-from shared.ledger.port import JobLedger, job_ledger
+from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.model import CaseQuery, DomainError, MailboxKey
+from shared.service.views import job_view
 
 if TYPE_CHECKING:
     from shared.bootstrap import Container
+    from shared.service.jobs import Jobs
 
 Doc = dict[str, Any]
 Verdict = Literal["approve", "deny"]
@@ -154,8 +155,9 @@ class LedgerOperations:
         self._reports: dict[str, Doc] = {}
 
     @property
-    def ledger(self) -> JobLedger:
-        return job_ledger(self.container.ledger)
+    def work(self) -> Jobs:
+        """The job use cases (``shared.service.jobs``), as the API's job routes use them."""
+        return self.container.jobs()
 
     # --- cases ----------------------------------------------------------------------------
 
@@ -192,66 +194,43 @@ class LedgerOperations:
     # --- jobs -----------------------------------------------------------------------------
 
     def jobs(self, kind: JobKind, limit: int = 500) -> list[Doc]:
-        return [job_doc(j) for j in self.ledger.jobs(kind, limit)]
-
-    def _job(self, kind: JobKind, job_id: str) -> Job:
-        job = self.ledger.job(job_id)
-        if job is None or job.kind is not kind:
-            raise NotFound(f"no {kind.value} {job_id}", field="id")
-        return job
+        return [job_view(j) for j in self.work.recent(kind, limit)]
 
     def job(self, kind: JobKind, job_id: str) -> Doc:
-        return job_doc(self._job(kind, job_id))
+        return job_view(self.work.get(kind, job_id))
 
     def set_state(self, job_id: str, state: JobState) -> Doc:
-        job = self._job(JobKind.MIGRATION, job_id)
-        return job_doc(self.ledger.save_job(job.moved_to(state)))
+        move = {JobState.PAUSED: self.work.pause, JobState.CANCELLED: self.work.cancel}.get(state)
+        if move is None:
+            raise DomainError(f"a migration is paused or cancelled here, not made {state.value}", field="state")
+        return job_view(move(job_id))
 
     def start_sweep(self, orgs: list[str], apply: bool, *, on_page: PageSeen) -> Doc:
-        from shared.service.sweep import new_job, run_sweep
-
-        for name in orgs:
-            self.service.orgs.get(name)
-        job = self.ledger.save_job(new_job(orgs, actor=self.actor, apply=apply))
+        job = self.work.start_sweep(orgs, apply=apply, actor=self.actor)
 
         async def work() -> None:
-            _, result = await run_sweep(self.service, self.ledger, job, progress=on_page)
+            _, result = await self.work.run_sweep(job, progress=on_page)
             self._reports[job.id] = result.doc()
 
         self._workers[job.id] = _Worker(work)
-        return job_doc(job)
+        return job_view(job)
 
     def start_migration(self, order: MigrationOrder) -> Doc:
-        from shared.service.migration import Selection, new_job
-
-        selection = Selection.parse(addresses=order.mailboxes, domain=order.domain)
-        self.service.orgs.get(order.source)
-        self.service.orgs.get(order.target)
-        return self._migrate(
-            self.ledger.save_job(new_job(order.source, order.target, selection, actor=self.actor, apply=order.apply))
-        )
+        job = self.work.start_migration(
+            order.source, order.target, addresses=order.mailboxes, domain=order.domain, apply=order.apply,
+            actor=self.actor,
+        )  # fmt: skip
+        return self._run_migration(job)
 
     def resume_migration(self, job_id: str) -> Doc:
-        return self._migrate(self.ledger.save_job(self._job(JobKind.MIGRATION, job_id).moved_to(JobState.RUNNING)))
+        return self._run_migration(self.work.resume(job_id))
 
     def apply_plan(self, job_id: str) -> Doc:
-        from shared.service.migration import apply_plan
+        return self._run_migration(self.work.apply_plan(job_id, actor=self.actor))
 
-        return self._migrate(apply_plan(self.ledger, job_id, actor=self.actor))
-
-    def _migrate(self, job: Job) -> Doc:
-        from shared.dataverse.pacing import Pacer
-        from shared.service.migration import Migration
-
-        async def work() -> None:
-            pacer = Pacer()
-            try:
-                await Migration(self.service, self.ledger, pacer, job).run()
-            finally:
-                await pacer.aclose()
-
-        self._workers[job.id] = _Worker(work)
-        return job_doc(job)
+    def _run_migration(self, job: Job) -> Doc:
+        self._workers[job.id] = _Worker(lambda: self.work.run_migration(job))
+        return job_view(job)
 
     def settled(self, doc: Doc) -> bool:
         worker = self._workers.get(str(doc["id"]))
@@ -262,9 +241,8 @@ class LedgerOperations:
         if worker is None:
             return False
         if kind is JobKind.MIGRATION and not hard:
-            current = self._job(kind, job_id)
-            if current.state is JobState.RUNNING:
-                self.ledger.save_job(current.moved_to(JobState.PAUSED))  # it stops after the batch in flight
+            if self.work.get(kind, job_id).state is JobState.RUNNING:
+                self.work.pause(job_id)  # it stops after the batch in flight
             return True
         worker.cancel()  # a sweep (or a second Ctrl-C): the job saves itself as cancelled / paused
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.domain.jobs import Job
 from shared.domain.model import Action, Case, ClaimRecord, Decision, Notice, Overview, Ownership
 from shared.service.orgguard import MailboxReport, Outcome
 
@@ -122,3 +123,20 @@ def overview_view(o: Overview) -> dict[str, Any]:
             "expires_at": when(held.expires_at),
         }
     return {"counts": o.counts, "by_org": o.by_org, "oldest_held": oldest}
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A sweep or migration with its progress and (once done) its report."""
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "state": job.state.value,
+        "params": job.params,
+        "actor": job.actor,
+        "created_at": when(job.created_at),
+        "updated_at": when(job.updated_at),
+        "progress": job.progress,
+        "result": job.result,
+        "error": job.error,
+        "version": job.version,
+    }

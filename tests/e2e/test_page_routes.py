@@ -115,7 +115,8 @@ def test_the_static_files_ship_in_the_package():
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "static/**/*" in data["functions"]
     ignored = [line.strip() for line in (root / ".funcignore").read_text().splitlines() if line.strip()]
-    assert not any(line.startswith(("functions", "static", "*.js", "*.css", "*.html")) for line in ignored)
+    assert not any(line.startswith(("functions/static", "static", "*.js", "*.css", "*.html")) for line in ignored)
+    assert "functions" not in ignored
 
 
 # --- signing in behind App Service Authentication ------------------------------------------
