@@ -124,7 +124,7 @@ def serve(
     from functions.local_host import create_local_app
     from shared import bootstrap
     from shared.config.settings import Settings
-    from shared.dataverse.client import DataverseError
+    from shared.dataverse.port import DataverseError
     from shared.dataverse.registration import register_orgs
 
     if sandbox and no_sandbox:
@@ -253,7 +253,7 @@ def register(
     import asyncio
 
     from shared.cli.api_client import check_url
-    from shared.dataverse.client import DataverseError
+    from shared.dataverse.port import DataverseError
     from shared.dataverse.registration import register_orgs
 
     with reported():

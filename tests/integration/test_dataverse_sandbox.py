@@ -11,16 +11,10 @@ import httpx
 import pytest
 
 from sandbox.server import running
-from shared.dataverse.client import (
-    BatchOperation,
-    DataverseClient,
-    LocalDevToken,
-    PreconditionFailed,
-    RetryPolicy,
-    Throttled,
-    token_provider_for,
-)
+from shared.dataverse.client import DataverseClient
+from shared.dataverse.port import BatchOperation, PreconditionFailed, RetryPolicy, Throttled
 from shared.dataverse.registration import register
+from shared.dataverse.tokens import LocalDevToken, token_provider_for
 
 pytestmark = pytest.mark.sandbox
 
