@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from shared.dataverse.payloads import dotnet
 from shared.dataverse.schema import (
@@ -100,20 +100,8 @@ def row_fields(attrs: Mapping[str, object]) -> RowFields:
 
 def known_fields(row: MailboxRow) -> RowFields:
     """A read-back row's fields, leaving out what it does not know."""
-    fields: RowFields = {}
-    if row.address is not None:
-        fields["address"] = row.address
-    if row.act_method is not None:
-        fields["act_method"] = row.act_method
-    if row.primary_flag is not None:
-        fields["primary_flag"] = row.primary_flag
-    if row.test_enable is not None:
-        fields["test_enable"] = row.test_enable
-    if row.active is not None:
-        fields["active"] = row.active
-    if row.regarding_id is not None:
-        fields["regarding_id"] = row.regarding_id
-    return fields
+    values = {name: getattr(row, name) for name in RowFields.__optional_keys__}
+    return cast(RowFields, {name: value for name, value in values.items() if value is not None})
 
 
 def target_kind(target: Mapping[str, object]) -> ClaimKind | None:
