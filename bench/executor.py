@@ -59,8 +59,8 @@ def _world(base: str, tmp: Path):  # type: ignore[no-untyped-def]
 
 
 async def _drain(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    from shared.dataverse.client import RetryPolicy
     from shared.dataverse.clients import ClientPool
+    from shared.dataverse.port import RetryPolicy
     from shared.service.outbox import Executor, has_pending
 
     pool = ClientPool(RetryPolicy(attempts=8, base_delay=0.1, max_delay=5.0))
@@ -77,7 +77,7 @@ async def _drain(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
 
 async def _naive(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """One PATCH per action, in order, the way a hand-written admin script does it."""
-    from shared.service.outbox import WRITES
+    from shared.dataverse.schema import WRITES
 
     actions = service.ledger.pending_actions(100_000)
     start = time.perf_counter()

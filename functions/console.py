@@ -94,7 +94,7 @@ def serve(
     from functions.local_host import create_local_app
     from shared import bootstrap
     from shared.config.settings import Settings
-    from shared.dataverse.client import DataverseError
+    from shared.dataverse.port import DataverseError
     from shared.dataverse.registration import register_orgs
 
     if sandbox and no_sandbox:

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator
 
 from shared import bootstrap
 from shared.config.settings import Settings, SettingsError
-from shared.dataverse.payloads import MAX_BODY, PayloadTooLarge
+from shared.dataverse.payloads import MAX_BODY, check_size
 from shared.domain.auth import Principal, Role, authenticate
 from shared.domain.model import hidden_character
 
@@ -64,13 +64,12 @@ def role(needed: Role) -> Callable[..., Principal]:
 async def limited_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The body, refused with 413 as soon as it grows past ``limit``."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the payload is {declared} bytes; OrgGuard takes at most {limit}")
+    if declared and declared.isdigit():
+        check_size(int(declared), limit=limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the payload is over {limit} bytes")
+        check_size(size, limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

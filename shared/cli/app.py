@@ -62,7 +62,7 @@ def register(
     import asyncio
 
     from shared.cli.api_client import check_url
-    from shared.dataverse.client import DataverseError
+    from shared.dataverse.port import DataverseError
     from shared.dataverse.registration import register_orgs
 
     with reported():

@@ -1,47 +1,78 @@
-"""Dataverse clients for registered orgs, and the mailbox reads OrgGuard makes through them."""
+"""The one place a ``DataverseClient`` is built: per org, with its token provider and retries.
+
+Everything else is handed a factory (``port.ClientFor``, ``port.Connect``,
+``pacing.PacedConnect``) and never builds a client itself, so the composition root
+decides once which identity (``client_id``) OrgGuard uses in the orgs.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Literal
 
-from shared.dataverse.client import DataverseClient, RetryPolicy, token_provider_for
+import httpx
+
+from shared.dataverse import mailboxes
+from shared.dataverse.client import DataverseClient
 from shared.dataverse.payloads import MailboxRow
-from shared.domain.model import DomainError, MailboxKey, Org
-from shared.ledger import deadline
-
-READ_BACK_S = 30.0  # the longest a read-back takes outside the gate
-
-READ_BACK_COLUMNS = (
-    "mailboxid",
-    "emailaddress",
-    "actdeliverymethod",
-    "orgmarkedasprimaryforexchangesync",
-    "testemailconfigurationscheduled",
-    "statecode",
-    "_regardingobjectid_value",
-)
+from shared.dataverse.port import RetryPolicy
+from shared.dataverse.tokens import token_provider_for
+from shared.domain.model import Org
 
 
-def make_client(org: Org, retry: RetryPolicy | None = None) -> DataverseClient:
-    """A client for ``org``: a local development token on loopback, azure-identity elsewhere."""
-    tokens = token_provider_for(org.url, client_id=os.environ.get("AZURE_CLIENT_ID") or None)
-    return DataverseClient(org.url, tokens, retry=retry or RetryPolicy(), org=org.name)
+class _Default(Enum):
+    ENVIRONMENT = "AZURE_CLIENT_ID"
+
+
+FROM_ENVIRONMENT: Final = _Default.ENVIRONMENT
+ClientId = str | None | Literal[_Default.ENVIRONMENT]
+
+
+def environment_client_id() -> str | None:
+    """The managed identity's client id from ``AZURE_CLIENT_ID`` (None: the default credential chain)."""
+    # TODO(lead): inject from bootstrap (read it in settings); the last read of the environment in shared/dataverse.
+    return os.environ.get("AZURE_CLIENT_ID") or None
+
+
+def _resolve(client_id: ClientId) -> str | None:
+    return environment_client_id() if client_id is FROM_ENVIRONMENT else client_id
+
+
+def connect(
+    org: Org, *, client_id: str | None, retry: RetryPolicy | None = None, http: httpx.AsyncClient | None = None
+) -> DataverseClient:
+    """A client for ``org``: a local development token on loopback, azure-identity (``client_id``) elsewhere.
+
+    With ``http`` it sends through that client (a pacer's) and leaves closing it to its owner.
+    """
+    tokens = token_provider_for(org.url, client_id=client_id)
+    return DataverseClient(org.url, tokens, http=http, retry=retry or RetryPolicy(), org=org.name)
+
+
+@dataclass(frozen=True)
+class Connector:
+    """``connect`` with the identity bound: the factory handed to read-backs and pacers."""
+
+    client_id: str | None
+
+    def __call__(self, org: Org, retry: RetryPolicy, http: httpx.AsyncClient | None = None) -> DataverseClient:
+        return connect(org, client_id=self.client_id, retry=retry, http=http)
 
 
 class ClientPool:
-    """One client per org, for the life of one event loop."""
+    """One client per org, for the life of one event loop (a ``port.ClientFor``)."""
 
-    def __init__(self, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, retry: RetryPolicy | None = None, *, client_id: ClientId = FROM_ENVIRONMENT) -> None:
         self._clients: dict[str, DataverseClient] = {}
         self._retry = retry
+        self._client_id = _resolve(client_id)
 
     def __call__(self, org: Org) -> DataverseClient:
         client = self._clients.get(org.name)
         if client is None:
-            client = self._clients[org.name] = make_client(org, self._retry)
+            client = self._clients[org.name] = connect(org, client_id=self._client_id, retry=self._retry)
         return client
 
     @property
@@ -54,58 +85,7 @@ class ClientPool:
         self._clients.clear()
 
 
-def mailbox_row(row: dict[str, Any]) -> MailboxRow:
-    state = row.get("statecode")
-    return MailboxRow(
-        mailbox_id=str(row["mailboxid"]),
-        address=row.get("emailaddress"),
-        act_method=row.get("actdeliverymethod"),
-        primary_flag=row.get("orgmarkedasprimaryforexchangesync"),
-        test_enable=row.get("testemailconfigurationscheduled"),
-        active=None if state is None else state == 0,
-        regarding_id=row.get("_regardingobjectid_value"),
-    )
-
-
-async def read_mailbox(client: DataverseClient, mailbox_id: str) -> MailboxRow | None:
-    row = await client.get("mailboxes", mailbox_id, select=READ_BACK_COLUMNS)
-    return mailbox_row(row) if row else None
-
-
 def read_back(org: Org, mailbox_id: str) -> MailboxRow | None:
-    """Read a mailbox row from its org, from synchronous code (trimmed payloads are rare).
-
-    Within the current deadline (the gate's): retries and timeouts stop when it does.
-    """
-    budget = deadline.wait_budget(READ_BACK_S)
-
-    async def go() -> MailboxRow | None:
-        retry = RetryPolicy(attempts=3, base_delay=0.2, timeout=min(10.0, max(budget, 0.1)))
-        async with make_client(org, retry) as client:
-            return await asyncio.wait_for(read_mailbox(client, mailbox_id), timeout=budget)
-
-    if budget <= 0:
-        raise deadline.DeadlineExceeded(f"no time left to read the mailbox back from {org.name}")
-    try:
-        return asyncio.run(go())
-    except TimeoutError:
-        raise deadline.DeadlineExceeded(f"{org.name} did not answer the read-back within {budget:.1f} s") from None
-
-
-async def find_mailbox(
-    client: DataverseClient, key: MailboxKey, *, select: Sequence[str] = ("mailboxid", "emailaddress", "statecode")
-) -> dict[str, Any] | None:
-    """The active mailbox row whose address normalizes to ``key`` (addresses vary in case and spaces)."""
-    needle = key.address.replace("'", "''")
-    async for page in client.query(
-        "mailboxes",
-        select=select,
-        filter=f"contains(emailaddress,'{needle}') and statecode eq 0",
-    ):
-        for row in page:
-            try:
-                if MailboxKey.parse(row.get("emailaddress")) == key:
-                    return row
-            except DomainError:
-                continue
-    return None
+    """``mailboxes.read_back`` through a client of its own (the gate's read-back of a trimmed payload)."""
+    # TODO(lead): inject from bootstrap (mailboxes.read_back with a Connector built from settings).
+    return mailboxes.read_back(org, mailbox_id, connect=Connector(environment_client_id()))

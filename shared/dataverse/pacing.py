@@ -17,13 +17,14 @@ Dataverse allows each user about 6,000 requests per 5 minutes per web server
 The pace sits in the HTTP client (httpx event hooks), under ``DataverseClient``
 and its retries, so reads, the executor's ``$batch`` writes and read-backs are
 all paced the same way. Orgs are paced independently: work spreads across them.
+The pacer builds the paced HTTP client; the Dataverse client on top of it comes
+from the factory it is given (``clients.Connector``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from shared.dataverse.client import MAX_BATCH, DataverseClient, RetryPolicy, token_provider_for
+from shared.dataverse.port import MAX_BATCH, OrgClient, RetryPolicy
 from shared.domain.model import Org
 
 REMAINING = "x-ms-ratelimit-burst-remaining-xrm-requests"
@@ -42,6 +43,8 @@ _PART = re.compile(rb"^Content-Type:\s*application/http", re.IGNORECASE | re.MUL
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+PacedConnect = Callable[[Org, RetryPolicy, httpx.AsyncClient], OrgClient]
+"""Builds ``org``'s client sending through the given (paced) HTTP client, which the pacer closes."""
 
 # Jobs wait out long windows (real Dataverse answers Retry-After in minutes), so their
 # clients accept a longer Retry-After than the interactive default.
@@ -138,7 +141,8 @@ class Pacer:
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
     paces: dict[str, OrgPace] = field(default_factory=dict)
-    _clients: dict[str, DataverseClient] = field(default_factory=dict)
+    connect: PacedConnect | None = None  # None: clients.Connector with AZURE_CLIENT_ID (see _default_connect)
+    _clients: dict[str, OrgClient] = field(default_factory=dict)
     _http: list[httpx.AsyncClient] = field(default_factory=list)
 
     def pace(self, org: str) -> OrgPace:
@@ -147,7 +151,7 @@ class Pacer:
             found = self.paces[org] = OrgPace(org, clock=self.clock, sleep=self.sleep)
         return found
 
-    def __call__(self, org: Org) -> DataverseClient:
+    def __call__(self, org: Org) -> OrgClient:
         """A client for ``org`` whose every request is paced (the executor's ``client_for``)."""
         client = self._clients.get(org.name)
         if client is None:
@@ -165,10 +169,8 @@ class Pacer:
                 limits=httpx.Limits(max_connections=8),
             )
             self._http.append(http)
-            tokens = token_provider_for(org.url, client_id=os.environ.get("AZURE_CLIENT_ID") or None)
-            client = self._clients[org.name] = DataverseClient(
-                org.url, tokens, http=http, retry=self.retry, org=org.name
-            )
+            connect = self.connect or _default_connect()
+            client = self._clients[org.name] = connect(org, self.retry, http)
         return client
 
     @property
@@ -196,6 +198,14 @@ class Pacer:
             await http.aclose()
         self._http.clear()
         self._clients.clear()
+
+
+def _default_connect() -> PacedConnect:
+    # TODO(lead): inject from bootstrap (Pacer(connect=clients.Connector(settings...))) and drop this default:
+    # it is the one way the service layer still reaches the client adapter (sweep, migration, rollout -> pacing).
+    from shared.dataverse.clients import Connector, environment_client_id
+
+    return Connector(environment_client_id())
 
 
 def estimate_seconds(operations: int, requests: int, *, remaining: int | None, budget: int, window_s: float) -> float:

@@ -22,7 +22,9 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from shared.config.orgs import OrgRegistry
-from shared.dataverse.client import DataverseClient, DataverseError, odata_string
+from shared.dataverse.client import DataverseClient
+from shared.dataverse.port import DataverseError, odata_string
+from shared.dataverse.schema import ACT_METHOD, ADDRESS, MAILBOX, PRIMARY_FLAG, REGARDING, STATE, TEST_ENABLE
 
 KEY_HEADER = "x-orgguard-key"
 GATE_PATH = "/api/dataverse/gate"
@@ -39,8 +41,8 @@ DEPLOYMENT_SERVER = 0
 IMAGE_PRE = 0
 IMAGE_POST = 1
 
-FILTERING_ATTRIBUTES = "testemailconfigurationscheduled,orgmarkedasprimaryforexchangesync,actdeliverymethod"
-IMAGE_ATTRIBUTES = "emailaddress,actdeliverymethod,orgmarkedasprimaryforexchangesync,statecode,regardingobjectid"
+FILTERING_ATTRIBUTES = ",".join((TEST_ENABLE, PRIMARY_FLAG, ACT_METHOD))
+IMAGE_ATTRIBUTES = ",".join((ADDRESS, ACT_METHOD, PRIMARY_FLAG, STATE, REGARDING))
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ async def register(client: DataverseClient, *, org_name: str, base_url: str, key
         client,
         "sdkmessagefilters",
         "sdkmessagefilterid",
-        f"primaryobjecttypecode eq {odata_string('mailbox')} and _sdkmessageid_value eq {message_id}",
+        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
     )
     for step in STEPS:
         step_id = await _ensure_step(client, step, endpoint_ids[step.endpoint], message_id, filter_id, tally=tally)
@@ -372,7 +374,7 @@ async def register_orgs(orgs: OrgRegistry, names: Sequence[str], base_url: str) 
     """Register OrgGuard's gate and event endpoints in each named org (``orgguard register``)."""
     from shared.dataverse.clients import ClientPool
 
-    pool = ClientPool()
+    pool = ClientPool()  # TODO(lead): inject from bootstrap (the CLI's register command passes the pool)
     try:
         return [
             await register(pool(orgs.get(name)), org_name=name, base_url=base_url, key=orgs.key_for(name))

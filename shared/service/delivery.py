@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.config.orgs import OrgRegistry
-from shared.domain import letters
+from shared.domain import backoff, letters
 from shared.domain.model import Action, ActionStatus, DomainError, Notice, NoticeKind, Org, utcnow
 from shared.domain.notices import ADMIN_PREFIX
 from shared.domain.policy import GROUP_PREFIX, Policy
@@ -39,7 +39,7 @@ from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
 
 if TYPE_CHECKING:
-    from shared.dataverse.client import DataverseClient
+    from shared.dataverse.port import OrgClient
 
 log = logging.getLogger("orgguard.delivery")
 
@@ -73,7 +73,7 @@ class _Defer(Exception):
 class Delivery:
     ledger: Ledger
     orgs: OrgRegistry
-    client_for: Callable[[Org], DataverseClient]
+    client_for: Callable[[Org], OrgClient]
     connect: Callable[[], MailGraph]
     sender: str
     policy: Callable[[], Policy]
@@ -200,7 +200,7 @@ class Delivery:
 
     async def _admin(self, ref: str, problems: list[str]) -> str | None:
         """The address of the Dataverse user who made the change: ``systemuser.internalemailaddress``."""
-        from shared.dataverse.client import DataverseError
+        from shared.dataverse.port import DataverseError
 
         org_name, _, user_id = ref.partition("/")
         try:
@@ -256,7 +256,7 @@ class Delivery:
         if attempts >= self.max_attempts:
             await self._end(action, ActionStatus.FAILED, f"{error} (gave up after {attempts} attempts)", report, notice)
             return
-        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
         if retry_after:
             delay = max(delay, min(retry_after, self.max_delay))
         retry_at = self.clock() + timedelta(seconds=delay)

@@ -12,15 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.config.orgs import OrgRegistry
-from shared.dataverse.payloads import (
-    MAX_BODY,
-    Context,
-    MailboxRow,
-    PayloadTooLarge,
-    loads_context,
-    parse_context,
-    to_claim,
-)
+from shared.dataverse.payloads import Context, MailboxRow, check_size, loads_context, parse_context, to_claim
 from shared.domain.model import Decision, DomainError, Effect, InvalidPayload, Org, Origin
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import LedgerError
@@ -84,7 +76,7 @@ class Intake:
     def receive_webhook(self, body: bytes, *, key: str | None, origin: Origin, size_exceeded: bool = False) -> Outcome:
         """A payload posted by an org's service endpoint, vouched for by its key."""
         org = self.org_for_key(key)
-        check_size(body)
+        check_size(len(body))
         ctx = loads_context(body, size_exceeded=size_exceeded)
         if ctx.org_id != org.id:
             raise WrongKey("the payload's OrganizationId is not the org this key belongs to")
@@ -126,11 +118,6 @@ class Intake:
         if row is None:
             raise InvalidPayload(f"mailbox {ctx.mailbox_id} does not exist in {org.name}", field="PrimaryEntityId")
         return row
-
-
-def check_size(body: bytes) -> None:
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge(f"the payload is {len(body)} bytes; OrgGuard takes at most {MAX_BODY}")
 
 
 def _not_a_claim() -> Decision:

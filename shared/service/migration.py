@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.dataverse.client import MAX_BATCH, MAX_PAGE_SIZE, DataverseClient, odata_string
 from shared.dataverse.pacing import DOCUMENTED_BUDGET, DOCUMENTED_WINDOW_S, Pacer, estimate_seconds
+from shared.dataverse.port import MAX_BATCH, MAX_PAGE_SIZE, OrgClient, odata_string
+from shared.dataverse.schema import ACT_METHOD, ACTIVE, ADDRESS, MAILBOX_ID, MAILBOXES, ActMethod
 from shared.domain.jobs import Job, JobConflict, JobKind, JobState
 from shared.domain.model import (
     ActionStatus,
@@ -48,8 +49,7 @@ from shared.service.orgguard import OrgGuard
 from shared.service.outbox import Executor
 from shared.service.rollout import Rollout, carry_out, verify_in_doubt
 
-COLUMNS = ("mailboxid", "emailaddress", "actdeliverymethod")
-NONE, SERVER_SIDE_SYNC = 2, 1
+COLUMNS = (MAILBOX_ID, ADDRESS, ACT_METHOD)
 REPORT_LIMIT = 1000  # entries per list kept in the job record; the counts are always whole
 
 
@@ -73,8 +73,8 @@ class Selection:
         return cls(addresses=tuple(keys))
 
     def filter(self) -> str:
-        base = "statecode eq 0"
-        return f"{base} and contains(emailaddress,{odata_string('@' + self.domain)})" if self.domain else base
+        base = ACTIVE
+        return f"{base} and contains({ADDRESS},{odata_string('@' + self.domain)})" if self.domain else base
 
     def wants(self, key: MailboxKey) -> bool:
         return key.domain == self.domain if self.domain else key.address in self._set
@@ -160,15 +160,15 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return out
 
 
-async def _rows(client: DataverseClient, selection: Selection) -> tuple[dict[str, dict[str, Any]], int]:
+async def _rows(client: OrgClient, selection: Selection) -> tuple[dict[str, dict[str, Any]], int]:
     """The selected addresses' active rows in one org (first row per address), and the pages read."""
     found: dict[str, dict[str, Any]] = {}
     pages = 0
-    async for page in client.query("mailboxes", select=COLUMNS, filter=selection.filter(), page_size=MAX_PAGE_SIZE):
+    async for page in client.query(MAILBOXES, select=COLUMNS, filter=selection.filter(), page_size=MAX_PAGE_SIZE):
         pages += 1
         for row in page:
             try:
-                key = MailboxKey.parse(row.get("emailaddress"))
+                key = MailboxKey.parse(row.get(ADDRESS))
             except InvalidAddress:
                 continue
             if selection.wants(key):
@@ -195,7 +195,7 @@ async def plan(
         elif _already_moved(service, key, target, row_a, row_b) and not _ours(service, job_id, key):
             result.skipped.append({"mailbox": address, "reason": f"already owned by {target}, {source} at None"})
         else:
-            result.moves.append(PlannedMove(key, str(row_a["mailboxid"]), str(row_b["mailboxid"])))
+            result.moves.append(PlannedMove(key, str(row_a[MAILBOX_ID]), str(row_b[MAILBOX_ID])))
     result.remaining = {source: pacer.pace(source).remaining, target: pacer.pace(target).remaining}
     return result
 
@@ -207,8 +207,8 @@ def _already_moved(
     return (
         owner is not None
         and owner.owner == target
-        and row_a.get("actdeliverymethod") == NONE
-        and row_b.get("actdeliverymethod") == SERVER_SIDE_SYNC
+        and row_a.get(ACT_METHOD) == ActMethod.NONE
+        and row_b.get(ACT_METHOD) == ActMethod.SERVER_SIDE_SYNC
     )
 
 
@@ -349,7 +349,7 @@ class Migration:
             )
         return total
 
-    def _client(self, org: str) -> DataverseClient:
+    def _client(self, org: str) -> OrgClient:
         return self.pacer(self.service.orgs.get(org))
 
     def _record(self, chunk: Sequence[PlannedMove]) -> tuple[list[str], list[str]]:

@@ -11,26 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.dataverse.client import DataverseClient, DataverseError, RetryPolicy
+from shared.dataverse.mailboxes import find_mailbox
+from shared.dataverse.port import ClientFor, DataverseError, RetryPolicy
+from shared.dataverse.schema import (
+    ACT_METHOD,
+    ACT_STATUS,
+    ADDRESS,
+    MAILBOX_ID,
+    MAILBOX_STATUS,
+    MODIFIED_ON,
+    PRIMARY_FLAG,
+    STATE,
+    TEST_ENABLE,
+)
 from shared.domain.model import MailboxKey, Org
 
 log = logging.getLogger("orgguard.orgrows")
 
-COLUMNS = (
-    "mailboxid",
-    "emailaddress",
-    "actdeliverymethod",
-    "orgmarkedasprimaryforexchangesync",
-    "actstatus",
-    "mailboxstatus",
-    "testemailconfigurationscheduled",
-    "statecode",
-    "modifiedon",
-)
+COLUMNS = (MAILBOX_ID, ADDRESS, ACT_METHOD, PRIMARY_FLAG, ACT_STATUS, MAILBOX_STATUS, TEST_ENABLE, STATE, MODIFIED_ON)
 # One quick retry, a few seconds per try: a person is waiting for the page.
 RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0, timeout=5.0)
 DEADLINE_S = 12.0
@@ -52,12 +54,7 @@ class OrgRow:
         return {"org": self.org, "found": True, **{c: self.row.get(c) for c in COLUMNS}}
 
 
-ClientFor = Callable[[Org], DataverseClient]
-
-
 async def read_row(org: Org, client_for: ClientFor, key: MailboxKey, *, deadline: float = DEADLINE_S) -> OrgRow:
-    from shared.dataverse.clients import find_mailbox
-
     try:
         row = await asyncio.wait_for(find_mailbox(client_for(org), key, select=COLUMNS), deadline)
     except TimeoutError:
@@ -77,8 +74,14 @@ async def read_rows(
     return list(await asyncio.gather(*(read_row(org, client_for, key, deadline=deadline) for org in orgs)))
 
 
-async def rows_in_orgs(orgs: Sequence[Org], key: MailboxKey, *, deadline: float = DEADLINE_S) -> list[OrgRow]:
-    """``read_rows`` with clients of its own, closed before it returns (one page view, one event loop)."""
+async def rows_in_orgs(
+    orgs: Sequence[Org], key: MailboxKey, *, client_for: ClientFor | None = None, deadline: float = DEADLINE_S
+) -> list[OrgRow]:
+    """``read_rows`` through ``client_for``; without one, with clients of its own (``RETRY``), closed before
+    it returns (one page view, one event loop)."""
+    if client_for is not None:
+        return await read_rows(orgs, key, client_for, deadline=deadline)
+    # TODO(lead): inject from bootstrap (a ClientPool(RETRY) per page view) and drop this default.
     from shared.dataverse.clients import ClientPool
 
     pool = ClientPool(RETRY)

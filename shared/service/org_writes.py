@@ -37,29 +37,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.dataverse.client import BatchOperation, DataverseClient, DataverseError, PreconditionFailed, normalize_id
+from shared.dataverse.port import BatchOperation, DataverseError, OrgClient, PreconditionFailed, normalize_id
+from shared.dataverse.schema import (
+    ACT_METHOD,
+    MAILBOX_ID,
+    MAILBOXES,
+    PRIMARY_FLAG,
+    TEST_COUNT,
+    TEST_ENABLE,
+    TESTED_ON,
+    WRITES,
+    ActMethod,
+)
 from shared.domain.model import Action, ActionKind
 
-NONE, SERVER_SIDE_SYNC = 2, 1
-
-WRITES: Mapping[ActionKind, Mapping[str, Any]] = {
-    # ACT method None and the check box off: this org stops claiming the mailbox.
-    ActionKind.DEMOTE: {"actdeliverymethod": NONE, "orgmarkedasprimaryforexchangesync": False},
-    # The check box on, server-side sync, and Test & Enable scheduled: Exchange follows this org.
-    ActionKind.PROMOTE: {
-        "orgmarkedasprimaryforexchangesync": True,
-        "actdeliverymethod": SERVER_SIDE_SYNC,
-        "testemailconfigurationscheduled": True,
-    },
-}
-COLUMNS = (
-    "mailboxid",
-    "actdeliverymethod",
-    "orgmarkedasprimaryforexchangesync",
-    "testemailconfigurationscheduled",
-    "testemailconfigurationretrycount",
-    "testmailboxaccesscompletedon",
-)
+COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TEST_COUNT, TESTED_ON)
 LOST = "answer lost"
 READ_CHUNK = 50  # rows read back per query (the URL stays far below Dataverse's limit)
 AMBIGUOUS_STATUS = frozenset({500, 502, 503, 504})
@@ -78,12 +70,12 @@ class Baseline:
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Baseline:
-        tests = row.get("testemailconfigurationretrycount")
+        tests = row.get(TEST_COUNT)
         return cls(
             _str(row.get("@odata.etag")),
             int(tests) if isinstance(tests, int) else None,
-            _str(row.get("testmailboxaccesscompletedon")),
-            row.get("testemailconfigurationscheduled") if isinstance(row.get("testemailconfigurationscheduled"), bool)
+            _str(row.get(TESTED_ON)),
+            row.get(TEST_ENABLE) if isinstance(row.get(TEST_ENABLE), bool)
             else None,
         )  # fmt: skip
 
@@ -109,8 +101,8 @@ class Baseline:
 def landed(kind: ActionKind, row: Mapping[str, Any], baseline: Baseline | None) -> bool:
     """Whether ``row`` already shows the write ``kind`` (the module's rule); a promote needs its baseline."""
     if kind is ActionKind.DEMOTE:
-        return row.get("actdeliverymethod") == NONE and row.get("orgmarkedasprimaryforexchangesync") is False
-    if kind is not ActionKind.PROMOTE or baseline is None or row.get("actdeliverymethod") != SERVER_SIDE_SYNC:
+        return row.get(ACT_METHOD) == ActMethod.NONE and row.get(PRIMARY_FLAG) is False
+    if kind is not ActionKind.PROMOTE or baseline is None or row.get(ACT_METHOD) != ActMethod.SERVER_SIDE_SYNC:
         return False
     now = Baseline.of(row)
     scheduled = now.scheduled is True and now.etag != baseline.etag
@@ -167,7 +159,7 @@ class Write:
 class OrgWrites:
     """The executor's writes to one org, carried out at most once each."""
 
-    def __init__(self, client: DataverseClient) -> None:
+    def __init__(self, client: OrgClient) -> None:
         self.client = client
 
     async def deliver(self, writes: Sequence[Write]) -> list[tuple[Action, Outcome]]:
@@ -205,12 +197,10 @@ class OrgWrites:
         try:
             if len(writes) == 1:
                 w = writes[0]
-                await self.client.patch(
-                    "mailboxes", w.mailbox_id, WRITES[w.action.kind], etag=etag(w), at_most_once=True
-                )
+                await self.client.patch(MAILBOXES, w.mailbox_id, WRITES[w.action.kind], etag=etag(w), at_most_once=True)
                 outcomes[w.action.id] = Applied()
             else:
-                ops = [BatchOperation("PATCH", f"mailboxes({w.mailbox_id})", dict(WRITES[w.action.kind]), etag(w))
+                ops = [BatchOperation("PATCH", f"{MAILBOXES}({w.mailbox_id})", dict(WRITES[w.action.kind]), etag(w))
                        for w in writes]  # fmt: skip
                 results = await self.client.batch(ops, atomic=False, continue_on_error=True)
                 for w, result in zip(writes, results, strict=True):
@@ -263,10 +253,10 @@ class OrgWrites:
             try:
                 wanted = {normalize_id(mid): mid for mid in chunk}
                 found: dict[str, Any] = dict.fromkeys(chunk)
-                query = " or ".join(f"mailboxid eq {guid}" for guid in wanted)
-                async for page in self.client.query("mailboxes", select=COLUMNS, filter=query):
+                query = " or ".join(f"{MAILBOX_ID} eq {guid}" for guid in wanted)
+                async for page in self.client.query(MAILBOXES, select=COLUMNS, filter=query):
                     for row in page:
-                        mid = wanted.get(normalize_id(str(row.get("mailboxid", ""))))
+                        mid = wanted.get(normalize_id(str(row.get(MAILBOX_ID, ""))))
                         if mid is not None:
                             found[mid] = row
             except ValueError as exc:

@@ -9,7 +9,6 @@ ledger, decides with the pure policy engine and case work, and commits one
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from datetime import datetime
 from shared import telemetry
 from shared.config.orgs import OrgRegistry
 from shared.domain import casework, notices
+from shared.domain.backoff import delay
 from shared.domain.model import (
     Action,
     ActionKind,
@@ -68,7 +68,7 @@ MAX_ATTEMPTS = 8
 
 def backoff(attempt: int) -> None:
     """A short jittered pause before deciding again, so writers racing on one mailbox spread out."""
-    time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+    time.sleep(delay(attempt + 1, base=0.002, cap=0.2, jitter=1.0))
 
 
 class LedgerBusy(LedgerError):

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from shared import telemetry
 from shared.config.orgs import OrgRegistry
-from shared.dataverse.client import DataverseClient, DataverseError, Throttled
-from shared.dataverse.clients import find_mailbox
-from shared.domain.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.dataverse.mailboxes import find_mailbox
+from shared.dataverse.port import ClientFor, DataverseError, OrgClient, Throttled
+from shared.domain import backoff
+from shared.domain.model import Action, ActionKind, ActionStatus, utcnow
 from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
 from shared.service.org_writes import Applied, OrgWrites, Write
@@ -42,7 +43,7 @@ PERMANENT = {400, 401, 403, 404, 405, 409, 413, 422}
 class Executor:
     ledger: Ledger
     orgs: OrgRegistry
-    client_for: Callable[[Org], DataverseClient]
+    client_for: ClientFor
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 300.0
@@ -127,7 +128,7 @@ class Executor:
         report.requests += client.requests_sent - before
         return report
 
-    async def _resolve(self, client: DataverseClient, action: Action, report: ExecutionReport) -> str | None:
+    async def _resolve(self, client: OrgClient, action: Action, report: ExecutionReport) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
         case = await asyncio.to_thread(self.ledger.case, action.case_id)
         if case is None:
@@ -154,9 +155,7 @@ class Executor:
         if self.mail is not None:
             await self.mail.aclose()
 
-    async def _deliver(
-        self, client: DataverseClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport
-    ) -> None:
+    async def _deliver(self, client: OrgClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport) -> None:
         """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``org_writes``)."""
         outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
         for action, outcome in outcomes:
@@ -170,7 +169,7 @@ class Executor:
         if exc.status in PERMANENT or attempts >= self.max_attempts:
             await self._fail(action, _describe(exc), report)
             return
-        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
         if isinstance(exc, Throttled) and exc.retry_after:
             delay = max(delay, exc.retry_after)
         retry_at = self.clock() + timedelta(seconds=delay)

@@ -16,8 +16,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from shared.dataverse.client import MAX_BATCH, DataverseClient
 from shared.dataverse.pacing import Pacer
+from shared.dataverse.port import MAX_BATCH, OrgClient
+from shared.dataverse.schema import ACT_METHOD, MAILBOX_ID, MAILBOXES, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON, ActMethod
 from shared.domain.model import Action, ActionKind, ActionStatus, Case, CaseState
 from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
@@ -134,29 +135,23 @@ def done_in_org(action: Action, row: dict[str, object]) -> bool:
     looked promoted before does not skip its Test & Enable).
     """
     if action.kind is ActionKind.DEMOTE:
-        return row.get("actdeliverymethod") == 2 and not row.get("orgmarkedasprimaryforexchangesync")
+        return row.get(ACT_METHOD) == ActMethod.NONE and not row.get(PRIMARY_FLAG)
     if action.kind is ActionKind.PROMOTE:
-        if row.get("actdeliverymethod") != 1 or not row.get("orgmarkedasprimaryforexchangesync"):
+        if row.get(ACT_METHOD) != ActMethod.SERVER_SIDE_SYNC or not row.get(PRIMARY_FLAG):
             return False
-        if row.get("testemailconfigurationscheduled") is True:
+        if row.get(TEST_ENABLE) is True:
             return True
-        tested = str(row.get("testmailboxaccesscompletedon") or "")
+        tested = str(row.get(TESTED_ON) or "")
         decided = action.created_at.strftime("%Y-%m-%dT%H:%M:%S")
         return bool(tested) and tested[:19] >= decided
     return False
 
 
-VERIFY_COLUMNS = (
-    "mailboxid",
-    "actdeliverymethod",
-    "orgmarkedasprimaryforexchangesync",
-    "testemailconfigurationscheduled",
-    "testmailboxaccesscompletedon",
-)
+VERIFY_COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON)
 IDS_PER_QUERY = 50
 
 
-async def verify_in_doubt(ledger: Ledger, client_for: Callable[[str], DataverseClient], case_ids: Sequence[str]) -> int:
+async def verify_in_doubt(ledger: Ledger, client_for: Callable[[str], OrgClient], case_ids: Sequence[str]) -> int:
     """Record as applied the pending actions of ``case_ids`` whose write already reached the org.
 
     Used when a job resumes: the batch that was in flight when the process died may
@@ -174,10 +169,10 @@ async def verify_in_doubt(ledger: Ledger, client_for: Callable[[str], DataverseC
         client = client_for(org)
         for start in range(0, len(actions), IDS_PER_QUERY):
             chunk = actions[start : start + IDS_PER_QUERY]
-            query = " or ".join(f"mailboxid eq {a.mailbox_id}" for a in chunk)
+            query = " or ".join(f"{MAILBOX_ID} eq {a.mailbox_id}" for a in chunk)
             rows: dict[str, dict[str, object]] = {}
-            async for page in client.query("mailboxes", select=VERIFY_COLUMNS, filter=query):
-                rows.update({str(r["mailboxid"]).lower(): r for r in page})
+            async for page in client.query(MAILBOXES, select=VERIFY_COLUMNS, filter=query):
+                rows.update({str(r[MAILBOX_ID]).lower(): r for r in page})
             for action in chunk:
                 row = rows.get(str(action.mailbox_id).lower())
                 if row is not None and done_in_org(action, row):

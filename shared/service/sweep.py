@@ -39,8 +39,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from shared.dataverse.client import MAX_PAGE_SIZE, DataverseClient, odata_string
 from shared.dataverse.pacing import Pacer
+from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient, odata_string
+from shared.dataverse.schema import (
+    ACT_METHOD,
+    ACT_STATUS,
+    ACTIVE,
+    ADDRESS,
+    MAILBOX_ID,
+    MAILBOXES,
+    ActMethod,
+    SyncStatus,
+)
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     ActionKind,
@@ -59,9 +69,8 @@ from shared.service.orgguard import OrgGuard
 from shared.service.outbox import Executor
 from shared.service.rollout import carry_out
 
-SERVER_SIDE_SYNC, FAILURE = 1, 2
-SYNCING = "statecode eq 0 and actdeliverymethod eq 1"
-COLUMNS = ("mailboxid", "emailaddress", "actstatus")
+SYNCING = f"{ACTIVE} and {ACT_METHOD} eq {ActMethod.SERVER_SIDE_SYNC:d}"
+COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS)
 ALERT_MARK = "configured with another"
 ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
 ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
@@ -193,10 +202,12 @@ class ScratchIndex:
         index, keep = self._org_index[org], []
         for row in page:
             try:
-                key = MailboxKey.parse(row.get("emailaddress"))
+                key = MailboxKey.parse(row.get(ADDRESS))
             except InvalidAddress:
                 continue
-            keep.append((key.address, index, str(row["mailboxid"]).lower(), int(row.get("actstatus") == FAILURE)))
+            keep.append(
+                (key.address, index, str(row[MAILBOX_ID]).lower(), int(row.get(ACT_STATUS) == SyncStatus.FAILURE))
+            )
         self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
         return len(keep)
 
@@ -285,11 +296,11 @@ Progress = Callable[[str, int, int], None]  # org, rows so far, pages so far
 
 
 async def read_org(
-    org: Org, client: DataverseClient, scratch: ScratchIndex, result: SweepResult, progress: Progress | None
+    org: Org, client: OrgClient, scratch: ScratchIndex, result: SweepResult, progress: Progress | None
 ) -> None:
     """Page one org's syncing mailboxes into the index, then the alerts of its failing ones."""
     rows = pages = 0
-    async for page in client.query("mailboxes", select=COLUMNS, filter=SYNCING, page_size=MAX_PAGE_SIZE):
+    async for page in client.query(MAILBOXES, select=COLUMNS, filter=SYNCING, page_size=MAX_PAGE_SIZE):
         pages += 1
         rows += len(page)
         scratch.add_rows(org.name, page)
@@ -308,7 +319,7 @@ async def read_org(
         progress(org.name, rows, pages)
 
 
-async def read_alerts(client: DataverseClient, failing: Sequence[str]) -> tuple[list[str], int, int]:
+async def read_alerts(client: OrgClient, failing: Sequence[str]) -> tuple[list[str], int, int]:
     """Ids of the failing rows whose alert says "configured with another"; (ids, alerts read, requests).
 
     A few failing rows: their alerts by id, in one request. Many: the org's alerts of that
@@ -335,23 +346,21 @@ async def read_alerts(client: DataverseClient, failing: Sequence[str]) -> tuple[
     return sorted(found), read, requests
 
 
-async def active_rows(client: DataverseClient, keys: Sequence[MailboxKey]) -> dict[str, str]:
+async def active_rows(client: OrgClient, keys: Sequence[MailboxKey]) -> dict[str, str]:
     """Each address's active mailbox row id in one org, ``ADDRESSES_PER_QUERY`` addresses a request."""
     found: dict[str, str] = {}
     for start in range(0, len(keys), ADDRESSES_PER_QUERY):
         chunk = keys[start : start + ADDRESSES_PER_QUERY]
         wanted = {k.address for k in chunk}
-        either = " or ".join(f"emailaddress eq {odata_string(k.address)}" for k in chunk)
-        async for page in client.query(
-            "mailboxes", select=("mailboxid", "emailaddress"), filter=f"statecode eq 0 and ({either})"
-        ):
+        either = " or ".join(f"{ADDRESS} eq {odata_string(k.address)}" for k in chunk)
+        async for page in client.query(MAILBOXES, select=(MAILBOX_ID, ADDRESS), filter=f"{ACTIVE} and ({either})"):
             for row in page:
                 try:
-                    key = MailboxKey.parse(row.get("emailaddress"))
+                    key = MailboxKey.parse(row.get(ADDRESS))
                 except InvalidAddress:
                     continue
                 if key.address in wanted:
-                    found.setdefault(key.address, str(row["mailboxid"]))
+                    found.setdefault(key.address, str(row[MAILBOX_ID]))
     return found
 
 
@@ -539,7 +548,7 @@ class Sweep:
 
     service: OrgGuard
     ledger: JobLedger
-    client_for: Callable[[Org], DataverseClient]
+    client_for: Callable[[Org], OrgClient]
     sweep_id: str
     orgs: Sequence[str] = ()
     apply: bool = False

@@ -17,6 +17,8 @@ import time
 import weakref
 from collections.abc import Callable, Hashable
 
+from shared.domain.backoff import delay
+
 MAX_KINDS = 1024  # kinds remembered; beyond that the oldest are forgotten
 
 
@@ -77,7 +79,7 @@ class Backoff:
     def failed(self, name: str) -> float:
         """Record a failure; the pause before the next try."""
         failures = self._state.get(name, (0, 0.0))[0] + 1
-        pause = min(self.longest, self.first * float(2 ** (failures - 1)))
+        pause = delay(failures, base=self.first, cap=self.longest, jitter=0.0)
         self._state[name] = (failures, self._clock() + pause)
         return pause
 

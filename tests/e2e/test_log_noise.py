@@ -16,8 +16,8 @@ import pytest
 
 from functions.http_api import create_api
 from shared import bootstrap
-from shared.dataverse.client import RetryPolicy
 from shared.dataverse.clients import ClientPool
+from shared.dataverse.port import RetryPolicy
 from shared.ledger.port import LedgerError
 from shared.service.outbox import Executor
 from tests.factories import KEYS, container, registry

@@ -364,7 +364,7 @@ def test_an_unreachable_or_slow_org_is_reported_and_the_others_still_answer(live
         sandbox.put("/_sandbox/settings", json={"org": "contoso-eu", "latency_ms": 3000}).raise_for_status()
 
     async def read() -> list:
-        from shared.dataverse.client import RetryPolicy
+        from shared.dataverse.port import RetryPolicy
 
         pool = ClientPool(RetryPolicy(attempts=1, timeout=2.0))
         try:

@@ -416,7 +416,7 @@ SECRETS_IN_ERRORS = [
         "DefaultAzureCredential failed to retrieve a token: ManagedIdentityCredential: "
         "client_secret=Zx9~secretvalue access_token=eyJ0eXAiOiJKV1QiLCJhbGciOi"
     ),
-    __import__("shared.dataverse.client").dataverse.client.DataverseError(
+    __import__("shared.dataverse.port").dataverse.port.DataverseError(
         "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi is expired", status=401, code="0x80072560"
     ),
     TimeoutError("read timed out after sending Authorization: Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi"),

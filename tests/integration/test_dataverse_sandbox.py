@@ -11,16 +11,13 @@ import httpx
 import pytest
 
 from sandbox.server import running
-from shared.dataverse.client import (
-    BatchOperation,
-    DataverseClient,
-    LocalDevToken,
-    PreconditionFailed,
-    RetryPolicy,
-    Throttled,
-    token_provider_for,
-)
+from shared.dataverse.client import DataverseClient
+from shared.dataverse.clients import Connector
+from shared.dataverse.pacing import Pacer
+from shared.dataverse.port import BatchOperation, PreconditionFailed, RetryPolicy, Throttled
 from shared.dataverse.registration import register
+from shared.dataverse.tokens import LocalDevToken, token_provider_for
+from shared.domain.model import Org
 
 pytestmark = pytest.mark.sandbox
 
@@ -131,3 +128,25 @@ def test_a_spent_budget_ends_in_throttled(sandbox: str) -> None:
             assert caught.value.retry_after > 0
 
     asyncio.run(go())
+
+
+def test_a_pacer_paces_the_clients_its_factory_builds(sandbox: str) -> None:
+    """A job's clients come from the one factory; the pacer puts them on its paced HTTP client."""
+    httpx.put(f"{sandbox}/_sandbox/settings", json={"budget": 50, "window_s": 60}).raise_for_status()
+    org = Org(id=CONTOSO_NA, name="contoso-na", url=f"{sandbox}/orgs/contoso-na")
+
+    async def go() -> tuple[int, int | None, list[int]]:
+        pacer = Pacer(connect=Connector(client_id=None))
+        try:
+            client = pacer(org)
+            await client.who_am_i()
+            results = await client.batch([BatchOperation("GET", "WhoAmI"), BatchOperation("GET", "WhoAmI")])
+            pace = pacer.pace("contoso-na")
+            return pace.operations, pace.remaining, [r.status or 0 for r in results]
+        finally:
+            await pacer.aclose()
+
+    operations, remaining, statuses = asyncio.run(go())
+    assert statuses == [200, 200]
+    assert operations == 3  # one request, then a $batch of two: each operation counts against the budget
+    assert remaining is not None and remaining < 50  # learned from the org's answers

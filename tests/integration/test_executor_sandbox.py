@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared.dataverse import clients as orgclients
-from shared.dataverse.client import RetryPolicy
+from shared.dataverse.port import RetryPolicy
 from shared.domain.model import ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.orgguard import OrgGuard

@@ -14,21 +14,17 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.dataverse.client import (
+from shared.dataverse.batch import encode_batch, match_batch_results, parse_batch_response
+from shared.dataverse.client import DataverseClient
+from shared.dataverse.port import (
     MAX_BATCH,
-    AzureIdentityToken,
     BatchOperation,
-    DataverseClient,
     DataverseError,
-    LocalDevToken,
     PreconditionFailed,
     RetryPolicy,
     Throttled,
-    encode_batch,
-    match_batch_results,
-    parse_batch_response,
-    token_provider_for,
 )
+from shared.dataverse.tokens import AzureIdentityToken, LocalDevToken, token_provider_for
 
 ORG = "https://contoso.crm.dynamics.com"
 ROOT = ORG + "/api/data/v9.2/"

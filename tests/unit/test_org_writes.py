@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.dataverse.client import DataverseError
+from shared.dataverse.port import DataverseError
 from shared.domain.model import ActionKind
 from shared.service.org_writes import Baseline, ambiguous, landed
 

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.dataverse.client import DataverseClient, DataverseError, LocalDevToken, RetryPolicy
+from shared.dataverse.client import DataverseClient
+from shared.dataverse.port import DataverseError, RetryPolicy
 from shared.dataverse.registration import (
     FILTERING_ATTRIBUTES,
     IMAGE_ATTRIBUTES,
@@ -23,6 +24,7 @@ from shared.dataverse.registration import (
     register,
     required_privileges,
 )
+from shared.dataverse.tokens import LocalDevToken
 
 ORG = "https://contoso-na.crm.dynamics.com"
 ROOT = "/api/data/v9.2/"
