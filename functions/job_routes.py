@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, container, role
 from shared.domain.auth import Principal, Role
-from shared.domain.jobs import Job, JobKind, JobState, job_doc
+from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import NotFound
+from shared.ledger.codec import job_doc  # TODO(lead): answer with a job view, not the storage codec
 from shared.ledger.port import JobLedger, job_ledger
 
 log = logging.getLogger("orgguard.jobs")

@@ -3,7 +3,7 @@
 ``LedgerOperations`` works on the ledger directly (the machine the local host runs
 on, after ``make run``); ``shared.cli.api_client.ApiOperations`` goes through the admin
 API (``--url``), so the operator's role applies and the server does the work. Both
-answer with the documents the API gives (``shared.service.views``, ``shared.domain.jobs.job_doc``),
+answer with the documents the API gives (``shared.service.views``, ``shared.ledger.codec.job_doc``),
 so each command is written once and shows the same thing whichever way it went.
 
 Sweeps and migrations run where they are started: on the server through the API,
@@ -19,8 +19,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from shared.domain.jobs import Job, JobKind, JobState, job_doc
+from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import CaseQuery, MailboxKey, NotFound
+from shared.ledger.codec import job_doc  # TODO(lead): show jobs through a view, not the storage codec
 from shared.ledger.port import JobLedger, job_ledger
 
 if TYPE_CHECKING:
