@@ -83,6 +83,8 @@ def test_claims_are_kept_per_mailbox_newest_first(ledger: Ledger) -> None:
 def test_a_change_without_a_claim_or_event_still_moves_the_version(ledger: Ledger) -> None:
     clock, key = Clock(), mailbox(6)
     now = clock()
+    # Production's changes without a claim or an event are resolutions and reminders, which carry a case;
+    # this one carries only an ownership, so the test stays about the mailbox row and its version.
     owner = Ownership(key, "contoso-eu", now, "admin", 1, None)
     ledger.commit(Change(key, 0, owner, audit=(AuditEvent("owner.designated", key.address, "admin@contoso", {}, now),)))
     ledger.commit(Change(key, 1))

@@ -46,6 +46,11 @@ def take_over(ledger: Ledger, key: MailboxKey, org: str, event_key: str) -> bool
 
     A writer that lost a race waits a little, growing and jittered, before deciding again, as a client of
     optimistic concurrency should (without it, writers of Table Storage mostly collide with each other).
+
+    Not a change production writes (a take-over there is ``overrides.plan_move``, which also opens a case
+    with two actions and keeps no claim record): this one carries the version, the previous owner and the
+    event in its audit entry and keeps its claim, so the story can be checked from the ledger's own
+    records, and the races stay about the mailbox aggregate rather than the outbox.
     """
     for attempt in count():
         if attempt:
