@@ -2,9 +2,9 @@
 
 A job is what an admin started and what a restarted process picks up again:
 its parameters, where it got to, and what it found or moved. The record is a
-plain JSON document so both ledgers store it the same way; ``version`` makes a
-save conditional on the record the writer read (pause/cancel from the API race
-with the worker's progress saves).
+plain JSON document (the ledger codec's ``job_doc``) so every ledger stores it
+the same way; ``version`` makes a save conditional on the record the writer read
+(pause/cancel from the API race with the worker's progress saves).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 from shared.domain.model import DomainError, InvalidTransition, new_id, utcnow
-from shared.ledger import codec
 
 
 class JobKind(StrEnum):
@@ -76,35 +75,3 @@ class Job:
                 f"job {self.id} is {self.state.value}; it cannot become {state.value}", state=self.state.value
             )
         return replace(self, state=state, error=error or self.error, updated_at=utcnow())
-
-
-def job_doc(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "kind": job.kind.value,
-        "state": job.state.value,
-        "params": job.params,
-        "actor": job.actor,
-        "created_at": codec.ts(job.created_at),
-        "updated_at": codec.ts(job.updated_at),
-        "progress": job.progress,
-        "result": job.result,
-        "error": job.error,
-        "version": job.version,
-    }
-
-
-def job_from(doc: dict[str, Any]) -> Job:
-    return Job(
-        id=str(doc["id"]),
-        kind=JobKind(doc["kind"]),
-        state=JobState(doc["state"]),
-        params=dict(doc.get("params") or {}),
-        actor=str(doc.get("actor") or ""),
-        created_at=codec.must_ts(doc["created_at"]),
-        updated_at=codec.must_ts(doc["updated_at"]),
-        progress=dict(doc.get("progress") or {}),
-        result=dict(doc.get("result") or {}),
-        error=doc.get("error"),
-        version=int(doc.get("version") or 0),
-    )

@@ -1,7 +1,9 @@
 """Plain-JSON forms of ledger records and the audit chain's hashing.
 
-Both ledgers store the same documents, so a record reads the same whichever
-storage wrote it, and the audit chain hashes identically everywhere.
+Every ledger stores the same documents, so a record reads the same whichever
+storage wrote it, and the audit chain hashes identically everywhere. These are
+storage forms: the API's JSON is built in ``shared.service.views``, so a change
+here never silently changes what the API answers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     Action,
     ActionKind,
@@ -161,15 +164,14 @@ def ownership_from(key: MailboxKey, doc: dict[str, Any]) -> Ownership:
 # --- the audit chain -----------------------------------------------------------
 
 
+def audit_event_doc(event: AuditEvent) -> dict[str, Any]:
+    """An event before the chain numbers it (Table Storage's journal carries these until it is appended)."""
+    return {"at": ts(event.at), "kind": event.kind, "subject": event.subject, "actor": event.actor, "data": event.data}
+
+
 def audit_body(seq: int, event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "at": ts(event.at),
-        "kind": event.kind,
-        "subject": event.subject,
-        "actor": event.actor,
-        "data": event.data,
-    }
+    """What an entry's hash covers: its number and its event."""
+    return {"seq": seq, **audit_event_doc(event)}
 
 
 def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
@@ -206,3 +208,38 @@ def verify_chain(entries: list[AuditEntry]) -> tuple[bool, int | None, str | Non
             return False, entry.seq, f"entry {entry.seq} was changed after it was written"
         prev_hash, expected_seq = entry.hash, expected_seq + 1
     return True, None, None
+
+
+# --- jobs (sweeps, migrations, digests) ----------------------------------------
+
+
+def job_doc(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "state": job.state.value,
+        "params": job.params,
+        "actor": job.actor,
+        "created_at": ts(job.created_at),
+        "updated_at": ts(job.updated_at),
+        "progress": job.progress,
+        "result": job.result,
+        "error": job.error,
+        "version": job.version,
+    }
+
+
+def job_from(doc: dict[str, Any]) -> Job:
+    return Job(
+        id=str(doc["id"]),
+        kind=JobKind(doc["kind"]),
+        state=JobState(doc["state"]),
+        params=dict(doc.get("params") or {}),
+        actor=str(doc.get("actor") or ""),
+        created_at=must_ts(doc["created_at"]),
+        updated_at=must_ts(doc["updated_at"]),
+        progress=dict(doc.get("progress") or {}),
+        result=dict(doc.get("result") or {}),
+        error=doc.get("error"),
+        version=int(doc.get("version") or 0),
+    )

@@ -6,6 +6,10 @@ query as it came. Both ledgers keep a random secret of their own (SQLite in its
 ``meta`` table, Table Storage in its ``policies`` table, created on first use),
 so every instance of one deployment signs alike and a cursor from elsewhere, or
 an edited one, is refused with 400.
+
+What a cursor holds is ``<kind>:<position>`` in URL-safe base64: ``seq:<n>`` for
+the ledgers that number their cases (SQLite, in memory), ``rk:<row key>`` for
+Table Storage's listings.
 """
 
 from __future__ import annotations
@@ -36,10 +40,34 @@ class CursorCodec:
         """The cursor the ledger gave out; ``DomainError`` (400) for anything else."""
         cursor, dot, tag = signed.rpartition(".")
         if len(signed) > MAX_CURSOR or not dot or not cursor or not signed.isascii():
-            raise DomainError("the cursor is not one this API gave out", field="cursor")
+            raise _refused()
         if not hmac.compare_digest(tag.encode("ascii"), _b64(self._tag(cursor)).encode("ascii")):
-            raise DomainError("the cursor is not one this API gave out", field="cursor")
+            raise _refused()
         return cursor
+
+    def issue(self, kind: str, position: object) -> str:
+        """The signed cursor for the page that starts after ``position``."""
+        return self.sign(_b64(f"{kind}:{position}".encode()))
+
+    def position(self, kind: str, signed: str) -> str:
+        """The position a cursor of ``kind`` holds; ``DomainError`` (400) for anything else."""
+        cursor = self.verify(signed)
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise _refused() from None
+        found, _, value = raw.partition(":")
+        if found != kind or not value:
+            raise _refused()
+        return value
+
+    def seq(self, signed: str) -> int:
+        """The case number a ``seq`` cursor holds (SQLite, in memory)."""
+        value = self.position("seq", signed)
+        try:
+            return int(value)
+        except ValueError:
+            raise _refused() from None
 
     def _tag(self, cursor: str) -> bytes:
         return hmac.new(self._key, b"orgguard-cases-cursor:" + cursor.encode("utf-8"), hashlib.sha256).digest()[
@@ -49,3 +77,7 @@ class CursorCodec:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _refused() -> DomainError:
+    return DomainError("the cursor is not one this API gave out", field="cursor")

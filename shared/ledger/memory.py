@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from shared.domain import casework
+from shared.domain.jobs import Job, JobConflict, JobKind
 from shared.domain.model import (
     OPEN_STATES,
     Action,
@@ -36,7 +35,6 @@ from shared.domain.model import (
     MailboxKey,
     MailboxView,
     NotFound,
-    Notice,
     Overview,
     Ownership,
     Page,
@@ -47,10 +45,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
-from shared.ledger.sqlite import _decode_cursor, _encode_cursor  # one cursor form for seq-ordered ledgers
-
-if TYPE_CHECKING:
-    from shared.domain.jobs import Job, JobKind
+from shared.ledger.steps import OutboxSteps, StepRule
 
 
 @dataclass
@@ -90,7 +85,7 @@ def forget(name: str) -> None:
         _stores.pop(name, None)
 
 
-class MemoryLedger:
+class MemoryLedger(OutboxSteps):
     """Ledger in this process's memory; safe across threads."""
 
     def __init__(self, store: Store | None = None) -> None:
@@ -187,10 +182,10 @@ class MemoryLedger:
         return [(seq, case) for seq, case in found if query.matches(case)]
 
     def cases(self, query: CaseQuery) -> Page:
-        after = _decode_cursor(self.cursors.verify(query.cursor)) if query.cursor else None
+        after = self.cursors.seq(query.cursor) if query.cursor else None
         limit = max(1, min(query.limit, 500))
         found = [(seq, case) for seq, case in self._listing(query) if after is None or seq < after]
-        nxt = self.cursors.sign(_encode_cursor(found[limit - 1][0])) if len(found) > limit else None
+        nxt = self.cursors.issue("seq", found[limit - 1][0]) if len(found) > limit else None
         return Page(tuple(case for _, case in found[:limit]), nxt)
 
     def count_cases(self, query: CaseQuery) -> int:
@@ -228,29 +223,7 @@ class MemoryLedger:
                 self._save_action(replace(action, next_attempt_at=until))
             return taken
 
-    def record_attempt(
-        self,
-        action_id: str,
-        status: ActionStatus,
-        error: str | None = None,
-        *,
-        retry_at: datetime | None = None,
-        notice: Notice | None = None,
-    ) -> Action:
-        def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
-            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, notice=notice, now=now)
-
-        return self._outbox_write(action_id, step)
-
-    def reset_action(self, action_id: str, *, actor: str) -> Action:
-        def step(old: Action, case: Case | None, now: datetime) -> casework.Step:
-            return casework.retry(old, case, actor=actor, now=now)
-
-        return self._outbox_write(action_id, step)
-
-    def _outbox_write(
-        self, action_id: str, step: Callable[[Action, Case | None, datetime], casework.Step | None]
-    ) -> Action:
+    def _write_step(self, action_id: str, step: StepRule) -> Action:
         s = self.store
         with s.lock:
             found = s.actions.get(action_id)
@@ -328,29 +301,23 @@ class MemoryLedger:
     # --- jobs and the ownership index ---------------------------------------------------
 
     def save_job(self, job: Job) -> Job:
-        from shared.domain.jobs import JobConflict, job_doc
-
         saved = replace(job, version=job.version + 1)
         with self.store.lock:
             current = self.store.jobs.get(job.id, (0, ""))[0]
             if current != job.version:
                 raise JobConflict(f"job {job.id} is at version {current}, not {job.version}; read it again")
-            self.store.jobs[job.id] = (saved.version, json.dumps(job_doc(saved)))
+            self.store.jobs[job.id] = (saved.version, json.dumps(codec.job_doc(saved)))
         return saved
 
     def job(self, job_id: str) -> Job | None:
-        from shared.domain.jobs import job_from
-
         with self.store.lock:
             found = self.store.jobs.get(job_id)
-        return job_from(json.loads(found[1])) if found else None
+        return codec.job_from(json.loads(found[1])) if found else None
 
     def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
-        from shared.domain.jobs import job_from
-
         with self.store.lock:
             docs = [json.loads(doc) for _, doc in self.store.jobs.values()]
-        mine = [job_from(d) for d in docs if d["kind"] == kind.value]
+        mine = [codec.job_from(d) for d in docs if d["kind"] == kind.value]
         mine.sort(key=lambda j: (-j.created_at.timestamp(), j.id))
         return mine[: max(1, limit)]
 

@@ -1,7 +1,10 @@
-"""The ledger port: what the service layer needs from durable storage.
+"""The ledger ports: what the service layer needs from durable storage, one Protocol per role.
 
-Two implementations pass one contract suite (``tests/contract``): SQLite (the
-embedded default) and Azure Table Storage. The mailbox is the aggregate: every
+Three implementations pass one contract suite (``tests/contract``): SQLite (the
+embedded default), Azure Table Storage, and memory (for fast service tests).
+``Ledger`` is every role together; a use case that needs less names the narrow
+port (``Mailboxes``, ``CaseReads``, ``Outbox``, ``AuditLog``, ``PolicyVersions``,
+``JobRecords``, ``OwnershipIndex``). The mailbox is the aggregate: every
 change to a mailbox's ownership, cases, claims and event keys is one ``Change``
 written atomically against the mailbox version it was computed from
 (optimistic concurrency, as in *Architecture Patterns with Python*, ch. 7).
@@ -49,10 +52,12 @@ class DuplicateEvent(LedgerError):
         self.outcome = outcome
 
 
-class Ledger(Protocol):
-    """Durable record of ownership, cases, actions, processed events and audit."""
+# --- the ports, one per role: a use case names the narrow one it needs ---------------------
 
-    # --- the mailbox aggregate -------------------------------------------------
+
+class Mailboxes(Protocol):
+    """The mailbox aggregate: its view, the events already processed, and atomic changes."""
+
     def mailbox(self, key: MailboxKey) -> MailboxView: ...
 
     def event(self, event_key: str) -> EventOutcome | None: ...
@@ -61,7 +66,10 @@ class Ledger(Protocol):
         """Write ``change`` atomically; raise ``DuplicateEvent`` or ``ConcurrencyConflict``."""
         ...
 
-    # --- reads -----------------------------------------------------------------
+
+class CaseReads(Protocol):
+    """Cases and claims as recorded, for the API, the console and the reports."""
+
     def case(self, case_id: str) -> Case | None: ...
 
     def cases(self, query: CaseQuery) -> Page: ...
@@ -76,7 +84,10 @@ class Ledger(Protocol):
 
     def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]: ...
 
-    # --- the outbox ------------------------------------------------------------
+
+class Outbox(Protocol):
+    """The actions decisions left to carry out, and what became of each attempt."""
+
     def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]: ...
 
     def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
@@ -115,19 +126,28 @@ class Ledger(Protocol):
         """
         ...
 
-    # --- audit -----------------------------------------------------------------
+
+class AuditLog(Protocol):
+    """The hash-chained log of everything decided and done."""
+
     def append_audit(self, event: AuditEvent) -> AuditEntry: ...
 
     def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]: ...
 
     def verify_audit(self) -> AuditReport: ...
 
-    # --- policy versions -------------------------------------------------------
+
+class PolicyVersions(Protocol):
+    """Every saved version of the policy; the newest is in force."""
+
     def policy(self) -> PolicyVersion | None: ...
 
     def save_policy(self, text: str, actor: str) -> PolicyVersion: ...
 
-    # --- life cycle ------------------------------------------------------------
+
+class Ledger(Mailboxes, CaseReads, Outbox, AuditLog, PolicyVersions, Protocol):
+    """Durable record of ownership, cases, actions, processed events and audit: every role, and its life cycle."""
+
     def ping(self) -> None:
         """Raise ``LedgerError`` if the storage cannot be reached."""
         ...
@@ -136,7 +156,6 @@ class Ledger(Protocol):
 
 
 # --- jobs and the ownership index (sweeps and migrations) ----------------------------
-# A separate protocol so a ledger gains them without breaking the ones that have not yet:
 # ``job_ledger`` says clearly which ledger cannot run sweeps and migrations.
 
 if TYPE_CHECKING:
@@ -144,7 +163,9 @@ if TYPE_CHECKING:
     from shared.domain.model import Ownership
 
 
-class JobLedger(Ledger, Protocol):
+class JobRecords(Protocol):
+    """Long-running admin jobs, saved conditionally on the version read."""
+
     def save_job(self, job: Job) -> Job:
         """Create or update ``job``; refuse (``JobConflict``) when its version is not the stored one.
 
@@ -158,9 +179,17 @@ class JobLedger(Ledger, Protocol):
         """Newest first."""
         ...
 
+
+class OwnershipIndex(Protocol):
+    """Every owned mailbox, walked in key order (the sweep compares it with the orgs)."""
+
     def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
         """Every owned mailbox in key order, a page at a time: the keys greater than ``after``."""
         ...
+
+
+class JobLedger(Ledger, JobRecords, OwnershipIndex, Protocol):
+    """A ledger that can run sweeps and migrations."""
 
 
 def job_ledger(ledger: Ledger) -> JobLedger:

@@ -9,23 +9,21 @@ the view it was computed from. The audit head (last seq and hash) is kept in
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shared.domain import casework
+from shared.domain.jobs import Job, JobConflict, JobKind
 from shared.domain.model import (
     OPEN_STATES,
     Action,
-    ActionStatus,
     AuditEntry,
     AuditEvent,
     AuditReport,
@@ -34,13 +32,11 @@ from shared.domain.model import (
     Change,
     ClaimKind,
     ClaimRecord,
-    DomainError,
     Effect,
     EventOutcome,
     MailboxKey,
     MailboxView,
     NotFound,
-    Notice,
     Origin,
     Overview,
     Ownership,
@@ -52,9 +48,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
-
-if TYPE_CHECKING:
-    from shared.domain.jobs import Job, JobKind
+from shared.ledger.steps import OutboxSteps, StepRule
 
 SCHEMA_VERSION = 1
 PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
@@ -104,7 +98,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, created);
 """
 
 
-class SqliteLedger:
+class SqliteLedger(OutboxSteps):
     """Ledger on one SQLite file; safe across threads (a connection each) and processes."""
 
     def __init__(self, path: str | Path) -> None:
@@ -347,14 +341,14 @@ class SqliteLedger:
         where, args = self._where(query)
         if query.cursor:
             where += " AND seq < ?"
-            args.append(_decode_cursor(self.cursors.verify(query.cursor)))
+            args.append(self.cursors.seq(query.cursor))
         limit = max(1, min(query.limit, 500))
         rows = self._read(
             f"SELECT seq, doc FROM cases WHERE {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608
             (*args, limit + 1),
         )
         items = tuple(self._case_from(r["doc"]) for r in rows[:limit])
-        nxt = self.cursors.sign(_encode_cursor(int(rows[limit - 1]["seq"]))) if len(rows) > limit else None
+        nxt = self.cursors.issue("seq", int(rows[limit - 1]["seq"])) if len(rows) > limit else None
         return Page(items, nxt)
 
     def count_cases(self, query: CaseQuery) -> int:
@@ -413,29 +407,7 @@ class SqliteLedger:
                 self._save_action(db, replace(action, next_attempt_at=until))
             return taken
 
-    def record_attempt(
-        self,
-        action_id: str,
-        status: ActionStatus,
-        error: str | None = None,
-        *,
-        retry_at: datetime | None = None,
-        notice: Notice | None = None,
-    ) -> Action:
-        def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
-            return casework.attempt(old, case, status=status, error=error, retry_at=retry_at, notice=notice, now=now)
-
-        return self._outbox_write(action_id, step)
-
-    def reset_action(self, action_id: str, *, actor: str) -> Action:
-        def step(old: Action, case: Case | None, now: datetime) -> casework.Step:
-            return casework.retry(old, case, actor=actor, now=now)
-
-        return self._outbox_write(action_id, step)
-
-    def _outbox_write(
-        self, action_id: str, step: Callable[[Action, Case | None, datetime], casework.Step | None]
-    ) -> Action:
+    def _write_step(self, action_id: str, step: StepRule) -> Action:
         """Change one action, its case and the audit log in one transaction (the rule is ``step``'s)."""
         with self._tx() as db:
             row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
@@ -545,8 +517,6 @@ class SqliteLedger:
     # --- jobs and the ownership index (sweeps and migrations) ------------------------
 
     def save_job(self, job: Job) -> Job:
-        from shared.domain.jobs import JobConflict, job_doc
-
         saved = replace(job, version=job.version + 1)
         with self._tx() as db:
             row = db.execute("SELECT version FROM jobs WHERE id = ?", (job.id,)).fetchone()
@@ -556,23 +526,19 @@ class SqliteLedger:
             db.execute(
                 "INSERT INTO jobs (id, kind, version, created, doc) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET version = excluded.version, doc = excluded.doc",
-                (job.id, job.kind.value, saved.version, codec.ts(job.created_at), json.dumps(job_doc(saved))),
+                (job.id, job.kind.value, saved.version, codec.ts(job.created_at), json.dumps(codec.job_doc(saved))),
             )
         return saved
 
     def job(self, job_id: str) -> Job | None:
-        from shared.domain.jobs import job_from
-
         rows = self._read("SELECT doc FROM jobs WHERE id = ?", (job_id,))
-        return job_from(json.loads(rows[0]["doc"])) if rows else None
+        return codec.job_from(json.loads(rows[0]["doc"])) if rows else None
 
     def jobs(self, kind: JobKind, limit: int = 50) -> Sequence[Job]:
-        from shared.domain.jobs import job_from
-
         rows = self._read(
             "SELECT doc FROM jobs WHERE kind = ? ORDER BY created DESC, id LIMIT ?", (kind.value, max(1, limit))
         )
-        return [job_from(json.loads(r["doc"])) for r in rows]
+        return [codec.job_from(json.loads(r["doc"])) for r in rows]
 
     def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
         rows = self._read(
@@ -589,18 +555,3 @@ def _event_from(row: sqlite3.Row) -> EventOutcome:
 def _audit_from(row: sqlite3.Row) -> AuditEntry:
     event = AuditEvent(row["kind"], row["subject"], row["actor"], json.loads(row["data"]), codec.must_ts(row["at"]))
     return AuditEntry(int(row["seq"]), event, row["prev_hash"], row["hash"])
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "seq":
-            raise ValueError(kind)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise DomainError("the cursor is not one this API gave out", field="cursor") from None

@@ -3,39 +3,39 @@
 ``spec`` says how to open a ledger (a URL, so another thread, instance or OS
 process can open the same one); ``ledger`` is one open instance; ``storage``
 reaches under the ledger to tamper with it the way someone with write access
-to the file or the storage account could. The builders stand in for the
-service layer: they compute the ``Change`` a decision writes.
+to the file or the storage account could. The builders compute the ``Change``
+a decision writes with the service layer's own case work (``casework``), so the
+ledgers are tested against the changes production writes; only the policy's
+verdict is given (``effect``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
+from typing import Any
 
 import pytest
 
+from shared.domain import casework
 from shared.domain.model import (
-    Action,
-    ActionKind,
     AuditEntry,
-    AuditEvent,
     Case,
     CaseState,
     Change,
+    Claim,
     ClaimKind,
-    ClaimRecord,
     Decision,
     Effect,
     EventOutcome,
     MailboxKey,
     MailboxView,
     Origin,
-    Ownership,
-    new_id,
 )
 from shared.ledger import open_ledger
 from shared.ledger.memory import MemoryLedger, forget
@@ -136,6 +136,22 @@ def _with_subject(entry: AuditEntry, subject: str) -> AuditEntry:
     return replace(entry, event=replace(entry.event, subject=subject))
 
 
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def in_processes(target: Callable[..., None], argsets: Sequence[tuple[object, ...]], *, timeout: float) -> list[Any]:
+    """Run ``target(*args, out)`` in a fresh OS process per ``args``; what each put on ``out``, as they came."""
+    out = SPAWN.Queue()
+    procs = [SPAWN.Process(target=target, args=(*args, out)) for args in argsets]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return results
+
+
 def needs_processes(spec: LedgerSpec) -> None:
     """Races between OS processes need a ledger two processes can open; the in-memory one is one process's."""
     if spec.kind == "memory":
@@ -147,7 +163,10 @@ def storage(spec: LedgerSpec, ledger: Ledger) -> Storage:
     return Storage(spec, ledger)
 
 
-# --- builders: what the service layer would write ---------------------------------------------
+# --- builders: the service layer's case work, with a policy standing in -----------------------
+
+RULE = "test-rule"
+EXPIRES_AFTER = timedelta(days=3)  # how long a held case waits for an approver (the policy's default)
 
 
 class Clock:
@@ -165,61 +184,40 @@ def mailbox(n: int = 0) -> MailboxKey:
     return MailboxKey(f"user{n}@contoso.com")
 
 
-def actions_for(case: Case, effect: Effect, now: datetime) -> tuple[Action, ...]:
-    def act(org: str | None, kind: ActionKind) -> Action:
-        return Action(new_id(), case.id, org or "", f"mbx-{org}", kind, created_at=now, updated_at=now)
-
-    if effect is Effect.BLOCK:
-        return (act(case.claimant, ActionKind.DEMOTE), act(case.owner, ActionKind.PROMOTE))
-    if effect is Effect.OVERRIDE:
-        return (act(case.owner, ActionKind.DEMOTE), act(case.claimant, ActionKind.PROMOTE))
-    return ()
+def claim_of(key: MailboxKey, org: str, op: str, now: datetime) -> Claim:
+    """What ``org``'s Service Bus message ``op`` says: it enabled ``key`` on its own mailbox row ``mbx-<org>``."""
+    return Claim(key, org, f"mbx-{org}", ClaimKind.TEST_ENABLE, Origin.SERVICEBUS, {"operation": op}, now)
 
 
-def open_case(key: MailboxKey, owner: str, claimant: str, effect: Effect, now: datetime) -> Case:
-    case = Case(
-        id=new_id(), key=key, owner=owner, claimant=claimant, claimant_mailbox_id=f"mbx-{claimant}",
-        owner_mailbox_id=f"mbx-{owner}", kind=ClaimKind.TEST_ENABLE, origin=Origin.SERVICEBUS,
-        decision=Decision(effect, "test-rule", f"{effect.value}: {claimant} claims a mailbox {owner} owns"),
-        state=CaseState.OPEN, created_at=now, updated_at=now,
-    )  # fmt: skip
-    case = case.moved_to(CaseState.HELD if effect is Effect.HOLD else CaseState.DECIDED, actor="policy",
-                         note=case.decision.explanation, at=now)  # fmt: skip
-    return replace(case, actions=actions_for(case, effect, now))
+def event_key(org: str, op: str) -> str:
+    """The event key production derives from ``org``'s operation ``op`` (the one ``ledger.event`` answers to)."""
+    return claim_of(mailbox(), org, op, T0).event_key
 
 
-def decide(view: MailboxView, org: str, event_key: str, now: datetime, effect: Effect = Effect.BLOCK) -> Change:
-    """The change recording ``org``'s claim on the mailbox: allowed when uncontested, else ``effect``."""
-    owner = view.ownership
-    case, ownership = None, None
-    if owner is None or owner.owner == org:
-        decided = Effect.ALLOW
-        if owner is None:
-            ownership = Ownership(view.key, org, now, "first-claim", 1, f"mbx-{org}")
-    else:
-        decided = effect
-        case = open_case(view.key, owner.owner, org, effect, now)
-        if effect is Effect.OVERRIDE:
-            ownership = Ownership(view.key, org, now, "rule:test-rule", owner.version + 1, f"mbx-{org}")
-    case_id = case.id if case else None
-    event = EventOutcome(event_key, decided, case_id, now)
-    claim = ClaimRecord(view.key, org, ClaimKind.TEST_ENABLE, Origin.SERVICEBUS, event_key, decided, case_id, now)
-    audit = AuditEvent("claim.decided", view.key.address, org, {"effect": decided.value, "case": case_id}, now)
-    return Change(view.key, view.version, ownership, event, claim, (case,) if case else (), (audit,))
+def decide(view: MailboxView, org: str, op: str, now: datetime, effect: Effect = Effect.BLOCK) -> Change:
+    """The change production writes for ``org``'s claim against ``view`` (``casework.plan_claim``).
+
+    The policy is stood in for: an uncontested claim is allowed, a contested one gets ``effect``.
+    """
+    owner = view.ownership.owner if view.ownership else None
+    decided = effect if owner not in (None, org) else Effect.ALLOW
+    decision = Decision(decided, RULE, f"{decided.value}: {org} claims a mailbox {owner or 'nobody'} owns")
+    claimed = claim_of(view.key, org, op, now)
+    return casework.plan_claim(claimed, view, decision, now=now, expires_after=EXPIRES_AFTER).change
 
 
 def claim(
-    ledger: Ledger, key: MailboxKey, org: str, event_key: str, now: datetime, effect: Effect = Effect.BLOCK
+    ledger: Ledger, key: MailboxKey, org: str, op: str, now: datetime, effect: Effect = Effect.BLOCK
 ) -> tuple[Change | None, EventOutcome]:
     """Read, decide, commit, and on a conflict read again: the service layer's loop.
 
     Returns the committed change (None when the event had been processed) and the event's outcome.
     """
     while True:
-        seen = ledger.event(event_key)
+        seen = ledger.event(event_key(org, op))
         if seen is not None:
             return None, seen
-        change = decide(ledger.mailbox(key), org, event_key, now, effect)
+        change = decide(ledger.mailbox(key), org, op, now, effect)
         try:
             ledger.commit(change)
         except ConcurrencyConflict:
@@ -234,7 +232,16 @@ def contested(ledger: Ledger, clock: Clock, effect: Effect, *, key: MailboxKey |
               owner: str = "contoso-na", claimant: str = "contoso-jp") -> Case:  # fmt: skip
     """A mailbox owned by ``owner`` and a competing claim from ``claimant`` decided with ``effect``."""
     key = key or mailbox(int(uuid.uuid4().int % 10**6))
-    claim(ledger, key, owner, f"{owner}:op-{uuid.uuid4()}", clock())
-    change, _ = claim(ledger, key, claimant, f"{claimant}:op-{uuid.uuid4()}", clock(), effect)
+    claim(ledger, key, owner, f"op-{uuid.uuid4()}", clock())
+    change, _ = claim(ledger, key, claimant, f"op-{uuid.uuid4()}", clock(), effect)
     assert change is not None and change.cases
+    return change.cases[0]
+
+
+def resolve(ledger: Ledger, held: Case, effect: Effect, state: CaseState, now: datetime) -> Case:
+    """An approver's verdict on a held case, committed as production writes it (``casework.plan_resolution``)."""
+    change = casework.plan_resolution(held, ledger.mailbox(held.key), effect=effect, state=state,
+                                      actor="approver@contoso", reason=f"{state.value} by the approver", rule=RULE,
+                                      now=now)  # fmt: skip
+    ledger.commit(change)
     return change.cases[0]

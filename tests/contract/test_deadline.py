@@ -12,12 +12,12 @@ from shared.ledger.deadline import Deadline, DeadlineExceeded, bound
 from shared.ledger.port import Ledger
 from shared.ledger.tables import TableLedger
 from tests.azurite import connection_string
-from tests.contract.conftest import T0, claim, decide, mailbox
+from tests.contract.conftest import T0, claim, decide, event_key, mailbox
 from tests.proxy import proxy_to
 
 
-def nothing_recorded(ledger: Ledger, event_key: str, audit_entries: int) -> None:
-    assert ledger.event(event_key) is None
+def nothing_recorded(ledger: Ledger, op: str, audit_entries: int) -> None:
+    assert ledger.event(event_key("contoso-na", op)) is None
     assert ledger.mailbox(mailbox(1)).version == 0
     assert ledger.verify_audit().entries == audit_entries
 
@@ -48,7 +48,7 @@ def test_a_commit_in_time_is_recorded_and_the_answer_waits_for_it(ledger: Ledger
     with bound(work):
         ledger.commit(change)
     assert not work.abandon(), "after a commit the answering side must deliver it, not give up"
-    assert ledger.event("na:in-time") is not None
+    assert ledger.event(event_key("contoso-na", "na:in-time")) is not None
 
 
 @pytest.mark.azurite
@@ -76,13 +76,15 @@ def is_transaction(line: str) -> bool:
     return line.startswith("POST ") and "$batch" in line
 
 
-@pytest.fixture
-def proxied(azurite: str):
-    """A Table ledger whose every call crosses a proxy that can lose or delay them."""
+@pytest.fixture(params=[False, True], ids=["new-mailbox", "owned-mailbox"])
+def proxied(azurite: str, request: pytest.FixtureRequest):
+    """A Table ledger whose every call crosses a proxy that can lose or delay them; mailbox 1 new or owned."""
     port = re.search(r"TableEndpoint=http://127\.0\.0\.1:(\d+)", azurite).group(1)  # type: ignore[union-attr]
     with proxy_to(f"http://127.0.0.1:{port}") as (proxy, _):
         ledger = TableLedger.from_connection_string(connection_string(proxy.port), prefix=f"d{uuid.uuid4().hex[:12]}")
         try:
+            if request.param:
+                claim(ledger, mailbox(1), "contoso-na", "na:owner", T0)
             yield proxy, ledger
         finally:
             ledger.drop_tables()
@@ -90,26 +92,20 @@ def proxied(azurite: str):
 
 
 @pytest.mark.azurite
-@pytest.mark.parametrize("owned", [False, True], ids=["new-mailbox", "owned-mailbox"])
-def test_a_transaction_whose_answer_is_lost_is_recorded_once(proxied, owned: bool) -> None:
+def test_a_transaction_whose_answer_is_lost_is_recorded_once(proxied) -> None:  # type: ignore[no-untyped-def]
     proxy, ledger = proxied
-    if owned:
-        claim(ledger, mailbox(1), "contoso-na", "na:owner", T0)
     version = ledger.mailbox(mailbox(1)).version
     proxy.drop_answers(is_transaction)
     change, _ = claim(ledger, mailbox(1), "contoso-jp", "jp:lost-answer", T0)
     assert proxy.dropped, "the proxy did not lose the answer"
-    assert change is not None and ledger.event("jp:lost-answer") is not None
+    assert change is not None and ledger.event(event_key("contoso-jp", "jp:lost-answer")) is not None
     assert ledger.mailbox(mailbox(1)).version == version + 1  # once, not twice
     assert ledger.verify_audit().ok
 
 
 @pytest.mark.azurite
-@pytest.mark.parametrize("owned", [False, True], ids=["new-mailbox", "owned-mailbox"])
-def test_a_transaction_delivered_after_its_deadline_cannot_land(proxied, owned: bool) -> None:
+def test_a_transaction_delivered_after_its_deadline_cannot_land(proxied) -> None:  # type: ignore[no-untyped-def]
     proxy, ledger = proxied
-    if owned:
-        claim(ledger, mailbox(1), "contoso-na", "na:owner", T0)
     view = ledger.mailbox(mailbox(1))
     change = decide(view, "contoso-jp", "jp:late", T0)
     entries = ledger.verify_audit().entries
@@ -117,6 +113,6 @@ def test_a_transaction_delivered_after_its_deadline_cannot_land(proxied, owned: 
     with bound(Deadline(1.0)), pytest.raises(DeadlineExceeded):
         ledger.commit(change)
     assert len(proxy.deliver_held()) == 1  # the network delivers the transaction after all
-    assert ledger.event("jp:late") is None
+    assert ledger.event(event_key("contoso-jp", "jp:late")) is None
     assert ledger.mailbox(mailbox(1)).version == view.version
     assert ledger.verify_audit().entries == entries

@@ -9,7 +9,6 @@ for real (``OrgGuard`` over the ledger under test), from threads and OS processe
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import uuid
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from shared.domain.model import (
 )
 from shared.ledger.port import ConcurrencyConflict, Ledger
 from shared.service.orgguard import OrgGuard
-from tests.contract.conftest import T0, Clock, LedgerSpec, needs_processes
+from tests.contract.conftest import SPAWN, T0, Clock, LedgerSpec, in_processes, needs_processes
 from tests.factories import HOLDING_POLICY, claim, registry
 
 DECISION_STATES = {CaseState.DECIDED, CaseState.DENIED, CaseState.EXPIRED}
@@ -140,18 +139,9 @@ def test_approvers_racing_in_processes_decide_once(spec: LedgerSpec, instances: 
     needs_processes(spec)
     first = instances()
     case = held(service(first))
-    ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Barrier(4), ctx.Queue()
-    procs = [
-        ctx.Process(target=_process_click, args=(spec, case.id, how, go, out))
-        for how in ("approve", "deny", "approve", "deny")
-    ]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    go = SPAWN.Barrier(4)
+    clicks = [(spec, case.id, how, go) for how in ("approve", "deny", "approve", "deny")]
+    results = in_processes(_process_click, clicks, timeout=120)
     assert_decided_once(first, case.id, results)
 
 

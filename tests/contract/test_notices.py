@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from shared.domain import casework
 from shared.domain.model import (
     Action,
     ActionKind,
@@ -15,7 +16,6 @@ from shared.domain.model import (
     Effect,
     Notice,
     NoticeKind,
-    new_id,
 )
 from shared.ledger.port import Ledger
 from tests.contract.conftest import T0, Clock, contested
@@ -24,8 +24,8 @@ LATER = T0 + timedelta(days=1)
 
 
 def notify(case: Case, kind: NoticeKind, *to: str) -> Action:
-    return Action(new_id(), case.id, case.claimant, None, ActionKind.NOTIFY, created_at=T0, updated_at=T0,
-                  notice=Notice(kind, to))  # fmt: skip
+    """A notice as production adds one to a case: a notify action (``casework.new_action``) carrying it."""
+    return replace(casework.new_action(case.id, case.claimant, None, ActionKind.NOTIFY, T0), notice=Notice(kind, to))
 
 
 def add(ledger: Ledger, case: Case, *actions: Action) -> Case:

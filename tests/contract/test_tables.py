@@ -12,12 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain.model import ActionStatus, AuditEvent, CaseQuery, CaseState, Change, Effect, HistoryEntry
-from shared.ledger import open_ledger, tables
+from shared.domain.model import (
+    ActionStatus,
+    AuditEvent,
+    Case,
+    CaseQuery,
+    CaseState,
+    Change,
+    Effect,
+    HistoryEntry,
+    MailboxKey,
+)
+from shared.ledger import open_ledger
 from shared.ledger.port import LedgerError
-from shared.ledger.tables import TableLedger, check_entity, escape, get_text, parse_target, put_text
+from shared.ledger.tables import TableLedger, account, check_entity, escape, get_text, parse_target, put_text
 from tests.azurite import connection_string, free_port
-from tests.contract.conftest import T0, Clock, claim, contested, mailbox
+from tests.contract.conftest import T0, Clock, claim, contested, decide, event_key, mailbox
 
 pytestmark = pytest.mark.azurite
 LATER = T0 + timedelta(days=1)
@@ -82,10 +92,12 @@ def test_a_change_too_large_for_one_transaction_is_refused_whole(make: Callable[
     ledger, clock, key = make(), Clock(), mailbox(1)
     claim(ledger, key, "contoso-na", "na:1", clock())
     before = (ledger.mailbox(key), ledger.verify_audit().entries)
+    # Shapes production does not write, on purpose: what a transaction cannot hold must be refused whole.
     huge = AuditEvent("x", key.address, "y", {"blob": "z" * 1_200_000}, clock())
     with pytest.raises(LedgerError, match="1 MiB"):
         ledger.commit(Change(key, 1, audit=(huge,)))
-    many = tuple(contested_case(key, clock) for _ in range(40))  # 40 cases with 2 actions each: over 100 writes
+    owned = ledger.mailbox(key)  # 40 claims decided at once, 2 actions each: over 100 writes
+    many = tuple(decide(owned, "contoso-jp", f"jp:{i}", clock()).cases[0] for i in range(40))
     with pytest.raises(LedgerError, match="at most 100"):
         ledger.commit(Change(key, 1, cases=many))
     one_note = replace(many[0], history=(HistoryEntry(clock(), CaseState.HELD, "x", "n" * 500_000),))
@@ -93,12 +105,6 @@ def test_a_change_too_large_for_one_transaction_is_refused_whole(make: Callable[
         ledger.commit(Change(key, 1, cases=(one_note,)))
     assert (ledger.mailbox(key), ledger.verify_audit().entries) == before
     assert ledger.cases(CaseQuery(mailbox=key)).items == ()
-
-
-def contested_case(key, clock):  # type: ignore[no-untyped-def]
-    from tests.contract.conftest import open_case
-
-    return open_case(key, "contoso-na", "contoso-jp", Effect.BLOCK, clock())
 
 
 def test_a_long_error_text_is_kept_to_its_first_32000_characters(make: Callable[..., TableLedger]) -> None:
@@ -132,14 +138,14 @@ def test_ledger_urls_name_a_connection_string_or_an_account_and_a_prefix() -> No
 def test_an_account_url_uses_managed_identity_when_azure_client_id_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    monkeypatch.setattr(tables, "_credentials", {})
+    monkeypatch.setattr(account, "_credentials", {})
     monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
     ledger = open_ledger("tables:https://acct.table.core.windows.net?prefix=prod")  # nothing is sent yet
     assert isinstance(ledger, TableLedger) and ledger.prefix == "prod"
-    assert isinstance(tables.default_credential(), ManagedIdentityCredential)
-    assert tables.default_credential() is tables.default_credential()  # one per process: it caches tokens
+    assert isinstance(account.default_credential(), ManagedIdentityCredential)
+    assert account.default_credential() is account.default_credential()  # one per process: it caches tokens
     monkeypatch.delenv("AZURE_CLIENT_ID")
-    assert isinstance(tables.default_credential(), DefaultAzureCredential)
+    assert isinstance(account.default_credential(), DefaultAzureCredential)
     cosmos = TableLedger.from_account_url("https://acct.table.cosmos.azure.com", credential=FakeCredential())
     assert cosmos._sorted is False and ledger._sorted is True
     with pytest.raises(LedgerError, match="https"):
@@ -173,24 +179,25 @@ def test_unreachable_storage_is_a_ledger_error_not_a_crash() -> None:
 # --- an instance that dies between its transaction and its roll-forward -----------------------
 
 
-def crash_after_commit(ledger: TableLedger, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger, "_roll_forward", lambda journal: False)
+def decided_then_crashed(dying: TableLedger, monkeypatch: pytest.MonkeyPatch, key: MailboxKey, effect: Effect,
+                         clock: Clock) -> Case:  # fmt: skip
+    """A contested claim ``dying`` commits and then dies before rolling its journal forward; the case it opened."""
+    claim(dying, key, "contoso-na", "na:1", clock())
+    monkeypatch.setattr(dying, "_roll_forward", lambda journal: False)
+    change, _ = claim(dying, key, "contoso-jp", "jp:1", clock(), effect)
+    assert change is not None
+    return change.cases[0]
 
 
 def test_work_a_dead_instance_left_is_finished_by_the_sweep(make: Callable[..., TableLedger],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    dying, clock = make(), Clock()
-    claim(dying, mailbox(1), "contoso-na", "na:1", clock())
-    crash_after_commit(dying, monkeypatch)
-    change, _ = claim(dying, mailbox(1), "contoso-jp", "jp:1", clock(), Effect.BLOCK)
-    assert change is not None
-    case = change.cases[0]
+    case = decided_then_crashed(make(), monkeypatch, mailbox(1), Effect.BLOCK, Clock())
     patient = make()  # a live instance that does not take over young work
     assert patient.mailbox(mailbox(1)).version == 2  # the decision itself is recorded
     assert patient.case(case.id) is None and patient.pending_actions(now=LATER) == []
     sweeper = make(takeover_after=timedelta(0))
     assert [a.id for a in sweeper.pending_actions(now=LATER)] == [a.id for a in case.actions]
-    assert sweeper.case(case.id) == case and sweeper.event("jp:1") is not None
+    assert sweeper.case(case.id) == case and sweeper.event(event_key("contoso-jp", "jp:1")) is not None
     assert sweeper.audit_entries()[-1].event.actor == "contoso-jp"
     assert sweeper.verify_audit().ok and sweeper.verify_audit().entries == 2
     assert list(sweeper.table("mailboxes").query_entities("PartitionKey eq '~journals'")) == []
@@ -199,14 +206,11 @@ def test_work_a_dead_instance_left_is_finished_by_the_sweep(make: Callable[..., 
 
 def test_the_next_writer_finishes_a_dead_instances_work(make: Callable[..., TableLedger],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    dying, clock = make(), Clock()
-    claim(dying, mailbox(2), "contoso-na", "na:1", clock())
-    crash_after_commit(dying, monkeypatch)
-    change, _ = claim(dying, mailbox(2), "contoso-jp", "jp:1", clock(), Effect.OVERRIDE)
-    assert change is not None
+    clock = Clock()
+    case = decided_then_crashed(make(), monkeypatch, mailbox(2), Effect.OVERRIDE, clock)
     next_writer = make(takeover_after=timedelta(0))
     claim(next_writer, mailbox(2), "contoso-eu", "eu:1", clock(), Effect.BLOCK)
-    assert next_writer.case(change.cases[0].id) is not None
+    assert next_writer.case(case.id) is not None
     assert [c.org for c in next_writer.claims(mailbox(2))] == ["contoso-eu", "contoso-jp", "contoso-na"]
     assert next_writer.verify_audit().entries == 3 and next_writer.verify_audit().ok
 

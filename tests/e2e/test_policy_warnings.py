@@ -10,9 +10,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from functions.console import app
 from functions.http_api import create_api
 from shared import bootstrap
-from functions.console import app
 from tests.factories import ADMIN_TOKEN, container
 from tests.serving import serve
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from functions.console import app as cli
 from functions.http_api import create_api
 from shared import bootstrap
-from functions.console import app as cli
 from shared.config.orgs import OrgsError, parse_orgs
 from shared.config.settings import Settings, SettingsError
 from shared.ledger.port import job_ledger

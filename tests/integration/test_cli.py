@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shared import bootstrap
 from functions.console import app
+from shared import bootstrap
 from shared.domain.model import ActionStatus, CaseState, MailboxKey
 from shared.domain.policy import PolicyError
 from tests.factories import AIKO, HOLDING_POLICY, claim, container, ledger_snapshot

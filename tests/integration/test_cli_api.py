@@ -24,12 +24,12 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 from typer.testing import CliRunner
 
+from functions.console import app
 from functions.http_api import create_api
 from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.cli import api_client
-from functions.console import app
 from shared.domain.model import ActionStatus
 from tests.factories import ADMIN_TOKEN, AIKO, HOLDING_POLICY, claim, container, registry
 from tests.jobs_support import exchange, reset_sandbox, row_for

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from functions.console import app
 from functions.http_api import create_api
 from sandbox.server import running
 from shared import bootstrap
-from functions.console import app
 from shared.domain.model import CaseQuery, MailboxKey
 from tests.factories import ADMIN_TOKEN
 from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, rows, wired, writes

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from functions.console import app
 from sandbox.server import running
 from shared import bootstrap
-from functions.console import app
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import ActionStatus, CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from shared import bootstrap
 from functions.console import app
+from shared import bootstrap
 from shared.config import documents
 from shared.config.documents import MAX_DEPTH, MAX_NODES, TooComplex, load_yaml
 from shared.config.orgs import OrgsError, load_orgs

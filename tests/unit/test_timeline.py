@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from shared import bootstrap
 from shared.config.settings import Settings
 from shared.domain.model import CaseState, Decision, Effect
-from shared.service.timeline import owner_spans, timeline_doc
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.orgguard import MailboxReport
+from shared.service.timeline import owner_spans, timeline_doc
 from tests.factories import AIKO, claim, registry
 
 POLICY = """

@@ -1,0 +1,70 @@
+"""Policy versions, newest first; a saved version is audited after it is created.
+
+The policy row and the audit chain are in two tables, so no transaction holds
+both: the ``~policy`` marker (written first) and the row's ``Audited`` flag let
+the next save, or ``recover``, append the entry a crashed writer did not.
+"""
+
+from __future__ import annotations
+
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.data.tables import TableEntity, UpdateMode
+
+from shared.domain.model import AuditEvent, PolicyVersion, utcnow
+from shared.ledger import codec
+from shared.ledger.port import LedgerError
+from shared.ledger.tables.audit import AuditChain
+from shared.ledger.tables.entities import Entity, check_entity, etag, get_text, if_match, put_text
+from shared.ledger.tables.keys import MARKERS, POLICY_MARKER, clock, inv
+from shared.ledger.tables.storage import WRITE_TRIES, pause
+
+
+class PolicyRows(AuditChain):
+    def _newest_policy(self) -> TableEntity | None:
+        return next(self._rows("policies", "PartitionKey eq 'policy'", page=1), None)
+
+    def policy(self) -> PolicyVersion | None:
+        with self._storage("read the policy"):
+            row = self._newest_policy()
+        if row is None:
+            return None
+        return PolicyVersion(int(row["Version"]), get_text(row, "Text"), str(row["Actor"]), codec.must_ts(row["At"]))
+
+    def save_policy(self, text: str, actor: str) -> PolicyVersion:
+        with self._storage("save the policy"):
+            for attempt in range(WRITE_TRIES):
+                newest = self._audit_newest_policy()
+                version = int(newest["Version"]) + 1 if newest else 1
+                saved = PolicyVersion(version, text, actor, utcnow())
+                row: Entity = {"PartitionKey": "policy", "RowKey": inv(version), "Version": version, "Actor": actor}
+                row |= {"At": codec.ts(saved.at), "Audited": False}
+                put_text(row, "Text", text)
+                check_entity(row)
+                marker: Entity = {"PartitionKey": MARKERS, "RowKey": POLICY_MARKER, "At": clock(saved.at)}
+                self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
+                try:
+                    self._tables["policies"].create_entity(row)
+                except ResourceExistsError:
+                    pause(attempt)
+                    continue
+                self._audit_policy(self._tables["policies"].get_entity("policy", inv(version)))
+                return saved
+        raise LedgerError("the policy kept changing; try again")
+
+    def _audit_newest_policy(self) -> TableEntity | None:
+        """The newest version, audited first if its writer did not get that far."""
+        newest = self._newest_policy()
+        if newest is not None and not newest.get("Audited"):
+            self._audit_policy(newest)
+        return newest
+
+    def _audit_policy(self, row: TableEntity) -> None:
+        version = int(row["Version"])
+        event = AuditEvent("policy.saved", f"policy:{version}", str(row["Actor"]), {"version": version},
+                           codec.must_ts(row["At"]))  # fmt: skip
+        self._append([event], f"policy.{version}")
+        try:
+            done: Entity = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Audited": True}
+            self._tables["policies"].update_entity(done, mode=UpdateMode.MERGE, **if_match(etag(row)))
+        except ResourceModifiedError:
+            pass
