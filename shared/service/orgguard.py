@@ -17,6 +17,7 @@ from datetime import datetime
 
 from shared import telemetry
 from shared.config.orgs import OrgRegistry
+from shared.config.policy_file import load_policy
 from shared.domain import casework, notices
 from shared.domain.model import (
     Action,
@@ -54,7 +55,6 @@ from shared.domain.policy import (
     default_policy,
     designated_primary,
     explain,
-    load_policy,
     policy_warnings,
     reads_groups,
     user_conditions,
