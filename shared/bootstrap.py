@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared import telemetry
-from shared.config.orgs import OrgRegistry, load_orgs
+from shared.config.orgs import load_orgs
 from shared.config.settings import Settings, inline_document
 from shared.dataverse.payloads import MailboxRow
 from shared.domain.model import DomainError, Org
+from shared.domain.orgs import OrgRegistry
 from shared.domain.policy import PolicyError, UserDirectory, user_conditions
 from shared.ledger import Ledger, open_ledger
 from shared.service.intake import Intake, MailboxReader

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.config.orgs import OrgRegistry
 from shared.domain import letters
 from shared.domain.model import Action, ActionStatus, DomainError, Notice, NoticeKind, Org, utcnow
 from shared.domain.notices import ADMIN_PREFIX
+from shared.domain.orgs import OrgRegistry
 from shared.domain.policy import GROUP_PREFIX, Policy
 from shared.graph.client import GraphError, unique
 from shared.ledger.port import Ledger

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared import telemetry
-from shared.config.orgs import OrgRegistry
 from shared.dataverse.client import DataverseClient, DataverseError, Throttled
 from shared.dataverse.clients import find_mailbox
 from shared.domain.model import Action, ActionKind, ActionStatus, Org, utcnow
+from shared.domain.orgs import OrgRegistry
 from shared.ledger.port import Ledger
 from shared.service.org_writes import Applied, OrgWrites, Write
 from shared.telemetry.lograte import Backoff, rate_limited
