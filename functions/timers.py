@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Mapping
 
 import azure.functions as func
 
 from shared import bootstrap
-from shared.config.settings import Settings
+from shared.config.settings import sweep_schedule
 
 log = logging.getLogger("orgguard.timer")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -43,12 +41,7 @@ def housekeeping(timer: func.TimerRequest) -> None:
 
 # --- the scheduled sweep (ORGGUARD_SWEEP_SCHEDULE, ORGGUARD_SWEEP_APPLY) -------------------
 
-SWEEP_SCHEDULE = os.environ.get("ORGGUARD_SWEEP_SCHEDULE") or Settings.sweep_schedule
-
-
-def sweep_applies(env: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if env is None else env).get("ORGGUARD_SWEEP_APPLY", "false").strip().lower()
-    return value in ("1", "true", "yes", "on")
+SWEEP_SCHEDULE = sweep_schedule()  # the decorator needs it at import
 
 
 def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
@@ -58,7 +51,7 @@ def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
 
     c = bootstrap.container()
     ledger = job_ledger(c.ledger)
-    job = ledger.save_job(new_job([], actor="orgguard:timer", apply=sweep_applies() if apply is None else apply))
+    job = ledger.save_job(new_job([], actor="orgguard:timer", apply=c.settings.sweep_apply if apply is None else apply))
     done, result = asyncio.run(run_sweep(c.service, ledger, job))
     summary = result.doc(limit=0)
     log.info("sweep %s: %s", done.id, {k: summary[k] for k in ("mailboxes", "conflicts_total", "requests", "apply")})

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ class Container:
             self.ledger,
             self.orgs,
             pool,
-            graph_factory(s.graph_url, timeout=self.mail_timeout_s),
+            graph_factory(s.graph_url, timeout=self.mail_timeout_s, client_id=s.azure_client_id),
             s.mail_from,
             self.service.policy,
             public_url=s.public_url,
@@ -127,15 +126,15 @@ def build(
     return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back or read_back_from_org))
 
 
-def graph_factory(graph_url: str, *, timeout: float) -> Callable[[], Graph]:
-    """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then."""
+def graph_factory(graph_url: str, *, timeout: float, client_id: str | None = None) -> Callable[[], Graph]:
+    """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then.
+
+    ``client_id``: the managed identity's (``Settings.azure_client_id``), None for the default chain's."""
 
     def connect() -> Graph:
         from shared.graph.client import Graph, credential_for
 
-        return Graph(
-            graph_url, credential=credential_for(graph_url, os.environ.get("AZURE_CLIENT_ID")), timeout=timeout
-        )
+        return Graph(graph_url, credential=credential_for(graph_url, client_id), timeout=timeout)
 
     return connect
 
@@ -145,7 +144,8 @@ def user_directory(settings: Settings) -> UserDirectory:
 
     assert settings.graph_url
     return GraphDirectory(
-        graph_factory(settings.graph_url, timeout=settings.graph_timeout_s), timeout=settings.graph_timeout_s
+        graph_factory(settings.graph_url, timeout=settings.graph_timeout_s, client_id=settings.azure_client_id),
+        timeout=settings.graph_timeout_s,
     )
 
 
@@ -190,13 +190,13 @@ class NotConfigured(DomainError):
     title = "OrgGuard is not configured"
 
 
-def container() -> Container:
-    """The process-wide container, built on first use; ``NotConfigured`` saying why it cannot be."""
+def container(settings: Callable[[], Settings] = Settings.from_env) -> Container:
+    """The process-wide container, built on first use from ``settings()``; ``NotConfigured`` saying why it cannot be."""
     global _container
     with _lock:
         if _container is None:
             try:
-                _container = build()
+                _container = build(settings())
             except NotConfigured:
                 raise
             except DomainError as exc:  # bad configuration is not the caller's bad request

@@ -303,11 +303,11 @@ def policy_validate(file: Path, as_json: JsonOpt = False) -> None:
 
 def _policy_warnings(policy: Any) -> list[str]:
     """What the policy will not do with this environment's settings (no Graph, no mail)."""
-    from shared.config.settings import Settings
+    from shared.cli.terminal import settings as local_settings
     from shared.domain.policy import policy_warnings
 
     try:
-        settings = Settings.from_env()
+        settings = local_settings()
     except DomainError as exc:
         return [f"the settings are invalid, so Graph and mail count as absent: {exc.detail}"]
     return policy_warnings(policy, directory=bool(settings.graph_url), mail=settings.mail)

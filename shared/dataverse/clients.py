@@ -27,6 +27,7 @@ READ_BACK_COLUMNS = (
 
 def make_client(org: Org, retry: RetryPolicy | None = None) -> DataverseClient:
     """A client for ``org``: a local development token on loopback, azure-identity elsewhere."""
+    # TODO(lead): from Settings.azure_client_id
     tokens = token_provider_for(org.url, client_id=os.environ.get("AZURE_CLIENT_ID") or None)
     return DataverseClient(org.url, tokens, retry=retry or RetryPolicy(), org=org.name)
 

@@ -165,6 +165,7 @@ class Pacer:
                 limits=httpx.Limits(max_connections=8),
             )
             self._http.append(http)
+            # TODO(lead): from Settings.azure_client_id
             tokens = token_provider_for(org.url, client_id=os.environ.get("AZURE_CLIENT_ID") or None)
             client = self._clients[org.name] = DataverseClient(
                 org.url, tokens, http=http, retry=self.retry, org=org.name
