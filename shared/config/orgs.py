@@ -10,7 +10,6 @@ with the app's managed identity.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,13 @@ from typing import Any
 import yaml
 
 from shared.config.documents import TooComplex, load_yaml
-from shared.config.settings import inline_document, is_key_vault_reference, secret_problem, unresolved_reference
+from shared.config.settings import (
+    environment,
+    inline_document,
+    is_key_vault_reference,
+    secret_problem,
+    unresolved_reference,
+)
 from shared.domain.model import Org, normalize_guid
 from shared.domain.orgs import OrgRegistry, OrgsError, RegisteredOrg
 
@@ -59,7 +64,7 @@ def _read_key_vault_secret(uri: str) -> str:  # pragma: no cover - needs Azure
 
 
 def parse_orgs(doc: object, env: Mapping[str, str] | None = None) -> OrgRegistry:
-    environ = os.environ if env is None else env
+    environ = environment() if env is None else env  # webhook keys named env:NAME
     if not isinstance(doc, dict) or not isinstance(doc.get("orgs"), list):
         raise OrgsError("the orgs file needs a top-level 'orgs' list", field="orgs")
     entries = []
