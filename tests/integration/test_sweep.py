@@ -195,12 +195,12 @@ def test_the_sweep_timer_repairs_only_when_told_to(
     c = wired(tmp_path, base_url, policy_designating("contoso-na"))
     bootstrap.install(c)
     try:
-        monkeypatch.delenv("ORGGUARD_SWEEP_APPLY", raising=False)
+        assert not c.settings.sweep_apply  # ORGGUARD_SWEEP_APPLY unset
         timers.sweep(TimerRequest(past_due=False, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 1  # looked, wrote nothing
         assert job_ledger(c.ledger).jobs(JobKind.SWEEP)[0].state is JobState.DONE
 
-        monkeypatch.setenv("ORGGUARD_SWEEP_APPLY", "true")
+        c.settings = c.settings.model_copy(update={"sweep_apply": True})  # as ORGGUARD_SWEEP_APPLY=true sets it
         timers.sweep(TimerRequest(past_due=True, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 2
         assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
