@@ -30,6 +30,7 @@ from shared.domain.policy import (
     designated_primary,
     explain,
     parse_duration,
+    parse_policy,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,6 +279,19 @@ def test_a_dumped_policy_loads_back_the_same(source):
     text = DESIGN_POLICY if source == "design" else EXAMPLE.read_text(encoding="utf-8")
     policy = load_policy(text)
     assert load_policy(json.dumps(policy.model_dump(mode="json"))) == policy
+
+
+def test_the_domain_checks_a_document_already_read():
+    """No YAML in the domain: parse_policy takes the document; reading text is shared.config.policy_file's."""
+    doc = {"version": 2, "rules": [{"id": "r", "when": {"claimant": "contoso-jp"}, "effect": "block"}]}
+    assert parse_policy(doc).rules[0].when.claimant == ("contoso-jp",)
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(doc, known_orgs=["contoso-na"])
+    assert refused.value.errors == [
+        {"path": "rules[0].when.claimant", "message": "'contoso-jp' is not a registered org (registered: contoso-na)"}
+    ]
+    with pytest.raises(PolicyError, match="the policy is empty"):
+        parse_policy(None)
 
 
 def test_json_text_is_a_policy_too():
