@@ -52,6 +52,7 @@ run: $(STAMP) static
 	$(BIN)/orgguard serve --sandbox --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 test: $(STAMP) $(NODE_STAMP) static $(CHROMIUM)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP) static
@@ -61,6 +62,7 @@ lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions sandbox function_app.py
+	$(BIN)/lint-imports --no-cache
 	npx --no-install prettier --check "functions/static/**/*.{js,css,html}"
 	for f in functions/static/js/*.js functions/static/js/views/*.js; do node --input-type=module --check < $$f || exit 1; done
 

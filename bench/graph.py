@@ -144,10 +144,9 @@ def notify(url: str) -> None:
 
 
 async def drain(c: bootstrap.Container) -> None:
-    from shared.dataverse.clients import ClientPool
     from shared.service.outbox import has_pending
 
-    pool = ClientPool()
+    pool = c.client_pool()
     executor = c.executor(pool)
     await executor.run_once()  # warm: msgraph loads here
     while await asyncio.to_thread(has_pending, c.ledger):

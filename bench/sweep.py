@@ -111,8 +111,6 @@ def child_sweep(directory: str, apply: bool) -> None:
     sys.path.insert(0, str(REPO))
     from shared import bootstrap
     from shared.config.settings import Settings
-    from shared.ledger.port import job_ledger
-    from shared.service.sweep import new_job, run_sweep
 
     folder = Path(directory)
     ledger_path = folder / ("apply.db" if apply else "sweep.db")
@@ -121,10 +119,10 @@ def child_sweep(directory: str, apply: bool) -> None:
         ledger=f"sqlite:///{ledger_path}", orgs=str(folder / "orgs.yaml"), policy=str(folder / "policy.yaml")
     )
     c = bootstrap.build(settings)
-    ledger = job_ledger(c.ledger)
-    job = ledger.save_job(new_job([], actor="bench", apply=apply))
+    jobs = c.jobs()
+    job = jobs.start_sweep([], apply=apply, actor="bench")
     started = time.perf_counter()
-    _, result = asyncio.run(run_sweep(c.service, ledger, job))
+    _, result = asyncio.run(jobs.run_sweep(job))
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     doc = result.doc(limit=0)

@@ -10,7 +10,6 @@ command ships to Azure: ``.funcignore`` leaves the command line out of the packa
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -34,7 +33,8 @@ SANDBOX_ORGS = {
 
 
 def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[str, str]:
-    """Write the local orgs file, keys, admin token and policy once; return the env to use."""
+    """Write the local orgs file, keys, admin token and policy once; return them as settings for what the
+    environment leaves unset."""
     directory.mkdir(parents=True, exist_ok=True)
     token_file = directory / "admin-token"
     if not token_file.exists():
@@ -64,7 +64,7 @@ def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[st
         "ORGGUARD_ORGS": str(orgs_file),
         "ORGGUARD_POLICY": str(policy_file),
         "ORGGUARD_ADMIN_TOKEN": token_file.read_text(encoding="utf-8").strip(),
-        "ORGGUARD_LEDGER": os.environ.get("ORGGUARD_LEDGER", f"sqlite:///{directory}/ledger.db"),
+        "ORGGUARD_LEDGER": f"sqlite:///{directory}/ledger.db",
     }
 
 
@@ -93,14 +93,14 @@ def serve(
 
     from functions.local_host import create_local_app
     from shared import bootstrap
-    from shared.config.settings import Settings
+    from shared.config.settings import Settings, environment
     from shared.dataverse.port import DataverseError
-    from shared.dataverse.registration import register_orgs
 
     if sandbox and no_sandbox:
         raise fail("give --sandbox or --no-sandbox, not both", 2)
     _check_ports(host, port, sandbox_port if sandbox else None)
-    token_in_env = bool(os.environ.get("ORGGUARD_ADMIN_TOKEN"))
+    environ = environment()
+    token_in_env = bool(environ.get("ORGGUARD_ADMIN_TOKEN"))
     with ExitStack() as stack:
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         if sandbox:
@@ -111,34 +111,33 @@ def serve(
             except OSError as exc:  # taken between the check and now
                 raise fail(_port_taken("127.0.0.1", sandbox_port, "--sandbox-port", exc)) from None
             out.print(f"[bold]sandbox[/bold] orgs on {sandbox_url}/orgs/<name>/api/data/v9.2/", markup=True)
-        if orgs is None and not os.environ.get("ORGGUARD_ORGS"):
-            for name, value in ensure_local_setup(sandbox_url).items():
-                if not os.environ.get(name):  # the environment wins
-                    os.environ[name] = value
-        for name, option in (("ORGGUARD_LEDGER", ledger), ("ORGGUARD_POLICY", policy), ("ORGGUARD_ORGS", orgs)):
-            if option is not None:
-                os.environ[name] = str(option)
+        # What the environment leaves unset comes from .orgguard/ and, with --sandbox, the sandbox's Graph;
+        # the command's options win over both. Nothing is written into the environment.
+        local = orgs is None and not environ.get("ORGGUARD_ORGS")
+        defaults = ensure_local_setup(sandbox_url) if local else {}
         if sandbox:  # the sandbox's Graph: users for user.* conditions, and sendMail for notices
-            mailing = {
+            defaults |= {
                 "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
                 "ORGGUARD_MAIL_FROM": SANDBOX_SENDER,
                 "ORGGUARD_PUBLIC_URL": f"http://{host}:{port}",
             }
-            for name, setting in mailing.items():
-                os.environ.setdefault(name, setting)
-            if orgs is None and os.environ.get("ORGGUARD_ORGS") == str(LOCAL_DIR / "orgs.yaml"):
-                used = json.dumps({n: os.environ[n] for n in mailing})
-                (LOCAL_DIR / "graph.json").write_text(used, encoding="utf-8")
+        options = {"ORGGUARD_LEDGER": ledger, "ORGGUARD_POLICY": policy, "ORGGUARD_ORGS": orgs}
+        chosen = {name: str(value) for name, value in options.items() if value is not None}
         try:
-            container = bootstrap.build(Settings.from_env())
+            settings = Settings.from_env({**environ, **chosen}, under=defaults)
+            container = bootstrap.build(settings)
         except DomainError as exc:
             raise fail(exc.detail) from None
+        if sandbox and local:  # the CLI, run from here, reads users and queues mail as this host does
+            used = {"ORGGUARD_GRAPH_URL": settings.graph_url, "ORGGUARD_MAIL_FROM": settings.mail_from,
+                    "ORGGUARD_PUBLIC_URL": settings.public_url}  # fmt: skip
+            (LOCAL_DIR / "graph.json").write_text(json.dumps({k: v for k, v in used.items() if v}), encoding="utf-8")
         stack.callback(container.close)
         bootstrap.install(container)
         base = f"http://{host}:{port}"
         if sandbox:
             try:
-                results = asyncio.run(register_orgs(container.orgs, container.orgs.names, base))
+                results = asyncio.run(container.register(container.orgs.names, base))
             except (DomainError, DataverseError) as exc:
                 raise fail(f"registering OrgGuard in the simulated orgs failed: {exc}") from None
             for result in results:

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 
 from functions.http_api import create_api
 from shared.bootstrap import Container
-from shared.dataverse import clients as orgclients
 from shared.ledger.port import LedgerError
 from shared.telemetry.lograte import rate_limited
 
@@ -24,7 +23,7 @@ log = rate_limited(logging.getLogger("orgguard.local"))
 
 
 async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float = 60.0) -> None:
-    pool = orgclients.ClientPool()
+    pool = c.client_pool()
     executor = c.executor(pool)
     since_expiry = expire_every
     try:

@@ -28,8 +28,6 @@ async def mailbox_timeline(address: str, _: Reader) -> dict[str, Any]:
 @router.get("/mailboxes/{address}/orgs")
 async def mailbox_in_orgs(address: str, _: Reader) -> dict[str, Any]:
     """Each registered org's row for the address, read now; an org that cannot be read says why."""
-    from shared.service.org_rows import rows_in_orgs
-
     key = MailboxKey.parse(address)
-    rows = await rows_in_orgs(list(container().orgs), key)
+    rows = await container().org_rows(key)
     return {"mailbox": key.address, "orgs": [r.doc() for r in rows]}

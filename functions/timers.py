@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Mapping
 
 import azure.functions as func
 
 from shared import bootstrap
-from shared.config.settings import Settings
+from shared.config.settings import sweep_schedule
 
 log = logging.getLogger("orgguard.timer")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -43,18 +41,14 @@ def housekeeping(timer: func.TimerRequest) -> None:
 
 # --- the scheduled sweep (ORGGUARD_SWEEP_SCHEDULE, ORGGUARD_SWEEP_APPLY) -------------------
 
-SWEEP_SCHEDULE = os.environ.get("ORGGUARD_SWEEP_SCHEDULE") or Settings.sweep_schedule
-
-
-def sweep_applies(env: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if env is None else env).get("ORGGUARD_SWEEP_APPLY", "false").strip().lower()
-    return value in ("1", "true", "yes", "on")
+SWEEP_SCHEDULE = sweep_schedule()  # the decorator needs it at import
 
 
 def run_sweep_now(apply: bool | None = None) -> dict[str, object]:
     """One sweep of every org, acting only when ORGGUARD_SWEEP_APPLY says so; its summary."""
-    jobs = bootstrap.container().jobs()
-    job = jobs.start_sweep([], apply=sweep_applies() if apply is None else apply, actor="orgguard:timer")
+    c = bootstrap.container()
+    jobs = c.jobs()
+    job = jobs.start_sweep([], apply=c.settings.sweep_apply if apply is None else apply, actor="orgguard:timer")
     done, result = asyncio.run(jobs.run_sweep(job))
     summary = result.doc(limit=0)
     log.info("sweep %s: %s", done.id, {k: summary[k] for k in ("mailboxes", "conflicts_total", "requests", "apply")})

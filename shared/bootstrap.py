@@ -8,28 +8,32 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared import telemetry
-from shared.config.orgs import OrgRegistry, load_orgs
+from shared.config.orgs import load_orgs
 from shared.config.settings import Settings, inline_document
 from shared.dataverse.payloads import MailboxRow
-from shared.domain.model import DomainError, Org
+from shared.domain.model import DomainError, MailboxKey, Org
+from shared.domain.orgs import OrgRegistry
 from shared.domain.policy import PolicyError, UserDirectory, user_conditions
 from shared.ledger import Ledger, open_ledger
 from shared.service.intake import Intake, MailboxReader
 from shared.service.orgguard import OrgGuard
+from shared.telemetry import setup as telemetry_setup
 
-if TYPE_CHECKING:  # the Dataverse client (httpx) and msgraph stay off the gate's cold path
+if TYPE_CHECKING:
     from shared.dataverse.clients import ClientPool
+    from shared.dataverse.pacing import Pacer
+    from shared.dataverse.port import RetryPolicy
+    from shared.dataverse.registration import RegistrationResult
     from shared.graph.client import Graph
     from shared.service.delivery import Delivery
     from shared.service.jobs import Jobs
+    from shared.service.org_rows import OrgRow  # the Dataverse client (httpx) and msgraph stay off the gate's cold path
     from shared.service.outbox import Executor
 
 log = logging.getLogger("orgguard")
@@ -61,25 +65,65 @@ class Container:
             self.ledger,
             self.orgs,
             pool,
-            graph_factory(s.graph_url, timeout=self.mail_timeout_s),
+            graph_factory(s.graph_url, timeout=self.mail_timeout_s, client_id=s.azure_client_id),
             s.mail_from,
             self.service.policy,
             public_url=s.public_url,
             clock=self.service.clock,
         )
 
+    # --- the only place Dataverse clients, pacers and job runners are made -------------------
+
+    def client_pool(self, retry: RetryPolicy | None = None) -> ClientPool:
+        """A client per org for one event loop, as OrgGuard's identity (``AZURE_CLIENT_ID``); the caller closes it."""
+        from shared.dataverse.clients import ClientPool
+
+        return ClientPool(retry, client_id=self.settings.azure_client_id)
+
+    def pacer(self) -> Pacer:
+        """Clients that obey each org's service protection budget, for one sweep or migration run."""
+        from shared.dataverse.clients import Connector
+        from shared.dataverse.pacing import Pacer
+
+        return Pacer(Connector(self.settings.azure_client_id))
+
     def jobs(self) -> Jobs:
         """Sweeps and migrations: start, pause, resume, cancel and run them (one rule for every entry point)."""
         from shared.ledger.port import job_ledger
         from shared.service.jobs import Jobs
 
-        return Jobs(self.service, job_ledger(self.ledger))
+        return Jobs(self.service, job_ledger(self.ledger), self.pacer)
+
+    async def register(self, names: Sequence[str], base_url: str) -> list[RegistrationResult]:
+        """OrgGuard's gate and event endpoints in each named org (``orgguard register``, ``serve --sandbox``)."""
+        from shared.dataverse.registration import register_orgs
+
+        pool = self.client_pool()
+        try:
+            return await register_orgs(self.orgs, names, base_url, client_for=pool)
+        finally:
+            await pool.aclose()
+
+    async def org_rows(self, key: MailboxKey) -> list[OrgRow]:
+        """Each registered org's row for ``key``, read now (the page's mailbox view); unreachable orgs say so."""
+        from shared.service.org_rows import RETRY, read_rows
+
+        pool = self.client_pool(RETRY)
+        try:
+            return await read_rows(list(self.orgs), key, pool)
+        finally:
+            await pool.aclose()
+
+    def read_back(self, org: Org, mailbox_id: str) -> MailboxRow | None:
+        """A mailbox read back from its org, for a trimmed payload (the intake's ``MailboxReader``)."""
+        from shared.dataverse.clients import Connector
+        from shared.dataverse.mailboxes import read_back
+
+        return read_back(org, mailbox_id, connect=Connector(self.settings.azure_client_id))
 
     async def run_actions(self) -> None:
         """Carry out every due action once, with clients for this event loop only."""
-        from shared.dataverse.clients import ClientPool
-
-        pool = ClientPool()
+        pool = self.client_pool()
         executor = self.executor(pool)
         try:
             await executor.run_once()
@@ -117,11 +161,11 @@ def build(
     read_back: MailboxReader | None = None,
 ) -> Container:
     settings = settings or Settings.from_env()
-    telemetry.configure(
+    telemetry_setup.configure(
         connection_string=settings.app_insights, authentication=settings.app_insights_auth, local=settings.telemetry
     )
     orgs = orgs if orgs is not None else load_orgs(settings.orgs)
-    ledger = ledger if ledger is not None else open_ledger(settings.ledger)
+    ledger = ledger if ledger is not None else open_ledger(settings.ledger, client_id=settings.azure_client_id)
     if users is None and settings.graph_url:
         users = user_directory(settings)
     service = OrgGuard(ledger=ledger, orgs=orgs, mail=settings.mail)
@@ -131,18 +175,21 @@ def build(
     warm = getattr(service.users, "warm", None)
     if warm is not None and user_conditions(service.policy()):
         warm()  # msgraph loads on the directory's own thread now, not inside the first decision
-    return Container(settings, ledger, orgs, service, Intake(service, orgs, read_back or read_back_from_org))
+    container = Container(settings, ledger, orgs, service, Intake(service, orgs, read_back))
+    if read_back is None:
+        container.intake.read_back = container.read_back
+    return container
 
 
-def graph_factory(graph_url: str, *, timeout: float) -> Callable[[], Graph]:
-    """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then."""
+def graph_factory(graph_url: str, *, timeout: float, client_id: str | None = None) -> Callable[[], Graph]:
+    """Builds a ``Graph`` (msgraph-sdk) for the event loop that calls it; imported only then.
+
+    ``client_id``: the managed identity's (``Settings.azure_client_id``), None for the default chain's."""
 
     def connect() -> Graph:
         from shared.graph.client import Graph, credential_for
 
-        return Graph(
-            graph_url, credential=credential_for(graph_url, os.environ.get("AZURE_CLIENT_ID")), timeout=timeout
-        )
+        return Graph(graph_url, credential=credential_for(graph_url, client_id), timeout=timeout)
 
     return connect
 
@@ -152,15 +199,9 @@ def user_directory(settings: Settings) -> UserDirectory:
 
     assert settings.graph_url
     return GraphDirectory(
-        graph_factory(settings.graph_url, timeout=settings.graph_timeout_s), timeout=settings.graph_timeout_s
+        graph_factory(settings.graph_url, timeout=settings.graph_timeout_s, client_id=settings.azure_client_id),
+        timeout=settings.graph_timeout_s,
     )
-
-
-def read_back_from_org(org: Org, mailbox_id: str) -> MailboxRow | None:
-    """Read a mailbox back through the Web API (imported on first use: cold start)."""
-    from shared.dataverse.clients import read_back
-
-    return read_back(org, mailbox_id)
 
 
 def seed_policy(service: OrgGuard, path: str) -> None:
@@ -197,13 +238,13 @@ class NotConfigured(DomainError):
     title = "OrgGuard is not configured"
 
 
-def container() -> Container:
-    """The process-wide container, built on first use; ``NotConfigured`` saying why it cannot be."""
+def container(settings: Callable[[], Settings] = Settings.from_env) -> Container:
+    """The process-wide container, built on first use from ``settings()``; ``NotConfigured`` saying why it cannot be."""
     global _container
     with _lock:
         if _container is None:
             try:
-                _container = build()
+                _container = build(settings())
             except NotConfigured:
                 raise
             except DomainError as exc:  # bad configuration is not the caller's bad request

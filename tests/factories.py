@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from shared import bootstrap
-from shared.config.orgs import OrgRegistry, parse_orgs
+from shared.config.orgs import parse_orgs
 from shared.config.settings import Settings
 from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
+from shared.domain.orgs import OrgRegistry
 from shared.ledger.memory import MemoryLedger
 from shared.ledger.sqlite import SqliteLedger
 

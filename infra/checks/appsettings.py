@@ -7,8 +7,9 @@ shared/ (.funcignore leaves out the rest).
 
 Read by the code means: a string constant `ORGGUARD_...` (OrgGuard's own
 namespace) anywhere outside docstrings, a name looked up in `os.environ` /
-`os.getenv`, a `%NAME%` binding expression, or `connection="NAME"` (the host
-then reads NAME__*). Set by the templates means: the `appSettings` of every
+`os.getenv`, a pydantic-settings field's `validation_alias="NAME"`, a
+`%NAME%` binding expression, or `connection="NAME"` (the host then reads
+NAME__*). Set by the templates means: the `appSettings` of every
 Microsoft.Web/sites, with variables, concat() and [for ...] loops followed; a
 name built in a loop ('ORGGUARD_KEY_${...}') stands for every name that
 fits it.
@@ -129,6 +130,10 @@ def _names_read(node: ast.AST, docstrings: set[int]) -> list[str]:
         for kw in node.keywords:
             if kw.arg == "connection" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
                 names.append(kw.value.value + "__")
+            if kw.arg == "validation_alias" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                names.append(
+                    kw.value.value
+                )  # shared/config/settings.py: Field(..., validation_alias="AZURE_CLIENT_ID")
     if (
         isinstance(node, ast.Subscript)
         and ast.unparse(node.value).endswith("environ")

@@ -15,15 +15,14 @@ Every answer is the API's JSON; every error one ``ApiError`` line with the statu
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from shared.cli.operations import CaseFilter, Doc, MigrationOrder, PageSeen, Verdict
+from shared.config.settings import OperatorSettings
 from shared.config.urls import is_loopback_host
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import DomainError
@@ -126,12 +125,12 @@ def entra_credential() -> TokenCredential:
     return DefaultAzureCredential()
 
 
-def credentials_for(url: str, env: Mapping[str, str] | None = None, token_file: Path = TOKEN_FILE) -> Bearer:
-    e = os.environ if env is None else env
-    if e.get("ORGGUARD_ADMIN_TOKEN"):
-        return StaticToken(e["ORGGUARD_ADMIN_TOKEN"].strip(), "ORGGUARD_ADMIN_TOKEN")
-    if e.get("ORGGUARD_API_SCOPE"):
-        return EntraToken(e["ORGGUARD_API_SCOPE"].strip(), entra_credential())
+def credentials_for(url: str, shell: OperatorSettings | None = None, token_file: Path = TOKEN_FILE) -> Bearer:
+    s = shell or OperatorSettings.from_env()
+    if s.admin_token:
+        return StaticToken(s.admin_token, "ORGGUARD_ADMIN_TOKEN")
+    if s.api_scope:
+        return EntraToken(s.api_scope, entra_credential())
     host = urlsplit(url).hostname or ""
     if is_loopback_host(host) and token_file.exists():
         return StaticToken(token_file.read_text(encoding="utf-8").strip(), str(token_file))

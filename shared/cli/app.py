@@ -63,13 +63,12 @@ def register(
 
     from shared.cli.api_client import check_url
     from shared.dataverse.port import DataverseError
-    from shared.dataverse.registration import register_orgs
 
     with reported():
         url = check_url(url)
     container = _container()
     try:
-        results = asyncio.run(register_orgs(container.orgs, org, url.rstrip("/")))
+        results = asyncio.run(container.register(org, url.rstrip("/")))
     except (DomainError, DataverseError) as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -112,11 +111,11 @@ def policy_validate(file: Path, as_json: JsonOpt = False) -> None:
 
 def _policy_warnings(policy: Any) -> list[str]:
     """What the policy will not do with this environment's settings (no Graph, no mail)."""
-    from shared.config.settings import Settings
+    from shared.cli.terminal import settings as local_settings
     from shared.domain.policy import policy_warnings
 
     try:
-        settings = Settings.from_env()
+        settings = local_settings()
     except DomainError as exc:
         return [f"the settings are invalid, so Graph and mail count as absent: {exc.detail}"]
     return policy_warnings(policy, directory=bool(settings.graph_url), mail=settings.mail)

@@ -8,7 +8,6 @@ An error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from shared.config.settings import OperatorSettings, Settings
 from shared.domain.model import DomainError, NotFound
 from shared.ledger.port import LedgerError
 
@@ -35,13 +35,18 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 
 LOCAL_DIR = Path(".orgguard")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _url_or_setting(value: str | None) -> str | None:
+    return value or operator().url
+
+
 UrlOpt = Annotated[
     str | None,
     typer.Option(
         "--url",
-        envvar="ORGGUARD_URL",
-        show_envvar=True,
-        help="Go through this OrgGuard's API (your role applies) instead of the local ledger.",
+        callback=_url_or_setting,
+        help="Go through this OrgGuard's API (your role applies) instead of the local ledger [default: ORGGUARD_URL].",
     ),
 ]
 
@@ -71,28 +76,34 @@ def print_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
 
+def operator() -> OperatorSettings:
+    """The operator's shell: ORGGUARD_URL, ORGGUARD_API_SCOPE, ORGGUARD_ADMIN_TOKEN, USER."""
+    return OperatorSettings.from_env()
+
+
 def actor() -> str:
-    return f"cli:{os.environ.get('USER', 'operator')}"
+    return f"cli:{operator().user}"
 
 
-def local_settings() -> None:
-    """Run from the project folder after ``make run``, find ``.orgguard/`` by itself."""
+def settings() -> Settings:
+    """The app's settings for a command on the local ledger: the environment's, and run from the project folder
+    after ``make run``, what ``serve`` left in ``.orgguard/`` for the ones the environment leaves unset."""
+    found = Settings.from_env()
     local = LOCAL_DIR / "orgs.yaml"
-    if not os.environ.get("ORGGUARD_ORGS") and not Path("orgs.yaml").exists() and local.exists():
-        os.environ["ORGGUARD_ORGS"] = str(local)
-        os.environ.setdefault("ORGGUARD_POLICY", str(LOCAL_DIR / "policy.yaml"))
-        graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
-        if graph.exists():
-            for name, value in json.loads(graph.read_text(encoding="utf-8")).items():
-                os.environ.setdefault(name, value)
+    if "orgs" in found.model_fields_set or Path("orgs.yaml").exists() or not local.exists():
+        return found
+    defaults = {"ORGGUARD_ORGS": str(local), "ORGGUARD_POLICY": str(LOCAL_DIR / "policy.yaml")}
+    graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
+    if graph.exists():
+        defaults = {**json.loads(graph.read_text(encoding="utf-8")), **defaults}
+    return Settings.from_env(under=defaults)
 
 
 def container() -> Container:
     from shared import bootstrap
 
-    local_settings()
     try:
-        return bootstrap.container()
+        return bootstrap.container(settings)
     except DomainError as exc:
         raise fail(exc.detail, exit_code(exc.status)) from None
 

@@ -1,4 +1,6 @@
-"""The registry of orgs OrgGuard hears (``orgs.yaml``), and their webhook keys.
+"""Loading the registry of orgs OrgGuard hears (``orgs.yaml``, or the document ORGGUARD_ORGS holds) and their keys.
+
+The registry itself is the domain's (``shared.domain.orgs``).
 
 A key is a literal, ``env:NAME`` (in Azure, the app setting may itself be a
 Key Vault reference resolved by the platform), or
@@ -8,77 +10,26 @@ with the app's managed identity.
 
 from __future__ import annotations
 
-import hmac
-import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from shared.config.documents import TooComplex, load_yaml
-from shared.config.settings import inline_document, is_key_vault_reference, secret_problem, unresolved_reference
-from shared.domain.model import DomainError, Org, UnknownOrg, normalize_guid
+from shared.config.settings import (
+    environment,
+    inline_document,
+    is_key_vault_reference,
+    secret_problem,
+    unresolved_reference,
+)
+from shared.domain.model import Org, normalize_guid
+from shared.domain.orgs import OrgRegistry, OrgsError, RegisteredOrg
 
-
-class OrgsError(DomainError):
-    title = "Invalid orgs file"
-
-
-@dataclass(frozen=True)
-class RegisteredOrg:
-    org: Org
-    key: str = field(repr=False)
-
-
-class OrgRegistry:
-    def __init__(self, entries: list[RegisteredOrg]) -> None:
-        self._by_name = {e.org.name: e for e in entries}
-        self._by_id = {e.org.id: e for e in entries}
-        if len(self._by_name) != len(entries) or len(self._by_id) != len(entries):
-            raise OrgsError("org names and ids must be unique")
-
-    def __iter__(self) -> Iterator[Org]:
-        return (e.org for e in self._by_name.values())
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._by_name)
-
-    def get(self, name: str) -> Org:
-        entry = self._by_name.get(name)
-        if entry is None:
-            raise UnknownOrg(f"{name!r} is not a registered org", field="org")
-        return entry.org
-
-    def by_id(self, org_id: str) -> Org | None:
-        entry = self._by_id.get(org_id.lower())
-        return entry.org if entry else None
-
-    def key_for(self, name: str) -> str:
-        """The webhook key OrgGuard registers in ``name`` (never logged)."""
-        self.get(name)
-        return self._by_name[name].key
-
-    def org_for_key(self, key: str) -> Org | None:
-        """The org whose webhook key this is; every key is compared in constant time."""
-        found: Org | None = None
-        for entry in self._by_name.values():
-            if hmac.compare_digest(entry.key.encode(), key.encode()):
-                found = entry.org
-        return found
-
-    def with_app_user(self, name: str, user_id: str) -> None:
-        """Record OrgGuard's own systemuser in an org (learned through WhoAmI)."""
-        entry = self._by_name[name]
-        org = Org(entry.org.id, entry.org.name, entry.org.url, entry.org.label, user_id.lower())
-        new = RegisteredOrg(org, entry.key)
-        self._by_name[name] = new
-        self._by_id[org.id] = new
+# OrgsError: what its callers catch; OrgRegistry: shared.dataverse.registration still imports it from here
+# (TODO(lead): from shared.domain.orgs once the Dataverse split lands).
+__all__ = ["OrgRegistry", "OrgsError", "load_orgs", "parse_orgs", "resolve_key"]
 
 
 def resolve_key(spec: str, env: Mapping[str, str], *, where: str = "webhook_key") -> str:
@@ -113,7 +64,7 @@ def _read_key_vault_secret(uri: str) -> str:  # pragma: no cover - needs Azure
 
 
 def parse_orgs(doc: object, env: Mapping[str, str] | None = None) -> OrgRegistry:
-    environ = os.environ if env is None else env
+    environ = environment() if env is None else env  # webhook keys named env:NAME
     if not isinstance(doc, dict) or not isinstance(doc.get("orgs"), list):
         raise OrgsError("the orgs file needs a top-level 'orgs' list", field="orgs")
     entries = []

@@ -1,4 +1,16 @@
-"""The one settings loader: environment variables, same names as Azure app settings."""
+"""Every environment variable OrgGuard reads is read here, with the same names as the Azure app settings.
+
+``Settings`` is the app's (the Function App, the local host, the CLI on the local ledger);
+``OperatorSettings`` is the operator's shell (the CLI going through an OrgGuard's API). Both
+are pydantic-settings models: each field names its variable (``validation_alias``), and each
+kind of value has one rule, written once below (a number of seconds, an http(s) base URL, a
+mailbox address, a secret, a choice). An empty variable is an unset one (its default applies),
+and so is an all-space value where spaces could mean nothing else (numbers, URLs, addresses).
+A bad value is one ``SettingsError`` naming the variable.
+
+``Settings(...)`` holds exactly what it is given (tests and the local host build it so);
+``Settings.from_env()`` reads the environment (or the mapping it is handed).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +18,31 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import urlsplit
+from functools import partial
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.domain.model import DomainError, MailboxKey, hidden_character
 
 GateOnError = Literal["block", "allow"]
 AuthMode = Literal["token", "easyauth"]
 
+DATAVERSE_TIMEOUT_S = 60.0  # Dataverse cancels the save when its webhook has not answered by then
+MAX_GATE_DEADLINE_S = 55.0  # the answer must leave before Dataverse stops listening, network included
+DEFAULT_GATE_DEADLINE_S = 10.0
+
 
 class SettingsError(DomainError):
     title = "Invalid settings"
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment. Read through here only: by ``from_env``, and for the webhook keys an orgs
+    file names as ``env:NAME`` (``shared.config.orgs``)."""
+    return os.environ
 
 
 def inline_document(value: str) -> str | None:
@@ -34,133 +59,228 @@ def inline_document(value: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Settings:
-    ledger: str = "sqlite:///.orgguard/ledger.db"
-    orgs: str = "orgs.yaml"
-    policy: str = "policy.yaml"
-    admin_token: str | None = None
-    gate_on_error: GateOnError = "block"
-    auth: AuthMode = "token"
-    sweep_schedule: str = "0 0 */6 * * *"
-    max_body: int = 256 * 1024
-    app_insights: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING: telemetry to Azure Monitor
-    app_insights_auth: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING: Entra ingestion
-    telemetry: str | None = None  # ORGGUARD_TELEMETRY: "console" or "file:PATH" for local telemetry
-    graph_url: str | None = None  # Microsoft Graph base; None: no directory, no mail
-    mail_from: str | None = None  # the mailbox notifications are sent from
-    public_url: str | None = None  # the page's address, for links in mail
-    graph_timeout_s: float = 3.0  # how long a decision waits for Graph before it goes on without it
+# --- one rule per kind of value ---------------------------------------------------------------
+
+
+def _blank_is_unset(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault()
+    return value
+
+
+def _seconds(value: object, *, most: float, below: bool = False, too_long: str = "") -> float:
+    """A number of seconds, finite, more than 0 and at most ``most`` (less than it when ``below``)."""
+    raw = str(value).strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, not {raw[:40]!r}") from None
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite number of seconds")
+    if seconds <= 0:
+        raise ValueError("must be more than 0 seconds")
+    if seconds > most or (below and seconds >= most):
+        raise ValueError(too_long.format(seconds=seconds) if too_long else f"must be at most {most:g} seconds")
+    return seconds
+
+
+def _base_url(value: object, *, plain_http: Literal["loopback", "anywhere"]) -> str:
+    """An http(s) base URL without a trailing slash (msgraph-sdk's base_url must not end with one).
+
+    Plain http only on loopback (the sandbox) unless ``plain_http`` is "anywhere" (a page's address).
+    """
+    from urllib.parse import urlsplit
+
+    from shared.config.urls import is_loopback
+
+    raw = str(value).strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, not {raw!r}")
+    if parts.scheme == "http" and plain_http == "loopback" and not is_loopback(raw):
+        raise ValueError("must use https (plain http only on loopback, for the sandbox)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return raw.rstrip("/")
+
+
+def _address(value: object) -> str:
+    try:
+        return MailboxKey.parse(str(value).strip()).address
+    except DomainError as exc:
+        raise ValueError(f"is not a mailbox address: {exc.detail}") from None
+
+
+def _secret(value: str) -> str:
+    if problem := secret_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def _word(value: object) -> object:
+    """A choice is written in any case, with spaces around it."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _telemetry(value: str) -> str:
+    if value != "console" and not (value.startswith("file:") and value[5:].strip()):
+        raise ValueError("must be 'console' or 'file:PATH'")
+    return value
+
+
+def _flag(value: object) -> object:
+    """On for 1/true/yes/on (any case); anything else is off, as the timer sweep has always read it."""
+    return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else value
+
+
+Blank = BeforeValidator(_blank_is_unset)  # last in an Annotated list, so it runs first
+Text = Annotated[str, BeforeValidator(lambda v: str(v).strip())]
+Secret = Annotated[str, AfterValidator(_secret)]
+Choice = BeforeValidator(_word)
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Telemetry = Annotated[Text, AfterValidator(_telemetry), Blank]
+GateSeconds = Annotated[
+    float,
+    BeforeValidator(
+        partial(
+            _seconds,
+            most=MAX_GATE_DEADLINE_S,
+            below=True,
+            too_long=f"is {{seconds:g}} s; it must stay well under Dataverse's {DATAVERSE_TIMEOUT_S:g} s webhook "
+            f"timeout (less than {MAX_GATE_DEADLINE_S:g} s; the default is {DEFAULT_GATE_DEADLINE_S:g})",
+        )
+    ),
+    Blank,
+]
+GraphSeconds = Annotated[float, BeforeValidator(partial(_seconds, most=50)), Blank]
+ApiUrl = Annotated[str, BeforeValidator(partial(_base_url, plain_http="loopback")), Blank]
+PageUrl = Annotated[str, BeforeValidator(partial(_base_url, plain_http="anywhere")), Blank]
+Address = Annotated[str, BeforeValidator(_address), Blank]
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (the process environment by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._environ.items() if value or not self.env_ignore_empty}
+
+
+class _FromEnvironment(BaseSettings):
+    """What both settings share: read by variable name, an empty one is unset, a bad one names its variable."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="ignore",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment is read by from_env alone, so Settings(...) is what it is given
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str] | None) -> dict[str, Any]:
+        return _Environment(cls, environment() if env is None else env)()
+
+    @classmethod
+    def _refusal(cls, exc: ValidationError) -> SettingsError:
+        """The first bad value, as a sentence naming its variable."""
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        by_alias = {str(f.validation_alias): f for f in cls.model_fields.values()}
+        field = cls.model_fields.get(key) or by_alias.get(key)
+        name = str(field.validation_alias or key) if field is not None else key
+        if error["type"] == "value_error":
+            message = str((error.get("ctx") or {}).get("error", error["msg"]))
+        elif error["type"] == "literal_error" and field is not None:
+            message = "must be " + " or ".join(repr(a) for a in get_args(field.annotation))
+        else:
+            message = error["msg"]
+        return SettingsError(f"{name} {message}", field=name)
+
+
+class Settings(_FromEnvironment):
+    """The app's settings (``infra/app/functions.bicep`` sets them in Azure; ``make infra-check`` compares)."""
+
+    ledger: str = Field(default="sqlite:///.orgguard/ledger.db", validation_alias="ORGGUARD_LEDGER")
+    orgs: str = Field(default="orgs.yaml", validation_alias="ORGGUARD_ORGS")  # a file, or the document itself
+    policy: str = Field(default="policy.yaml", validation_alias="ORGGUARD_POLICY")  # the same (the first policy)
+    admin_token: Secret | None = Field(default=None, validation_alias="ORGGUARD_ADMIN_TOKEN", repr=False)
+    gate_on_error: Annotated[GateOnError, Choice] = Field(default="block", validation_alias="ORGGUARD_GATE_ON_ERROR")
+    auth: Annotated[AuthMode, Choice] = Field(default="token", validation_alias="ORGGUARD_AUTH")
+    sweep_schedule: str = Field(default="0 0 */6 * * *", validation_alias="ORGGUARD_SWEEP_SCHEDULE")
+    sweep_apply: Flag = Field(default=False, validation_alias="ORGGUARD_SWEEP_APPLY")  # whether the timer sweep acts
+    # telemetry to Azure Monitor, and Entra ingestion (the Functions host reads these too)
+    app_insights: str | None = Field(default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
+    app_insights_auth: str | None = Field(default=None, validation_alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
+    # "console" or "file:PATH" for local telemetry
+    telemetry: Telemetry | None = Field(default=None, validation_alias="ORGGUARD_TELEMETRY")
+    # Microsoft Graph (None: no directory, no mail), the mailbox notices are sent from, the page's address for links
+    graph_url: ApiUrl | None = Field(default=None, validation_alias="ORGGUARD_GRAPH_URL")
+    mail_from: Address | None = Field(default=None, validation_alias="ORGGUARD_MAIL_FROM")
+    public_url: PageUrl | None = Field(default=None, validation_alias="ORGGUARD_PUBLIC_URL")
+    # how long a decision waits for Graph before it goes on without it
+    graph_timeout_s: GraphSeconds = Field(default=3.0, validation_alias="ORGGUARD_GRAPH_TIMEOUT_S")
+    # how long the gate may take: well under Dataverse's 60 s webhook timeout
+    gate_deadline_s: GateSeconds = Field(default=DEFAULT_GATE_DEADLINE_S, validation_alias="ORGGUARD_GATE_DEADLINE_S")
+    # the user-assigned managed identity's client id (Dataverse, Graph, Table Storage); None: the default chain's
+    azure_client_id: Text | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
 
     @property
     def mail(self) -> bool:
         """Whether notifications can be sent (Graph and a sender mailbox)."""
         return bool(self.graph_url and self.mail_from)
 
-    gate_deadline_s: float = 10.0
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        for name, value in e.items():
+    def from_env(cls, env: Mapping[str, str] | None = None, *, under: Mapping[str, str] | None = None) -> Settings:
+        """The settings in the environment (or ``env``), over the values ``under`` gives for variables it leaves
+        unset; SettingsError naming the first bad variable."""
+        environ = environment() if env is None else env
+        if under:
+            environ = {**under, **{name: value for name, value in environ.items() if value}}
+        for name, value in environ.items():
             if name.startswith("ORGGUARD_") and is_key_vault_reference(value):
                 raise SettingsError(unresolved_reference(name), field=name)
-        admin_token = e.get("ORGGUARD_ADMIN_TOKEN") or None
-        if admin_token is not None and (problem := secret_problem(admin_token)):
-            raise SettingsError(f"ORGGUARD_ADMIN_TOKEN {problem}", field="ORGGUARD_ADMIN_TOKEN")
-        on_error = e.get("ORGGUARD_GATE_ON_ERROR", "block").strip().lower()
-        if on_error not in ("block", "allow"):
-            raise SettingsError("ORGGUARD_GATE_ON_ERROR must be 'block' or 'allow'", field="ORGGUARD_GATE_ON_ERROR")
-        auth = e.get("ORGGUARD_AUTH", "token").strip().lower()
-        if auth not in ("token", "easyauth"):
-            raise SettingsError("ORGGUARD_AUTH must be 'token' or 'easyauth'", field="ORGGUARD_AUTH")
-        telemetry = e.get("ORGGUARD_TELEMETRY", "").strip()
-        if telemetry and telemetry != "console" and not (telemetry.startswith("file:") and telemetry[5:].strip()):
-            raise SettingsError("ORGGUARD_TELEMETRY must be 'console' or 'file:PATH'", field="ORGGUARD_TELEMETRY")
-        return cls(
-            gate_deadline_s=gate_deadline(e.get("ORGGUARD_GATE_DEADLINE_S")),
-            ledger=e.get("ORGGUARD_LEDGER") or cls.ledger,
-            orgs=e.get("ORGGUARD_ORGS") or cls.orgs,
-            policy=e.get("ORGGUARD_POLICY") or cls.policy,
-            admin_token=admin_token,
-            gate_on_error=on_error,  # type: ignore[arg-type]
-            auth=auth,  # type: ignore[arg-type]
-            sweep_schedule=e.get("ORGGUARD_SWEEP_SCHEDULE") or cls.sweep_schedule,
-            app_insights=e.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
-            app_insights_auth=e.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or None,
-            telemetry=telemetry or None,
-            graph_url=_url(e, "ORGGUARD_GRAPH_URL", loopback_http=True),
-            mail_from=_address(e, "ORGGUARD_MAIL_FROM"),
-            public_url=_url(e, "ORGGUARD_PUBLIC_URL", loopback_http=False, any_http=True),
-            graph_timeout_s=_seconds(e, "ORGGUARD_GRAPH_TIMEOUT_S", cls.graph_timeout_s),
-        )
+        try:
+            return cls(**cls._read(environ))
+        except ValidationError as exc:
+            raise cls._refusal(exc) from None
 
 
-def _url(e: Mapping[str, str], name: str, *, loopback_http: bool, any_http: bool = False) -> str | None:
-    """An http(s) base URL without a trailing slash (msgraph-sdk's base_url must not end with one)."""
-    raw = (e.get(name) or "").strip()
-    if not raw:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"{name} must be an http(s) URL, not {raw!r}", field=name)
-    if parts.scheme == "http" and not any_http:
-        from shared.config.urls import is_loopback
-
-        if not (loopback_http and is_loopback(raw)):
-            raise SettingsError(f"{name} must use https (plain http only on loopback, for the sandbox)", field=name)
-    if parts.query or parts.fragment:
-        raise SettingsError(f"{name} must not carry a query or fragment", field=name)
-    return raw.rstrip("/")
+def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
+    """ORGGUARD_SWEEP_SCHEDULE alone: the timer decorator needs it at import, before the settings are checked
+    whole (a bad other setting must not stop the app from indexing its functions; the container reports it)."""
+    return str(Settings._read(env).get("ORGGUARD_SWEEP_SCHEDULE") or Settings.model_fields["sweep_schedule"].default)
 
 
-def _address(e: Mapping[str, str], name: str) -> str | None:
-    raw = (e.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return MailboxKey.parse(raw, field=name).address
-    except DomainError as exc:
-        raise SettingsError(f"{name}: {exc.detail}", field=name) from None
+class OperatorSettings(_FromEnvironment):
+    """The operator's shell, for the CLI going through an OrgGuard's API (``--url``)."""
 
+    url: Text | None = Field(default=None, validation_alias="ORGGUARD_URL")  # the API to go through, as --url
+    api_scope: Text | None = Field(default=None, validation_alias="ORGGUARD_API_SCOPE")  # Entra token scope for --url
+    admin_token: Text | None = Field(default=None, validation_alias="ORGGUARD_ADMIN_TOKEN", repr=False)  # as the API's
+    user: Text = Field(default="operator", validation_alias="USER")  # the CLI names its actor after the local user
 
-def _seconds(e: Mapping[str, str], name: str, default: float) -> float:
-    raw = (e.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}", field=name) from None
-    if not 0 < value <= 50:
-        raise SettingsError(f"{name} must be more than 0 and at most 50 seconds", field=name)
-    return value
-
-
-DATAVERSE_TIMEOUT_S = 60.0  # Dataverse cancels the save when its webhook has not answered by then
-MAX_GATE_DEADLINE_S = 55.0  # the answer must leave before Dataverse stops listening, network included
-
-
-def gate_deadline(raw: str | None) -> float:
-    """``ORGGUARD_GATE_DEADLINE_S``: seconds, more than 0 and well under Dataverse's 60 (default 10)."""
-    if raw is None or not raw.strip():
-        return Settings.gate_deadline_s
-    name = "ORGGUARD_GATE_DEADLINE_S"
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw.strip()[:40]!r}", field=name) from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name} must be a finite number of seconds", field=name)
-    if value <= 0:
-        raise SettingsError(f"{name} must be more than 0 seconds", field=name)
-    if value >= MAX_GATE_DEADLINE_S:
-        raise SettingsError(
-            f"{name} is {value:g} s; it must stay well under Dataverse's {DATAVERSE_TIMEOUT_S:g} s webhook timeout "
-            f"(less than {MAX_GATE_DEADLINE_S:g} s; the default is {Settings.gate_deadline_s:g})",
-            field=name,
-        )
-    return value
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        try:
+            return cls(**cls._read(env))
+        except ValidationError as exc:
+            raise cls._refusal(exc) from None
 
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)

@@ -135,13 +135,17 @@ def _seconds(raw: str | None) -> float | None:
 
 @dataclass
 class Pacer:
-    """The paces of every org a job touches, and clients that obey them."""
+    """The paces of every org a job touches, and clients that obey them.
 
+    ``connect`` builds each org's client on the pacer's own HTTP client; the composition
+    root (``shared.bootstrap``) hands it over, so the pacer never decides the identity.
+    """
+
+    connect: PacedConnect
     retry: RetryPolicy = JOB_RETRY
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
     paces: dict[str, OrgPace] = field(default_factory=dict)
-    connect: PacedConnect | None = None  # None: clients.Connector with AZURE_CLIENT_ID (see _default_connect)
     _clients: dict[str, OrgClient] = field(default_factory=dict)
     _http: list[httpx.AsyncClient] = field(default_factory=list)
 
@@ -169,8 +173,7 @@ class Pacer:
                 limits=httpx.Limits(max_connections=8),
             )
             self._http.append(http)
-            connect = self.connect or _default_connect()
-            client = self._clients[org.name] = connect(org, self.retry, http)
+            client = self._clients[org.name] = self.connect(org, self.retry, http)
         return client
 
     @property
@@ -198,14 +201,6 @@ class Pacer:
             await http.aclose()
         self._http.clear()
         self._clients.clear()
-
-
-def _default_connect() -> PacedConnect:
-    # TODO(lead): inject from bootstrap (Pacer(connect=clients.Connector(settings...))) and drop this default:
-    # it is the one way the service layer still reaches the client adapter (sweep, migration, rollout -> pacing).
-    from shared.dataverse.clients import Connector, environment_client_id
-
-    return Connector(environment_client_id())
 
 
 def estimate_seconds(operations: int, requests: int, *, remaining: int | None, budget: int, window_s: float) -> float:

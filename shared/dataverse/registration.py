@@ -15,16 +15,17 @@ makes the next run PATCH the endpoint with the new ``authvalue``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
-from shared.config.orgs import OrgRegistry
 from shared.dataverse.client import DataverseClient
 from shared.dataverse.port import DataverseError, odata_string
 from shared.dataverse.schema import ACT_METHOD, ADDRESS, MAILBOX, PRIMARY_FLAG, REGARDING, STATE, TEST_ENABLE
+from shared.domain.model import Org
+from shared.domain.orgs import OrgRegistry
 
 KEY_HEADER = "x-orgguard-key"
 GATE_PATH = "/api/dataverse/gate"
@@ -370,15 +371,11 @@ def privileges_markdown() -> str:
     return "\n".join(rows)
 
 
-async def register_orgs(orgs: OrgRegistry, names: Sequence[str], base_url: str) -> list[RegistrationResult]:
+async def register_orgs(
+    orgs: OrgRegistry, names: Sequence[str], base_url: str, *, client_for: Callable[[Org], DataverseClient]
+) -> list[RegistrationResult]:
     """Register OrgGuard's gate and event endpoints in each named org (``orgguard register``)."""
-    from shared.dataverse.clients import ClientPool
-
-    pool = ClientPool()  # TODO(lead): inject from bootstrap (the CLI's register command passes the pool)
-    try:
-        return [
-            await register(pool(orgs.get(name)), org_name=name, base_url=base_url, key=orgs.key_for(name))
-            for name in names
-        ]
-    finally:
-        await pool.aclose()
+    return [
+        await register(client_for(orgs.get(name)), org_name=name, base_url=base_url, key=orgs.key_for(name))
+        for name in names
+    ]

@@ -5,8 +5,11 @@ from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, Ledg
 __all__ = ["ConcurrencyConflict", "DuplicateEvent", "Ledger", "LedgerError", "open_ledger"]
 
 
-def open_ledger(url: str) -> Ledger:
-    """``sqlite:///path`` (embedded), ``tables:<connection string or account URL>``, or ``memory:[name]`` (tests)."""
+def open_ledger(url: str, *, client_id: str | None = None) -> Ledger:
+    """``sqlite:///path`` (embedded), ``tables:<connection string or account URL>``, or ``memory:[name]`` (tests).
+
+    ``client_id``: the managed identity an account URL is reached with (``Settings.azure_client_id``).
+    """
     if url.startswith("sqlite:"):
         from shared.ledger.sqlite import SqliteLedger
 
@@ -18,5 +21,5 @@ def open_ledger(url: str) -> Ledger:
     if url.startswith("tables:"):
         from shared.ledger.tables import TableLedger
 
-        return TableLedger.from_url(url)
+        return TableLedger.from_url(url, client_id=client_id)
     raise LedgerError(f"unknown ledger URL scheme: {url.split(':', 1)[0]!r} (use sqlite:///, tables: or memory:)")

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.config.orgs import OrgRegistry
 from shared.domain import backoff, letters
 from shared.domain.model import Action, ActionStatus, DomainError, Notice, NoticeKind, Org, utcnow
 from shared.domain.notices import ADMIN_PREFIX
+from shared.domain.orgs import OrgRegistry
 from shared.domain.policy import GROUP_PREFIX, Policy
 from shared.graph.port import GraphError, MailGraph, unique
 from shared.ledger.port import Ledger

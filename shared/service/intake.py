@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.config.orgs import OrgRegistry
 from shared.dataverse.payloads import Context, MailboxRow, check_size, loads_context, parse_context, to_claim
 from shared.domain.model import Decision, DomainError, Effect, InvalidPayload, Org, Origin
+from shared.domain.orgs import OrgRegistry
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import LedgerError
 from shared.service.orgguard import OrgGuard, Outcome

@@ -26,17 +26,11 @@ if TYPE_CHECKING:
 RESUMABLE = (JobState.PAUSED, JobState.RUNNING)  # running: its worker died (a restart, a kill) and left it so
 
 
-def default_pacer() -> Pacer:
-    from shared.dataverse.pacing import Pacer
-
-    return Pacer()
-
-
 @dataclass
 class Jobs:
     service: OrgGuard
     ledger: JobLedger
-    pacer: Callable[[], Pacer] = default_pacer
+    pacer: Callable[[], Pacer]  # a pacer per run, from the composition root (the identity and the orgs' clients)
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -72,20 +72,3 @@ async def read_rows(
 ) -> list[OrgRow]:
     """The row of ``key`` in every org of ``orgs``, in their order."""
     return list(await asyncio.gather(*(read_row(org, client_for, key, deadline=deadline) for org in orgs)))
-
-
-async def rows_in_orgs(
-    orgs: Sequence[Org], key: MailboxKey, *, client_for: ClientFor | None = None, deadline: float = DEADLINE_S
-) -> list[OrgRow]:
-    """``read_rows`` through ``client_for``; without one, with clients of its own (``RETRY``), closed before
-    it returns (one page view, one event loop)."""
-    if client_for is not None:
-        return await read_rows(orgs, key, client_for, deadline=deadline)
-    # TODO(lead): inject from bootstrap (a ClientPool(RETRY) per page view) and drop this default.
-    from shared.dataverse.clients import ClientPool
-
-    pool = ClientPool(RETRY)
-    try:
-        return await read_rows(orgs, key, pool, deadline=deadline)
-    finally:
-        await pool.aclose()

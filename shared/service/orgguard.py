@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from shared import telemetry
-from shared.config.orgs import OrgRegistry
+from shared.config.policy_file import load_policy
 from shared.domain import casework, notices
 from shared.domain.backoff import delay
 from shared.domain.model import (
@@ -42,6 +42,7 @@ from shared.domain.model import (
     new_id,
     utcnow,
 )
+from shared.domain.orgs import OrgRegistry
 from shared.domain.overrides import Move, plan_move
 from shared.domain.policy import (
     NoUserDirectory,
@@ -54,7 +55,6 @@ from shared.domain.policy import (
     default_policy,
     designated_primary,
     explain,
-    load_policy,
     policy_warnings,
     reads_groups,
     user_conditions,

@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared import telemetry
-from shared.config.orgs import OrgRegistry
 from shared.dataverse.mailboxes import find_mailbox
 from shared.dataverse.port import ClientFor, DataverseError, OrgClient, Throttled
 from shared.domain import backoff
 from shared.domain.model import Action, ActionKind, ActionStatus, utcnow
+from shared.domain.orgs import OrgRegistry
 from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
 from shared.service.org_writes import Applied, OrgWrites, Write

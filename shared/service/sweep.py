@@ -625,14 +625,12 @@ async def run_sweep(
     ledger: JobLedger,
     job: Job,
     *,
-    pacer: Pacer | None = None,
+    pacer: Pacer,
     progress: Progress | None = None,
     on_finding: Callable[[dict[str, Any]], None] | None = None,
     keep: int = JOB_CONFLICTS,
 ) -> tuple[Job, SweepResult]:
     """Find, settle, and with ``job.apply`` carry out; the job record follows along."""
-    own = pacer is None
-    pacer = pacer or Pacer()
     try:
         sweep = Sweep(
             service,
@@ -668,9 +666,6 @@ async def run_sweep(
         failed = job.moved_to(JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
         await asyncio.to_thread(ledger.save_job, failed)
         raise
-    finally:
-        if own:
-            await pacer.aclose()
 
 
 def new_job(orgs: Sequence[str], *, actor: str, apply: bool) -> Job:

@@ -25,7 +25,6 @@ from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.config.settings import Settings
-from shared.dataverse.registration import register_orgs
 from shared.domain.model import CaseQuery, CaseState, MailboxKey
 from shared.ledger.sqlite import SqliteLedger
 from tests.factories import ADMIN_TOKEN, HOLDING_POLICY, registry
@@ -174,7 +173,7 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
         server_cm = serve(create_local_app(c, background=True))
         url = server_cm.__enter__()
         stack.append(server_cm)
-        run_async(lambda: register_orgs(c.orgs, c.orgs.names, url))
+        run_async(lambda: c.register(c.orgs.names, url))
         sandbox = httpx.Client(base_url=sandbox_url, timeout=30)
         stack.append(sandbox)
         return Host(url, sandbox_url, c, sandbox)

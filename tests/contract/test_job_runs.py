@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 
 from sandbox.server import running
+from shared.dataverse.clients import Connector
 from shared.dataverse.pacing import Pacer
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import ActionStatus, CaseState, Effect, InvalidTransition, NotFound, utcnow
@@ -41,7 +42,7 @@ def test_a_rollout_ends_when_another_worker_carries_its_actions_out(ledger: Ledg
     assert {a.case_id for a in theirs} == {case.id} and len(theirs) == 2
 
     async def scenario() -> int:
-        pacer = Pacer()
+        pacer = Pacer(Connector(client_id=None))
         ours = Executor(ledger, registry(orgs_url), pacer)
         try:
             rollout = asyncio.create_task(

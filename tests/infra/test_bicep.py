@@ -568,7 +568,7 @@ def test_there_is_a_bicepparam_for_production() -> None:
 
 
 def test_the_first_policy_is_valid_and_a_dry_run() -> None:
-    from shared.domain.policy import load_policy
+    from shared.config.policy_file import load_policy
 
     policy = load_policy((INFRA / "policy.yaml").read_text())
     assert policy.mode == "dry-run", "day one decides and records, writes nothing to the orgs"

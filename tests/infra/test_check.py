@@ -142,7 +142,7 @@ BREAKAGES: dict[str, tuple[str, str, str, str]] = {
         "app/functions.bicep",
         "    name: 'ORGGUARD_SWEEP_APPLY'\n",
         "    name: 'ORGGUARD_SWEEP_APPLIES'\n",
-        "functions/timers.py:",
+        "shared/config/settings.py:",
     ),
     "setting set and read by nobody": (
         "app/functions.bicep",
@@ -192,6 +192,20 @@ def test_a_setting_the_code_starts_reading_fails_until_a_template_sets_it(
     assert code == 1
     assert "shared/newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S and no template sets it" in err
     assert "shared/newly_read.py:4: the code reads app setting ORGGUARD_SOMEDAY_SENDER and no template sets it" in err
+
+
+def test_a_settings_field_named_after_its_variable_is_a_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code_root = copy_code(tmp_path)
+    (code_root / "shared" / "more_settings.py").write_text(
+        "from pydantic import Field\nfrom pydantic_settings import BaseSettings\n\n\n"
+        "class More(BaseSettings):\n"
+        '    region: str = Field(default="", validation_alias="SOMEDAY_REGION")\n'
+    )
+    code, err = run(["--code", code_root], capsys)
+    assert code == 1
+    assert "shared/more_settings.py:6: the code reads app setting SOMEDAY_REGION and no template sets it" in err
 
 
 def test_a_name_only_mentioned_in_a_docstring_is_not_a_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,11 +17,11 @@ import httpx
 
 from functions.local_host import create_local_app
 from sandbox.server import running
-from shared import bootstrap, telemetry
+from shared import bootstrap
 from shared.config.settings import Settings
-from shared.dataverse.registration import register_orgs
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.outbox import has_pending
+from shared.telemetry import setup as telemetry_setup
 from tests.factories import AIKO, BLOCKING_POLICY, KEYS, fixture_bytes, registry
 from tests.serving import serve
 
@@ -39,7 +39,7 @@ def main(out: Path, work: Path) -> None:
         c.service.save_policy(BLOCKING_POLICY, actor="test")
         bootstrap.install(c)
         with serve(create_local_app(c, background=False)) as url, httpx.Client(timeout=30) as http:
-            asyncio.run(register_orgs(c.orgs, c.orgs.names, url))
+            asyncio.run(c.register(c.orgs.names, url))
             for org in ("contoso-na", "contoso-jp"):
                 admin = {"Authorization": f"Bearer admin-of-{org}"}
                 base = f"{sandbox_url}/orgs/{org}{API}"
@@ -65,7 +65,7 @@ def main(out: Path, work: Path) -> None:
                 asyncio.run(c.run_actions())
                 if not has_pending(c.ledger):
                     break
-        telemetry.flush()
+        telemetry_setup.flush()
         bootstrap.install(None)
         c.close()
 

@@ -20,7 +20,6 @@ from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.config.settings import Settings
-from shared.dataverse.registration import register_orgs
 from shared.domain.model import ActionStatus, CaseQuery, CaseState, MailboxKey
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.outbox import has_pending
@@ -115,7 +114,7 @@ def open_world(tmp_path) -> Iterator[World]:
             serve(create_local_app(c, background=False)) as orgguard_url,
             httpx.Client(base_url=sandbox_url, timeout=30) as sandbox,
         ):
-            asyncio.run(register_orgs(c.orgs, c.orgs.names, orgguard_url))
+            asyncio.run(c.register(c.orgs.names, orgguard_url))
             yield World(sandbox, sandbox_url, orgguard_url, c)
         bootstrap.install(None)
         c.close()

@@ -22,7 +22,6 @@ from functions.local_host import create_local_app
 from sandbox.server import running
 from shared import bootstrap
 from shared.config.settings import Settings
-from shared.dataverse.registration import register_orgs
 from shared.domain.model import ActionKind, ActionStatus, Case, CaseQuery, CaseState, NoticeKind
 from shared.ledger import open_ledger
 from tests.factories import AIKO, claim, registry
@@ -127,7 +126,7 @@ def world(request: pytest.FixtureRequest, tmp_path, sandbox_url: str) -> Iterato
         c.service.save_policy(HOLD_AND_TELL, actor="test")
         bootstrap.install(c)
         with serve(create_local_app(c, background=False)) as orgguard_url:
-            asyncio.run(register_orgs(c.orgs, c.orgs.names, orgguard_url))
+            asyncio.run(c.register(c.orgs.names, orgguard_url))
             yield World(sandbox, sandbox_url, c)
         bootstrap.install(None)
         drop = getattr(c.ledger, "drop_tables", None)

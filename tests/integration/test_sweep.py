@@ -18,7 +18,6 @@ from shared import bootstrap
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger
-from shared.service.sweep import new_job, run_sweep
 from tests.factories import ADMIN_TOKEN, AIKO
 from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, row_for, rows, wired, writes
 
@@ -67,9 +66,8 @@ def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
 
 
 def sweep(c: bootstrap.Container, *, apply: bool, orgs: list[str] | None = None) -> tuple[object, object]:
-    ledger = job_ledger(c.ledger)
-    job = ledger.save_job(new_job(orgs or [], actor="test", apply=apply))
-    return asyncio.run(run_sweep(c.service, ledger, job))
+    jobs = c.jobs()
+    return asyncio.run(jobs.run_sweep(jobs.start_sweep(orgs or [], apply=apply, actor="test")))
 
 
 def test_s2_alert_in_jp_with_jp_designated_is_repaired_in_jp(sandbox: httpx.Client, base_url: str, tmp_path: Path):
@@ -195,12 +193,12 @@ def test_the_sweep_timer_repairs_only_when_told_to(
     c = wired(tmp_path, base_url, policy_designating("contoso-na"))
     bootstrap.install(c)
     try:
-        monkeypatch.delenv("ORGGUARD_SWEEP_APPLY", raising=False)
+        assert not c.settings.sweep_apply  # ORGGUARD_SWEEP_APPLY unset
         timers.sweep(TimerRequest(past_due=False, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 1  # looked, wrote nothing
         assert job_ledger(c.ledger).jobs(JobKind.SWEEP)[0].state is JobState.DONE
 
-        monkeypatch.setenv("ORGGUARD_SWEEP_APPLY", "true")
+        c.settings = c.settings.model_copy(update={"sweep_apply": True})  # as ORGGUARD_SWEEP_APPLY=true sets it
         timers.sweep(TimerRequest(past_due=True, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 2
         assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"

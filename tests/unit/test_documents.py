@@ -22,8 +22,9 @@ from shared import bootstrap
 from shared.config import documents
 from shared.config.documents import MAX_DEPTH, MAX_NODES, TooComplex, load_yaml
 from shared.config.orgs import OrgsError, load_orgs
+from shared.config.policy_file import load_policy
 from shared.config.settings import Settings
-from shared.domain.policy import PolicyError, load_policy
+from shared.domain.policy import PolicyError
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.orgguard import OrgGuard, StoredPolicyUnusable
 from tests.factories import BLOCKING_POLICY, claim, container, registry

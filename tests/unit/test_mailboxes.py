@@ -13,7 +13,7 @@ from shared.dataverse.mailboxes import find_mailbox, read_back
 from shared.dataverse.port import BatchResult, ClientFor, DataverseError, OrgClient, RetryPolicy, WhoAmI
 from shared.domain.model import MailboxKey, Org
 from shared.ledger import deadline
-from shared.service.org_rows import rows_in_orgs
+from shared.service.org_rows import read_rows
 
 ORG = Org(id="3f0e6c1a-5b7d-4e2a-9c11-2a6f0b8d4e01", name="contoso-na", url="https://contoso-na.crm.dynamics.com")
 OTHER = Org(id="8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12", name="contoso-jp", url="https://contoso-jp.crm.dynamics.com")
@@ -155,7 +155,7 @@ def test_org_rows_read_through_the_clients_they_are_given() -> None:
     clients = {ORG.name: FakeOrg([row("aiko.tanaka@contoso.com")]), OTHER.name: Unreachable([])}
     client_for: ClientFor = lambda org: clients[org.name]  # noqa: E731
 
-    rows = asyncio.run(rows_in_orgs([ORG, OTHER], MailboxKey.parse("aiko.tanaka@contoso.com"), client_for=client_for))
+    rows = asyncio.run(read_rows([ORG, OTHER], MailboxKey.parse("aiko.tanaka@contoso.com"), client_for))
 
     assert [r.doc()["found"] for r in rows] == [True, None]
     assert rows[1].error == "503: Service Unavailable"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.config.policy_file import load_policy
 from shared.domain import letters, notices
 from shared.domain.model import (
     Case,
@@ -18,7 +19,7 @@ from shared.domain.model import (
     NoticeKind,
     Origin,
 )
-from shared.domain.policy import load_policy, policy_warnings
+from shared.domain.policy import policy_warnings
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 AIKO = MailboxKey("aiko.tanaka@contoso.com")

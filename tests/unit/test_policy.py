@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.config.policy_file import load_policy
 from shared.domain.model import ClaimKind, DomainError, Effect, MailboxKey, Origin
 from shared.domain.policy import (
     NoUserDirectory,
@@ -28,8 +29,8 @@ from shared.domain.policy import (
     default_policy,
     designated_primary,
     explain,
-    load_policy,
     parse_duration,
+    parse_policy,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,6 +279,19 @@ def test_a_dumped_policy_loads_back_the_same(source):
     text = DESIGN_POLICY if source == "design" else EXAMPLE.read_text(encoding="utf-8")
     policy = load_policy(text)
     assert load_policy(json.dumps(policy.model_dump(mode="json"))) == policy
+
+
+def test_the_domain_checks_a_document_already_read():
+    """No YAML in the domain: parse_policy takes the document; reading text is shared.config.policy_file's."""
+    doc = {"version": 2, "rules": [{"id": "r", "when": {"claimant": "contoso-jp"}, "effect": "block"}]}
+    assert parse_policy(doc).rules[0].when.claimant == ("contoso-jp",)
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(doc, known_orgs=["contoso-na"])
+    assert refused.value.errors == [
+        {"path": "rules[0].when.claimant", "message": "'contoso-jp' is not a registered org (registered: contoso-na)"}
+    ]
+    with pytest.raises(PolicyError, match="the policy is empty"):
+        parse_policy(None)
 
 
 def test_json_text_is_a_policy_too():
@@ -828,6 +842,30 @@ INVALID = [
         "rules[0].when.during",
         "ends (2026-11-01) before it starts (2026-12-31)",
     ),
+    (
+        "condition-null",
+        "version: 1\nrules: [{id: a, effect: block, when: {claimant: null}}]\n",
+        "rules[0].when.claimant",
+        "not nothing (null)",
+    ),
+    (
+        "during-null",
+        "version: 1\nrules: [{id: a, effect: block, when: {during: null}}]\n",
+        "rules[0].when.during",
+        "[start, end]",
+    ),
+    (
+        "address-pattern-in-a-list",
+        "version: 1\nrules: [{id: a, effect: block, when: {mailbox.address: [ceo@contoso.com, contoso.com]}}]\n",
+        "rules[0].when.mailbox.address[1]",
+        "use mailbox.domain",
+    ),
+    ("rule-id-newline", 'version: 1\nrules: [{id: "a\\n", effect: block}]\n', "rules[0].id", "letters, digits"),
+    ("notify-flag-text", "version: 1\nnotify: {expired: later}\n", "notify.expired", "true or false"),
+    ("notify-owners-list", "version: 1\nnotify: {owners: [a@contoso.com]}\n", "notify.owners", "org names"),
+    ("notify-owner-key-blank", "version: 1\nnotify: {owners: {' ': [a@contoso.com]}}\n", "notify.owners. ", "keyed by"),
+    ("notify-not-mapping", "version: 1\nnotify: yes\n", "notify", "must be a mapping like"),
+    ("remind-before-words", "version: 1\nnotify: {remind_before: a day}\n", "notify.remind_before", "ISO 8601"),
     ("primary-not-list", "version: 1\nprimary: {org: contoso-na}\n", "primary", "must be a list"),
     ("designation-not-mapping", "version: 1\nprimary: [contoso-na]\n", "primary[0]", "must be a mapping"),
     (
@@ -954,6 +992,27 @@ def test_every_error_is_reported_at_once():
         "approval.on_expiry",
     ]
     assert all(e["message"] for e in caught.value.errors)
+
+
+def test_errors_are_listed_in_the_order_the_document_is_written():
+    text = "rules: [{effect: hold, id: 7, when: {owner: [], claimant: 3}}]\ndefault: allow\nversion: 0\n"
+    assert [e["path"] for e in errors_of(text)] == [
+        "rules[0].id",
+        "rules[0].when.owner",
+        "rules[0].when.claimant",
+        "default",
+        "version",
+    ]
+
+
+def test_null_means_as_by_default_for_sections_and_lists_not_for_values():
+    policy = load_policy("version: 1\nprimary: null\nrules: [{id: a, effect: block, when: null}]\napproval: null\n")
+    assert (policy.primary, policy.rules[0].when.model_dump(), policy.approval.expires_after) == ([], {}, timedelta(3))
+    assert load_policy("version: 1\nnotify: {remind_before: null}\n").notify.remind_before is None
+    assert [e["path"] for e in errors_of("version: 1\napproval: {expires_after: null, on_expiry: null}\n")] == [
+        "approval.expires_after",
+        "approval.on_expiry",
+    ]
 
 
 def test_policy_error_is_a_422_domain_error_naming_the_first_error():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from shared.config.settings import Settings, SettingsError
+from shared.config.settings import OperatorSettings, Settings, SettingsError, sweep_schedule
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(None, 10.0), ("", 10.0), ("2.5", 2.5), (" 30 ", 30.0), ("54.9", 54.9)])
@@ -30,3 +33,136 @@ def test_a_gate_deadline_dataverse_would_not_wait_for_is_refused(raw: str, says:
     with pytest.raises(SettingsError, match=says) as refused:
         Settings.from_env({"ORGGUARD_GATE_DEADLINE_S": raw})
     assert refused.value.field == "ORGGUARD_GATE_DEADLINE_S"
+
+
+# --- every variable is read here, one rule per kind of value ------------------------------------------------------
+
+EVERY_VARIABLE = {
+    "ORGGUARD_LEDGER": ("sqlite:///x.db", "ledger", "sqlite:///x.db"),
+    "ORGGUARD_ORGS": ("mine.yaml", "orgs", "mine.yaml"),
+    "ORGGUARD_POLICY": ("version: 1\n", "policy", "version: 1\n"),
+    "ORGGUARD_ADMIN_TOKEN": ("a-token-0123456789", "admin_token", "a-token-0123456789"),
+    "ORGGUARD_GATE_ON_ERROR": (" Allow ", "gate_on_error", "allow"),
+    "ORGGUARD_AUTH": ("EASYAUTH", "auth", "easyauth"),
+    "ORGGUARD_SWEEP_SCHEDULE": ("0 0 * * * *", "sweep_schedule", "0 0 * * * *"),
+    "ORGGUARD_SWEEP_APPLY": ("Yes", "sweep_apply", True),
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": ("InstrumentationKey=x", "app_insights", "InstrumentationKey=x"),
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": ("Authorization=AAD", "app_insights_auth", "Authorization=AAD"),
+    "ORGGUARD_TELEMETRY": ("file:/tmp/t.jsonl", "telemetry", "file:/tmp/t.jsonl"),
+    "ORGGUARD_GRAPH_URL": ("https://graph.microsoft.com/v1.0", "graph_url", "https://graph.microsoft.com/v1.0"),
+    "ORGGUARD_MAIL_FROM": ("OrgGuard@contoso.com", "mail_from", "orgguard@contoso.com"),
+    "ORGGUARD_PUBLIC_URL": ("http://orgguard.contoso.com/", "public_url", "http://orgguard.contoso.com"),
+    "ORGGUARD_GRAPH_TIMEOUT_S": ("4", "graph_timeout_s", 4.0),
+    "ORGGUARD_GATE_DEADLINE_S": ("5", "gate_deadline_s", 5.0),
+    "AZURE_CLIENT_ID": (
+        "0f3c9a52-0000-4000-8000-000000000001",
+        "azure_client_id",
+        "0f3c9a52-0000-4000-8000-000000000001",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", EVERY_VARIABLE)
+def test_each_setting_is_read_from_its_variable(name: str) -> None:
+    raw, field, value = EVERY_VARIABLE[name]
+    assert getattr(Settings.from_env({name: raw}), field) == value
+    assert getattr(Settings.from_env({}), field) == getattr(Settings(), field)  # unset: the default
+
+
+def test_every_field_of_the_settings_names_its_variable() -> None:
+    assert {str(f.validation_alias) for f in Settings.model_fields.values()} == set(EVERY_VARIABLE)
+
+
+@pytest.mark.parametrize("name", [n for n in EVERY_VARIABLE if n != "ORGGUARD_SWEEP_APPLY"])
+def test_an_empty_variable_is_an_unset_one(name: str) -> None:
+    assert Settings.from_env({name: ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    "name", ["ORGGUARD_GRAPH_URL", "ORGGUARD_MAIL_FROM", "ORGGUARD_GRAPH_TIMEOUT_S", "ORGGUARD_TELEMETRY"]
+)
+def test_spaces_alone_are_unset_where_they_could_mean_nothing_else(name: str) -> None:
+    assert Settings.from_env({name: "   "}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("ORGGUARD_GATE_ON_ERROR", "  ", "must be 'block' or 'allow'"),
+        ("ORGGUARD_AUTH", "entra", "must be 'token' or 'easyauth'"),
+        ("ORGGUARD_TELEMETRY", "file:", "must be 'console' or 'file:PATH'"),
+        ("ORGGUARD_ADMIN_TOKEN", "   ", "white space"),
+        ("ORGGUARD_PUBLIC_URL", "orgguard.contoso.com", "http(s) URL"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_variable(name: str, value: str, words: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({name: value})
+    assert refused.value.field == name and refused.value.detail.startswith(f"{name} ") and words in refused.value.detail
+
+
+def test_the_sweep_acts_only_when_told_so() -> None:
+    assert [
+        Settings.from_env({"ORGGUARD_SWEEP_APPLY": v}).sweep_apply for v in ("1", "on", "TRUE", "0", "no", "x")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_settings_built_by_hand_hold_what_they_are_given_and_never_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("ORGGUARD_AUTH", "easyauth")
+    monkeypatch.setenv("ORGGUARD_GATE_DEADLINE_S", "nonsense")  # from_env would refuse it
+    assert (Settings().auth, Settings(ledger="memory:").ledger) == ("token", "memory:")
+    with pytest.raises(SettingsError, match="ORGGUARD_GATE_DEADLINE_S"):
+        Settings.from_env()
+
+
+def test_values_under_the_environment_fill_only_what_it_leaves_unset() -> None:
+    env = {"ORGGUARD_POLICY": "mine.yaml", "ORGGUARD_ORGS": ""}
+    under = {"ORGGUARD_ORGS": ".orgguard/orgs.yaml", "ORGGUARD_POLICY": ".orgguard/policy.yaml"}
+    s = Settings.from_env(env, under=under)
+    assert (s.orgs, s.policy) == (".orgguard/orgs.yaml", "mine.yaml")
+
+
+def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
+    token = "a-token-0123456789"
+    assert token not in repr(Settings.from_env({"ORGGUARD_ADMIN_TOKEN": token}))
+    assert token not in repr(OperatorSettings.from_env({"ORGGUARD_ADMIN_TOKEN": token}))
+
+
+def test_the_sweep_schedule_is_read_alone_so_a_bad_other_setting_does_not_stop_the_timers_loading() -> None:
+    bad = {"ORGGUARD_GATE_DEADLINE_S": "ten"}
+    assert sweep_schedule(bad) == Settings().sweep_schedule
+    assert sweep_schedule({**bad, "ORGGUARD_SWEEP_SCHEDULE": "0 30 * * * *"}) == "0 30 * * * *"
+
+
+def test_the_operator_s_shell() -> None:
+    shell = OperatorSettings.from_env(
+        {"ORGGUARD_URL": " https://orgguard.contoso.com ", "ORGGUARD_API_SCOPE": "api://x/.default", "USER": "ann"}
+    )
+    assert (shell.url, shell.api_scope, shell.admin_token, shell.user) == (
+        "https://orgguard.contoso.com",
+        "api://x/.default",
+        None,
+        "ann",
+    )
+    assert OperatorSettings.from_env({}).user == "operator"
+
+
+READS_ENVIRONMENT = re.compile(r"\bos\.environ\b|\bos\.getenv\b|\bgetenv\(|envvar=")
+
+
+def test_the_environment_is_read_in_shared_config_settings_only() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readers = {
+        path.relative_to(repo).as_posix()
+        for folder in ("shared", "functions")
+        for path in (repo / folder).rglob("*.py")
+        if READS_ENVIRONMENT.search(path.read_text(encoding="utf-8"))
+    } | ({"function_app.py"} if READS_ENVIRONMENT.search((repo / "function_app.py").read_text()) else set())
+    assert readers == {"shared/config/settings.py"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared import telemetry
+from shared.telemetry import setup
 
 
 def test_only_allowed_attributes_pass_and_values_become_plain():
@@ -36,4 +37,4 @@ def test_scrub_reduces_addresses_and_removes_bearer_tokens(text, clean):
     ],
 )
 def test_entra_ingestion_names_the_managed_identity(auth, client):
-    assert telemetry.ingestion_client_id(auth) == client
+    assert setup.ingestion_client_id(auth) == client

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -19,9 +18,9 @@ _credentials: dict[str | None, TokenCredential] = {}
 _credentials_lock = threading.Lock()
 
 
-def default_credential() -> TokenCredential:
-    """One credential per process (it caches tokens): managed identity when AZURE_CLIENT_ID is set."""
-    client_id = os.environ.get("AZURE_CLIENT_ID") or None
+def default_credential(client_id: str | None = None) -> TokenCredential:
+    """One credential per identity and process (it caches tokens): the managed identity ``client_id``
+    (``Settings.azure_client_id``), else DefaultAzureCredential (``az login`` on a laptop)."""
     with _credentials_lock:
         if client_id not in _credentials:
             from azure.identity import DefaultAzureCredential, ManagedIdentityCredential

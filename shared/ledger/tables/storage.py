@@ -73,8 +73,9 @@ class TableStore:
     def from_url(cls, url: str, **kwargs: Any) -> Self:
         """``tables:`` + a connection string (Azurite, keys) or an account URL (Entra ID)."""
         target = parse_target(url)
+        client_id = kwargs.pop("client_id", None)
         if target.account_url:
-            return cls.from_account_url(target.account_url, prefix=target.prefix, **kwargs)
+            return cls.from_account_url(target.account_url, prefix=target.prefix, client_id=client_id, **kwargs)
         assert target.connection_string is not None
         return cls.from_connection_string(target.connection_string, prefix=target.prefix, **kwargs)
 
@@ -101,14 +102,17 @@ class TableStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         credential: TokenCredential | None = None,
+        client_id: str | None = None,
         client_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Self:
-        """Entra ID: ``credential``, or the process's managed identity / DefaultAzureCredential."""
+        """Entra ID: ``credential``, or the managed identity ``client_id`` / DefaultAzureCredential."""
         if not account_url.lower().startswith("https://"):
             raise LedgerError("an account URL with Entra ID needs https:// (use a connection string for Azurite)")
         service = TableServiceClient(
-            endpoint=account_url, credential=credential or default_credential(), **with_deadline(client_options)
+            endpoint=account_url,
+            credential=credential or default_credential(client_id),
+            **with_deadline(client_options),
         )
         return cls(service, prefix=prefix, **kwargs)
 
