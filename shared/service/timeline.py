@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.domain.model import Case, CaseState, ClaimRecord, Effect, Ownership
 from shared.service.orgguard import MailboxReport
-from shared.service.views import when
+from shared.service.views import current_owner_view, when
 
 DECIDING = (CaseState.DECIDED, CaseState.EXPIRED)
 SHOWN = 50  # how many claims and cases ``OrgGuard.mailbox`` reads of each
@@ -136,12 +136,8 @@ def events(report: MailboxReport) -> list[dict[str, Any]]:
 
 
 def timeline_doc(report: MailboxReport) -> dict[str, Any]:
-    o = report.ownership
     return {
-        "mailbox": report.key.address,
-        "owner": o.owner if o else None,
-        "since": when(o.since) if o else None,
-        "how": o.how if o else None,
+        **current_owner_view(report),
         "owners": [
             {"owner": s.owner, "since": when(s.since), "until": when(s.until), "how": s.how, "case": s.case}
             for s in owner_spans(report)

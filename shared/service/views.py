@@ -83,13 +83,20 @@ def claim_view(c: ClaimRecord) -> dict[str, Any]:
     }
 
 
-def mailbox_view(report: MailboxReport) -> dict[str, Any]:
+def current_owner_view(report: MailboxReport) -> dict[str, Any]:
+    """The mailbox and who owns it now: how both the mailbox answer and its timeline begin."""
     o = report.ownership
     return {
         "mailbox": report.key.address,
         "owner": o.owner if o else None,
         "since": when(o.since) if o else None,
         "how": o.how if o else None,
+    }
+
+
+def mailbox_view(report: MailboxReport) -> dict[str, Any]:
+    return {
+        **current_owner_view(report),
         "claims": [claim_view(c) for c in report.claims],
         "cases": [case_view(c) for c in report.cases],
     }
