@@ -123,22 +123,19 @@ def _uncontested_ownership(claim: Claim, owner: Ownership | None, now: datetime)
 
 def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datetime, expires_after: timedelta) -> Case:
     state = _state_for(decision)
-    case = Case(
-        id=new_id(),
-        key=claim.key,
-        owner=owner.owner,
-        claimant=claim.org,
-        claimant_mailbox_id=claim.mailbox_id,
-        owner_mailbox_id=owner.mailbox_id,
-        kind=claim.kind,
-        origin=claim.origin,
-        decision=decision,
-        state=CaseState.OPEN,
-        created_at=now,
-        updated_at=now,
+    case = Case.opened(
+        claim.key,
+        owner,
+        claim.org,
+        claim.mailbox_id,
+        claim.kind,
+        claim.origin,
+        decision,
+        state=state,
+        actor="policy",
+        at=now,
         expires_at=now + expires_after if state is CaseState.HELD else None,
     )
-    case = case.moved_to(state, actor="policy", note=decision.explanation, at=now)
     if decision.acts:
         case = replace(case, actions=actions_for(case, decision.effect, now))
     return case

@@ -386,6 +386,44 @@ class Case:
     actions: tuple[Action, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
 
+    @classmethod
+    def opened(
+        cls,
+        key: MailboxKey,
+        owner: Ownership | None,
+        claimant: str,
+        claimant_mailbox_id: str,
+        kind: ClaimKind,
+        origin: Origin,
+        decision: Decision,
+        *,
+        state: CaseState,
+        actor: str,
+        at: datetime,
+        expires_at: datetime | None = None,
+    ) -> Case:
+        """A case as it is first recorded: opened, and at once moved to ``state`` by ``actor`` for its decision.
+
+        Every way a case begins (a competing claim, a migration, a sweep's repair)
+        starts here, so each carries the same fields and the same first history step.
+        """
+        case = cls(
+            id=new_id(),
+            key=key,
+            owner=owner.owner if owner else None,
+            claimant=claimant,
+            claimant_mailbox_id=claimant_mailbox_id,
+            owner_mailbox_id=owner.mailbox_id if owner else None,
+            kind=kind,
+            origin=origin,
+            decision=decision,
+            state=CaseState.OPEN,
+            created_at=at,
+            updated_at=at,
+            expires_at=expires_at,
+        )
+        return case.moved_to(state, actor=actor, note=decision.explanation, at=at)
+
     def moved_to(self, state: CaseState, *, actor: str, note: str, at: datetime | None = None) -> Case:
         """The case in a new state, with the change in its history."""
         when = at or utcnow()

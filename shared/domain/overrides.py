@@ -29,7 +29,6 @@ from shared.domain.model import (
     MailboxView,
     Origin,
     Ownership,
-    new_id,
 )
 
 
@@ -61,20 +60,18 @@ class Move:
 def plan_move(view: MailboxView, move: Move, *, now: datetime) -> Planned:
     owner = view.ownership
     decision = Decision(Effect.OVERRIDE, move.rule, move.reason)
-    case = Case(
-        id=new_id(),
-        key=move.key,
-        owner=owner.owner if owner else None,
-        claimant=move.to,
-        claimant_mailbox_id=move.to_mailbox_id or "",
-        owner_mailbox_id=owner.mailbox_id if owner else None,
-        kind=move.kind,
-        origin=move.origin,
-        decision=decision,
-        state=CaseState.OPEN,
-        created_at=now,
-        updated_at=now,
-    ).moved_to(CaseState.DECIDED, actor=move.actor, note=move.reason, at=now)
+    case = Case.opened(
+        move.key,
+        owner,
+        move.to,
+        move.to_mailbox_id or "",
+        move.kind,
+        move.origin,
+        decision,
+        state=CaseState.DECIDED,
+        actor=move.actor,
+        at=now,
+    )
     demote = {org: row for org, row in move.demote.items() if org != move.to}
     if move.demote_owner and owner and owner.owner != move.to and owner.owner not in demote:
         demote[owner.owner] = owner.mailbox_id

@@ -176,20 +176,19 @@ def test_an_override_recorded_as_dry_run_is_no_change():
 
 
 def _case(decision: Decision):
-    from shared.domain.model import Case, ClaimKind, Origin
+    from shared.domain.model import Case, ClaimKind, Origin, Ownership
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    case = Case(
-        id="c1",
-        key=AIKO,
-        owner="contoso-na",
-        claimant="contoso-eu",
-        claimant_mailbox_id="m",
-        kind=ClaimKind.TEST_ENABLE,
-        origin=Origin.GATE,
-        decision=decision,
-        state=CaseState.OPEN,
-        created_at=now,
-        updated_at=now,
+    owner = Ownership(AIKO, "contoso-na", now, "first-claim", 1, None)
+    return Case.opened(
+        AIKO,
+        owner,
+        "contoso-eu",
+        "m",
+        ClaimKind.TEST_ENABLE,
+        Origin.GATE,
+        decision,
+        state=CaseState.DECIDED,
+        actor="policy",
+        at=now,
     )
-    return case.moved_to(CaseState.DECIDED, actor="policy", note="x", at=now)
