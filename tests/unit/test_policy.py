@@ -647,6 +647,21 @@ def test_block_explanation_reads_like_the_design():
     )
 
 
+def test_block_explanation_names_every_condition_of_the_rule_in_order():
+    policy = one_rule(
+        "{claimant: contoso-jp, owner: contoso-na, origin: gate, kind: test_enable,"
+        " mailbox.address: aiko.tanaka@contoso.com, mailbox.domain: contoso.com,"
+        " user.country: Japan, user.memberOf: Sales, during: [2026-06-01, 2026-06-30]}"
+    )
+    decision = decide(policy, situation(user={"country": "Japan", "memberOf": ["Sales"]}))
+    assert decision.explanation == (
+        "contoso-jp claimed aiko.tanaka@contoso.com, owned by contoso-na; rule r blocks claims from contoso-jp"
+        " against contoso-na arriving via gate of kind test_enable for aiko.tanaka@contoso.com in contoso.com"
+        " where user.country is Japan where the user is in Sales between 2026-06-01 and 2026-06-30,"
+        " so the mailbox stays with contoso-na."
+    )
+
+
 def test_explain_traces_rule_by_rule():
     trace = explain(load_policy(DESIGN_POLICY), situation("contoso-dev", address="aiko.tanaka@contoso.com"))
     assert trace == [

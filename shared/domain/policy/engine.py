@@ -268,24 +268,17 @@ def _terms(when: When) -> str:
 
 def _scope(when: When) -> str:
     """The conditions in words, for the explanation: "from contoso-dev, contoso-test"."""
-    parts = []
-    if when.claimant is not None:
-        parts.append(f"from {_list(when.claimant)}")
-    if when.owner is not None:
-        parts.append(f"against {_list(when.owner)}")
-    if when.origin is not None:
-        parts.append(f"arriving via {_list(when.origin)}")
-    if when.kind is not None:
-        parts.append(f"of kind {_list(when.kind)}")
-    if when.mailbox_address is not None:
-        parts.append(f"for {_list(when.mailbox_address)}")
-    if when.mailbox_domain is not None:
-        parts.append(f"in {_list(when.mailbox_domain)}")
-    for name, values in _user_values(when):
-        if values is not None:
-            parts.append(f"where user.{name} is {_list(values)}")
-    if when.user_member_of is not None:
-        parts.append(f"where the user is in {_list(when.user_member_of)}")
+    phrases: tuple[tuple[str, Sequence[str] | None], ...] = (
+        ("from", when.claimant),
+        ("against", when.owner),
+        ("arriving via", when.origin),
+        ("of kind", when.kind),
+        ("for", when.mailbox_address),
+        ("in", when.mailbox_domain),
+        *((f"where user.{name} is", values) for name, values in _user_values(when)),
+        ("where the user is in", when.user_member_of),
+    )
+    parts = [f"{words} {_list(values)}" for words, values in phrases if values is not None]
     if when.during is not None:
         parts.append(f"between {when.during[0]} and {when.during[1]}")
     return " ".join(parts)
