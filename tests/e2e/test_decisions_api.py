@@ -10,11 +10,10 @@ import uuid
 import httpx
 import pytest
 
-from functions.http_api import create_api
 from shared import bootstrap
 from shared.domain.model import ActionStatus, MailboxKey, Origin
 from tests.factories import ADMIN_TOKEN, HOLDING_POLICY, claim, container
-from tests.serving import serve
+from tests.hosting import api_client
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PROBLEM = "application/problem+json"
@@ -31,11 +30,8 @@ def held_case(c: bootstrap.Container, n: int) -> str:
 @pytest.fixture
 def api(tmp_path):
     c = container(tmp_path, policy=HOLDING_POLICY)
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=30, headers=ADMIN) as client:
+    with api_client(c, timeout=30, headers=ADMIN) as client:
         yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 def test_approve_then_deny_answers_409_naming_the_state(api):
@@ -115,21 +111,13 @@ def test_bulk_refuses_bad_bodies_and_changes_nothing(api, body):
 
 def test_a_reader_cannot_bulk_decide(tmp_path):
     c = container(tmp_path, policy=HOLDING_POLICY, auth="easyauth")
-    bootstrap.install(c)
     case = held_case(c, 40)
     principal = {"auth_typ": "aad", "claims": [{"typ": "roles", "val": "OrgGuard.Reader"}, {"typ": "name", "val": "r"}]}
     header = base64.b64encode(json.dumps(principal).encode()).decode()
-    try:
-        with (
-            serve(create_api()) as url,
-            httpx.Client(base_url=url, headers={"x-ms-client-principal": header}) as client,
-        ):
-            r = client.post("/api/cases:bulk", json={"filter": {}, "decision": "approve", "reason": "x"})
-            assert r.status_code == 403 and r.headers["content-type"].startswith(PROBLEM)
-            assert client.get(f"/api/cases/{case}").json()["state"] == "held"
-    finally:
-        bootstrap.install(None)
-        c.close()
+    with api_client(c, headers={"x-ms-client-principal": header}) as client:
+        r = client.post("/api/cases:bulk", json={"filter": {}, "decision": "approve", "reason": "x"})
+        assert r.status_code == 403 and r.headers["content-type"].startswith(PROBLEM)
+        assert client.get(f"/api/cases/{case}").json()["state"] == "held"
 
 
 def test_case_list_takes_open_and_a_search_and_gives_a_total(api):

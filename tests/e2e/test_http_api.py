@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx
 import pytest
 
-from functions.http_api import create_api
-from shared import bootstrap
 from tests.factories import (
     ADMIN_TOKEN,
     AIKO,
@@ -21,20 +18,9 @@ from tests.factories import (
     fixture_bytes,
     ledger_snapshot,
 )
-from tests.serving import serve
+from tests.hosting import api_client
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-def api(tmp_path):
-    c = container(tmp_path)
-    c.service.handle_claim(claim("contoso-na", op="seed-owner"))  # NA owns Aiko's mailbox
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
-        yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 def gate(client, body, key=KEYS["contoso-jp"], **headers):
@@ -214,9 +200,6 @@ def test_owner_designation_and_policy_routes(api):
 
 
 def test_easy_auth_principal_roles(tmp_path):
-    c = container(tmp_path, auth="easyauth")
-    bootstrap.install(c)
-
     def principal(*roles):
         doc = {
             "auth_typ": "aad",
@@ -226,16 +209,11 @@ def test_easy_auth_principal_roles(tmp_path):
         }
         return {"x-ms-client-principal": base64.b64encode(json.dumps(doc).encode()).decode()}
 
-    try:
-        with serve(create_api()) as url, httpx.Client(base_url=url) as client:
-            assert client.get("/api/cases", headers=ADMIN).status_code == 401  # bearer means nothing there
-            assert client.get("/api/cases", headers=principal("OrgGuard.Reader")).status_code == 200
-            assert (
-                client.put("/api/policy", content=b"version: 1\n", headers=principal("OrgGuard.Reader")).status_code
-                == 403
-            )
-            assert client.get("/api/cases", headers=principal()).status_code == 403
-            assert client.get("/api/cases", headers={"x-ms-client-principal": "%%%"}).status_code == 401
-    finally:
-        bootstrap.install(None)
-        c.close()
+    with api_client(container(tmp_path, auth="easyauth")) as client:
+        assert client.get("/api/cases", headers=ADMIN).status_code == 401  # bearer means nothing there
+        assert client.get("/api/cases", headers=principal("OrgGuard.Reader")).status_code == 200
+        assert (
+            client.put("/api/policy", content=b"version: 1\n", headers=principal("OrgGuard.Reader")).status_code == 403
+        )
+        assert client.get("/api/cases", headers=principal()).status_code == 403
+        assert client.get("/api/cases", headers={"x-ms-client-principal": "%%%"}).status_code == 401

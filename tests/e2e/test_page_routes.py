@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from functions import page_routes
-from functions.http_api import create_api
 from sandbox.server import running
-from shared import bootstrap
 from shared.config.orgs import parse_orgs
 from shared.dataverse.clients import ClientPool
 from shared.service.org_rows import OrgRow, read_rows
@@ -28,7 +26,8 @@ from tests.factories import (
     easyauth_principal,
     registry,
 )
-from tests.serving import free_port, serve
+from tests.hosting import api_client
+from tests.serving import free_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STATIC = Path(page_routes.__file__).resolve().parent / "static"
@@ -41,21 +40,15 @@ def principal(name: str, *roles: str) -> dict[str, str]:
 @pytest.fixture
 def api(tmp_path):
     c = container(tmp_path, HOLDING_POLICY)
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with api_client(c) as client:
         yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 @pytest.fixture
 def easy(tmp_path):
     c = container(tmp_path, HOLDING_POLICY, auth="easyauth")
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with api_client(c) as client:
         yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 # --- the page and its files ---------------------------------------------------------------
@@ -310,11 +303,8 @@ def live(tmp_path):
         c = container(tmp_path, HOLDING_POLICY)
         c.orgs = orgs
         c.service.orgs = orgs
-        bootstrap.install(c)
-        with serve(create_api()) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with api_client(c, timeout=30) as client:
             yield client, c, sandbox_url
-        bootstrap.install(None)
-        c.close()
 
 
 @pytest.mark.sandbox

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from functions.http_api import create_api
-from shared import bootstrap
 from tests.factories import ADMIN_TOKEN, container
-from tests.serving import serve
+from tests.hosting import api_client, installed
 
 DESIGN_POLICY = """
 version: 3
@@ -34,11 +31,8 @@ GRAPH = "http://127.0.0.1:9/graph/v1.0"
 @pytest.fixture
 def api(tmp_path):
     c = container(tmp_path)
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with api_client(c) as client:
         yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 def test_put_policy_warns_about_user_conditions_without_graph_and_saves_it(api) -> None:
@@ -64,9 +58,8 @@ def test_policy_validate_prints_the_warning_and_still_succeeds(tmp_path, monkeyp
     file = tmp_path / "policy.yaml"
     file.write_text(DESIGN_POLICY)
     monkeypatch.delenv("ORGGUARD_GRAPH_URL", raising=False)
-    c = container(tmp_path)  # validate checks org names against the registered orgs, as PUT /api/policy does
-    bootstrap.install(c)
-    try:
+    # validate checks org names against the registered orgs, as PUT /api/policy does
+    with installed(container(tmp_path)):
         shown = runner.invoke(app, ["policy", "validate", str(file)])
         assert shown.exit_code == 0, shown.output
         assert "warning" in shown.stderr and "ORGGUARD_GRAPH_URL" in shown.stderr
@@ -74,22 +67,14 @@ def test_policy_validate_prints_the_warning_and_still_succeeds(tmp_path, monkeyp
         assert as_json["ok"] is True and len(as_json["warnings"]) == 1
         monkeypatch.setenv("ORGGUARD_GRAPH_URL", GRAPH)
         assert json.loads(runner.invoke(app, ["policy", "validate", str(file), "--json"]).stdout)["warnings"] == []
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 def test_policy_explain_warns_and_traces_user_conditions_as_unknown(tmp_path) -> None:
-    c = container(tmp_path, DESIGN_POLICY)
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path, DESIGN_POLICY)):
         shown = runner.invoke(
             app, ["policy", "explain", "--mailbox", "aiko.tanaka@contoso.com", "--claimant", "contoso-jp",
                   "--owner", "contoso-na", "--json"],
         )  # fmt: skip
-    finally:
-        bootstrap.install(None)
-        c.close()
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.stdout)
     assert any("no Graph is configured" in w for w in doc["warnings"])

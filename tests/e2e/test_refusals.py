@@ -23,21 +23,11 @@ from shared.config.orgs import OrgsError, parse_orgs
 from shared.config.settings import Settings, SettingsError
 from shared.ledger.port import job_ledger
 from tests.factories import ADMIN_TOKEN, AIKO, KEYS, ORG_IDS, claim, container, fixture, ledger_snapshot
+from tests.hosting import api_client, installed
 from tests.serving import serve
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 KEY_VAULT = "@Microsoft.KeyVault(SecretUri=https://contoso-kv.vault.azure.net/secrets/orgguard-key/)"
-
-
-@pytest.fixture
-def api(tmp_path):
-    c = container(tmp_path)
-    c.service.handle_claim(claim("contoso-na", op="seed-owner"))  # NA owns Aiko's mailbox
-    bootstrap.install(c)
-    with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
-        yield client, c
-    bootstrap.install(None)
-    c.close()
 
 
 def is_problem(r: httpx.Response, status: int) -> dict:
@@ -112,9 +102,7 @@ def test_an_address_with_a_hidden_character_is_refused_by_the_admin_api(api, add
 
 @pytest.mark.parametrize("address", HIDDEN.values(), ids=HIDDEN.keys())
 def test_an_address_with_a_hidden_character_is_refused_by_the_cli(tmp_path, address):
-    c = container(tmp_path)
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path)) as c:
         explained = CliRunner().invoke(cli, ["policy", "explain", "--mailbox", address, "--claimant", "contoso-jp"])
         # A bad address given to the CLI is bad usage (exit 2), as every 400 is; nothing runs
         assert explained.exit_code == 2 and "control or invisible" in explained.output
@@ -126,9 +114,6 @@ def test_an_address_with_a_hidden_character_is_refused_by_the_cli(tmp_path, addr
             )
             assert moved.exit_code == 2 and "control or invisible" in moved.output
         assert jobs(c) == 0
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 def test_a_policy_naming_an_address_with_a_hidden_character_is_refused(api):
@@ -182,9 +167,7 @@ MALFORMED = {
 
 def test_a_malformed_client_principal_of_any_shape_is_401_never_500(tmp_path):
     """Each shape as the app receives it (Azure's host passes the header on), and over a real server."""
-    c = container(tmp_path, auth="easyauth")
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path, auth="easyauth")):
         for shape, header in MALFORMED.items():
             if shape == "base64 without padding" and header.endswith("="):
                 continue
@@ -199,9 +182,6 @@ def test_a_malformed_client_principal_of_any_shape_is_401_never_500(tmp_path):
                 assert r.status_code in ({400, 401} if shape == "huge" else {401}), shape
             fine = principal(claims=[ROLE, {"typ": "name", "val": "aiko"}])
             assert client.get("/api/cases", headers={"x-ms-client-principal": fine}).status_code == 200
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 # --- a migration from an org to itself ---------------------------------------------------------------------------
@@ -244,9 +224,7 @@ def asgi(method: str, path: str, **kwargs):
     ids=["leading space", "trailing space", "trailing tab", "other case", "a prefix", "longer"],
 )  # fmt: skip
 def test_a_webhook_key_is_compared_exactly(tmp_path, key):
-    c = container(tmp_path)
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path)) as c:
         before = ledger_snapshot(c)
         headers = {"x-orgguard-key": key, "content-type": "application/json"}
         r = asgi(
@@ -257,9 +235,6 @@ def test_a_webhook_key_is_compared_exactly(tmp_path, key):
         )
         assert r.status_code == 403, r.text
         assert ledger_snapshot(c) == before
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 @pytest.mark.parametrize(
@@ -269,14 +244,9 @@ def test_a_webhook_key_is_compared_exactly(tmp_path, key):
     ids=["two spaces", "trailing space", "trailing tab", "a prefix", "other case"],
 )  # fmt: skip
 def test_the_admin_token_is_compared_exactly(tmp_path, authorization):
-    c = container(tmp_path)
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path)):
         assert asgi("GET", "/api/cases", headers={"Authorization": authorization}).status_code == 403
         assert asgi("GET", "/api/cases", headers=ADMIN).status_code == 200
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 def orgs_doc(key_spec: str) -> dict:
@@ -394,18 +364,13 @@ def test_a_request_whose_length_is_said_two_ways_is_refused(api, framing, path):
 )
 def test_every_ambiguous_framing_is_refused_before_any_route(tmp_path, headers, says):
     """What reaches the app (Azure's host, or a server that lets it through) is judged by one middleware."""
-    c = container(tmp_path)
-    bootstrap.install(c)
-    try:
+    with installed(container(tmp_path)) as c:
         before = ledger_snapshot(c)
         for path in ("/api/dataverse/gate", "/api/dataverse/events", "/api/policy", "/api/health"):
             r = asgi("POST", path, headers=[*headers, ("x-orgguard-key", KEYS["contoso-jp"])], content=b"{}")
             assert r.status_code == 400 and says in r.json()["detail"], (path, r.text)
             assert r.headers["connection"] == "close"
         assert ledger_snapshot(c) == before
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 # --- a failed read-back from an org ---------------------------------------------------------------------------
@@ -430,24 +395,19 @@ def test_a_failed_read_back_is_503_org_unavailable_without_credential_details(tm
 
     c = container(tmp_path)
     c.intake.read_back = failing_read_back
-    bootstrap.install(c)
-    try:
-        with serve(create_api()) as url, httpx.Client(base_url=url, timeout=10) as client:
-            before = ledger_snapshot(c)
-            headers = {"x-orgguard-key": KEYS["contoso-jp"], "x-ms-dynamics-msg-size-exceeded": "true"}
-            event = client.post("/api/dataverse/events", content=fixture_bytes_named("event-size-exceeded.json"),
-                                headers=headers)  # fmt: skip
-            body = is_problem(event, 503)
-            assert body["title"] == "Org unavailable" and "contoso-jp" in body["detail"]
-            gate = client.post("/api/dataverse/gate", content=fixture_bytes_named("event-size-exceeded.json"),
-                               headers=headers)  # fmt: skip
-            assert gate.status_code == 409 and gate.json()["degraded"] is True
-            for text in (event.text, gate.text, caplog.text):
-                assert "eyJ0eXAi" not in text and "secretvalue" not in text and "Bearer" not in text
-            assert ledger_snapshot(c) == before
-    finally:
-        bootstrap.install(None)
-        c.close()
+    with api_client(c) as client:
+        before = ledger_snapshot(c)
+        headers = {"x-orgguard-key": KEYS["contoso-jp"], "x-ms-dynamics-msg-size-exceeded": "true"}
+        event = client.post("/api/dataverse/events", content=fixture_bytes_named("event-size-exceeded.json"),
+                            headers=headers)  # fmt: skip
+        body = is_problem(event, 503)
+        assert body["title"] == "Org unavailable" and "contoso-jp" in body["detail"]
+        gate = client.post("/api/dataverse/gate", content=fixture_bytes_named("event-size-exceeded.json"),
+                           headers=headers)  # fmt: skip
+        assert gate.status_code == 409 and gate.json()["degraded"] is True
+        for text in (event.text, gate.text, caplog.text):
+            assert "eyJ0eXAi" not in text and "secretvalue" not in text and "Bearer" not in text
+        assert ledger_snapshot(c) == before
 
 
 def fixture_bytes_named(name: str) -> bytes:
