@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from shared import bootstrap
 from shared.config.orgs import parse_orgs
 from shared.config.settings import Settings
@@ -54,15 +56,24 @@ approval:
 """
 
 
+def orgs_doc(base_url: str) -> dict[str, Any]:
+    """The sandbox's three orgs at ``base_url`` with the test keys, as an orgs file holds them."""
+    return {
+        "orgs": [
+            {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": KEYS[n]} for n, i in ORG_IDS.items()
+        ]
+    }
+
+
 def registry(base_url: str = "http://127.0.0.1:7072") -> OrgRegistry:
-    return parse_orgs(
-        {
-            "orgs": [
-                {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": KEYS[n]} for n, i in ORG_IDS.items()
-            ]
-        },
-        env={},
-    )
+    return parse_orgs(orgs_doc(base_url), env={})
+
+
+def orgs_file(directory: Path, base_url: str) -> Path:
+    """``directory``/orgs.yaml naming the sandbox's orgs at ``base_url``: what ``ORGGUARD_ORGS`` points a process at."""
+    path = directory / "orgs.yaml"
+    path.write_text(yaml.safe_dump(orgs_doc(base_url), sort_keys=False), encoding="utf-8")
+    return path
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from shared.config.settings import Settings
 from shared.ledger.sqlite import SqliteLedger
 from tests.factories import ADMIN_TOKEN, registry
 
+HOLD_EVERY_CLAIM = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
 ADMIN = {"Authorization": "Bearer an-org-admin"}  # a human admin in the orgs, not OrgGuard
 API = "/orgs/{org}/api/data/v9.2/"
 STATE = (
@@ -21,7 +22,8 @@ STATE = (
 )
 
 
-def wired(tmp_path: Path, base_url: str, policy: str) -> bootstrap.Container:
+def wired(tmp_path: Path, base_url: str, policy: str = HOLD_EVERY_CLAIM) -> bootstrap.Container:
+    """A container on a SQLite ledger under ``tmp_path`` whose orgs are the sandbox at ``base_url``."""
     settings = Settings(
         ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
         orgs="unused",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,29 +26,18 @@ from typer.testing import CliRunner
 from functions.console import app
 from functions.http_api import create_api
 from functions.local_host import create_local_app
-from sandbox.server import running
 from shared import bootstrap
 from shared.cli import api_client
 from shared.domain.model import ActionStatus
 from tests.factories import ADMIN_TOKEN, AIKO, HOLDING_POLICY, claim, container, registry
-from tests.jobs_support import exchange, reset_sandbox, row_for
+from tests.jobs_support import exchange, row_for
 from tests.serving import free_port, serve
 
 pytestmark = pytest.mark.sandbox
 
 runner = CliRunner()
 SCOPE = "api://3f6b1c2e-orgguard-test/.default"
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=30) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url)
+SANDBOX_SEED = {"mailboxes": 30}
 
 
 def held_case(c: bootstrap.Container, sandbox: httpx.Client | None = None) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +17,28 @@ import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from functions.http_api import create_api
-from sandbox.server import running
-from shared import bootstrap
 from shared.domain.model import CaseQuery, MailboxKey
 from tests.factories import ADMIN_TOKEN
-from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, rows, wired, writes
-from tests.serving import serve
+from tests.hosting import api_url, installed
+from tests.jobs_support import ADMIN, API, exchange, rows, wired, writes
 
 pytestmark = pytest.mark.sandbox
 
-POLICY = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=200, overlap=0.8) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url)
+SANDBOX_SEED = {"mailboxes": 200, "overlap": 0.8}
 
 
 @pytest.fixture(params=["ledger", "api"])
 def way(request: pytest.FixtureRequest, tmp_path: Path, base_url: str, sandbox: httpx.Client, monkeypatch):
     """(container, extra CLI arguments): on the ledger directly, or through a real API on a free port."""
-    c = wired(tmp_path, base_url, POLICY)
-    bootstrap.install(c)
     monkeypatch.setenv("ORGGUARD_ADMIN_TOKEN", ADMIN_TOKEN)
     monkeypatch.delenv("ORGGUARD_URL", raising=False)
-    try:
-        if request.param == "api":
-            with serve(create_api()) as url:
-                yield c, ["--url", url]
-        else:
+    c = wired(tmp_path, base_url)
+    if request.param == "api":
+        with api_url(c) as url:
+            yield c, ["--url", url]
+    else:
+        with installed(c):
             yield c, []
-    finally:
-        bootstrap.install(None)
-        c.close()
 
 
 def cli(way: tuple[Any, list[str]], *args: str) -> Any:

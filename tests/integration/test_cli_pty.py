@@ -18,52 +18,33 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from functions.http_api import create_api
-from sandbox.server import running
-from shared import bootstrap
 from shared.domain.jobs import JobKind, JobState
 from shared.ledger.port import job_ledger
 from shared.ledger.sqlite import SqliteLedger
-from tests.factories import ADMIN_TOKEN, KEYS, ORG_IDS, REPO
-from tests.jobs_support import reset_sandbox, wired
-from tests.serving import serve
+from tests.factories import ADMIN_TOKEN, REPO, orgs_file
+from tests.hosting import api_url
+from tests.jobs_support import HOLD_EVERY_CLAIM, wired
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pty")]
 
-POLICY = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
+SANDBOX_SEED = {"mailboxes": 400, "overlap": 0.8}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=400, overlap=0.8) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url)
 
 
 @pytest.fixture
 def project(tmp_path: Path, base_url: str) -> dict[str, str]:
     """The environment of an operator's shell: settings pointing at a ledger file and the simulated orgs."""
-    lines = ["orgs:"]
-    for name, org_id in ORG_IDS.items():
-        lines += [f"  - name: {name}", f"    id: {org_id}", f"    url: {base_url}/orgs/{name}"]
-        lines += [f"    webhook_key: {KEYS[name]}"]
-    (tmp_path / "orgs.yaml").write_text("\n".join(lines) + "\n")
-    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "policy.yaml").write_text(HOLD_EVERY_CLAIM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORGGUARD_") and k not in ("NO_COLOR", "CI")}
     return env | {
         "ORGGUARD_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "ORGGUARD_ORGS": str(tmp_path / "orgs.yaml"),
+        "ORGGUARD_ORGS": str(orgs_file(tmp_path, base_url)),
         "ORGGUARD_POLICY": str(tmp_path / "policy.yaml"),
         "PYTHONPATH": str(REPO),
         "TERM": "xterm-256color",
@@ -150,25 +131,20 @@ def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client,
 def test_ctrl_c_pauses_a_migration_running_in_orgguard(sandbox: httpx.Client, base_url: str, project, tmp_path: Path):
     """Through the API (--url) the job runs in the server: Ctrl-C pauses it there, and --resume --url resumes it."""
     sandbox.put("/_sandbox/settings", json={"budget": 8, "window_s": 1.0}).raise_for_status()
-    c = wired(tmp_path, base_url, POLICY)
-    bootstrap.install(c)
+    c = wired(tmp_path, base_url)
     jobs = job_ledger(c.ledger)
     env = project | {"ORGGUARD_ADMIN_TOKEN": ADMIN_TOKEN}
-    try:
-        with serve(create_api()) as url:
-            args = [*MIGRATE, "--url", url]
-            code, shown = in_terminal(args, env, tmp_path, type_ctrl_c_when=lambda text: "moves settled" in text)
-            (job,) = jobs.jobs(JobKind.MIGRATION)
-            assert code == 130 and job.state is JobState.PAUSED, shown
-            assert f"resume it with: orgguard migrate --resume {job.id[:8]}" in shown and "Traceback" not in shown
-            time.sleep(1.5)  # the server's worker stops after the batch in flight
-            code, shown = in_terminal(["migrate", "--resume", job.id[:8], "--url", url], env, tmp_path)
-            assert code == 0, shown
-            (job,) = jobs.jobs(JobKind.MIGRATION)
-            assert job.state is JobState.DONE and job.result["moved"] == job.progress["planned"]
-    finally:
-        bootstrap.install(None)
-        c.close()
+    with api_url(c) as url:
+        args = [*MIGRATE, "--url", url]
+        code, shown = in_terminal(args, env, tmp_path, type_ctrl_c_when=lambda text: "moves settled" in text)
+        (job,) = jobs.jobs(JobKind.MIGRATION)
+        assert code == 130 and job.state is JobState.PAUSED, shown
+        assert f"resume it with: orgguard migrate --resume {job.id[:8]}" in shown and "Traceback" not in shown
+        time.sleep(1.5)  # the server's worker stops after the batch in flight
+        code, shown = in_terminal(["migrate", "--resume", job.id[:8], "--url", url], env, tmp_path)
+        assert code == 0, shown
+        (job,) = jobs.jobs(JobKind.MIGRATION)
+        assert job.state is JobState.DONE and job.result["moved"] == job.progress["planned"]
 
 
 def test_a_sweep_draws_rows_and_pages_and_ctrl_c_cancels_it(sandbox: httpx.Client, project, tmp_path: Path):

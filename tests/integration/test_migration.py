@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,29 +15,18 @@ import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from sandbox.server import running
 from shared import bootstrap
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import ActionStatus, CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger
 from shared.ledger.sqlite import SqliteLedger
-from tests.factories import ADMIN_TOKEN, KEYS, ORG_IDS, REPO
-from tests.jobs_support import exchange, reset_sandbox, rows, wired, writes
+from tests.factories import ADMIN_TOKEN, REPO, orgs_file
+from tests.hosting import api_client
+from tests.jobs_support import exchange, rows, wired, writes
 
 pytestmark = pytest.mark.sandbox
 
-POLICY = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=2000, overlap=0.8) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url, timeout=60)
+SANDBOX_SEED = {"mailboxes": 2000, "overlap": 0.8}
 
 
 def in_both(sandbox: httpx.Client, n: int) -> tuple[list[str], str]:
@@ -70,7 +58,7 @@ def test_the_plan_says_what_would_move_and_writes_nothing(sandbox: httpx.Client,
     listing = tmp_path / "move.txt"
     listing.write_text("\n".join(["# moving to EU", *[a.upper() for a in chosen], only_na]) + "\n")
     sandbox.delete("/_sandbox/requests")
-    c = wired(tmp_path, base_url, POLICY)
+    c = wired(tmp_path, base_url)
     doc = run_cli(c, "migrate", "--from", "contoso-na", "--to", "contoso-eu", "--mailboxes", str(listing))
     assert doc["state"] == "planned"
     plan = doc["result"]["plan"]
@@ -83,50 +71,28 @@ def test_the_plan_says_what_would_move_and_writes_nothing(sandbox: httpx.Client,
 
 
 def test_a_paused_migration_stops_and_resumes_to_the_end(sandbox: httpx.Client, base_url: str, tmp_path: Path):
-    from functions.http_api import create_api
-    from tests.serving import serve
-
     chosen, _ = in_both(sandbox, 60)
     sandbox.put("/_sandbox/settings", json={"budget": 20, "window_s": 0.5}).raise_for_status()
-    c = wired(tmp_path, base_url, POLICY)
-    bootstrap.install(c)
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    try:
-        with serve(create_api()) as api, httpx.Client(base_url=api, timeout=30, headers=auth) as http:
-            body = {"from": "contoso-na", "to": "contoso-eu", "mailboxes": chosen, "apply": True}
-            job_id = http.post("/api/migrations", json=body).json()["id"]
-            deadline = time.monotonic() + 30
-            while http.get(f"/api/migrations/{job_id}").json()["progress"].get("recorded", 0) == 0:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-            assert http.post(f"/api/migrations/{job_id}/pause").json()["state"] == "paused"
-            time.sleep(1.5)
-            paused = http.get(f"/api/migrations/{job_id}").json()
-            assert paused["state"] == "paused" and paused["progress"]["recorded"] < 60
-            assert http.post(f"/api/migrations/{job_id}/resume").status_code == 202
-            while (doc := http.get(f"/api/migrations/{job_id}").json())["state"] == "running":
-                assert time.monotonic() < deadline + 30
-                time.sleep(0.1)
-            assert doc["state"] == "done", doc
-            assert doc["result"]["moved"] == 60 and doc["result"]["failed"] == 0
-            assert http.post(f"/api/migrations/{job_id}/pause").status_code == 409
-    finally:
-        bootstrap.install(None)
+    with api_client(wired(tmp_path, base_url), timeout=30, headers=auth) as http:
+        body = {"from": "contoso-na", "to": "contoso-eu", "mailboxes": chosen, "apply": True}
+        job_id = http.post("/api/migrations", json=body).json()["id"]
+        deadline = time.monotonic() + 30
+        while http.get(f"/api/migrations/{job_id}").json()["progress"].get("recorded", 0) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert http.post(f"/api/migrations/{job_id}/pause").json()["state"] == "paused"
+        time.sleep(1.5)
+        paused = http.get(f"/api/migrations/{job_id}").json()
+        assert paused["state"] == "paused" and paused["progress"]["recorded"] < 60
+        assert http.post(f"/api/migrations/{job_id}/resume").status_code == 202
+        while (doc := http.get(f"/api/migrations/{job_id}").json())["state"] == "running":
+            assert time.monotonic() < deadline + 30
+            time.sleep(0.1)
+        assert doc["state"] == "done", doc
+        assert doc["result"]["moved"] == 60 and doc["result"]["failed"] == 0
+        assert http.post(f"/api/migrations/{job_id}/pause").status_code == 409
     assert {exchange(sandbox, a) for a in chosen} == {"contoso-eu"}
-
-
-def _orgs_file(tmp_path: Path, base_url: str) -> Path:
-    lines = ["orgs:"]
-    for name, org_id in ORG_IDS.items():
-        lines += [
-            f"  - name: {name}",
-            f"    id: {org_id}",
-            f"    url: {base_url}/orgs/{name}",
-            f"    webhook_key: {KEYS[name]}",
-        ]
-    path = tmp_path / "orgs.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.slow
@@ -148,11 +114,11 @@ def test_s3_500_mailboxes_move_under_a_tight_budget_and_survive_a_kill(
     env = {
         **os.environ,
         "ORGGUARD_LEDGER": f"sqlite:///{ledger_file}",
-        "ORGGUARD_ORGS": str(_orgs_file(tmp_path, base_url)),
+        "ORGGUARD_ORGS": str(orgs_file(tmp_path, base_url)),
         "ORGGUARD_POLICY": str(tmp_path / "none.yaml"),
         "PYTHONPATH": str(REPO),
     }
-    c = wired(tmp_path, base_url, POLICY)
+    c = wired(tmp_path, base_url)
     ledger = job_ledger(c.ledger)
     command = [sys.executable, "-m", "functions.console", "migrate", "--from", "contoso-na", "--to", "contoso-eu"]
     process = subprocess.Popen(

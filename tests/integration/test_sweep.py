@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,16 +12,17 @@ import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from sandbox.server import running
 from shared import bootstrap
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import CaseQuery, MailboxKey
 from shared.ledger.port import job_ledger
 from tests.factories import ADMIN_TOKEN, AIKO
-from tests.jobs_support import ADMIN, API, exchange, reset_sandbox, row_for, rows, wired, writes
+from tests.hosting import api_client, installed
+from tests.jobs_support import ADMIN, API, exchange, row_for, rows, wired, writes
 
 pytestmark = pytest.mark.sandbox
 
+SANDBOX_SEED = {"mailboxes": 60, "overlap": 0.3}
 AIKO_ADDRESS = "Aiko.Tanaka@Contoso.com"
 
 
@@ -38,17 +38,6 @@ rules:
   - id: designated-primary
     effect: prefer-primary
 """
-
-
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=60, overlap=0.3) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url, timeout=30)
 
 
 def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
@@ -157,28 +146,20 @@ def test_sweep_apply_settles_multi_org_conflicts_per_policy(sandbox: httpx.Clien
 
 
 def test_post_sweeps_runs_in_the_background_and_reports(sandbox: httpx.Client, base_url: str, tmp_path: Path):
-    from functions.http_api import create_api
-    from tests.serving import serve
-
-    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
-    bootstrap.install(c)
-    try:
-        with serve(create_api()) as api, httpx.Client(base_url=api, timeout=30) as http:
-            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-            started = http.post("/api/sweeps", json={"apply": False}, headers=auth)
-            assert started.status_code == 202, started.text
-            job_id = started.json()["id"]
-            for _ in range(200):
-                doc = http.get(f"/api/sweeps/{job_id}", headers=auth).json()
-                if doc["state"] != "running":
-                    break
-                asyncio.run(asyncio.sleep(0.05))
-            assert doc["progress"]["phase"] == "done", doc
-            assert doc["result"]["multi_org"] > 0 and doc["result"]["apply"] is False
-            assert http.get("/api/sweeps/nope", headers=auth).status_code == 404
-            assert http.post("/api/sweeps", json={"apply": True}).status_code == 401
-    finally:
-        bootstrap.install(None)
+    with api_client(wired(tmp_path, base_url, policy_designating("contoso-jp")), timeout=30) as http:
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        started = http.post("/api/sweeps", json={"apply": False}, headers=auth)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        for _ in range(200):
+            doc = http.get(f"/api/sweeps/{job_id}", headers=auth).json()
+            if doc["state"] != "running":
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert doc["progress"]["phase"] == "done", doc
+        assert doc["result"]["multi_org"] > 0 and doc["result"]["apply"] is False
+        assert http.get("/api/sweeps/nope", headers=auth).status_code == 404
+        assert http.post("/api/sweeps", json={"apply": True}).status_code == 401
 
 
 def test_the_sweep_timer_repairs_only_when_told_to(
@@ -190,9 +171,7 @@ def test_the_sweep_timer_repairs_only_when_told_to(
     from functions import timers
 
     jp_fails_with_the_alert(sandbox)
-    c = wired(tmp_path, base_url, policy_designating("contoso-na"))
-    bootstrap.install(c)
-    try:
+    with installed(wired(tmp_path, base_url, policy_designating("contoso-na"))) as c:
         assert not c.settings.sweep_apply  # ORGGUARD_SWEEP_APPLY unset
         timers.sweep(TimerRequest(past_due=False, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 1  # looked, wrote nothing
@@ -202,6 +181,3 @@ def test_the_sweep_timer_repairs_only_when_told_to(
         timers.sweep(TimerRequest(past_due=True, schedule_status={}, schedule={}))
         assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actdeliverymethod"] == 2
         assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
-    finally:
-        bootstrap.install(None)
-        c.close()
