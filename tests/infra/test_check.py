@@ -180,32 +180,36 @@ def line_of(path: Path, text: str) -> int:
     return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
 
 
-def test_a_setting_the_code_starts_reading_fails_until_a_template_sets_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code_root = copy_code(tmp_path)
-    (code_root / "shared" / "newly_read.py").write_text(
+NEW_READS = {
+    "os.environ": (
+        "newly_read.py",
         'import os\n\nPATIENCE_S = float(os.environ.get("ORGGUARD_SOMEDAY_WAIT_S", "5"))\n'
-        'FROM = os.environ.get("ORGGUARD_SOMEDAY_SENDER")\n'
-    )
-    code, err = run(["--code", code_root], capsys)
-    assert code == 1
-    assert "shared/newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S and no template sets it" in err
-    assert "shared/newly_read.py:4: the code reads app setting ORGGUARD_SOMEDAY_SENDER and no template sets it" in err
-
-
-def test_a_settings_field_named_after_its_variable_is_a_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code_root = copy_code(tmp_path)
-    (code_root / "shared" / "more_settings.py").write_text(
+        'FROM = os.environ.get("ORGGUARD_SOMEDAY_SENDER")\n',
+        [
+            "newly_read.py:3: the code reads app setting ORGGUARD_SOMEDAY_WAIT_S",
+            "newly_read.py:4: the code reads app setting ORGGUARD_SOMEDAY_SENDER",
+        ],
+    ),
+    "a settings field named after its variable": (
+        "more_settings.py",
         "from pydantic import Field\nfrom pydantic_settings import BaseSettings\n\n\n"
         "class More(BaseSettings):\n"
-        '    region: str = Field(default="", validation_alias="SOMEDAY_REGION")\n'
-    )
+        '    region: str = Field(default="", validation_alias="SOMEDAY_REGION")\n',
+        ["more_settings.py:6: the code reads app setting SOMEDAY_REGION"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("module", "source", "reads"), NEW_READS.values(), ids=NEW_READS.keys())
+def test_a_setting_the_code_starts_reading_fails_until_a_template_sets_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], module: str, source: str, reads: list[str]
+) -> None:
+    code_root = copy_code(tmp_path)
+    (code_root / "shared" / module).write_text(source)
     code, err = run(["--code", code_root], capsys)
     assert code == 1
-    assert "shared/more_settings.py:6: the code reads app setting SOMEDAY_REGION and no template sets it" in err
+    for read in reads:
+        assert f"shared/{read} and no template sets it" in err
 
 
 def test_a_name_only_mentioned_in_a_docstring_is_not_a_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
