@@ -14,8 +14,9 @@ import pytest
 
 from shared.domain.model import ActionStatus, CaseQuery, CaseState
 from shared.service.outbox import has_pending
-from tests.factories import AIKO, BLOCKING_POLICY, OVERRIDING_POLICY
-from tests.integration.test_acceptance_s1 import SEMANTICS, World, na_owns_aiko, open_world
+from tests.factories import BLOCKING_POLICY, OVERRIDING_POLICY
+from tests.integration import s1_world
+from tests.integration.s1_world import SEMANTICS, World, assert_jp_took_aiko, assert_na_keeps_aiko, given_na_owns_aiko
 
 pytestmark = pytest.mark.sandbox
 HELD_BACK = 3600.0  # a pending test runs only when the test says so
@@ -24,7 +25,7 @@ ORDERS = ["test-first", "demote-first"]
 
 @pytest.fixture
 def world(tmp_path) -> Iterator[World]:
-    with open_world(tmp_path) as opened:
+    with s1_world.open_world(tmp_path) as opened:
         yield opened
 
 
@@ -57,19 +58,8 @@ def settle(w: World, *, held_back: bool) -> None:
 
 
 def start(w: World, semantics: str, policy: str, delay: float) -> None:
-    w.c.service.save_policy(policy, actor="test")
-    w.settings(semantics=semantics, test_enable_delay_s=delay)
-    na_owns_aiko(w)
+    given_na_owns_aiko(w, policy, semantics=semantics, test_enable_delay_s=delay)
     settle(w, held_back=delay == HELD_BACK)
-
-
-def assert_na_keeps_aiko(w: World) -> None:
-    assert w.exchange() == "contoso-na"
-    assert w.aiko("contoso-jp")["actdeliverymethod"] == 2
-    assert w.aiko("contoso-na")["actdeliverymethod"] == 1
-    assert w.c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
-    cases = w.c.ledger.cases(CaseQuery()).items
-    assert cases and all(case.state is CaseState.APPLIED for case in cases), [c.state for c in cases]
 
 
 @pytest.mark.parametrize("semantics", SEMANTICS)
@@ -93,11 +83,7 @@ def test_s1_overriding_with_the_pending_test_racing_orgguard(world: World, seman
 
     alone = "alert" if semantics == "alert" else "took-over"  # before OrgGuard's promote sets the check box
     assert jp_test(world) == (alone if order == "test-first" else "took-over")
-    assert world.exchange() == "contoso-jp"
-    jp, na = world.aiko("contoso-jp"), world.aiko("contoso-na")
-    assert (jp["actdeliverymethod"], jp["orgmarkedasprimaryforexchangesync"]) == (1, True)
-    assert (na["actdeliverymethod"], na["orgmarkedasprimaryforexchangesync"]) == (2, False)
-    assert world.c.ledger.mailbox(AIKO).ownership.owner == "contoso-jp"
+    assert_jp_took_aiko(world)
     cases = world.c.ledger.cases(CaseQuery()).items
     assert len(cases) == 1 and cases[0].state is CaseState.APPLIED, [(c.claimant, c.state) for c in cases]
 
