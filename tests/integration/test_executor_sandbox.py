@@ -60,22 +60,41 @@ def contested_world(tmp_path, base: str, count: int):
     return service, shared_keys
 
 
-def drain(service: OrgGuard, *, timeout: float = 0.5, rounds: int = 200) -> None:
-    async def go() -> None:
-        pool = orgclients.ClientPool(
-            RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0, timeout=timeout), client_id=None
-        )
-        executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
-        try:
-            for _ in range(rounds):
-                await executor.run_once()
-                if not has_pending(service.ledger):
-                    return
-                await asyncio.sleep(0.05)
-        finally:
-            await pool.aclose()
+async def work(
+    service: OrgGuard, *, timeout: float = 0.5, rounds: int = 200, limit: int = 1000, pause: float = 0.05
+) -> None:
+    """One outbox worker with its own clients: ``rounds`` runs of up to ``limit`` actions, or until none is pending."""
+    pool = orgclients.ClientPool(
+        RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0, timeout=timeout), client_id=None
+    )
+    executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
+    try:
+        for _ in range(rounds):
+            await executor.run_once(limit=limit)
+            if not has_pending(service.ledger):
+                return
+            await asyncio.sleep(pause)
+    finally:
+        await pool.aclose()
 
-    asyncio.run(go())
+
+def drain(service: OrgGuard, *, timeout: float = 0.5, rounds: int = 200) -> None:
+    """Carry out the outbox the way the timer would, until nothing is pending."""
+    asyncio.run(work(service, timeout=timeout, rounds=rounds))
+
+
+def configure(base: str, *changes: dict[str, object]) -> None:
+    """The sandbox's settings changed in turn (each a PUT to /_sandbox/settings: all orgs, or the one named ``org``)."""
+    with httpx.Client(base_url=base) as control:
+        for change in changes:
+            control.put("/_sandbox/settings", json=change).raise_for_status()
+
+
+def patches(base: str) -> int:
+    """PATCH requests the orgs received since their counters were last cleared (inside $batch too)."""
+    with httpx.Client(base_url=base) as control:
+        counters = control.get("/_sandbox/requests").json()
+    return sum(org.get("by_method", {}).get("PATCH", 0) for org in counters.values())
 
 
 def assert_all_applied_once(service: OrgGuard, base: str, keys: list[MailboxKey]) -> None:
@@ -103,10 +122,12 @@ def test_actions_survive_throttling_and_5xx(tmp_path):
 
     with running(mailboxes=200, overlap=0.8) as base:
         service, keys = contested_world(tmp_path, base, 25)
-        with httpx.Client(base_url=base) as control:
-            control.put("/_sandbox/settings", json={"budget": 15, "window_s": 0.5, "gate": False, "events": False})
-            control.put("/_sandbox/settings", json={"org": "contoso-na", "fail": {"status": 503, "count": 4}})
-            control.put("/_sandbox/settings", json={"org": "contoso-jp", "fail": {"status": 502, "count": 3}})
+        configure(
+            base,
+            {"budget": 15, "window_s": 0.5, "gate": False, "events": False},
+            {"org": "contoso-na", "fail": {"status": 503, "count": 4}},
+            {"org": "contoso-jp", "fail": {"status": 502, "count": 3}},
+        )
         drain(service)
         assert_all_applied_once(service, base, keys)
 
@@ -116,14 +137,11 @@ def test_actions_survive_timeouts(tmp_path):
 
     with running(mailboxes=100, overlap=0.8) as base:
         service, keys = contested_world(tmp_path, base, 6)
-        with httpx.Client(base_url=base) as control:
-            control.put("/_sandbox/settings", json={"gate": False, "events": False})
-            control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 800})
+        configure(base, {"gate": False, "events": False}, {"org": "contoso-na", "latency_ms": 800})
         drain(service, timeout=0.3, rounds=2)
         pending = service.ledger.pending_actions(100, now=END_OF_TIME)
         assert pending and all(a.last_error for a in pending)  # NA kept timing out: deferred, not lost
-        with httpx.Client(base_url=base) as control:
-            control.put("/_sandbox/settings", json={"org": "contoso-na", "latency_ms": 0})
+        configure(base, {"org": "contoso-na", "latency_ms": 0})
         drain(service, timeout=5)
         assert_all_applied_once(service, base, keys)
 
@@ -134,28 +152,14 @@ def test_two_workers_never_apply_an_action_twice(tmp_path):
 
     with running(mailboxes=200, overlap=0.8) as base:
         service, keys = contested_world(tmp_path, base, 20)
+        configure(base, {"gate": False, "events": False})
         with httpx.Client(base_url=base) as control:
-            control.put("/_sandbox/settings", json={"gate": False, "events": False})
             control.delete("/_sandbox/requests")
 
-        async def worker() -> None:
-            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0), client_id=None)
-            executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
-            try:
-                for _ in range(200):
-                    await executor.run_once(limit=5)
-                    if not has_pending(service.ledger):
-                        return
-                    await asyncio.sleep(0.02)
-            finally:
-                await pool.aclose()
-
         async def both() -> None:
-            await asyncio.gather(worker(), worker())
+            timeout = RetryPolicy().timeout
+            await asyncio.gather(*(work(service, timeout=timeout, limit=5, pause=0.02) for _ in range(2)))
 
         asyncio.run(both())
         assert_all_applied_once(service, base, keys)
-        with httpx.Client(base_url=base) as control:
-            counters = control.get("/_sandbox/requests").json()
-        patches = sum(org.get("by_method", {}).get("PATCH", 0) for org in counters.values())
-        assert patches == 2 * len(keys), "a mailbox was written twice"
+        assert patches(base) == 2 * len(keys), "a mailbox was written twice"
