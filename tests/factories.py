@@ -44,6 +44,16 @@ default: override
 rules: []
 """
 
+# contoso-jp is the designated primary for users in Japan: a rule that needs Graph to read the user
+PRIMARY_BY_USAGE_LOCATION = """\
+primary:
+  - when: {user.usageLocation: [JP]}
+    org: contoso-jp
+rules:
+  - id: designated-primary
+    effect: prefer-primary
+"""
+
 HOLDING_POLICY = """
 version: 1
 mode: enforce

@@ -10,18 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from tests.factories import ADMIN_TOKEN, container
+from tests.factories import ADMIN_TOKEN, PRIMARY_BY_USAGE_LOCATION, container
 from tests.hosting import api_client, installed
 
-DESIGN_POLICY = """
-version: 3
-primary:
-  - when: {user.usageLocation: [JP]}
-    org: contoso-jp
-rules:
-  - id: designated-primary
-    effect: prefer-primary
-"""
+DESIGN_POLICY = "version: 3\n" + PRIMARY_BY_USAGE_LOCATION
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 runner = CliRunner()

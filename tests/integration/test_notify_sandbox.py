@@ -24,7 +24,7 @@ from shared import bootstrap
 from shared.config.settings import Settings
 from shared.domain.model import ActionKind, ActionStatus, Case, CaseQuery, CaseState, NoticeKind
 from shared.ledger import open_ledger
-from tests.factories import AIKO, claim, registry
+from tests.factories import AIKO, PRIMARY_BY_USAGE_LOCATION, claim, registry
 from tests.serving import serve
 
 pytestmark = pytest.mark.sandbox
@@ -42,18 +42,9 @@ approval:
   expires_after: P3D
 """
 
-BY_LOCATION = """
-version: 1
-default: hold
-primary:
-  - when: {user.usageLocation: [JP]}
-    org: contoso-jp
-rules:
-  - id: designated-primary
-    effect: prefer-primary
-approval:
-  approvers: [group:OrgGuard Approvers]
-"""
+BY_LOCATION = (
+    "version: 1\ndefault: hold\napproval: {approvers: [group:OrgGuard Approvers]}\n" + PRIMARY_BY_USAGE_LOCATION
+)
 
 
 @pytest.fixture(scope="module")
