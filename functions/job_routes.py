@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, container, role
 from shared.domain.auth import Principal, Role
-from shared.domain.jobs import JobKind
+from shared.domain.jobs import Job, JobKind
 from shared.service.jobs import Jobs
 from shared.service.views import job_view
 
@@ -78,15 +79,20 @@ async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
     return job_view(await run_in_threadpool(_jobs().get, kind, job_id))
 
 
+async def _started(record: Callable[[Jobs], Job]) -> dict[str, Any]:
+    """Record the job (in a thread: the ledger blocks), carry it out in this process's background, answer its record."""
+    jobs = _jobs()
+    job = await run_in_threadpool(record, jobs)
+    _spawn(jobs.run_sweep(job) if job.kind is JobKind.SWEEP else jobs.run_migration(job), f"{job.kind.value} {job.id}")
+    return job_view(job)
+
+
 # --- sweeps ------------------------------------------------------------------------------
 
 
 @router.post("/sweeps", status_code=202)
 async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
-    jobs = _jobs()
-    job = await run_in_threadpool(lambda: jobs.start_sweep(body.orgs, apply=body.apply, actor=who.name))
-    _spawn(jobs.run_sweep(job), f"sweep {job.id}")
-    return job_view(job)
+    return await _started(lambda jobs: jobs.start_sweep(body.orgs, apply=body.apply, actor=who.name))
 
 
 @router.get("/sweeps")
@@ -104,14 +110,11 @@ async def get_sweep(job_id: str, _: Reader) -> dict[str, Any]:
 
 @router.post("/migrations", status_code=202)
 async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
-    jobs = _jobs()
-    job = await run_in_threadpool(
-        lambda: jobs.start_migration(
+    return await _started(
+        lambda jobs: jobs.start_migration(
             body.source, body.target, addresses=body.mailboxes, domain=body.domain, apply=body.apply, actor=who.name
         )
     )
-    _spawn(jobs.run_migration(job), f"migration {job.id}")
-    return job_view(job)
 
 
 @router.get("/migrations")
@@ -137,17 +140,11 @@ async def cancel_migration(job_id: str, _: Admin) -> dict[str, Any]:
 
 @router.post("/migrations/{job_id}/resume", status_code=202)
 async def resume_migration(job_id: str, _: Admin) -> dict[str, Any]:
-    jobs = _jobs()
-    job = await run_in_threadpool(jobs.resume, job_id)
-    _spawn(jobs.run_migration(job), f"migration {job.id}")
-    return job_view(job)
+    return await _started(lambda jobs: jobs.resume(job_id))
 
 
 @router.post("/migrations/{job_id}/apply", status_code=202)
 async def apply_migration_plan(job_id: str, who: Admin) -> dict[str, Any]:
     """Apply the reviewed plan of a migration planned without ``apply``: a new migration that moves
     exactly what was planned, or fails as stale (409) if planning again gives another plan."""
-    jobs = _jobs()
-    job = await run_in_threadpool(lambda: jobs.apply_plan(job_id, actor=who.name))
-    _spawn(jobs.run_migration(job), f"migration {job.id}")
-    return job_view(job)
+    return await _started(lambda jobs: jobs.apply_plan(job_id, actor=who.name))
