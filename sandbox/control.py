@@ -159,6 +159,13 @@ def _methods(fault: Fault) -> list[str] | None:
     return None if fault.methods is None else sorted(fault.methods)
 
 
+def _cleared(record: list[Any]) -> dict[str, int]:
+    """Forget what the sandbox recorded (events posted, mail sent) and say how much that was."""
+    count = len(record)
+    record.clear()
+    return {"cleared": count}
+
+
 def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
     routes = APIRouter(prefix="/_sandbox", tags=["sandbox control"])
 
@@ -297,9 +304,7 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
 
     @routes.delete("/events")
     async def clear_events() -> dict[str, int]:
-        count = len(state.events)
-        state.events.clear()
-        return {"cleared": count}
+        return _cleared(state.events)
 
     @routes.get("/mail")
     async def mail() -> dict[str, Any]:
@@ -349,9 +354,7 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
 
     @routes.delete("/mail")
     async def clear_mail() -> dict[str, int]:
-        count = len(state.mail)
-        state.mail.clear()
-        return {"cleared": count}
+        return _cleared(state.mail)
 
     @routes.get("/graph")
     async def graph_requests() -> dict[str, Any]:

@@ -258,20 +258,9 @@ class GraphUser:
     accountEnabled: bool = True
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "displayName": self.displayName,
-            "userPrincipalName": self.userPrincipalName,
-            "mail": self.mail,
-            "usageLocation": self.usageLocation,
-            "country": self.country,
-            "department": self.department,
-            "jobTitle": self.jobTitle,
-            "companyName": self.companyName,
-            "officeLocation": self.officeLocation,
-            "proxyAddresses": list(self.proxyAddresses),
-            "accountEnabled": self.accountEnabled,
-        }
+        """Graph's user resource: the fields are named as Graph names them; the groups are served by /memberOf."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "groups"}
+        return doc | {"proxyAddresses": list(self.proxyAddresses)}
 
     def addresses(self) -> set[str]:
         """Every address Exchange delivers to this user: mail, UPN and each smtp proxy address."""
