@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from shared.config.settings import Settings, SettingsError
+from shared.config.settings import Settings
 
 
 def test_graph_settings_are_read_and_normalized() -> None:
@@ -29,22 +27,3 @@ def test_without_graph_or_sender_nothing_is_mailed() -> None:
     assert Settings.from_env({}).graph_url is None and not Settings.from_env({}).mail
     assert not Settings.from_env({"ORGGUARD_MAIL_FROM": "orgguard@contoso.com"}).mail
     assert Settings.from_env({"ORGGUARD_GRAPH_URL": "http://127.0.0.1:7072/graph/v1.0"}).graph_url
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "words"),
-    [
-        ("ORGGUARD_GRAPH_URL", "http://graph.contoso.com/v1.0", "https"),  # bearer tokens in clear
-        ("ORGGUARD_GRAPH_URL", "graph.microsoft.com/v1.0", "http(s) URL"),
-        ("ORGGUARD_GRAPH_URL", "https://graph.microsoft.com/v1.0?x=1", "query"),
-        ("ORGGUARD_MAIL_FROM", "orgguard", "exactly one '@'"),
-        ("ORGGUARD_PUBLIC_URL", "ftp://orgguard.contoso.com", "http(s) URL"),
-        ("ORGGUARD_GRAPH_TIMEOUT_S", "soon", "number of seconds"),
-        ("ORGGUARD_GRAPH_TIMEOUT_S", "0", "more than 0"),
-        ("ORGGUARD_GRAPH_TIMEOUT_S", "61", "at most 50"),
-    ],
-)
-def test_bad_values_are_refused_by_name(name: str, value: str, words: str) -> None:
-    with pytest.raises(SettingsError) as raised:
-        Settings.from_env({name: value})
-    assert raised.value.field == name and words in raised.value.detail

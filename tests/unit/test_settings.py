@@ -93,6 +93,14 @@ def test_spaces_alone_are_unset_where_they_could_mean_nothing_else(name: str) ->
         ("ORGGUARD_TELEMETRY", "file:", "must be 'console' or 'file:PATH'"),
         ("ORGGUARD_ADMIN_TOKEN", "   ", "white space"),
         ("ORGGUARD_PUBLIC_URL", "orgguard.contoso.com", "http(s) URL"),
+        ("ORGGUARD_GRAPH_URL", "http://graph.contoso.com/v1.0", "https"),  # bearer tokens in clear
+        ("ORGGUARD_GRAPH_URL", "graph.microsoft.com/v1.0", "http(s) URL"),
+        ("ORGGUARD_GRAPH_URL", "https://graph.microsoft.com/v1.0?x=1", "query"),
+        ("ORGGUARD_MAIL_FROM", "orgguard", "exactly one '@'"),
+        ("ORGGUARD_PUBLIC_URL", "ftp://orgguard.contoso.com", "http(s) URL"),
+        ("ORGGUARD_GRAPH_TIMEOUT_S", "soon", "number of seconds"),
+        ("ORGGUARD_GRAPH_TIMEOUT_S", "0", "more than 0"),
+        ("ORGGUARD_GRAPH_TIMEOUT_S", "61", "at most 50"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_variable(name: str, value: str, words: str) -> None:
