@@ -141,6 +141,12 @@ class Host:
     def held(self) -> list[Any]:
         return list(self.c.ledger.cases(CaseQuery(state=CaseState.HELD, limit=500)).items)
 
+    def contest_one(self) -> tuple[str, Any]:
+        """One mailbox contested (``contest(1)``), and the case it is held in."""
+        (address,) = self.contest(1)
+        (case,) = self.held()
+        return address, case
+
     def wait(self, check: Callable[[], bool], what: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while not check():

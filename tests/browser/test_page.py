@@ -97,8 +97,7 @@ def test_approve_a_held_case_and_exchange_follows(open_page, make_host, shoot):
 
 def test_deny_with_the_keyboard_only(open_page, make_host, shoot):
     host = make_host()
-    (address,) = host.contest(1)
-    (case,) = host.held()
+    address, case = host.contest_one()
     page = open_page()
     sign_in(page, host.url)
     open_case(page, host.url, case.id)
@@ -129,8 +128,7 @@ def test_deny_with_the_keyboard_only(open_page, make_host, shoot):
 
 def test_two_approvers_at_once_the_second_sees_why_and_the_case_as_it_is(open_page, make_host, shoot):
     host = make_host()
-    (address,) = host.contest(1)
-    (case,) = host.held()
+    address, case = host.contest_one()
     first, second = open_page(), open_page()
     for page in (first, second):
         sign_in(page, host.url)
@@ -152,8 +150,7 @@ def test_two_approvers_at_once_the_second_sees_why_and_the_case_as_it_is(open_pa
 
 def test_retry_a_failed_action_after_the_fault_is_cleared(open_page, make_host, shoot):
     host = make_host()
-    (address,) = host.contest(1)
-    (case,) = host.held()
+    address, case = host.contest_one()
     host.fault("contoso-jp", {"status": 400, "count": 1000, "methods": ["PATCH"]})
     page = open_page()
     sign_in(page, host.url)
@@ -283,8 +280,7 @@ def test_a_migration_started_from_the_page_shows_its_progress_to_the_end(open_pa
 
 def test_every_view_is_labelled_keyboard_usable_and_legible(open_page, make_host, shoot):
     host = make_host()
-    (address,) = host.contest(1)
-    (case,) = host.held()
+    address, case = host.contest_one()
     page = open_page()
     sign_in(page, host.url)
     views = {
