@@ -74,6 +74,16 @@ export function field(label, control, { hint, wide = false } = {}) {
   return h("div", { class: wide ? "field wide" : "field" }, h("label", { for: id }, label), control, hintEl);
 }
 
+/** A form in a panel that says itself what is wrong with its input, in words (so the browser's own checks are off).
+ * ``labelled`` names it for assistive technology; ``submit(event)`` runs in place of the browser's submission. */
+export function panelForm(labelled, submit, ...children) {
+  const onsubmit = (event) => {
+    event.preventDefault();
+    return submit(event);
+  };
+  return h("form", { class: "panel", novalidate: true, ...labelled, onsubmit }, ...children);
+}
+
 export function select(name, options, value) {
   return h(
     "select",

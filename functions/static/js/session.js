@@ -1,7 +1,7 @@
 // Who is signed in, and what the page may offer them (the API checks every request again).
 
 import { api, authMode, LOGIN, LOGOUT, setToken, token } from "./api.js";
-import { field, fill, h, heading } from "./elements.js";
+import { field, fill, h, heading, panelForm } from "./elements.js";
 import { announce, describe } from "./status.js";
 
 const RANK = { reader: 1, approver: 2, admin: 3 };
@@ -69,34 +69,28 @@ export function signInView(main, onSignedIn, message) {
     spellcheck: "false",
   });
   const error = h("p", { class: "error-text", id: "signin-error" }, message || "");
-  const form = h(
-    "form",
-    {
-      class: "panel",
-      novalidate: true,
-      "aria-describedby": "signin-error",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        const value = input.value.trim();
-        if (!value) {
-          error.textContent = "Enter the admin token.";
-          input.setAttribute("aria-invalid", "true");
-          input.focus();
-          return;
-        }
-        setToken(value);
-        try {
-          await load();
-        } catch (err) {
-          setToken("");
-          error.textContent = describe(err);
-          input.setAttribute("aria-invalid", "true");
-          input.focus();
-          return;
-        }
-        announce(`Signed in as ${me.name}.`, "ok");
-        onSignedIn();
-      },
+  const form = panelForm(
+    { "aria-describedby": "signin-error" },
+    async () => {
+      const value = input.value.trim();
+      if (!value) {
+        error.textContent = "Enter the admin token.";
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      setToken(value);
+      try {
+        await load();
+      } catch (err) {
+        setToken("");
+        error.textContent = describe(err);
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      announce(`Signed in as ${me.name}.`, "ok");
+      onSignedIn();
     },
     h(
       "div",

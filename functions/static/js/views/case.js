@@ -2,7 +2,7 @@
 // approver's Approve / Deny (with a required reason). A 409 means someone else decided first: say so, refresh.
 
 import { api } from "../api.js";
-import { badge, facts, field, fill, h, heading, table } from "../elements.js";
+import { badge, facts, field, fill, h, heading, panelForm, table } from "../elements.js";
 import { can } from "../session.js";
 import { announce, describe } from "../status.js";
 import { when } from "../time.js";
@@ -81,46 +81,40 @@ function decide(ctx, c) {
   const error = h("p", { class: "error-text", id: "decide-error" });
   const approve = h("button", { type: "submit", class: "primary", value: "approve", id: "approve" }, "Approve");
   const deny = h("button", { type: "submit", class: "danger", value: "deny", id: "deny" }, "Deny");
-  const form = h(
-    "form",
-    {
-      class: "panel",
-      novalidate: true,
-      "aria-describedby": "decide-error",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        const verb = event.submitter?.value === "deny" ? "deny" : "approve";
-        if (!reason.value.trim()) {
-          error.textContent = "A reason is required: it is kept in the case's history and the audit log.";
-          reason.setAttribute("aria-invalid", "true");
-          reason.focus();
+  const form = panelForm(
+    { "aria-describedby": "decide-error" },
+    async (event) => {
+      const verb = event.submitter?.value === "deny" ? "deny" : "approve";
+      if (!reason.value.trim()) {
+        error.textContent = "A reason is required: it is kept in the case's history and the audit log.";
+        reason.setAttribute("aria-invalid", "true");
+        reason.focus();
+        return;
+      }
+      approve.disabled = deny.disabled = true;
+      try {
+        const done = await api(`/api/cases/${encodeURIComponent(c.id)}/${verb}`, {
+          method: "POST",
+          body: { reason: reason.value.trim() },
+        });
+        await ctx.refresh();
+        announce(
+          verb === "approve"
+            ? `Approved: ${done.claimant} becomes the owner of ${done.mailbox}.`
+            : `Denied: ${done.owner || "the owner"} keeps ${done.mailbox}.`,
+          "ok",
+        );
+      } catch (err) {
+        if (err.status === 409) {
+          // Someone decided first: show the case as it is now, and say what happened.
+          await ctx.refresh();
+          announce(`Not ${verb === "approve" ? "approved" : "denied"}: ${describe(err)}`, "error");
           return;
         }
-        approve.disabled = deny.disabled = true;
-        try {
-          const done = await api(`/api/cases/${encodeURIComponent(c.id)}/${verb}`, {
-            method: "POST",
-            body: { reason: reason.value.trim() },
-          });
-          await ctx.refresh();
-          announce(
-            verb === "approve"
-              ? `Approved: ${done.claimant} becomes the owner of ${done.mailbox}.`
-              : `Denied: ${done.owner || "the owner"} keeps ${done.mailbox}.`,
-            "ok",
-          );
-        } catch (err) {
-          if (err.status === 409) {
-            // Someone decided first: show the case as it is now, and say what happened.
-            await ctx.refresh();
-            announce(`Not ${verb === "approve" ? "approved" : "denied"}: ${describe(err)}`, "error");
-            return;
-          }
-          approve.disabled = deny.disabled = false;
-          error.textContent = describe(err);
-          announce(describe(err), "error");
-        }
-      },
+        approve.disabled = deny.disabled = false;
+        error.textContent = describe(err);
+        announce(describe(err), "error");
+      }
     },
     h(
       "p",

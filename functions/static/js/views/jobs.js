@@ -1,7 +1,7 @@
 // Sweeps and migrations: the list, starting one (Admin), and a job's live progress while it runs.
 
 import { api } from "../api.js";
-import { badge, facts, field, fill, h, heading, select, table } from "../elements.js";
+import { badge, facts, field, fill, h, heading, panelForm, select, table } from "../elements.js";
 import { can, current } from "../session.js";
 import { announce, describe } from "../status.js";
 import { when } from "../time.js";
@@ -87,24 +87,18 @@ function applyBox() {
 }
 
 function startSweep(ctx) {
-  const form = h(
-    "form",
-    {
-      class: "panel",
-      novalidate: true,
-      "aria-label": "Start a sweep",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        const orgs = [...form.querySelectorAll('input[name="orgs"]:checked')].map((i) => i.value);
-        const apply = form.querySelector('input[name="apply"]').checked;
-        try {
-          const job = await api("/api/sweeps", { method: "POST", body: { orgs, apply } });
-          announce(`Sweep ${job.id.slice(0, 8)} started.`, "ok");
-          ctx.navigate(`#/sweeps/${job.id}`);
-        } catch (err) {
-          announce(describe(err), "error");
-        }
-      },
+  const form = panelForm(
+    { "aria-label": "Start a sweep" },
+    async () => {
+      const orgs = [...form.querySelectorAll('input[name="orgs"]:checked')].map((i) => i.value);
+      const apply = form.querySelector('input[name="apply"]').checked;
+      try {
+        const job = await api("/api/sweeps", { method: "POST", body: { orgs, apply } });
+        announce(`Sweep ${job.id.slice(0, 8)} started.`, "ok");
+        ctx.navigate(`#/sweeps/${job.id}`);
+      } catch (err) {
+        announce(describe(err), "error");
+      }
     },
     h("div", { class: "fields" }, orgBoxes("orgs"), h("div", { class: "field" }, applyBox())),
     h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Start a sweep")),
@@ -119,33 +113,27 @@ function startMigration(ctx) {
   const domain = h("input", { name: "domain", autocomplete: "off" });
   const mailboxes = h("textarea", { name: "mailboxes", rows: "3" });
   const error = h("p", { class: "error-text" });
-  const form = h(
-    "form",
-    {
-      class: "panel",
-      novalidate: true,
-      "aria-label": "Start a migration",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        const list = mailboxes.value.split(/[\s,;]+/).filter(Boolean);
-        if (!domain.value.trim() === !list.length) {
-          error.textContent = "Give either a domain or a list of mailboxes.";
-          domain.focus();
-          return;
-        }
-        error.textContent = "";
-        const body = { from: from.value, to: to.value, apply: form.querySelector('input[name="apply"]').checked };
-        if (list.length) body.mailboxes = list;
-        else body.domain = domain.value.trim();
-        try {
-          const job = await api("/api/migrations", { method: "POST", body });
-          announce(`Migration ${job.id.slice(0, 8)} started.`, "ok");
-          ctx.navigate(`#/migrations/${job.id}`);
-        } catch (err) {
-          error.textContent = describe(err);
-          announce(describe(err), "error");
-        }
-      },
+  const form = panelForm(
+    { "aria-label": "Start a migration" },
+    async () => {
+      const list = mailboxes.value.split(/[\s,;]+/).filter(Boolean);
+      if (!domain.value.trim() === !list.length) {
+        error.textContent = "Give either a domain or a list of mailboxes.";
+        domain.focus();
+        return;
+      }
+      error.textContent = "";
+      const body = { from: from.value, to: to.value, apply: form.querySelector('input[name="apply"]').checked };
+      if (list.length) body.mailboxes = list;
+      else body.domain = domain.value.trim();
+      try {
+        const job = await api("/api/migrations", { method: "POST", body });
+        announce(`Migration ${job.id.slice(0, 8)} started.`, "ok");
+        ctx.navigate(`#/migrations/${job.id}`);
+      } catch (err) {
+        error.textContent = describe(err);
+        announce(describe(err), "error");
+      }
     },
     h(
       "div",
