@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -48,20 +48,34 @@ def running(
     port: int = 0, host: str = "127.0.0.1", *, loopback_webhooks: bool = False, **seed_kwargs: Any
 ) -> Iterator[str]:
     """Serve in a background thread on `port` (0: a free one) and yield the base URL, e.g. http://127.0.0.1:53012."""
-    app = create_app(world(loopback_webhooks, **seed_kwargs))
+    with serving(create_app(world(loopback_webhooks, **seed_kwargs)), port, host) as url:
+        yield url
+
+
+@contextmanager
+def serving(
+    app: Any,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    *,
+    name: str = "sandbox",
+    lifespan: Literal["auto", "on", "off"] = "on",
+) -> Iterator[str]:
+    """Any ASGI app in a background thread on a socket bound before the server starts (so no other process can
+    take the port in between); the tests run OrgGuard's own app this way too."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle adds 40 ms a call)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     bound = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="sandbox", daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             listener.close()
-            raise RuntimeError("the sandbox did not start")
+            raise RuntimeError(f"the {name} did not start")
         time.sleep(0.01)
     try:
         yield f"http://{host}:{bound}"
