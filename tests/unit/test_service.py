@@ -191,3 +191,15 @@ def test_own_write_carrying_out_a_case_opens_no_case(tmp_path):
     outcome = c.service.handle_claim(own)
     assert outcome.decision.rule == "own-write" and not outcome.recorded
     assert len(c.ledger.cases(CaseQuery()).items) == cases_before
+
+
+def test_a_case_begins_with_one_step_saying_who_decided_and_why(tmp_path):
+    c = container(tmp_path, HOLDING_POLICY, in_memory=True)
+    c.service.handle_claim(claim("contoso-na", op="1"))
+    held = c.service.case(c.service.handle_claim(claim("contoso-jp", op="2")).case_id)
+    moved = c.service.designate_owner(AIKO, "contoso-eu", actor="admin", reason="moved to EU")
+    for case, actor, state in ((held, "policy", CaseState.HELD), (moved, "admin", CaseState.DECIDED)):
+        (first, *_) = case.history
+        assert (first.state, first.actor, first.note) == (state, actor, case.decision.explanation)
+        assert first.at == case.created_at
+    assert moved.decision.explanation == f"admin made contoso-eu the owner of {AIKO}: moved to EU"
