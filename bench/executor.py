@@ -63,7 +63,7 @@ async def _drain(service) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     from shared.dataverse.port import RetryPolicy
     from shared.service.outbox import Executor, has_pending
 
-    pool = ClientPool(RetryPolicy(attempts=8, base_delay=0.1, max_delay=5.0))
+    pool = ClientPool(RetryPolicy(attempts=8, base_delay=0.1, max_delay=5.0), client_id=None)
     executor = Executor(service.ledger, service.orgs, pool, base_delay=0.1, max_delay=5.0, max_attempts=100)
     start = time.perf_counter()
     try:

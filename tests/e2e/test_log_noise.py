@@ -94,7 +94,7 @@ def test_an_unreachable_org_is_asked_who_orgguard_is_with_a_pause_and_said_once(
     orgs = registry(f"http://127.0.0.1:{free_port()}")  # nothing listens there
 
     async def loop() -> int:
-        pool = ClientPool(RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, timeout=0.5))
+        pool = ClientPool(RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, timeout=0.5), client_id=None)
         executor = Executor(ledger=None, orgs=orgs, client_for=pool)  # type: ignore[arg-type]
         try:
             for _ in range(REPEATS):  # the local host runs this every half second

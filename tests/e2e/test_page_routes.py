@@ -366,7 +366,7 @@ def test_an_unreachable_or_slow_org_is_reported_and_the_others_still_answer(live
     async def read() -> list:
         from shared.dataverse.port import RetryPolicy
 
-        pool = ClientPool(RetryPolicy(attempts=1, timeout=2.0))
+        pool = ClientPool(RetryPolicy(attempts=1, timeout=2.0), client_id=None)
         try:
             return await read_rows(list(dead), AIKO, pool, deadline=1.0)
         finally:

@@ -62,7 +62,9 @@ def contested_world(tmp_path, base: str, count: int):
 
 def drain(service: OrgGuard, *, timeout: float = 0.5, rounds: int = 200) -> None:
     async def go() -> None:
-        pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0, timeout=timeout))
+        pool = orgclients.ClientPool(
+            RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0, timeout=timeout), client_id=None
+        )
         executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
         try:
             for _ in range(rounds):
@@ -137,7 +139,7 @@ def test_two_workers_never_apply_an_action_twice(tmp_path):
             control.delete("/_sandbox/requests")
 
         async def worker() -> None:
-            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0))
+            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0), client_id=None)
             executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, max_attempts=50)
             try:
                 for _ in range(200):
