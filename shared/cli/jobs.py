@@ -139,7 +139,7 @@ def _write_csv(path: Path, result: Doc) -> None:
 
 
 def _print_sweep(sweep_id: str, result: Doc, csv_file: Path | None) -> None:
-    from shared.service.sweep import FindingKind
+    from shared.domain.findings import FindingKind
 
     orgs = table("org", "syncing mailboxes", "pages", title=f"sweep {sweep_id}")
     for name in result.get("org_names", []):

@@ -65,13 +65,6 @@ def _shared_credential(client_id: str | None) -> AsyncTokenCredential:
     return credential
 
 
-async def aclose_shared_credentials() -> None:
-    """Close the process-wide credentials (host shutdown)."""
-    while _SHARED_CREDENTIALS:
-        _, credential = _SHARED_CREDENTIALS.popitem()
-        await credential.close()
-
-
 def token_provider_for(url: str, *, client_id: str | None = None) -> TokenProvider:
     """The loopback rule: a local development token for loopback orgs, azure-identity for the rest."""
     if is_loopback(url):

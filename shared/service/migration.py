@@ -40,7 +40,6 @@ from shared.domain.model import (
     InvalidTransition,
     MailboxKey,
     NotFound,
-    Org,
     Origin,
 )
 from shared.domain.overrides import Move
@@ -480,7 +479,3 @@ def check_route(source: str, target: str) -> None:
 def new_job(source: str, target: str, selection: Selection, *, actor: str, apply: bool) -> Job:
     check_route(source, target)
     return Job.start(JobKind.MIGRATION, {"from": source, "to": target, **selection.params()}, actor=actor, apply=apply)
-
-
-def orgs_of(service: OrgGuard, names: Sequence[str]) -> list[Org]:
-    return [service.orgs.get(n) for n in names]

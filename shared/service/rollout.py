@@ -12,7 +12,6 @@ started again picks up exactly what is still pending.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -181,7 +180,3 @@ async def verify_in_doubt(ledger: Ledger, client_for: Callable[[str], OrgClient]
                     )
                     verified += 1
     return verified
-
-
-def elapsed(started: float) -> float:
-    return round(time.perf_counter() - started, 2)

@@ -30,27 +30,18 @@ import asyncio
 import contextlib
 import itertools
 import math
-import sqlite3
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from shared.dataverse.pacing import Pacer
-from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient, odata_string
+from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient
 from shared.dataverse.schema import (
-    ACT_METHOD,
-    ACT_STATUS,
-    ACTIVE,
-    ADDRESS,
-    MAILBOX_ID,
     MAILBOXES,
-    ActMethod,
-    SyncStatus,
 )
+from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts
+from shared.domain.findings import Finding, FindingKind, Row, claim_order
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     ActionKind,
@@ -58,7 +49,6 @@ from shared.domain.model import (
     ClaimKind,
     DomainError,
     Effect,
-    InvalidAddress,
     MailboxKey,
     Org,
     Origin,
@@ -68,47 +58,9 @@ from shared.ledger.port import JobLedger
 from shared.service.orgguard import OrgGuard
 from shared.service.outbox import Executor
 from shared.service.rollout import carry_out
+from shared.service.scratch import ScratchIndex, copy_owners
 
-SYNCING = f"{ACTIVE} and {ACT_METHOD} eq {ActMethod.SERVER_SIDE_SYNC:d}"
-COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS)
-ALERT_MARK = "configured with another"
-ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
-ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
-ADDRESSES_PER_QUERY = 40  # emailaddress eq ... or ...: keeps the URL well under the limits
-SCRATCH_CACHE_KIB = 8 * 1024
 JOB_CONFLICTS = 200  # conflicts kept in the job record (the CLI's --json and --csv have them all)
-
-
-class FindingKind(StrEnum):
-    MULTI_ORG = "multi_org"
-    ALERT = "alert"
-    OWNER_NOT_SYNCING = "owner_not_syncing"
-    UNKNOWN_OWNER = "unknown_owner"
-
-
-@dataclass(frozen=True)
-class Row:
-    """One org's active server-side-sync row for the mailbox."""
-
-    org: str
-    mailbox_id: str
-    failing: bool
-    alert: bool
-
-
-@dataclass(frozen=True)
-class Finding:
-    key: MailboxKey
-    kinds: tuple[FindingKind, ...]
-    rows: tuple[Row, ...]
-    owner: str | None  # the ledger's
-
-    @property
-    def orgs(self) -> list[str]:
-        return sorted({r.org for r in self.rows})
-
-    def row(self, org: str) -> Row | None:
-        return next((r for r in self.rows if r.org == org), None)
 
 
 @dataclass
@@ -171,125 +123,6 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------------
-# The scratch index
-
-
-class ScratchIndex:
-    """A throw-away SQLite file holding one row per (org, mailbox) seen, for grouping by key."""
-
-    def __init__(self, orgs: Sequence[str], directory: str | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="orgguard-sweep-", dir=directory)
-        self.db = sqlite3.connect(Path(self._dir.name) / "sweep.db", isolation_level=None, check_same_thread=False)
-        self.orgs = list(orgs)
-        self._org_index = {name: i for i, name in enumerate(self.orgs)}
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{SCRATCH_CACHE_KIB}", "temp_store=FILE"):
-            self.db.execute(f"PRAGMA {pragma}")
-        self.db.executescript(
-            """
-            CREATE TABLE rows (key TEXT NOT NULL, org INTEGER NOT NULL, mailbox_id TEXT NOT NULL,
-                               failing INTEGER NOT NULL);
-            CREATE TABLE alerts (org INTEGER NOT NULL, mailbox_id TEXT NOT NULL);
-            CREATE TABLE owners (key TEXT PRIMARY KEY, owner TEXT NOT NULL, org INTEGER);
-            """
-        )
-
-    def close(self) -> None:
-        self.db.close()
-        self._dir.cleanup()
-
-    def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
-        """Keep what the sweep needs of one page; rows without a valid address are skipped (and counted)."""
-        index, keep = self._org_index[org], []
-        for row in page:
-            try:
-                key = MailboxKey.parse(row.get(ADDRESS))
-            except InvalidAddress:
-                continue
-            keep.append(
-                (key.address, index, str(row[MAILBOX_ID]).lower(), int(row.get(ACT_STATUS) == SyncStatus.FAILURE))
-            )
-        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
-        return len(keep)
-
-    def failing(self, org: str) -> list[str]:
-        cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
-        return [r[0] for r in cur]
-
-    def add_alerts(self, org: str, mailbox_ids: Sequence[str]) -> None:
-        index = self._org_index[org]
-        self.db.executemany("INSERT INTO alerts VALUES (?, ?)", [(index, m.lower()) for m in mailbox_ids])
-
-    def add_owners(self, owners: Sequence[tuple[str, str]]) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)",
-            [(key, owner, self._org_index.get(owner)) for key, owner in owners],
-        )
-
-    def index(self) -> None:
-        self.db.executescript(
-            """
-            CREATE INDEX rows_by_key ON rows (key, org);
-            CREATE INDEX rows_by_id ON rows (org, mailbox_id);
-            CREATE INDEX alerts_by_id ON alerts (org, mailbox_id);
-            """
-        )
-
-    def totals(self) -> tuple[int, int]:
-        """(distinct keys, keys syncing in one org that the ledger does not know)."""
-        keys = self.db.execute("SELECT COUNT(DISTINCT key) FROM rows").fetchone()[0]
-        unowned = self.db.execute(
-            "SELECT COUNT(*) FROM (SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) = 1) k "
-            "WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = k.key)"
-        ).fetchone()[0]
-        return int(keys), int(unowned)
-
-    def findings(self, batch: int = 500) -> Iterator[Finding]:
-        """Every key with something to settle, in key order, streamed."""
-        cursor = self.db.execute(
-            """
-            WITH flagged AS (
-                SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) > 1
-                UNION SELECT r.key FROM rows r JOIN alerts a ON a.org = r.org AND a.mailbox_id = r.mailbox_id
-                UNION SELECT o.key FROM owners o JOIN rows r ON r.key = o.key
-                      WHERE o.org IS NULL OR NOT EXISTS (SELECT 1 FROM rows s WHERE s.key = o.key AND s.org = o.org)
-            )
-            SELECT f.key, r.org, r.mailbox_id, r.failing,
-                   EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
-                   o.owner, o.org
-            FROM flagged f JOIN rows r ON r.key = f.key LEFT JOIN owners o ON o.key = f.key
-            ORDER BY f.key, r.org, r.mailbox_id
-            """
-        )
-        current: str | None = None
-        rows: list[Row] = []
-        owner: tuple[str | None, int | None] = (None, None)
-        while chunk := cursor.fetchmany(batch):
-            for key, org, mailbox_id, failing, alert, owner_name, owner_index in chunk:
-                if key != current:
-                    if current is not None:
-                        yield _finding(current, rows, owner)
-                    current, rows, owner = key, [], (owner_name, owner_index)
-                rows.append(Row(self.orgs[org], mailbox_id, bool(failing), bool(alert)))
-        if current is not None:
-            yield _finding(current, rows, owner)
-
-
-def _finding(key: str, rows: list[Row], owner: tuple[str | None, int | None]) -> Finding:
-    name, index = owner
-    orgs = {r.org for r in rows}
-    kinds = []
-    if len(orgs) > 1:
-        kinds.append(FindingKind.MULTI_ORG)
-    if any(r.alert for r in rows):
-        kinds.append(FindingKind.ALERT)
-    if name is not None and index is None:
-        kinds.append(FindingKind.UNKNOWN_OWNER)
-    elif name is not None and name not in orgs:
-        kinds.append(FindingKind.OWNER_NOT_SYNCING)
-    return Finding(MailboxKey(key), tuple(kinds), tuple(rows), name)
-
-
-# ---------------------------------------------------------------------------
 # Reading the orgs
 
 Progress = Callable[[str, int, int], None]  # org, rows so far, pages so far
@@ -319,71 +152,8 @@ async def read_org(
         progress(org.name, rows, pages)
 
 
-async def read_alerts(client: OrgClient, failing: Sequence[str]) -> tuple[list[str], int, int]:
-    """Ids of the failing rows whose alert says "configured with another"; (ids, alerts read, requests).
-
-    A few failing rows: their alerts by id, in one request. Many: the org's alerts of that
-    kind, a page at a time (cheaper than one request per mailbox). Either way only the
-    failing rows' alerts count.
-    """
-    wanted = {m.lower() for m in failing}
-    if len(wanted) <= ALERTS_BY_ID:
-        ids = " or ".join(f"_regardingobjectid_value eq {m}" for m in sorted(wanted))
-        query = f"({ids})"
-    else:
-        query = ALERT_FILTER
-    found: set[str] = set()
-    read = requests = 0
-    async for page in client.query(
-        "tracelogs", select=("_regardingobjectid_value", "text"), filter=query, page_size=MAX_PAGE_SIZE
-    ):
-        requests += 1
-        read += len(page)
-        for alert in page:
-            regarding = str(alert.get("_regardingobjectid_value") or "").lower()
-            if regarding in wanted and ALERT_MARK in str(alert.get("text") or "").casefold():
-                found.add(regarding)
-    return sorted(found), read, requests
-
-
-async def active_rows(client: OrgClient, keys: Sequence[MailboxKey]) -> dict[str, str]:
-    """Each address's active mailbox row id in one org, ``ADDRESSES_PER_QUERY`` addresses a request."""
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), ADDRESSES_PER_QUERY):
-        chunk = keys[start : start + ADDRESSES_PER_QUERY]
-        wanted = {k.address for k in chunk}
-        either = " or ".join(f"{ADDRESS} eq {odata_string(k.address)}" for k in chunk)
-        async for page in client.query(MAILBOXES, select=(MAILBOX_ID, ADDRESS), filter=f"{ACTIVE} and ({either})"):
-            for row in page:
-                try:
-                    key = MailboxKey.parse(row.get(ADDRESS))
-                except InvalidAddress:
-                    continue
-                if key.address in wanted:
-                    found.setdefault(key.address, str(row[MAILBOX_ID]))
-    return found
-
-
-def copy_owners(ledger: JobLedger, scratch: ScratchIndex, page: int = 1000) -> None:
-    after = ""
-    while batch := ledger.ownerships(after, page):
-        scratch.add_owners([(o.key.address, o.owner) for o in batch])
-        after = batch[-1].key.address
-
-
 # ---------------------------------------------------------------------------
 # Settling a finding per policy
-
-
-def claim_order(finding: Finding) -> list[Row]:
-    """Who claims first: the ledger's owner, then rows syncing fine (Exchange likely holds them), then the rest."""
-    first_row_per_org: dict[str, Row] = {}
-    for row in finding.rows:
-        first_row_per_org.setdefault(row.org, row)
-    return sorted(
-        first_row_per_org.values(),
-        key=lambda r: (r.org != finding.owner, r.failing, r.org),
-    )
 
 
 def designation(service: OrgGuard, finding: Finding) -> str | None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.jobs import Job
-from shared.domain.model import Action, Case, ClaimRecord, Decision, Notice, Overview, Ownership
+from shared.domain.model import Action, Case, ClaimRecord, Decision, Notice, Overview
 from shared.service.orgguard import MailboxReport, Outcome
 
 
@@ -64,12 +64,6 @@ def case_view(c: Case) -> dict[str, Any]:
         "history": [{"at": when(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
         "actions": [action_view(a) for a in c.actions],
     }
-
-
-def ownership_view(o: Ownership | None) -> dict[str, Any] | None:
-    if o is None:
-        return None
-    return {"owner": o.owner, "since": when(o.since), "how": o.how, "version": o.version, "mailbox_id": o.mailbox_id}
 
 
 def claim_view(c: ClaimRecord) -> dict[str, Any]:

@@ -135,17 +135,18 @@ def test_ledger_urls_name_a_connection_string_or_an_account_and_a_prefix() -> No
             parse_target(bad)
 
 
-def test_an_account_url_uses_managed_identity_when_azure_client_id_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_account_url_uses_the_managed_identity_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client id comes from Settings (AZURE_CLIENT_ID) through bootstrap, never from the environment here."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     monkeypatch.setattr(account, "_credentials", {})
-    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
-    ledger = open_ledger("tables:https://acct.table.core.windows.net?prefix=prod")  # nothing is sent yet
+    monkeypatch.setenv("AZURE_CLIENT_ID", "not-read-here")
+    identity = "11111111-2222-3333-4444-555555555555"
+    ledger = open_ledger("tables:https://acct.table.core.windows.net?prefix=prod", client_id=identity)  # nothing sent
     assert isinstance(ledger, TableLedger) and ledger.prefix == "prod"
-    assert isinstance(account.default_credential(), ManagedIdentityCredential)
-    assert account.default_credential() is account.default_credential()  # one per process: it caches tokens
-    monkeypatch.delenv("AZURE_CLIENT_ID")
-    assert isinstance(account.default_credential(), DefaultAzureCredential)
+    assert isinstance(account.default_credential(identity), ManagedIdentityCredential)
+    assert account.default_credential(identity) is account.default_credential(identity)  # one per identity
+    assert isinstance(account.default_credential(None), DefaultAzureCredential)
     cosmos = TableLedger.from_account_url("https://acct.table.cosmos.azure.com", credential=FakeCredential())
     assert cosmos._sorted is False and ledger._sorted is True
     with pytest.raises(LedgerError, match="https"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.service.sweep import Finding, FindingKind, Row, settle
+from shared.domain.findings import Finding, FindingKind, Row
+from shared.service.sweep import settle
 from tests.factories import AIKO, HOLDING_POLICY, claim, container
 
 NA, JP = "contoso-na", "contoso-jp"

@@ -1,0 +1,68 @@
+"""What a sweep finds: one mailbox's syncing rows across the orgs, and why it needs settling (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.domain.model import MailboxKey
+
+
+class FindingKind(StrEnum):
+    MULTI_ORG = "multi_org"
+    ALERT = "alert"
+    OWNER_NOT_SYNCING = "owner_not_syncing"
+    UNKNOWN_OWNER = "unknown_owner"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One org's active server-side-sync row for the mailbox."""
+
+    org: str
+    mailbox_id: str
+    failing: bool
+    alert: bool
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: MailboxKey
+    kinds: tuple[FindingKind, ...]
+    rows: tuple[Row, ...]
+    owner: str | None  # the ledger's
+
+    @property
+    def orgs(self) -> list[str]:
+        return sorted({r.org for r in self.rows})
+
+    def row(self, org: str) -> Row | None:
+        return next((r for r in self.rows if r.org == org), None)
+
+
+def classify(key: str, rows: list[Row], owner: tuple[str | None, int | None]) -> Finding:
+    """The finding for one key: its rows, and each reason it needs settling (``owner``: the ledger's owner,
+    and its place among the registered orgs, None when it is not registered any more)."""
+    name, index = owner
+    orgs = {r.org for r in rows}
+    kinds = []
+    if len(orgs) > 1:
+        kinds.append(FindingKind.MULTI_ORG)
+    if any(r.alert for r in rows):
+        kinds.append(FindingKind.ALERT)
+    if name is not None and index is None:
+        kinds.append(FindingKind.UNKNOWN_OWNER)
+    elif name is not None and name not in orgs:
+        kinds.append(FindingKind.OWNER_NOT_SYNCING)
+    return Finding(MailboxKey(key), tuple(kinds), tuple(rows), name)
+
+
+def claim_order(finding: Finding) -> list[Row]:
+    """Who claims first: the ledger's owner, then rows syncing fine (Exchange likely holds them), then the rest."""
+    first_row_per_org: dict[str, Row] = {}
+    for row in finding.rows:
+        first_row_per_org.setdefault(row.org, row)
+    return sorted(
+        first_row_per_org.values(),
+        key=lambda r: (r.org != finding.owner, r.failing, r.org),
+    )

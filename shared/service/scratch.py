@@ -1,0 +1,127 @@
+"""The sweep's scratch index: a throw-away SQLite file, so memory stays flat however many mailboxes there are.
+
+Rows are added a page at a time and dropped from memory; grouping by ``MailboxKey`` and
+comparing with the ledger's owners are SQL over the file, and findings stream out of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.dataverse.schema import ACT_STATUS, ADDRESS, MAILBOX_ID, SyncStatus
+from shared.domain.findings import Finding, Row, classify
+from shared.domain.model import InvalidAddress, MailboxKey
+from shared.ledger.port import JobLedger
+
+SCRATCH_CACHE_KIB = 8 * 1024
+
+
+class ScratchIndex:
+    """A throw-away SQLite file holding one row per (org, mailbox) seen, for grouping by key."""
+
+    def __init__(self, orgs: Sequence[str], directory: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="orgguard-sweep-", dir=directory)
+        self.db = sqlite3.connect(Path(self._dir.name) / "sweep.db", isolation_level=None, check_same_thread=False)
+        self.orgs = list(orgs)
+        self._org_index = {name: i for i, name in enumerate(self.orgs)}
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{SCRATCH_CACHE_KIB}", "temp_store=FILE"):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.executescript(
+            """
+            CREATE TABLE rows (key TEXT NOT NULL, org INTEGER NOT NULL, mailbox_id TEXT NOT NULL,
+                               failing INTEGER NOT NULL);
+            CREATE TABLE alerts (org INTEGER NOT NULL, mailbox_id TEXT NOT NULL);
+            CREATE TABLE owners (key TEXT PRIMARY KEY, owner TEXT NOT NULL, org INTEGER);
+            """
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+    def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
+        """Keep what the sweep needs of one page; rows without a valid address are skipped (and counted)."""
+        index, keep = self._org_index[org], []
+        for row in page:
+            try:
+                key = MailboxKey.parse(row.get(ADDRESS))
+            except InvalidAddress:
+                continue
+            keep.append(
+                (key.address, index, str(row[MAILBOX_ID]).lower(), int(row.get(ACT_STATUS) == SyncStatus.FAILURE))
+            )
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
+        return len(keep)
+
+    def failing(self, org: str) -> list[str]:
+        cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
+        return [r[0] for r in cur]
+
+    def add_alerts(self, org: str, mailbox_ids: Sequence[str]) -> None:
+        index = self._org_index[org]
+        self.db.executemany("INSERT INTO alerts VALUES (?, ?)", [(index, m.lower()) for m in mailbox_ids])
+
+    def add_owners(self, owners: Sequence[tuple[str, str]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)",
+            [(key, owner, self._org_index.get(owner)) for key, owner in owners],
+        )
+
+    def index(self) -> None:
+        self.db.executescript(
+            """
+            CREATE INDEX rows_by_key ON rows (key, org);
+            CREATE INDEX rows_by_id ON rows (org, mailbox_id);
+            CREATE INDEX alerts_by_id ON alerts (org, mailbox_id);
+            """
+        )
+
+    def totals(self) -> tuple[int, int]:
+        """(distinct keys, keys syncing in one org that the ledger does not know)."""
+        keys = self.db.execute("SELECT COUNT(DISTINCT key) FROM rows").fetchone()[0]
+        unowned = self.db.execute(
+            "SELECT COUNT(*) FROM (SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) = 1) k "
+            "WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = k.key)"
+        ).fetchone()[0]
+        return int(keys), int(unowned)
+
+    def findings(self, batch: int = 500) -> Iterator[Finding]:
+        """Every key with something to settle, in key order, streamed."""
+        cursor = self.db.execute(
+            """
+            WITH flagged AS (
+                SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) > 1
+                UNION SELECT r.key FROM rows r JOIN alerts a ON a.org = r.org AND a.mailbox_id = r.mailbox_id
+                UNION SELECT o.key FROM owners o JOIN rows r ON r.key = o.key
+                      WHERE o.org IS NULL OR NOT EXISTS (SELECT 1 FROM rows s WHERE s.key = o.key AND s.org = o.org)
+            )
+            SELECT f.key, r.org, r.mailbox_id, r.failing,
+                   EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
+                   o.owner, o.org
+            FROM flagged f JOIN rows r ON r.key = f.key LEFT JOIN owners o ON o.key = f.key
+            ORDER BY f.key, r.org, r.mailbox_id
+            """
+        )
+        current: str | None = None
+        rows: list[Row] = []
+        owner: tuple[str | None, int | None] = (None, None)
+        while chunk := cursor.fetchmany(batch):
+            for key, org, mailbox_id, failing, alert, owner_name, owner_index in chunk:
+                if key != current:
+                    if current is not None:
+                        yield classify(current, rows, owner)
+                    current, rows, owner = key, [], (owner_name, owner_index)
+                rows.append(Row(self.orgs[org], mailbox_id, bool(failing), bool(alert)))
+        if current is not None:
+            yield classify(current, rows, owner)
+
+
+def copy_owners(ledger: JobLedger, scratch: ScratchIndex, page: int = 1000) -> None:
+    after = ""
+    while batch := ledger.ownerships(after, page):
+        scratch.add_owners([(o.key.address, o.owner) for o in batch])
+        after = batch[-1].key.address
