@@ -405,12 +405,12 @@ def test_app_settings_configure_orgguard_for_azure() -> None:
     assert settings["ORGGUARD_AUTH"] == "easyauth"
     assert settings["ORGGUARD_LEDGER"] == "tables:${tableEndpoint}"
     assert variable("app/functions.bicep", "tableEndpoint").startswith("https://${storageAccountName}.table.")
-    for name, param in {
+    from_params = {
         "ORGGUARD_POLICY": "policyText",
         "ORGGUARD_GATE_ON_ERROR": "gateOnError",
         "ORGGUARD_SWEEP_SCHEDULE": "sweepSchedule",
-    }.items():
-        assert settings[name] == param
+    }
+    assert {name: settings[name] for name in from_params} == from_params
     orgs = settings["ORGGUARD_ORGS"]["function"]
     assert orgs["type"] == "string" and [a for a in orgs["parameters"].values() if a] == ["orgsDocument"]
     assert param_default("main.bicep", "sweepSchedule") == "0 0 */6 * * *"

@@ -9,13 +9,14 @@ from tests.infra.test_bicep import INFRA, app_settings, module_params, param_def
 
 def test_graph_mail_and_page_settings_reach_the_app() -> None:
     settings = app_settings()
-    for name, param in {
+    from_params = {
         "ORGGUARD_GRAPH_URL": "graphUrl",
         "ORGGUARD_MAIL_FROM": "mailFrom",
         "ORGGUARD_PUBLIC_URL": "publicUrl",
-    }.items():
-        assert settings[name] == param
-        assert module_params("functions")[param] == param
+    }
+    assert {name: settings[name] for name in from_params} == from_params
+    for param in from_params.values():
+        assert module_params("functions")[param] == param  # main.bicep hands each on under its own name
     assert param_default("main.bicep", "graphUrl") == "https://graph.microsoft.com/v1.0"  # no trailing slash
     assert param_default("main.bicep", "mailFrom") == ""
 

@@ -24,6 +24,11 @@ def request(method: str, url: str, body: dict[str, Any] | None = None, headers: 
     return "\r\n".join(lines) + "\r\n\r\n" + (json.dumps(body) if body is not None else "")
 
 
+def patch(row: dict[str, Any], body: dict[str, Any], *, if_match: str = "*", root: str = "") -> str:
+    """A PATCH of mailbox ``row``: its URL relative to the batch's, or absolute from the service ``root``."""
+    return request("PATCH", f"{root}mailboxes({row['mailboxid']})", body, {"If-Match": if_match})
+
+
 def part(text: str, content_id: str | None = None) -> str:
     head = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
     if content_id:
@@ -70,8 +75,8 @@ def test_a_change_set_applies_all_of_its_requests(admin: httpx.Client) -> None:
         admin,
         [
             [
-                request("PATCH", f"{ROOT}mailboxes({first['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
-                request("PATCH", f"mailboxes({second['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
+                patch(first, {"actdeliverymethod": 2}, root=ROOT),
+                patch(second, {"actdeliverymethod": 2}),
             ],
             request("GET", f"{ROOT}mailboxes({first['mailboxid']})?$select=actdeliverymethod"),
         ],
@@ -89,8 +94,8 @@ def test_a_failing_change_set_applies_nothing(admin: httpx.Client) -> None:
         admin,
         [
             [
-                request("PATCH", f"mailboxes({first['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": "*"}),
-                request("PATCH", f"mailboxes({second['mailboxid']})", {"actdeliverymethod": 2}, {"If-Match": 'W/"1"'}),
+                patch(first, {"actdeliverymethod": 2}),
+                patch(second, {"actdeliverymethod": 2}, if_match='W/"1"'),
             ]
         ],
     )
@@ -114,8 +119,8 @@ def test_without_continue_on_error_the_batch_stops_at_the_first_failure_and_answ
 def test_a_batch_that_stops_on_a_validation_error_answers_400(admin: httpx.Client) -> None:
     (row, _) = two_rows(admin)
     items: list[str | list[str]] = [
-        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 7}, {"If-Match": "*"}),
-        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 0}, {"If-Match": "*"}),
+        patch(row, {"actdeliverymethod": 7}),
+        patch(row, {"actdeliverymethod": 0}),
     ]
     answer = send(admin, items)
     assert statuses(answer, outer=400) == [400]
@@ -126,8 +131,8 @@ def test_a_batch_that_stops_on_a_validation_error_answers_400(admin: httpx.Clien
 def test_continue_on_error_goes_on_after_a_failed_change_set(admin: httpx.Client) -> None:
     (row, _) = two_rows(admin)
     items: list[str | list[str]] = [
-        [request("PATCH", f"mailboxes({row['mailboxid']})", {"nosuchcolumn": 1}, {"If-Match": "*"})],
-        request("PATCH", f"mailboxes({row['mailboxid']})", {"actdeliverymethod": 0}, {"If-Match": "*"}),
+        [patch(row, {"nosuchcolumn": 1})],
+        patch(row, {"actdeliverymethod": 0}),
     ]
     assert statuses(send(admin, items, prefer="odata.continue-on-error")) == [400, 204]
     assert admin.get(ROOT + f"mailboxes({row['mailboxid']})").json()["actdeliverymethod"] == 0
