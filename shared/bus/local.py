@@ -202,7 +202,8 @@ class LocalQueue:
                         continue
                     token = str(uuid.uuid4())
                     db.execute(
-                        "UPDATE messages SET deliveries = deliveries + 1, lock_token = ?, locked_until = ? WHERE seq = ?",
+                        "UPDATE messages SET deliveries = deliveries + 1, lock_token = ?, locked_until = ? "
+                        "WHERE seq = ?",
                         (token, now + self.lock_s, row["seq"]),
                     )
                     taken.append(self._delivery(row, token, now + self.lock_s))
@@ -228,7 +229,9 @@ class LocalQueue:
 
     def _locked(self, db: sqlite3.Connection, delivery: Delivery) -> sqlite3.Row:
         seq, token = _handle(delivery)
-        row = db.execute("SELECT * FROM messages WHERE seq = ? AND queue = ?", (seq, self.name)).fetchone()
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM messages WHERE seq = ? AND queue = ?", (seq, self.name)
+        ).fetchone()
         if row is None or row["lock_token"] != token or row["dead"] or (row["locked_until"] or 0) < self.clock():
             raise LockLost(f"the lock on message {delivery.message_id} ran out; it was not settled here")
         return row
@@ -286,9 +289,11 @@ class LocalQueue:
         seq = self._seq(dead_letter_id)
         if seq is None:
             return None
-        row = self._conn().execute(
-            "SELECT * FROM messages WHERE seq = ? AND queue = ? AND dead = 1", (seq, self.name)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT * FROM messages WHERE seq = ? AND queue = ? AND dead = 1", (seq, self.name))
+            .fetchone()
+        )
         return self._dead(row) if row else None
 
     def replay(self, dead_letter_id: str) -> DeadLetter:
@@ -312,7 +317,7 @@ class LocalQueue:
 
     def _dead_row(self, db: sqlite3.Connection, dead_letter_id: str) -> sqlite3.Row:
         seq = self._seq(dead_letter_id)
-        row = None
+        row: sqlite3.Row | None = None
         if seq is not None:
             row = db.execute(
                 "SELECT * FROM messages WHERE seq = ? AND queue = ? AND dead = 1", (seq, self.name)
@@ -345,11 +350,15 @@ class LocalQueue:
 
     def counts(self) -> QueueCounts:
         now = self.clock()
-        row = self._conn().execute(
-            "SELECT SUM(dead = 0 AND visible_at <= ?) AS active, SUM(dead = 0 AND visible_at > ?) AS scheduled, "
-            "SUM(dead = 1) AS dead FROM messages WHERE queue = ?",
-            (now, now, self.name),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT SUM(dead = 0 AND visible_at <= ?) AS active, SUM(dead = 0 AND visible_at > ?) AS scheduled, "
+                "SUM(dead = 1) AS dead FROM messages WHERE queue = ?",
+                (now, now, self.name),
+            )
+            .fetchone()
+        )
         return QueueCounts(self.name, row["active"] or 0, row["scheduled"] or 0, row["dead"] or 0)
 
     def close(self) -> None:
