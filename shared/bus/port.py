@@ -163,3 +163,34 @@ class WorkQueue(Protocol):
     def counts(self) -> QueueCounts: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a handled message is to be settled; the host that received it carries this out (its own way)."""
+
+    settle: str  # "complete", "abandon" (try again) or "dead-letter" (never again)
+    reason: str = ""
+    description: str = ""
+
+    @classmethod
+    def complete(cls) -> Verdict:
+        return cls("complete")
+
+    @classmethod
+    def abandon(cls, why: str) -> Verdict:
+        return cls("abandon", "transient", why)
+
+    @classmethod
+    def dead_letter(cls, reason: str, description: str) -> Verdict:
+        return cls("dead-letter", reason, description)
+
+
+def settle(queue: WorkQueue, delivery: Delivery, verdict: Verdict) -> None:
+    """Carry ``verdict`` out on a delivery this consumer holds (``LockLost`` when its lock ran out)."""
+    if verdict.settle == "complete":
+        queue.complete(delivery)
+    elif verdict.settle == "dead-letter":
+        queue.dead_letter(delivery, verdict.reason, verdict.description)
+    else:
+        queue.abandon(delivery)
