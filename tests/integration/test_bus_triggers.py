@@ -20,7 +20,7 @@ from shared.config.settings import Settings
 from shared.domain.model import ActionStatus, CaseQuery, Effect
 from shared.ledger.port import LedgerError
 from shared.ledger.sqlite import SqliteLedger
-from tests.factories import AIKO, ADMIN_TOKEN, BLOCKING_POLICY, claim, fixture, ledger_snapshot, registry
+from tests.factories import ADMIN_TOKEN, AIKO, BLOCKING_POLICY, claim, fixture, ledger_snapshot, registry
 
 NOBODY = "http://127.0.0.1:9"  # the orgs answer nothing here: every write is deferred
 
