@@ -140,3 +140,14 @@ def test_eventgrid_trigger_with_cloudevent_and_eventgrid_schema(live):
         data_version="1.0",
     )
     assert handle_eventgrid(egs).duplicate
+
+
+def test_host_json_settles_by_return_and_takes_sessions_one_mailbox_at_a_time():
+    """The triggers settle by how they end (autoComplete), and the work trigger's sessions are released when idle
+    so another mailbox's work gets the worker."""
+    from tests.factories import REPO
+
+    bus = json.loads((REPO / "host.json").read_text())["extensions"]["serviceBus"]
+    assert bus["autoCompleteMessages"] is True
+    assert bus["maxConcurrentSessions"] >= 1
+    assert bus["sessionIdleTimeout"] == "00:00:05"
