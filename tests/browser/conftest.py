@@ -156,7 +156,12 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
 
     # 80 rows per org, all shared: 24 people have a server-side sync mailbox in both contoso-na and contoso-jp.
     def start(
-        *, auth: str = "token", mailboxes: int = 80, overlap: float = 1.0, policy: str = HOLDING_POLICY, bus: bool = False
+        *,
+        auth: str = "token",
+        mailboxes: int = 80,
+        overlap: float = 1.0,
+        policy: str = HOLDING_POLICY,
+        bus: bool = False,
     ) -> Host:
         sandbox_cm = running(mailboxes=mailboxes, overlap=overlap, loopback_webhooks=True)  # as `serve --sandbox`
         sandbox_url = sandbox_cm.__enter__()
