@@ -5,6 +5,7 @@ ledger; the queue is the local one and the events go to a file, both for real.""
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from shared.bus.decisions_file import DecisionFile
 from shared.bus.local import LocalQueue
 from shared.bus.port import QueueError, session_of
 from shared.domain.model import ActionStatus, CaseState, MailboxKey
-from shared.service import dispatch as dispatch_module
 from shared.service.dispatch import Dispatch
 from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, claim, container
 
@@ -149,22 +149,23 @@ def test_decision_events_are_tried_three_times_then_dropped_with_an_error(tmp_pa
     c.close()
 
 
-def test_a_full_backlog_drops_the_hand_over_and_never_blocks_a_decision(tmp_path: Path, monkeypatch) -> None:
+def test_a_full_backlog_drops_the_hand_over_and_never_blocks_a_decision(tmp_path: Path) -> None:
     c = container(tmp_path, BLOCKING_POLICY, in_memory=True)
     gate = threading.Event()
 
     class Stuck(Broken):
         def send(self, messages) -> None:
+            self.tries += 1
             gate.wait(10)
 
-    monkeypatch.setattr(dispatch_module, "BACKLOG", 1)
     stuck = Stuck()
-    c.service.dispatch = Dispatch(stuck, None)
-    c.service.dispatch._backlog = __import__("queue").Queue(1)
+    c.service.dispatch = Dispatch(stuck, None, _backlog=queue.Queue(1))
     for n in range(4):
         key = MailboxKey(f"user{n}@contoso.com")
         c.service.handle_claim(claim("contoso-na", key=key, op=f"a{n}"))
         c.service.handle_claim(claim("contoso-jp", key=key, op=f"b{n}"))  # each returns at once
     gate.set()
     assert c.service.dispatch.flush(10)
+    assert stuck.tries == 2  # one being sent, one waiting: the other two were dropped, not waited for
+    assert len(c.ledger.pending_actions(100)) == 4  # every decision's work is in the outbox for the timer
     c.close()
