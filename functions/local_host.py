@@ -36,32 +36,49 @@ WORK_CONSUMERS = 2
 
 
 async def work_loop(
-    c: Container, pool: ClientPool, executor: Executor, *, interval: float = 0.5, expire_every: float = 60.0
+    c: Container,
+    executor: Executor | None = None,
+    *,
+    pool: ClientPool | None = None,
+    interval: float = 0.5,
+    expire_every: float = 60.0,
 ) -> None:
+    """The outbox round and the housekeeping, on ``executor`` (the host's, shared with the consumers) or on one
+    of its own."""
+    own = executor is None or pool is None
+    if executor is None or pool is None:
+        pool = c.client_pool()
+        executor = c.executor(pool)
     since_expiry = expire_every
     since_outbox = interval
     outbox_every = SAFETY_NET_S if c.work is not None else interval
-    while True:
-        try:
-            if since_expiry >= expire_every:
-                await asyncio.to_thread(c.service.expire_held)
-                await asyncio.to_thread(c.service.remind_held)
-                await c.run_digest(pool)
-                since_expiry = 0.0
-            if since_outbox >= outbox_every:
-                since_outbox = 0.0
-                report = await executor.run_once()
-                if report.applied or report.failed:
-                    log.info(
-                        "actions: %d applied, %d failed, %d deferred", report.applied, report.failed, report.deferred
-                    )
-        except LedgerError as exc:  # a stuck or unreachable ledger: one line, not a traceback a round
-            log.warning("background work waits for the ledger: %s", exc)
-        except Exception:
-            log.exception("background work failed; trying again")
-        await asyncio.sleep(interval)
-        since_expiry += interval
-        since_outbox += interval
+    try:
+        while True:
+            try:
+                if since_expiry >= expire_every:
+                    await asyncio.to_thread(c.service.expire_held)
+                    await asyncio.to_thread(c.service.remind_held)
+                    await c.run_digest(pool)
+                    since_expiry = 0.0
+                if since_outbox >= outbox_every:
+                    since_outbox = 0.0
+                    report = await executor.run_once()
+                    if report.applied or report.failed:
+                        log.info(
+                            "actions: %d applied, %d failed, %d deferred",
+                            report.applied, report.failed, report.deferred,
+                        )  # fmt: skip
+            except LedgerError as exc:  # a stuck or unreachable ledger: one line, not a traceback a round
+                log.warning("background work waits for the ledger: %s", exc)
+            except Exception:
+                log.exception("background work failed; trying again")
+            await asyncio.sleep(interval)
+            since_expiry += interval
+            since_outbox += interval
+    finally:
+        if own:
+            await executor.aclose()
+            await pool.aclose()
 
 
 def consumers(c: Container, run_outbox: Callable[[], Awaitable[ExecutionReport]]) -> list[Coroutine[Any, Any, None]]:
@@ -88,7 +105,7 @@ def create_local_app(c: Container, *, background: bool = True) -> FastAPI:
         pool = c.client_pool()
         executor = c.executor(pool)
         if background:
-            tasks.append(asyncio.create_task(work_loop(c, pool, executor)))
+            tasks.append(asyncio.create_task(work_loop(c, executor, pool=pool)))
             tasks += [asyncio.create_task(t) for t in consumers(c, executor.run_once)]
         try:
             yield
