@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import executor, gate, graph, ledger, soak, sweep
+from bench import dispatch, executor, gate, graph, ledger, soak, sweep
 
 SUITES = {
     "gate": gate.main,
     "ledger": ledger.main,
     "executor": executor.main,
+    "dispatch": dispatch.main,
     "sweep": sweep.main,
     "graph": graph.main,
     "soak": soak.main,

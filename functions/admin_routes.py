@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from functions.deps import Name, Prose, container, limited_body, role
-from functions.health import health_checks
+from functions.health import dead_letter_counts, health_checks
 from shared.domain.auth import Principal, Role
 from shared.domain.model import CaseQuery, CaseState, ClaimKind, MailboxKey
 from shared.service.views import case_view, decision_view, mailbox_view, overview_view
@@ -187,6 +188,9 @@ async def verify(_: Reader) -> dict[str, Any]:
 @router.get("/health")
 async def health() -> JSONResponse:
     """Within a second whatever the ledger does: 503 with the reason when a dependency is down or stuck."""
-    checks = await health_checks()
+    checks, letters = await asyncio.gather(health_checks(), dead_letter_counts())
     ok = all(check.get("ok") for check in checks.values())
-    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+    doc: dict[str, Any] = {"ok": ok, "checks": checks}
+    if letters is not None:
+        doc["deadletters"] = letters  # informational: dead letters never make OrgGuard unhealthy
+    return JSONResponse(doc, status_code=200 if ok else 503)

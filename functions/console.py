@@ -115,6 +115,7 @@ def serve(
         # the command's options win over both. Nothing is written into the environment.
         local = orgs is None and not environ.get("ORGGUARD_ORGS")
         defaults = ensure_local_setup(sandbox_url) if local else {}
+        defaults = {"ORGGUARD_BUS": f"sqlite:///{LOCAL_DIR}/bus.db", **defaults}  # the local work queue
         if sandbox:  # the sandbox's Graph: users for user.* conditions, and sendMail for notices
             defaults |= {
                 "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",

@@ -75,7 +75,7 @@ def _undecided(on_error: str, exc: Exception) -> JSONResponse:
 async def events(request: Request, background: BackgroundTasks) -> JSONResponse:
     """Dataverse's asynchronous webhook: the claim already happened; decide, answer, then repair."""
     outcome = await _receive(request, Origin.WEBHOOK)
-    if outcome.case_id and outcome.decision.acts and not outcome.duplicate:
-        background.add_task(container().run_actions)
+    if outcome.case_id and outcome.decision.acts and not outcome.duplicate and container().work is None:
+        background.add_task(container().run_actions)  # with a work queue, the decision's commit queued the work
     doc: dict[str, Any] = {**outcome_view(outcome), "event": outcome.event, "duplicate": outcome.duplicate}
     return JSONResponse(doc, status_code=202)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from shared.bus.port import QueueError
 from shared.domain.model import DomainError
 from shared.domain.policy import PolicyError
 from shared.ledger.port import LedgerError
@@ -41,6 +42,11 @@ def install(app: FastAPI) -> None:
     async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:
         log.error("ledger unavailable: %s", exc)
         return problem(503, "Ledger unavailable", str(exc))
+
+    @app.exception_handler(QueueError)
+    async def _queue(_: Request, exc: QueueError) -> JSONResponse:
+        log.error("queue unavailable: %s", exc)
+        return problem(503, "Queue unavailable", str(exc))
 
     @app.exception_handler(OrgUnavailable)
     async def _org(_: Request, exc: OrgUnavailable) -> JSONResponse:

@@ -1,6 +1,6 @@
 // OrgGuard on Azure: a Flex Consumption function app that guards which
 // Dynamics 365 org owns a mailbox's ACT sync. Read top to bottom:
-//   identity -> monitoring -> storage -> Service Bus -> Key Vault
+//   identity -> monitoring -> storage -> Service Bus (OrgGuard's, Dataverse's) -> Key Vault
 //   -> role assignments -> function app -> alerts -> (optional) Event Grid topic.
 // Deploy: `azd up` (azure.yaml, main.parameters.json), or
 //   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.prod.bicepparam
@@ -131,6 +131,9 @@ param gateP95AlertMilliseconds int = 2000
 @description('Deploy the optional Event Grid custom topic for Dataverse (needs its access key; see app/eventgrid.bicep).')
 param deployEventGrid bool = false
 
+@description('Publish each decision as a CloudEvent on the orgguard-decisions topic (ORGGUARD_DECISION_EVENTS), for a SIEM or a ticketing system.')
+param decisionEvents bool = false
+
 param tags object = {}
 
 // ------------------------------------------------------------------- naming
@@ -185,6 +188,17 @@ module serviceBus './app/servicebus.bicep' = {
     name: 'sb-orgguard-${resourceToken}'
     location: location
     tags: allTags
+    decisionEvents: decisionEvents
+  }
+}
+
+// Dataverse's queue, in a namespace of its own with SAS on (see app/dataverse-bus.bicep for why).
+module dataverseBus './app/dataverse-bus.bicep' = {
+  name: 'dataverse-bus'
+  params: {
+    name: 'sb-orgguard-dv-${resourceToken}'
+    location: location
+    tags: allTags
     queueName: 'orgguard-events'
   }
 }
@@ -204,7 +218,8 @@ module rbac './rbac.bicep' = {
     principalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     serviceBusNamespaceName: serviceBus.outputs.name
-    serviceBusQueueName: serviceBus.outputs.queueName
+    dataverseNamespaceName: dataverseBus.outputs.name
+    dataverseQueueName: dataverseBus.outputs.queueName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     operatorPrincipalId: principalId
@@ -229,8 +244,12 @@ module functions './app/functions.bicep' = {
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: storage.outputs.deploymentContainerName
-    serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
-    serviceBusQueueName: serviceBus.outputs.queueName
+    serviceBusFullyQualifiedNamespace: dataverseBus.outputs.fullyQualifiedNamespace
+    serviceBusQueueName: dataverseBus.outputs.queueName
+    busFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+    workQueueName: serviceBus.outputs.workQueueName
+    rejectedQueueName: serviceBus.outputs.rejectedQueueName
+    decisionTopicName: serviceBus.outputs.decisionTopicName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     keyVaultName: keyVault.outputs.name
     maximumInstanceCount: maximumInstanceCount
@@ -258,8 +277,13 @@ module alerts './app/alerts.bicep' = {
     tags: allTags
     actionGroupId: alertActionGroupId
     applicationInsightsId: monitoring.outputs.applicationInsightsId
-    serviceBusNamespaceId: serviceBus.outputs.id
-    serviceBusQueueName: serviceBus.outputs.queueName
+    serviceBusNamespaceId: dataverseBus.outputs.id
+    serviceBusQueueName: dataverseBus.outputs.queueName
+    busNamespaceId: serviceBus.outputs.id
+    busQueueNames: [
+      serviceBus.outputs.workQueueName
+      serviceBus.outputs.rejectedQueueName
+    ]
     heldCaseHours: heldCaseAlertHours
     gateP95Milliseconds: gateP95AlertMilliseconds
   }
@@ -285,6 +309,10 @@ output functionAppHostName string = functions.outputs.defaultHostName
 output identityClientId string = identity.outputs.clientId
 output storageAccountName string = storage.outputs.name
 output serviceBusNamespaceFqdn string = serviceBus.outputs.fullyQualifiedNamespace
+output dataverseNamespaceName string = dataverseBus.outputs.name
+output dataverseNamespaceFqdn string = dataverseBus.outputs.fullyQualifiedNamespace
+output dataverseQueueName string = dataverseBus.outputs.queueName
+output dataverseSendRuleName string = dataverseBus.outputs.sendRuleName
 output keyVaultName string = keyVault.outputs.name
 output keyVaultUri string = keyVault.outputs.uri
 output tableEndpoint string = storage.outputs.tableEndpoint

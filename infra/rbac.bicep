@@ -7,8 +7,11 @@
 param principalId string
 
 param storageAccountName string
+@description('OrgGuard\'s own namespace: the work queue, the rejections queue, the decision topic.')
 param serviceBusNamespaceName string
-param serviceBusQueueName string
+@description('Dataverse\'s namespace and queue: the trigger receives from it, a replay sends to it.')
+param dataverseNamespaceName string
+param dataverseQueueName string
 param applicationInsightsName string
 param keyVaultName string
 
@@ -30,7 +33,8 @@ var storageRoleIds = [
   '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
 ]
 
-// The trigger receives from the queue; the app puts events on it.
+// Receive (the triggers, dead letters) and send (work, decision events, replays):
+// on OrgGuard's whole namespace, and on Dataverse's one queue.
 var serviceBusRoleIds = [
   '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0' // Azure Service Bus Data Receiver
   '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39' // Azure Service Bus Data Sender
@@ -58,9 +62,13 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
   name: serviceBusNamespaceName
 }
 
-resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
-  parent: serviceBus
-  name: serviceBusQueueName
+resource dataverseBus 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
+  name: dataverseNamespaceName
+}
+
+resource dataverseQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
+  parent: dataverseBus
+  name: dataverseQueueName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -82,8 +90,18 @@ resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
 }]
 
 resource serviceBusRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in serviceBusRoleIds: {
-  name: guid(queue.id, principalId, roleId)
-  scope: queue
+  name: guid(serviceBus.id, principalId, roleId)
+  scope: serviceBus
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource dataverseQueueRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in serviceBusRoleIds: {
+  name: guid(dataverseQueue.id, principalId, roleId)
+  scope: dataverseQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
     principalId: principalId

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,22 +21,52 @@ from shared.domain.model import DomainError, MailboxKey, Org
 from shared.domain.orgs import OrgRegistry
 from shared.domain.policy import PolicyError, UserDirectory, user_conditions
 from shared.ledger import Ledger, open_ledger
+from shared.service.dispatch import Dispatch
 from shared.service.intake import Intake, MailboxReader
 from shared.service.orgguard import OrgGuard
 from shared.telemetry import setup as telemetry_setup
 
 if TYPE_CHECKING:
+    from shared.bus.decisions import DecisionEvents
+    from shared.bus.port import WorkQueue
+    from shared.bus.servicebus import ServiceBus
     from shared.dataverse.clients import ClientPool
     from shared.dataverse.pacing import Pacer
     from shared.dataverse.port import RetryPolicy
     from shared.dataverse.registration import RegistrationResult
     from shared.graph.client import Graph
+    from shared.service.deadletters import DeadLetters
     from shared.service.delivery import Delivery
+    from shared.service.inbound import DataverseMessages
     from shared.service.jobs import Jobs
     from shared.service.org_rows import OrgRow  # the Dataverse client (httpx) and msgraph stay off the gate's cold path
     from shared.service.outbox import Executor
+    from shared.service.work import WorkHandler
 
 log = logging.getLogger("orgguard")
+
+# What a queue's messages may take before they are dead-lettered: infra/app/servicebus.bicep sets the same
+# maxDeliveryCount on the Service Bus queues (tests/infra checks they agree). Low on the work queue: with
+# sessions, a failing message holds up its mailbox's next work until it is dead-lettered.
+WORK_MAX_DELIVERIES = 3
+DATAVERSE_MAX_DELIVERIES = 5
+
+
+@dataclass
+class Bus:
+    """The queues and the decision events the settings ask for (all None without ORGGUARD_BUS)."""
+
+    work: WorkQueue | None = None
+    inbound: WorkQueue | None = None  # Dataverse's queue
+    events: DecisionEvents | None = None
+    servicebus: ServiceBus | None = None
+
+    def close(self) -> None:
+        for part in (self.work, self.inbound, self.events):
+            if part is not None:
+                part.close()
+        if self.servicebus is not None:
+            self.servicebus.close()
 
 
 @dataclass
@@ -47,6 +77,30 @@ class Container:
     service: OrgGuard
     intake: Intake
     mail_timeout_s: float = 10.0  # per sendMail: a late answer is a lost one (never resent by itself)
+    bus: Bus = field(default_factory=Bus)
+
+    @property
+    def work(self) -> WorkQueue | None:
+        return self.bus.work
+
+    def work_handler(self, run_outbox: Callable[[], Awaitable[object]] | None = None) -> WorkHandler:
+        """Carries out a work message (``run_outbox``: this event loop's outbox worker; one made per message
+        otherwise)."""
+        from shared.service.work import WorkHandler
+
+        assert self.bus.work is not None
+        return WorkHandler(self.ledger, run_outbox or self.run_actions, self.bus.work, clock=self.service.clock)
+
+    def dataverse_messages(self) -> DataverseMessages:
+        from shared.service.inbound import DataverseMessages
+
+        return DataverseMessages(self.intake)
+
+    def dead_letters(self) -> DeadLetters:
+        """The operators' dead-letter use cases over every queue this OrgGuard has."""
+        from shared.service.deadletters import DeadLetters
+
+        return DeadLetters([q for q in (self.bus.work, self.bus.inbound) if q is not None], self.ledger)
 
     def executor(self, pool: ClientPool) -> Executor:
         """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
@@ -149,6 +203,8 @@ class Container:
         close = getattr(self.service.users, "close", None)
         if close is not None:
             close()
+        self.service.dispatch.flush(5.0)  # what a last commit left goes out before the bus closes
+        self.bus.close()
         self.ledger.close()
 
 
@@ -159,6 +215,7 @@ def build(
     orgs: OrgRegistry | None = None,
     users: UserDirectory | None = None,
     read_back: MailboxReader | None = None,
+    bus: Bus | None = None,
 ) -> Container:
     settings = settings or Settings.from_env()
     telemetry_setup.configure(
@@ -168,17 +225,55 @@ def build(
     ledger = ledger if ledger is not None else open_ledger(settings.ledger, client_id=settings.azure_client_id)
     if users is None and settings.graph_url:
         users = user_directory(settings)
-    service = OrgGuard(ledger=ledger, orgs=orgs, mail=settings.mail)
+    bus = open_bus(settings) if bus is None else bus
+    service = OrgGuard(ledger=ledger, orgs=orgs, mail=settings.mail, dispatch=Dispatch(bus.work, bus.events))
     if users is not None:
         service.users = users
     seed_policy(service, settings.policy)
     warm = getattr(service.users, "warm", None)
     if warm is not None and user_conditions(service.policy()):
         warm()  # msgraph loads on the directory's own thread now, not inside the first decision
-    container = Container(settings, ledger, orgs, service, Intake(service, orgs, read_back))
+    container = Container(settings, ledger, orgs, service, Intake(service, orgs, read_back), bus=bus)
     if read_back is None:
         container.intake.read_back = container.read_back
     return container
+
+
+def open_bus(settings: Settings) -> Bus:
+    """The queues ORGGUARD_BUS names (Service Bus, or the local SQLite queue) and the decision events
+    ORGGUARD_DECISION_EVENTS asks for; nothing is connected until it is used."""
+    bus = Bus()
+    if settings.bus == "servicebus" or (settings.decision_events or "").startswith("servicebus:"):
+        from shared.bus.servicebus import ServiceBus, connector
+
+        bus.servicebus = ServiceBus(connector(settings.azure_client_id))
+    if bus.servicebus is not None and settings.bus == "servicebus":
+        assert settings.bus_namespace  # Settings.check_bus
+        rejects = (settings.bus_namespace, settings.rejected_queue)
+        bus.work = bus.servicebus.queue(
+            "work", settings.bus_namespace, settings.work_queue, sessions=True,
+            max_deliveries=WORK_MAX_DELIVERIES, rejects=rejects,
+        )  # fmt: skip
+        if settings.dataverse_namespace:
+            bus.inbound = bus.servicebus.queue(
+                "dataverse", settings.dataverse_namespace, settings.dataverse_queue, sessions=False,
+                max_deliveries=DATAVERSE_MAX_DELIVERIES, rejects=rejects,
+            )  # fmt: skip
+    elif settings.bus:
+        from shared.bus.local import LocalQueue
+
+        bus.work = LocalQueue.from_url(settings.bus, "work", sessions=True, max_deliveries=WORK_MAX_DELIVERIES)
+        bus.inbound = LocalQueue.from_url(
+            settings.bus, "dataverse", sessions=False, max_deliveries=DATAVERSE_MAX_DELIVERIES
+        )
+    events = settings.decision_events or ""
+    if events.startswith("servicebus:") and bus.servicebus is not None and settings.bus_namespace:
+        bus.events = bus.servicebus.topic(settings.bus_namespace, events.removeprefix("servicebus:"))
+    elif events.startswith("file:"):
+        from shared.bus.decisions_file import DecisionFile
+
+        bus.events = DecisionFile(events.removeprefix("file:").strip())
+    return bus
 
 
 def graph_factory(graph_url: str, *, timeout: float, client_id: str | None = None) -> Callable[[], Graph]:

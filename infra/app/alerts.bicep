@@ -19,8 +19,12 @@ param tags object = {}
 param actionGroupId string = ''
 
 param applicationInsightsId string
+@description('Dataverse\'s namespace and queue.')
 param serviceBusNamespaceId string
 param serviceBusQueueName string
+@description('OrgGuard\'s own namespace and the queues whose dead letters an operator must look at.')
+param busNamespaceId string
+param busQueueNames array
 
 @minValue(1)
 @description('A held case waiting longer than this many hours raises an alert.')
@@ -44,7 +48,7 @@ resource deadLetters 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   location: 'global'
   tags: tags
   properties: {
-    description: 'Messages on the OrgGuard queue were dead-lettered: the Service Bus trigger failed on them maxDeliveryCount times. Nothing was recorded for them; read them and replay or discard.'
+    description: 'Messages on Dataverse\'s queue were dead-lettered: OrgGuard failed on them maxDeliveryCount times. Nothing was recorded for them; list them with GET /api/deadletters or `orgguard deadletters list`, then replay or purge.'
     severity: 2
     enabled: true
     scopes: [
@@ -70,6 +74,45 @@ resource deadLetters 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               values: [
                 serviceBusQueueName
               ]
+            }
+          ]
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: metricActions
+  }
+}
+
+resource workDeadLetters 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-work-dead-letters'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'OrgGuard dead-lettered work or a Dataverse message that can never be decided (its reason is on it). Its actions are still in the outbox; list them with GET /api/deadletters or `orgguard deadletters list`, then replay or purge.'
+    severity: 2
+    enabled: true
+    scopes: [
+      busNamespaceId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'DeadLetteredMessages'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          timeAggregation: 'Maximum'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: busQueueNames
             }
           ]
         }

@@ -22,9 +22,17 @@ param storageAccountName string
 param storageBlobEndpoint string
 param deploymentContainerName string
 
+@description('Dataverse\'s namespace (the servicebus_events trigger\'s connection, ServiceBusConnection).')
 param serviceBusFullyQualifiedNamespace string
 @description('Queue the Service Bus trigger reads (bound in code as %ORGGUARD_QUEUE%).')
 param serviceBusQueueName string
+@description('OrgGuard\'s own namespace (the work trigger\'s connection, OrgGuardBus).')
+param busFullyQualifiedNamespace string
+@description('The work queue, one session per mailbox (bound in code as %ORGGUARD_WORK_QUEUE%).')
+param workQueueName string
+param rejectedQueueName string
+@description('The decision events topic; empty: decision events off.')
+param decisionTopicName string = ''
 param applicationInsightsConnectionString string
 param keyVaultName string
 
@@ -110,6 +118,36 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_QUEUE'
     value: serviceBusQueueName
+  }
+  // OrgGuard's own namespace: the work trigger's connection ("OrgGuardBus") and the SDK's
+  // (shared/bus/servicebus.py), both through the managed identity.
+  {
+    name: 'OrgGuardBus__fullyQualifiedNamespace'
+    value: busFullyQualifiedNamespace
+  }
+  {
+    name: 'OrgGuardBus__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'OrgGuardBus__clientId'
+    value: identityClientId
+  }
+  {
+    name: 'ORGGUARD_BUS'
+    value: 'servicebus'
+  }
+  {
+    name: 'ORGGUARD_WORK_QUEUE'
+    value: workQueueName
+  }
+  {
+    name: 'ORGGUARD_REJECTED_QUEUE'
+    value: rejectedQueueName
+  }
+  {
+    name: 'ORGGUARD_DECISION_EVENTS'
+    value: empty(decisionTopicName) ? 'off' : 'servicebus:${decisionTopicName}'
   }
   // Telemetry: where to send (an identifier, not a credential) and how to
   // authenticate (Entra, as the identity) since local auth is disabled.

@@ -1,34 +1,44 @@
-// Service Bus namespace and the `orgguard-events` queue that carries Dataverse
-// execution contexts to the Service Bus trigger.
+// OrgGuard's own Service Bus namespace: Entra tokens only (disableLocalAuth),
+// reached by the app's managed identity (Data Receiver and Data Sender, rbac.bicep).
 //
-// * Not session-enabled: Dataverse sets no SessionId, and a session-enabled
-//   queue refuses messages without one.
-// * maxDeliveryCount 5: a message the trigger keeps failing on goes to the
-//   dead-letter queue after five attempts, where it stays visible.
-// * disableLocalAuth: only Entra tokens are accepted (the app's managed
-//   identity). Note for operators: Dataverse's own Service Bus service
-//   endpoint authenticates with a SAS key, which this namespace refuses. With
-//   these templates Dataverse reaches OrgGuard through the webhooks
-//   (/api/dataverse/gate, /api/dataverse/events) and, if enabled, the Event
-//   Grid topic; see infra/README.md before turning local auth back on.
+// * orgguard-work: the work a decision leaves, one session per mailbox
+//   (requiresSession), so a mailbox's work is carried out in order and by one
+//   consumer at a time. maxDeliveryCount is low: with sessions, a message that
+//   keeps failing holds up its mailbox's next work until it is dead-lettered.
+//   lockDuration 1 minute: a work message runs the outbox once (seconds), and
+//   the host renews the lock while the function runs.
+// * orgguard-rejected: a conveyor to the dead letters. The Functions trigger's
+//   plain binding cannot dead-letter a message with a reason; OrgGuard sends a
+//   copy here with the reason and at once dead-letters it from here
+//   (shared/bus/servicebus.py). Nothing else reads it.
+// * orgguard-decisions (with decisionEvents): a topic for other systems, one
+//   CloudEvent per decision; they add their own subscriptions.
+//
+// Dataverse's own queue lives in a namespace of its own (dataverse-bus.bicep):
+// Dataverse authenticates with SAS, which this namespace refuses.
 
 param name string
 param location string
 param tags object = {}
 
-@description('Queue the Service Bus trigger listens on.')
-param queueName string = 'orgguard-events'
+param workQueueName string = 'orgguard-work'
+param rejectedQueueName string = 'orgguard-rejected'
+param decisionTopicName string = 'orgguard-decisions'
+
+@description('Deploy the topic decision events are published on (ORGGUARD_DECISION_EVENTS).')
+param decisionEvents bool = false
 
 @allowed([
-  'Basic'
   'Standard'
   'Premium'
 ])
+@description('Standard at least: sessions, scheduled messages and topics are not in Basic.')
 param skuName string = 'Standard'
 
 @minValue(1)
 @maxValue(10)
-param maxDeliveryCount int = 5
+@description('Deliveries of one work message before it is dead-lettered (shared/bootstrap.py WORK_MAX_DELIVERIES).')
+param workMaxDeliveryCount int = 3
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   name: name
@@ -45,24 +55,50 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   }
 }
 
-resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+resource workQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
   parent: namespace
-  name: queueName
+  name: workQueueName
   properties: {
-    requiresSession: false
-    maxDeliveryCount: maxDeliveryCount
-    deadLetteringOnMessageExpiration: true
+    requiresSession: true
+    maxDeliveryCount: workMaxDeliveryCount
     lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: true
     defaultMessageTimeToLive: 'P14D'
     maxSizeInMegabytes: 1024
     enablePartitioning: false
   }
 }
 
+resource rejectedQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+  parent: namespace
+  name: rejectedQueueName
+  properties: {
+    requiresSession: false
+    maxDeliveryCount: 1
+    lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P14D'
+    maxSizeInMegabytes: 1024
+    enablePartitioning: false
+  }
+}
+
+resource decisionTopic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = if (decisionEvents) {
+  parent: namespace
+  name: decisionTopicName
+  properties: {
+    defaultMessageTimeToLive: 'P14D'
+    maxSizeInMegabytes: 1024
+    enablePartitioning: false
+    supportOrdering: true
+  }
+}
+
 output name string = namespace.name
 output id string = namespace.id
-output queueName string = queue.name
-output queueId string = queue.id
+output workQueueName string = workQueue.name
+output rejectedQueueName string = rejectedQueue.name
+output decisionTopicName string = decisionEvents ? decisionTopic.name : ''
 // https://<name>.servicebus.windows.net:443/ -> <name>.servicebus.windows.net,
 // taken from the endpoint so sovereign clouds get their own suffix.
 output fullyQualifiedNamespace string = split(replace(namespace.properties.serviceBusEndpoint, 'https://', ''), ':')[0]

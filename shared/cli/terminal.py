@@ -7,6 +7,7 @@ An error is one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -93,6 +94,8 @@ def settings() -> Settings:
     if "orgs" in found.model_fields_set or Path("orgs.yaml").exists() or not local.exists():
         return found
     defaults = {"ORGGUARD_ORGS": str(local), "ORGGUARD_POLICY": str(LOCAL_DIR / "policy.yaml")}
+    if (LOCAL_DIR / "bus.db").exists():  # the local host's queue: work this command leaves is carried out at once
+        defaults["ORGGUARD_BUS"] = f"sqlite:///{LOCAL_DIR / 'bus.db'}"
     graph = LOCAL_DIR / "graph.json"  # what `serve --sandbox` used: the CLI reads users and queues mail alike
     if graph.exists():
         defaults = {**json.loads(graph.read_text(encoding="utf-8")), **defaults}
@@ -103,9 +106,12 @@ def container() -> Container:
     from shared import bootstrap
 
     try:
-        return bootstrap.container(settings)
+        c = bootstrap.container(settings)
     except DomainError as exc:
         raise fail(exc.detail, exit_code(exc.status)) from None
+    if c.service.dispatch.active:  # what this command's commits handed over goes out before the process ends
+        atexit.register(c.service.dispatch.flush, 5.0)
+    return c
 
 
 @contextmanager

@@ -128,6 +128,49 @@ def _telemetry(value: str) -> str:
     return value
 
 
+_ENTITY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,258}[A-Za-z0-9])?")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))+")
+
+
+def _entity(value: object) -> str:
+    """A Service Bus queue or topic name: letters, digits, '.', '-', '_', '/', starting and ending with a letter or
+    digit, at most 260 characters."""
+    raw = str(value).strip()
+    if not _ENTITY.fullmatch(raw):
+        raise ValueError(f"is not a Service Bus queue or topic name: {raw[:60]!r}")
+    return raw
+
+
+def _namespace(value: object) -> str:
+    """A namespace's fully qualified name (``<name>.servicebus.windows.net``), no scheme, no port."""
+    raw = str(value).strip().lower()
+    if not _HOST.fullmatch(raw):
+        raise ValueError(f"must be a fully qualified namespace such as sb-orgguard.servicebus.windows.net, not {raw!r}")
+    return raw
+
+
+def _bus(value: object) -> str:
+    """``servicebus`` (Azure Service Bus) or ``sqlite:///PATH`` (the local queue)."""
+    raw = str(value).strip()
+    if raw.lower() == "servicebus":
+        return "servicebus"
+    if raw.startswith("sqlite:///") and raw[len("sqlite:///") :].strip():
+        return raw
+    raise ValueError(f"must be 'servicebus' or 'sqlite:///PATH', not {raw[:60]!r}")
+
+
+def _events(value: object) -> str:
+    """``servicebus:<topic>``, ``file:PATH``, or off (``off``, or unset)."""
+    raw = str(value).strip()
+    if raw.lower() in ("off", "false", "0", "no"):
+        raise PydanticUseDefault()
+    if raw.startswith("servicebus:"):
+        return "servicebus:" + _entity(raw[len("servicebus:") :])
+    if raw.startswith("file:") and raw[len("file:") :].strip():
+        return raw
+    raise ValueError(f"must be 'servicebus:<topic>', 'file:PATH' or 'off', not {raw[:60]!r}")
+
+
 def _flag(value: object) -> object:
     """On for 1/true/yes/on (any case); anything else is off, as the timer sweep has always read it."""
     return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else value
@@ -156,6 +199,10 @@ GraphSeconds = Annotated[float, BeforeValidator(partial(_seconds, most=50)), Bla
 ApiUrl = Annotated[str, BeforeValidator(partial(_base_url, plain_http="loopback")), Blank]
 PageUrl = Annotated[str, BeforeValidator(partial(_base_url, plain_http="anywhere")), Blank]
 Address = Annotated[str, BeforeValidator(_address), Blank]
+Entity = Annotated[str, BeforeValidator(_entity), Blank]
+Namespace = Annotated[str, BeforeValidator(_namespace), Blank]
+Bus = Annotated[str, BeforeValidator(_bus), Blank]
+Events = Annotated[str, BeforeValidator(_events), Blank]
 
 
 class _Environment(EnvSettingsSource):
@@ -239,6 +286,18 @@ class Settings(_FromEnvironment):
     gate_deadline_s: GateSeconds = Field(default=DEFAULT_GATE_DEADLINE_S, validation_alias="ORGGUARD_GATE_DEADLINE_S")
     # the user-assigned managed identity's client id (Dataverse, Graph, Table Storage); None: the default chain's
     azure_client_id: Text | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
+    # the bus: OrgGuard's work queue (at once instead of at the next minute), Dataverse's queue, decision events.
+    # ORGGUARD_BUS unset: no queue (the outbox is carried out by the minute timer alone); `orgguard serve` sets sqlite.
+    bus: Bus | None = Field(default=None, validation_alias="ORGGUARD_BUS")
+    work_queue: Entity = Field(default="orgguard-work", validation_alias="ORGGUARD_WORK_QUEUE")
+    dataverse_queue: Entity = Field(default="orgguard-events", validation_alias="ORGGUARD_QUEUE")
+    rejected_queue: Entity = Field(default="orgguard-rejected", validation_alias="ORGGUARD_REJECTED_QUEUE")
+    # the namespaces (the Functions host reads the same settings for the triggers' connections)
+    bus_namespace: Namespace | None = Field(default=None, validation_alias="OrgGuardBus__fullyQualifiedNamespace")
+    dataverse_namespace: Namespace | None = Field(
+        default=None, validation_alias="ServiceBusConnection__fullyQualifiedNamespace"
+    )
+    decision_events: Events | None = Field(default=None, validation_alias="ORGGUARD_DECISION_EVENTS")
 
     @property
     def mail(self) -> bool:
@@ -256,9 +315,20 @@ class Settings(_FromEnvironment):
             if name.startswith("ORGGUARD_") and is_key_vault_reference(value):
                 raise SettingsError(unresolved_reference(name), field=name)
         try:
-            return cls(**cls._read(environ))
+            found = cls(**cls._read(environ))
         except ValidationError as exc:
             raise cls._refusal(exc) from None
+        found.check_bus()
+        return found
+
+    def check_bus(self) -> None:
+        """Service Bus needs its namespace: ``SettingsError`` naming what is missing."""
+        topic = (self.decision_events or "").startswith("servicebus:")
+        wants = [name for name, on in (("ORGGUARD_BUS", self.bus == "servicebus"), ("ORGGUARD_DECISION_EVENTS", topic))
+                 if on]  # fmt: skip
+        if wants and not self.bus_namespace:
+            name = "OrgGuardBus__fullyQualifiedNamespace"
+            raise SettingsError(f"{wants[0]} uses Service Bus, so {name} must name its namespace", field=name)
 
 
 def sweep_schedule(env: Mapping[str, str] | None = None) -> str:

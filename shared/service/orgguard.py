@@ -60,6 +60,7 @@ from shared.domain.policy import (
     user_conditions,
 )
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
+from shared.service.dispatch import Dispatch
 
 log = logging.getLogger("orgguard.service")
 
@@ -126,6 +127,7 @@ class OrgGuard:
     users: UserDirectory = field(default_factory=NoUserDirectory)
     clock: Callable[[], datetime] = utcnow
     mail: bool = False  # notices can be sent (Graph and a sender mailbox): decisions add notify actions
+    dispatch: Dispatch = field(default_factory=Dispatch)  # what a commit leaves: work on the queue, decision events
     _policy: tuple[int, Policy] | None = None
     _needs: tuple[Policy, bool, bool] | None = None  # (policy, reads the user, reads groups)
 
@@ -208,6 +210,7 @@ class OrgGuard:
             except ConcurrencyConflict:
                 backoff(attempt)
                 continue
+            self.dispatch.committed(planned.change, planned.decision)
             return planned
         raise LedgerBusy(f"{what} kept changing; try again")
 
@@ -411,6 +414,7 @@ class OrgGuard:
             except ConcurrencyConflict:
                 backoff(attempt)
                 continue
+            self.dispatch.committed(change)
             return self.case(case_id)
         raise LedgerBusy(f"case {case_id} kept changing; try again")
 
@@ -446,11 +450,13 @@ class OrgGuard:
             view = self.ledger.mailbox(case.key)
             reminded = replace(case, actions=(*case.actions, action))
             audit = AuditEvent("case.reminded", case.key.address, "orgguard", {"case": case.id}, now)
+            change = Change(case.key, view.version, cases=(reminded,), audit=(audit,))
             try:
-                self.ledger.commit(Change(case.key, view.version, cases=(reminded,), audit=(audit,)))
+                self.ledger.commit(change)
             except ConcurrencyConflict:
                 backoff(attempt)
                 continue
+            self.dispatch.committed(change)
             return True
         raise LedgerBusy(f"case {case_id} kept changing; try again")
 
@@ -497,7 +503,10 @@ class OrgGuard:
 
     def retry_action(self, action_id: str, *, actor: str) -> Action:
         """Put a failed action back in the outbox (409 when it is not failed: two retries, one wins)."""
-        return self.ledger.reset_action(action_id, actor=actor)
+        action = self.ledger.reset_action(action_id, actor=actor)
+        if self.dispatch.work is not None:
+            self.dispatch.retried(action, self.case(action.case_id).key)
+        return action
 
     # --- mailboxes and audit --------------------------------------------------------------
 

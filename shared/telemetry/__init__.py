@@ -67,6 +67,12 @@ OUTSIDE_CALLS = _meter.create_counter(
 THROTTLE_WAIT = _meter.create_histogram(
     "orgguard.outside.throttle_wait", unit="s", description="Time waited on Retry-After (429) before asking again"
 )
+BUS_SENT = _meter.create_counter(
+    "orgguard.bus.sent", unit="{message}", description="Work and decision events handed to the bus, by status"
+)
+DEAD_LETTERED = _meter.create_counter(
+    "orgguard.bus.dead_lettered", unit="{message}", description="Messages OrgGuard dead-lettered, by queue and reason"
+)
 
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")

@@ -161,7 +161,14 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
     stack: list[Any] = []
 
     # 80 rows per org, all shared: 24 people have a server-side sync mailbox in both contoso-na and contoso-jp.
-    def start(*, auth: str = "token", mailboxes: int = 80, overlap: float = 1.0, policy: str = HOLDING_POLICY) -> Host:
+    def start(
+        *,
+        auth: str = "token",
+        mailboxes: int = 80,
+        overlap: float = 1.0,
+        policy: str = HOLDING_POLICY,
+        bus: bool = False,
+    ) -> Host:
         sandbox_cm = running(mailboxes=mailboxes, overlap=overlap, loopback_webhooks=True)  # as `serve --sandbox`
         sandbox_url = sandbox_cm.__enter__()
         stack.append(sandbox_cm)
@@ -171,6 +178,7 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
             policy=str(tmp_path / "none"),
             admin_token=ADMIN_TOKEN,
             auth=auth,  # type: ignore[arg-type]
+            bus=f"sqlite:///{tmp_path}/bus.db" if bus else None,  # the local work queue, as `orgguard serve` runs
         )
         c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry(sandbox_url))
         c.service.save_policy(policy, actor="test")

@@ -144,6 +144,9 @@ def test_the_dead_letter_alert_watches_the_queue_the_trigger_reads() -> None:
     assert criterion["metricName"] == "DeadletteredMessages"
     assert criterion["metricNamespace"] == "Microsoft.ServiceBus/namespaces"
     assert criterion["dimensions"] == [{"name": "EntityName", "operator": "Include", "values": ["serviceBusQueueName"]}]
+    work = alerts()["workDeadLetters"]["config"]["properties"]
+    assert work["scopes"] == ["busNamespaceId"]
+    assert work["criteria"]["allOf"][0]["dimensions"][0]["values"] == "busQueueNames"
 
 
 def test_every_alert_notifies_the_action_group_when_one_is_given() -> None:

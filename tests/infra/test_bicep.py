@@ -159,7 +159,8 @@ def app_settings() -> dict[str, Any]:
 def test_infra_has_the_expected_templates() -> None:
     names = {_id(p) for p in TEMPLATES}
     expected = {"main.bicep", "rbac.bicep"} | {
-        f"app/{n}.bicep" for n in ("functions", "storage", "servicebus", "monitoring", "keyvault", "identity", "alerts")
+        f"app/{n}.bicep"
+        for n in ("functions", "storage", "servicebus", "dataverse-bus", "monitoring", "keyvault", "identity", "alerts")
     }
     assert expected <= names, f"missing: {sorted(expected - names)}"
 
@@ -194,9 +195,13 @@ def test_no_keys_or_key_based_connection_strings(path: Path) -> None:
     assert not hits, f"{_id(path)} uses key material or list*() functions: {hits}"
 
 
-def test_only_the_event_grid_topic_allows_local_auth() -> None:
-    """Every resource that can disable local (key) auth does, except the opt-in Dataverse Event Grid topic."""
-    allowed = {("app/eventgrid.bicep", "Microsoft.EventGrid/topics")}
+def test_only_dataverses_ways_in_allow_local_auth() -> None:
+    """Every resource that can disable local (key) auth does, except where Dataverse authenticates with a key:
+    the opt-in Event Grid topic, and the namespace of Dataverse's Service Bus queue (SAS)."""
+    allowed = {
+        ("app/eventgrid.bicep", "Microsoft.EventGrid/topics"),
+        ("app/dataverse-bus.bicep", "Microsoft.ServiceBus/namespaces"),
+    }
     checked = []
     for path in TEMPLATES:
         for res in template(_id(path)).get("resources", {}).values():
@@ -231,23 +236,84 @@ def test_storage_has_the_deployment_container_and_the_ledger_table_service() -> 
 # -------------------------------------------------------------- Service Bus
 
 
-def test_service_bus_queue_takes_dataverse_messages() -> None:
-    queue = body(only_resource("app/servicebus.bicep", "Microsoft.ServiceBus/namespaces/queues"))
+def queue_named(relative: str, symbol: str) -> dict[str, Any]:
+    queues = resources_of_type(relative, "Microsoft.ServiceBus/namespaces/queues")
+    assert symbol in queues, f"{relative} has no queue {symbol}"
+    return body(queues[symbol])
+
+
+def test_dataverses_queue_takes_its_messages_without_sessions() -> None:
+    from shared.bootstrap import DATAVERSE_MAX_DELIVERIES
+
+    queue = body(only_resource("app/dataverse-bus.bicep", "Microsoft.ServiceBus/namespaces/queues"))
     props = queue["properties"]
     assert props["requiresSession"] is False, "Dataverse sets no SessionId: a session queue refuses its messages"
     assert props["deadLetteringOnMessageExpiration"] is True
     assert props["maxDeliveryCount"] == "maxDeliveryCount"
-    assert param_default("app/servicebus.bicep", "maxDeliveryCount") == 5
+    assert param_default("app/dataverse-bus.bicep", "maxDeliveryCount") == DATAVERSE_MAX_DELIVERIES
     assert queue["name"] == "queueName"
-    assert param_default("app/servicebus.bicep", "queueName") == "orgguard-events"
-    passed = module_params("serviceBus")
-    assert passed.get("queueName", "orgguard-events") == "orgguard-events"
+    assert param_default("app/dataverse-bus.bicep", "queueName") == "orgguard-events"
+    assert module_params("dataverseBus").get("queueName", "orgguard-events") == "orgguard-events"
+
+
+def test_dataverse_sends_with_a_sas_rule_scoped_to_its_queue_that_can_only_send() -> None:
+    rules = [
+        (relative, res)
+        for relative in (_id(p) for p in TEMPLATES)
+        for res in template(relative).get("resources", {}).values()
+        if "authorizationrules" in res["type"].lower()
+    ]
+    assert len(rules) == 1, "one SAS rule in all the templates: Dataverse's"
+    relative, rule = rules[0]
+    assert relative == "app/dataverse-bus.bicep"
+    assert rule["type"] == "Microsoft.ServiceBus/namespaces/queues/authorizationRules"
+    config = body(rule)
+    assert config["parent"] == "queue" and config["properties"]["rights"] == ["Send"]
+    props = body(only_resource("app/dataverse-bus.bicep", "Microsoft.ServiceBus/namespaces"))["properties"]
+    assert props["disableLocalAuth"] is False and props["minimumTlsVersion"] == "1.2"
+
+
+def test_orgguards_work_queue_has_a_session_per_mailbox_and_few_deliveries() -> None:
+    from shared.bootstrap import WORK_MAX_DELIVERIES
+
+    work = queue_named("app/servicebus.bicep", "workQueue")["properties"]
+    assert work["requiresSession"] is True
+    assert work["maxDeliveryCount"] == "workMaxDeliveryCount"
+    assert param_default("app/servicebus.bicep", "workMaxDeliveryCount") == WORK_MAX_DELIVERIES
+    assert work["lockDuration"] == "PT1M" and work["deadLetteringOnMessageExpiration"] is True
+    rejected = queue_named("app/servicebus.bicep", "rejectedQueue")["properties"]
+    assert rejected["requiresSession"] is False and rejected["maxDeliveryCount"] == 1
+    assert param_default("app/servicebus.bicep", "workQueueName") == "orgguard-work"
+    assert param_default("app/servicebus.bicep", "rejectedQueueName") == "orgguard-rejected"
+    from shared.config.settings import Settings
+
+    assert (Settings().work_queue, Settings().rejected_queue) == ("orgguard-work", "orgguard-rejected")
+
+
+def test_the_decision_topic_is_there_only_when_decision_events_are_on() -> None:
+    topic = only_resource("app/servicebus.bicep", "Microsoft.ServiceBus/namespaces/topics")
+    assert topic["config"]["condition"] == "decisionEvents"
+    assert param_default("app/servicebus.bicep", "decisionEvents") is False
+    assert param_default("main.bicep", "decisionEvents") is False
+    assert module_params("serviceBus")["decisionEvents"] == "decisionEvents"
 
 
 def test_service_bus_namespace_accepts_entra_tokens_only() -> None:
     props = body(only_resource("app/servicebus.bicep", "Microsoft.ServiceBus/namespaces"))["properties"]
     assert props["disableLocalAuth"] is True
     assert props["minimumTlsVersion"] == "1.2"
+
+
+def test_the_identity_receives_and_sends_on_orgguards_namespace_and_dataverses_queue_alone() -> None:
+    scopes = {
+        body(res)["scope"]
+        for name, res in template("rbac.bicep")["resources"].items()
+        if name in ("serviceBusRoles", "dataverseQueueRoles")
+    }
+    assert scopes == {"serviceBus", "dataverseQueue"}
+    rbac = module_params("rbac")
+    assert dotted(rbac["serviceBusNamespaceName"]) == "serviceBus.outputs.name"
+    assert dotted(rbac["dataverseQueueName"]) == "dataverseBus.outputs.queueName"
 
 
 # ----------------------------------------------------- monitoring, key vault
@@ -397,7 +463,20 @@ def test_every_binding_expression_in_the_function_code_is_an_app_setting() -> No
     missing = referenced - settings.keys()
     assert not missing, f"function code binds %{sorted(missing)}% but functions.bicep does not set them"
     assert settings["ORGGUARD_QUEUE"] == "serviceBusQueueName"
-    assert dotted(module_params("functions")["serviceBusQueueName"]) == "serviceBus.outputs.queueName"
+    assert dotted(module_params("functions")["serviceBusQueueName"]) == "dataverseBus.outputs.queueName"
+    assert settings["ORGGUARD_WORK_QUEUE"] == "workQueueName"
+    assert dotted(module_params("functions")["workQueueName"]) == "serviceBus.outputs.workQueueName"
+
+
+def test_the_work_trigger_and_the_sdk_reach_orgguards_namespace_through_the_identity() -> None:
+    settings = app_settings()
+    assert settings["OrgGuardBus__fullyQualifiedNamespace"] == "busFullyQualifiedNamespace"
+    assert settings["OrgGuardBus__credential"] == "managedidentity"
+    assert settings["OrgGuardBus__clientId"] == "identityClientId"
+    assert settings["ORGGUARD_BUS"] == "servicebus"
+    params = module_params("functions")
+    assert dotted(params["busFullyQualifiedNamespace"]) == "serviceBus.outputs.fullyQualifiedNamespace"
+    assert dotted(params["serviceBusFullyQualifiedNamespace"]) == "dataverseBus.outputs.fullyQualifiedNamespace"
 
 
 def test_app_settings_configure_orgguard_for_azure() -> None:

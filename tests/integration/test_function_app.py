@@ -11,7 +11,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from shared import bootstrap
-from shared.domain.model import CaseQuery, Effect, InvalidPayload
+from shared.domain.model import CaseQuery, Effect
 from tests.factories import KEYS, claim, container, fixture, fixture_bytes, ledger_snapshot
 
 
@@ -39,12 +39,18 @@ def functions_by_name(app):
 
 def test_the_host_indexes_every_trigger(app_module):
     functions = functions_by_name(app_module.app)
-    assert set(functions) == {"http_app_func", "servicebus_events", "eventgrid_events", "housekeeping", "sweep"}
+    assert set(functions) == {"http_app_func", "servicebus_events", "work", "eventgrid_events", "housekeeping", "sweep"}
     bindings = {name: json.loads(f.get_function_json())["bindings"] for name, f in functions.items()}
     http = bindings["http_app_func"][0]
     assert http["type"] == "httpTrigger" and http["route"] == "/{*route}" and http["authLevel"] == "ANONYMOUS"
     sb = bindings["servicebus_events"][0]
     assert sb["type"] == "serviceBusTrigger" and sb["connection"] == "ServiceBusConnection"
+    assert sb["queueName"] == "%ORGGUARD_QUEUE%" and not sb.get("isSessionsEnabled")  # Dataverse sets no SessionId
+    work = bindings["work"][0]
+    assert (work["type"], work["connection"], work["queueName"]) == (
+        "serviceBusTrigger", "OrgGuardBus", "%ORGGUARD_WORK_QUEUE%"
+    )  # fmt: skip
+    assert work["isSessionsEnabled"] is True  # one session per mailbox
     assert bindings["eventgrid_events"][0]["type"] == "eventGridTrigger"
     assert bindings["housekeeping"][0]["type"] == "timerTrigger"
     assert bindings["sweep"][0]["type"] == "timerTrigger"
@@ -104,12 +110,13 @@ def test_servicebus_trigger_decides_and_dedupes(live):
     assert len(cases) == 1 and cases[0].claimant == "contoso-jp"
 
 
-def test_servicebus_bad_message_raises_and_records_nothing(live):
-    from functions.bus_triggers import servicebus_events
+def test_servicebus_bad_message_without_a_queue_raises_and_records_nothing(live):
+    """Without ORGGUARD_BUS there is no way to dead-letter it with its reason: it is given back (the host abandons)."""
+    from functions.bus_triggers import Unsettled, servicebus_events
 
     before = ledger_snapshot(live)
     bad = ServiceBusMessage(body=b"{oops", message_id="m-1", application_properties={}, user_properties={})
-    with pytest.raises(InvalidPayload):
+    with pytest.raises(Unsettled, match="malformed"):
         servicebus_events(bad)
     assert ledger_snapshot(live) == before
 
@@ -133,3 +140,14 @@ def test_eventgrid_trigger_with_cloudevent_and_eventgrid_schema(live):
         data_version="1.0",
     )
     assert handle_eventgrid(egs).duplicate
+
+
+def test_host_json_settles_by_return_and_takes_sessions_one_mailbox_at_a_time():
+    """The triggers settle by how they end (autoComplete), and the work trigger's sessions are released when idle
+    so another mailbox's work gets the worker."""
+    from tests.factories import REPO
+
+    bus = json.loads((REPO / "host.json").read_text())["extensions"]["serviceBus"]
+    assert bus["autoCompleteMessages"] is True
+    assert bus["maxConcurrentSessions"] >= 1
+    assert bus["sessionIdleTimeout"] == "00:00:05"

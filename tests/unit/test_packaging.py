@@ -22,3 +22,28 @@ def test_the_function_app_loads_no_command_line_code():
     assert loaded == []
     runtime = (REPO / "requirements.txt").read_text()
     assert "typer" not in runtime and "rich" not in runtime
+
+
+def test_service_bus_stays_off_the_function_apps_import_and_the_containers_build(tmp_path):
+    """azure.servicebus loads when a message is first sent or received, never on `import function_app` nor when
+    the container is built with Service Bus configured (the gate's cold path builds it)."""
+    probe = (
+        "import json, os, sys\n"
+        "import function_app\n"
+        "seen = {'import': sorted(m for m in sys.modules if m.startswith('azure.servicebus'))}\n"
+        "from shared import bootstrap\n"
+        "from shared.config.settings import Settings\n"
+        "from tests.factories import registry\n"
+        "env = {'ORGGUARD_BUS': 'servicebus', 'OrgGuardBus__fullyQualifiedNamespace': 'sb-x.servicebus.windows.net',\n"
+        "       'ServiceBusConnection__fullyQualifiedNamespace': 'sb-y.servicebus.windows.net',\n"
+        "       'ORGGUARD_DECISION_EVENTS': 'servicebus:orgguard-decisions',\n"
+        f"       'ORGGUARD_LEDGER': 'sqlite:///{tmp_path}/l.db', 'ORGGUARD_POLICY': '{tmp_path}/none'}}\n"
+        "c = bootstrap.build(Settings.from_env(env), orgs=registry())\n"
+        "assert c.bus.work is not None and c.bus.inbound is not None and c.bus.events is not None\n"
+        "seen['build'] = sorted(m for m in sys.modules if m.startswith('azure.servicebus'))\n"
+        "print(json.dumps(seen))\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": [], "build": []}

@@ -54,6 +54,21 @@ EVERY_VARIABLE = {
     "ORGGUARD_PUBLIC_URL": ("http://orgguard.contoso.com/", "public_url", "http://orgguard.contoso.com"),
     "ORGGUARD_GRAPH_TIMEOUT_S": ("4", "graph_timeout_s", 4.0),
     "ORGGUARD_GATE_DEADLINE_S": ("5", "gate_deadline_s", 5.0),
+    "ORGGUARD_BUS": (" sqlite:///.orgguard/bus.db ", "bus", "sqlite:///.orgguard/bus.db"),
+    "ORGGUARD_WORK_QUEUE": ("work-1", "work_queue", "work-1"),
+    "ORGGUARD_QUEUE": ("dataverse.in", "dataverse_queue", "dataverse.in"),
+    "ORGGUARD_REJECTED_QUEUE": ("rejects", "rejected_queue", "rejects"),
+    "OrgGuardBus__fullyQualifiedNamespace": (
+        "SB-OrgGuard.servicebus.windows.net",
+        "bus_namespace",
+        "sb-orgguard.servicebus.windows.net",
+    ),
+    "ServiceBusConnection__fullyQualifiedNamespace": (
+        "sb-dv.servicebus.windows.net",
+        "dataverse_namespace",
+        "sb-dv.servicebus.windows.net",
+    ),
+    "ORGGUARD_DECISION_EVENTS": ("file:/tmp/e.jsonl", "decision_events", "file:/tmp/e.jsonl"),
     "AZURE_CLIENT_ID": (
         "0f3c9a52-0000-4000-8000-000000000001",
         "azure_client_id",
@@ -101,12 +116,37 @@ def test_spaces_alone_are_unset_where_they_could_mean_nothing_else(name: str) ->
         ("ORGGUARD_GRAPH_TIMEOUT_S", "soon", "number of seconds"),
         ("ORGGUARD_GRAPH_TIMEOUT_S", "0", "more than 0"),
         ("ORGGUARD_GRAPH_TIMEOUT_S", "61", "at most 50"),
+        ("ORGGUARD_BUS", "amqp://broker", "must be 'servicebus' or 'sqlite:///PATH'"),
+        ("ORGGUARD_BUS", "sqlite:///", "must be 'servicebus' or 'sqlite:///PATH'"),
+        ("ORGGUARD_WORK_QUEUE", "-work", "not a Service Bus queue or topic name"),
+        ("ORGGUARD_QUEUE", "events queue", "not a Service Bus queue or topic name"),
+        ("ORGGUARD_REJECTED_QUEUE", "x" * 261, "not a Service Bus queue or topic name"),
+        ("OrgGuardBus__fullyQualifiedNamespace", "https://sb.servicebus.windows.net/", "fully qualified namespace"),
+        ("ServiceBusConnection__fullyQualifiedNamespace", "localhost", "fully qualified namespace"),
+        ("ORGGUARD_DECISION_EVENTS", "kafka:decisions", "'servicebus:<topic>', 'file:PATH' or 'off'"),
+        ("ORGGUARD_DECISION_EVENTS", "servicebus:", "not a Service Bus queue or topic name"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_variable(name: str, value: str, words: str) -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({name: value})
     assert refused.value.field == name and refused.value.detail.startswith(f"{name} ") and words in refused.value.detail
+
+
+@pytest.mark.parametrize(
+    "env", [{"ORGGUARD_BUS": "servicebus"}, {"ORGGUARD_DECISION_EVENTS": "servicebus:orgguard-decisions"}]
+)
+def test_service_bus_without_its_namespace_is_refused_naming_the_missing_setting(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert refused.value.field == "OrgGuardBus__fullyQualifiedNamespace"
+    with_namespace = Settings.from_env({**env, "OrgGuardBus__fullyQualifiedNamespace": "sb-o.servicebus.windows.net"})
+    assert with_namespace.bus_namespace == "sb-o.servicebus.windows.net"
+
+
+def test_decision_events_are_off_unless_asked_for() -> None:
+    assert Settings().decision_events is None
+    assert Settings.from_env({"ORGGUARD_DECISION_EVENTS": " OFF "}).decision_events is None
 
 
 def test_the_sweep_acts_only_when_told_so() -> None:

@@ -6,6 +6,7 @@ import * as session from "./session.js";
 import { announce, describe } from "./status.js";
 import { caseView } from "./views/case.js";
 import { casesView } from "./views/cases.js";
+import { deadLettersView } from "./views/deadletters.js";
 import { jobsView, jobView } from "./views/jobs.js";
 import { mailboxSearchView, mailboxView } from "./views/mailbox.js";
 import { overviewView } from "./views/overview.js";
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^#\/mailboxes(?:\?.*)?$/, "mailboxes", mailboxSearchView],
   [/^#\/policy$/, "policy", policyView],
   [/^#\/jobs$/, "jobs", jobsView],
+  [/^#\/deadletters$/, "deadletters", deadLettersView],
   [/^#\/(sweeps|migrations)\/([^/?]+)$/, "jobs", jobView],
 ];
 

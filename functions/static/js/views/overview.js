@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { fill, h, heading, table } from "../elements.js";
 import { when } from "../time.js";
+import { deadLetterSummary } from "./deadletters.js";
 
 const FIRST = ["held", "failed", "open"];
 
@@ -72,11 +73,13 @@ export async function overviewView({ main, signal }) {
     byOrg,
     { empty: "No org has open cases." },
   );
+  const letters = await deadLetterSummary(signal);
   fill(
     main,
     heading("Overview"),
     h("section", { "aria-labelledby": "ov-states" }, h("h2", { id: "ov-states" }, "Cases"), tiles),
     h("section", { "aria-labelledby": "ov-oldest" }, h("h2", { id: "ov-oldest" }, "Waiting longest"), waiting),
     h("section", { "aria-labelledby": "ov-orgs" }, h("h2", { id: "ov-orgs" }, "By org"), orgs),
+    letters,
   );
 }
