@@ -23,7 +23,7 @@ from shared.config.settings import Settings
 from shared.domain.model import CaseQuery, CaseState
 from shared.ledger.sqlite import SqliteLedger
 from tests.factories import AIKO, BLOCKING_POLICY, registry
-from tests.integration.test_acceptance_s1 import World, na_owns_aiko
+from tests.integration.s1_world import World, na_owns_aiko
 from tests.serving import serve
 
 pytestmark = pytest.mark.sandbox
