@@ -21,7 +21,8 @@ def when(value: datetime | None) -> str | None:
 
 
 def decision_view(d: Decision) -> dict[str, Any]:
-    return {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    doc = {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    return doc | {"exemption": d.exemption}
 
 
 def notice_view(n: Notice) -> dict[str, Any]:
@@ -99,6 +100,8 @@ def outcome_view(outcome: Outcome) -> dict[str, Any]:
     }
     if d.dry_run:
         doc["dry_run"] = True
+    if d.exemption:
+        doc["exemption"] = d.exemption
     if outcome.duplicate:
         doc["duplicate"] = True
     return doc
