@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from functions.http_api import create_api
 from shared.bootstrap import Container
 from shared.ledger.port import LedgerError
+from shared.service.exemptions import Exemptions
 from shared.telemetry.lograte import rate_limited
 
 log = rate_limited(logging.getLogger("orgguard.local"))
@@ -32,6 +33,7 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
                 if since_expiry >= expire_every:
                     await asyncio.to_thread(c.service.expire_held)
                     await asyncio.to_thread(c.service.remind_held)
+                    await asyncio.to_thread(Exemptions(c.service).report_expired)
                     await c.run_digest(pool)
                     since_expiry = 0.0
                 report = await executor.run_once()
