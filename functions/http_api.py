@@ -7,7 +7,15 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from functions import admin_routes, dataverse_routes, job_routes, mailbox_routes, page_routes, problems
+from functions import (
+    admin_routes,
+    dataverse_routes,
+    governance_routes,
+    job_routes,
+    mailbox_routes,
+    page_routes,
+    problems,
+)
 from functions.framing import RequestFraming
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -32,5 +40,6 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     app.include_router(mailbox_routes.router)
     app.include_router(job_routes.router)
+    app.include_router(governance_routes.router)
     page_routes.install(app)
     return app

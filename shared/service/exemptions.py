@@ -24,7 +24,7 @@ from shared.domain.exemptions import (
     resolve,
     utc_day,
 )
-from shared.domain.model import DomainError
+from shared.domain.model import DomainError, NotFound
 from shared.service.orgguard import OrgGuard
 
 log = logging.getLogger("orgguard.exemptions")
@@ -59,9 +59,12 @@ class Exemptions:
         log.info("exemption added", extra={"exemption": added.id, "scope": added.scope.value})
         return added
 
-    def remove(self, wanted: str, *, actor: str, reason: str | None = None) -> Exemption:
-        """End an exemption now (by its id or a unique prefix); 409 when it was removed already."""
-        target = resolve(self.book(), wanted.strip())
+    def remove(self, wanted: str, *, actor: str, reason: str | None = None, exact: bool = False) -> Exemption:
+        """End an exemption now (by its id, or a unique prefix unless ``exact``); 409 when it was removed already."""
+        book = self.book()
+        target = book.get(wanted) if exact else resolve(book, wanted.strip())
+        if target is None:
+            raise NotFound(f"no exemption {wanted}", field="id")
         now = self.service.clock()
         _, plan = self.service.ledger.change_exemptions(
             lambda book: plan_remove(book, target.id, actor=actor, reason=reason, now=now)
