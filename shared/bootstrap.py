@@ -28,7 +28,7 @@ from shared.telemetry import setup as telemetry_setup
 if TYPE_CHECKING:
     from shared.dataverse.clients import ClientPool
     from shared.dataverse.pacing import Pacer
-    from shared.dataverse.port import RetryPolicy
+    from shared.dataverse.port import EnvironmentDirectory, RetryPolicy
     from shared.dataverse.registration import RegistrationResult
     from shared.graph.client import Graph
     from shared.service.delivery import Delivery
@@ -94,13 +94,16 @@ class Container:
 
         return Jobs(self.service, job_ledger(self.ledger), self.pacer)
 
-    async def register(self, names: Sequence[str], base_url: str) -> list[RegistrationResult]:
-        """OrgGuard's gate and event endpoints in each named org (``orgguard register``, ``serve --sandbox``)."""
+    async def register(
+        self, names: Sequence[str], base_url: str, *, orgs: OrgRegistry | None = None
+    ) -> list[RegistrationResult]:
+        """OrgGuard's gate and event endpoints in each named org (``orgguard register``, ``serve --sandbox``);
+        ``orgs``: a registry other than the one the container started with (orgs just discovered)."""
         from shared.dataverse.registration import register_orgs
 
         pool = self.client_pool()
         try:
-            return await register_orgs(self.orgs, names, base_url, client_for=pool)
+            return await register_orgs(orgs or self.orgs, names, base_url, client_for=pool)
         finally:
             await pool.aclose()
 
@@ -179,6 +182,13 @@ def build(
     if read_back is None:
         container.intake.read_back = container.read_back
     return container
+
+
+def discovery_directory(base_url: str, *, client_id: str | None = None) -> EnvironmentDirectory:
+    """The Global Discovery Service at ``base_url`` (``orgguard discover``); the caller closes it."""
+    from shared.dataverse.discovery import connect_discovery
+
+    return connect_discovery(base_url, client_id=client_id)
 
 
 def graph_factory(graph_url: str, *, timeout: float, client_id: str | None = None) -> Callable[[], Graph]:

@@ -268,12 +268,16 @@ def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
 
 
 class OperatorSettings(_FromEnvironment):
-    """The operator's shell, for the CLI going through an OrgGuard's API (``--url``)."""
+    """The operator's shell, for the CLI going through an OrgGuard's API (``--url``) or discovering orgs."""
 
     url: Text | None = Field(default=None, validation_alias="ORGGUARD_URL")  # the API to go through, as --url
     api_scope: Text | None = Field(default=None, validation_alias="ORGGUARD_API_SCOPE")  # Entra token scope for --url
     admin_token: Text | None = Field(default=None, validation_alias="ORGGUARD_ADMIN_TOKEN", repr=False)  # as the API's
     user: Text = Field(default="operator", validation_alias="USER")  # the CLI names its actor after the local user
+    # the Dataverse Global Discovery Service `orgguard discover` asks (another cloud's, or the sandbox's)
+    discovery_url: ApiUrl = Field(
+        default="https://globaldisco.crm.dynamics.com", validation_alias="ORGGUARD_DISCOVERY_URL"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
