@@ -244,9 +244,9 @@ def report(
         out.print(f"last sweep: {when(last['at'])} ({'applied' if last['apply'] else 'dry run'})")
     else:
         out.print("no sweep has run yet: conflicts are unknown (orgguard sweep); held and failed cases are live")
-    grid = table("", "name", "mailboxes", *STATUSES)
+    grid = table("name", "per", "mailboxes", *STATUSES)
     for row in rows(doc):
-        grid.add_row(row["scope"], row["name"], *(_n(row[c]) for c in ("mailboxes", *STATUSES)))
+        grid.add_row(row["name"], row["scope"], *(_n(row[c]) for c in ("mailboxes", *STATUSES)))
     out.print(grid)
     if doc["trend"]:
         trend = table("sweep", "finished", "mode", *STATUSES, title=f"the last {len(doc['trend'])} sweeps")
@@ -364,7 +364,7 @@ def _discovery_base(option: str | None) -> str:
 
     if option is None:
         return operator().discovery_url
-    return OperatorSettings.model_validate({"ORGGUARD_DISCOVERY_URL": option}).discovery_url
+    return OperatorSettings.from_env({"ORGGUARD_DISCOVERY_URL": option}).discovery_url  # checked as the setting is
 
 
 def _registry() -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from shared.config.documents import load_yaml
+from shared.config.documents import TooComplex, load_yaml
 from shared.config.orgs import parse_orgs
 from shared.config.settings import inline_document
 from shared.domain.orgs import OrgRegistry, OrgsError
@@ -56,14 +56,20 @@ def add_orgs(path: Path, entries: Sequence[OrgEntry], env: Mapping[str, str] | N
     """Append ``entries`` to the orgs file at ``path`` (created if missing); the registry it now holds, and whether
     the file kept its text (False: it was written again from its contents)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "orgs:\n"
-    doc = load_yaml(text)
+    try:
+        doc = load_yaml(text)
+    except (yaml.YAMLError, TooComplex) as exc:
+        raise OrgsError(f"{path} is not a valid orgs file: {exc}", field="ORGGUARD_ORGS") from None
     if isinstance(doc, dict) and doc.get("orgs") is None:
         doc = {**doc, "orgs": []}  # "orgs:" with nothing under it yet
     if not isinstance(doc, dict) or not isinstance(doc.get("orgs"), list):
         raise OrgsError(f"{path} has no top-level 'orgs' list to add to", field="ORGGUARD_ORGS")
     wanted = {**doc, "orgs": [*doc["orgs"], *(e.doc() for e in entries)]}
     kept = _appended(text, [e.doc() for e in entries])
-    kept_text = load_yaml(kept) == wanted
+    try:
+        kept_text = load_yaml(kept) == wanted
+    except yaml.YAMLError:  # a file written in flow style (JSON): appending lines cannot extend its list
+        kept_text = False
     if not kept_text:
         kept = yaml.safe_dump(wanted, sort_keys=False)
     registry = parse_orgs(load_yaml(kept), env)  # refused here, and nothing written: duplicates, bad values
