@@ -6,6 +6,8 @@ import * as session from "./session.js";
 import { announce, describe } from "./status.js";
 import { caseView } from "./views/case.js";
 import { casesView } from "./views/cases.js";
+import { complianceView } from "./views/compliance.js";
+import { exemptionsView } from "./views/exemptions.js";
 import { jobsView, jobView } from "./views/jobs.js";
 import { mailboxSearchView, mailboxView } from "./views/mailbox.js";
 import { overviewView } from "./views/overview.js";
@@ -18,6 +20,8 @@ const ROUTES = [
   [/^#\/mailboxes\/([^?]+)$/, "mailboxes", mailboxView],
   [/^#\/mailboxes(?:\?.*)?$/, "mailboxes", mailboxSearchView],
   [/^#\/policy$/, "policy", policyView],
+  [/^#\/exemptions(?:\?.*)?$/, "exemptions", exemptionsView],
+  [/^#\/compliance(?:\?.*)?$/, "compliance", complianceView],
   [/^#\/jobs$/, "jobs", jobsView],
   [/^#\/(sweeps|migrations)\/([^/?]+)$/, "jobs", jobView],
 ];
