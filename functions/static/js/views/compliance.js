@@ -146,10 +146,10 @@ function trend(points) {
     ),
     el("desc", { id: "trend-desc" }, describeTrend(points, share)),
   );
-  for (const tick of [0, Math.round(top / 2), top]) {
+  for (const level of [0, Math.round(top / 2), top]) {
     svg.append(
-      el("line", { x1: pad.left, x2: width - pad.right, y1: y(tick), y2: y(tick), class: "grid" }),
-      el("text", { x: pad.left - 6, y: y(tick) + 4, "text-anchor": "end", class: "axis" }, String(tick)),
+      el("line", { x1: pad.left, x2: width - pad.right, y1: y(level), y2: y(level), class: "grid" }),
+      el("text", { x: pad.left - 6, y: y(level) + 4, "text-anchor": "end", class: "axis" }, String(level)),
     );
   }
   points.forEach((p, i) => {
