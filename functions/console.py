@@ -27,6 +27,7 @@ SANDBOX_ORGS = {
     "contoso-jp": "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12",
     "contoso-eu": "c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34",
 }
+SANDBOX_TYPES = {"contoso-na": "production", "contoso-jp": "production", "contoso-eu": "sandbox"}  # as it discovers
 
 
 # --- local set-up --------------------------------------------------------------------
@@ -53,6 +54,7 @@ def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[st
             f"    id: {org_id}",
             f"    url: {sandbox_url}/orgs/{name}",
             f"    webhook_key: {keys[name]}",
+            f"    type: {SANDBOX_TYPES[name]}",
         ]
     orgs_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     orgs_file.chmod(0o600)
@@ -195,6 +197,9 @@ def _banner(container: Any, base: str, token_in_env: bool) -> None:
         out.print(f"  admin token  {token}  (from {LOCAL_DIR / 'admin-token'}, written once)")
         out.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/api/cases")
     out.print(f"  CLI     orgguard cases list --url {base}   (or the ledger directly, without --url)")
+    if s.graph_url and "/graph/" in s.graph_url:  # the sandbox serves the Global Discovery Service too
+        discovery = s.graph_url.split("/graph/")[0] + "/discovery"
+        out.print(f"  discover  ORGGUARD_DISCOVERY_URL={discovery} orgguard discover")
     out.print("Ctrl-C stops it.")
 
 

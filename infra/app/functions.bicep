@@ -190,6 +190,8 @@ var orgsDocument = {
     id: org.id
     url: org.url
     webhook_key: 'env:ORGGUARD_KEY_${toUpper(replace(org.name, '-', '_'))}'
+    // production, sandbox, trial, ... (orgguard discover tells each environment's); policy conditions read it
+    type: contains(org, 'type') ? org.type : null
   }]
 }
 

@@ -221,3 +221,30 @@ def test_table_storage_finishes_the_audit_of_a_change_whose_writer_died(
     assert audit_kinds(ledger) == ["exemption.added"] * 3
     versions = [e.event.data["version"] for e in ledger.audit_entries() if e.event.kind == "exemption.added"]
     assert versions == [1, 2, 3] and ledger.verify_audit().ok
+
+
+def test_a_schema_1_sqlite_ledger_gains_exemptions_and_keeps_its_records(tmp_path) -> None:
+    """A ledger written before exemptions existed opens, migrates to schema 2 and keeps its history."""
+    import sqlite3
+
+    from shared.ledger.port import LedgerError
+    from shared.ledger.sqlite import SCHEMA, SCHEMA_VERSION, SqliteLedger
+
+    path = tmp_path / "old.db"
+    old = SCHEMA.split("CREATE TABLE IF NOT EXISTS exemptions")[0]  # the tables of schema 1
+    with sqlite3.connect(path) as db:
+        db.executescript(old)
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO policies (version, text, actor, at) VALUES (1, 'version: 1', 'a', '2026-01-01')")
+    ledger = SqliteLedger(path)
+    try:
+        assert ledger.policy() is not None and ledger.exemptions().version == 0
+        add(ledger, exemption())
+        assert ledger.exemptions().version == 1
+    finally:
+        ledger.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(LedgerError, match="newer than this OrgGuard"):
+        SqliteLedger(path)
