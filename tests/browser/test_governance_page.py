@@ -18,6 +18,7 @@ from tests.factories import claim, easyauth_principal
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.sandbox]
 
 UNTIL = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+READER = {"X-MS-CLIENT-PRINCIPAL": easyauth_principal("rei@contoso.com", "OrgGuard.Reader")}
 
 
 def test_an_admin_exempts_a_mailbox_and_removes_the_exemption(open_page, make_host, shoot):
@@ -82,8 +83,7 @@ def test_a_reader_sees_exemptions_but_cannot_add_or_remove_one(open_page, make_h
     from shared.service.exemptions import Exemptions
 
     Exemptions(host.c.service).add("domain", "contoso.eu", reason="pilot", ticket="T-1", expires=UNTIL, actor="x")
-    reader = open_page(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": easyauth_principal("rei@contoso.com",
-                                                                                        "OrgGuard.Reader")})  # fmt: skip
+    reader = open_page(extra_http_headers=READER)
     reader.goto(f"{host.url}/#/exemptions")
     reader.get_by_role("table", name="Exemptions, oldest first").get_by_text("contoso.eu").wait_for()
     assert reader.get_by_role("form", name="Add an exemption").count() == 0
@@ -177,8 +177,7 @@ def test_the_impact_is_shown_before_an_admin_saves_a_policy(open_page, make_host
 
 def test_a_reader_may_ask_for_the_impact_but_not_save(open_page, make_host):
     host = make_host(auth="easyauth")
-    reader = open_page(extra_http_headers={"X-MS-CLIENT-PRINCIPAL": easyauth_principal("rei@contoso.com",
-                                                                                        "OrgGuard.Reader")})  # fmt: skip
+    reader = open_page(extra_http_headers=READER)
     reader.goto(f"{host.url}/#/policy")
     reader.get_by_label("New policy").fill(CANDIDATE)
     reader.get_by_role("button", name="Check the impact").click()
