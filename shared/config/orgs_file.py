@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,8 @@ import yaml
 from shared.config.documents import TooComplex, load_yaml
 from shared.config.orgs import parse_orgs
 from shared.config.settings import inline_document
+from shared.domain.environments import OrgEntry
 from shared.domain.orgs import OrgRegistry, OrgsError
-
-
-@dataclass(frozen=True)
-class OrgEntry:
-    name: str
-    id: str
-    url: str
-    key: str = field(repr=False)
-    type: str | None = None
-    label: str = ""
-
-    def doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": self.name, "id": self.id, "url": self.url, "webhook_key": self.key}
-        if self.type:
-            doc["type"] = self.type
-        if self.label:
-            doc["label"] = self.label
-        return doc
 
 
 def writable(setting: str) -> Path:

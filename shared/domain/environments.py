@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from shared.domain.model import DomainError
 
@@ -151,3 +152,23 @@ def choose(discovered: list[Discovered], wanted: Iterable[str]) -> list[Discover
         if hit not in chosen:
             chosen.append(hit)
     return chosen
+
+
+@dataclass(frozen=True)
+class OrgEntry:
+    """An org as the orgs file lists it (``orgguard discover --register`` writes these)."""
+
+    name: str
+    id: str
+    url: str
+    key: str = field(repr=False)
+    type: str | None = None
+    label: str = ""
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "id": self.id, "url": self.url, "webhook_key": self.key}
+        if self.type:
+            doc["type"] = self.type
+        if self.label:
+            doc["label"] = self.label
+        return doc

@@ -12,9 +12,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shared.config.orgs_file import OrgEntry
 from shared.dataverse.port import EnvironmentDirectory
-from shared.domain.environments import Discovered, compare, organization_type_name
+from shared.domain.environments import Discovered, OrgEntry, compare, organization_type_name
 from shared.domain.orgs import OrgRegistry
 
 

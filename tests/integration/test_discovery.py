@@ -13,10 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sandbox.server import running
-from shared.config.orgs_file import OrgEntry, add_orgs, writable
+from shared.config.orgs_file import add_orgs, writable
 from shared.dataverse.discovery import connect_discovery
 from shared.dataverse.port import DataverseError
-from shared.domain.environments import OrgType, choose, compare
+from shared.domain.environments import OrgEntry, OrgType, choose, compare
 from shared.domain.model import DomainError
 from shared.domain.orgs import OrgsError
 from shared.service.discovery import entries_for
