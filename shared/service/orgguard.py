@@ -18,7 +18,7 @@ from shared import telemetry
 from shared.config.policy_file import load_policy
 from shared.domain import casework, notices
 from shared.domain.backoff import delay
-from shared.domain.exemptions import Exemption, reads_users, utc_day
+from shared.domain.exemptions import Exemption, covering, reads_users, utc_day
 from shared.domain.model import (
     Action,
     ActionKind,
@@ -239,6 +239,13 @@ class OrgGuard:
         user, note = self._user(key, *policies, also=reads_users(exempt, utc_day(now))) if contested else ({}, None)
         return Situation(key, claimant, owner, origin, kind, user, now, note, owner_recorded,
                          self.org_type(claimant), self.org_type(owner), exempt)  # fmt: skip
+
+    def exemption_covering(self, key: MailboxKey, claimant: str, owner: str | None) -> Exemption | None:
+        """The exemption in force that covers ``claimant`` taking ``key`` from ``owner`` (a sweep's repair)."""
+        now = self.clock()
+        found = self.exemptions_in_force(now)
+        user, _ = self._user(key, also=reads_users(found, utc_day(now))) if found else ({}, None)
+        return covering(found, key=key, claimant=claimant, owner=owner, user=user, today=utc_day(now))
 
     def exemptions_in_force(self, now: datetime) -> list[Exemption]:
         """The exemptions that apply today (one ledger read; a decision on an uncontested claim never makes it)."""

@@ -188,12 +188,16 @@ def settle(
     """
     row = finding.row(primary) if primary else None
     if primary is not None and (primary_row or row):
+        exempt = service.exemption_covering(finding.key, primary, finding.owner)
+        if exempt is not None:  # an exemption leaves the mailbox as it is: the repair is only recorded here
+            why = f"{exempt.sentence()} exempts {exempt.what}: the sweep does not repair it in {primary}"
+            return Settlement(finding.owner, Effect.AUDIT.value, "designated-primary", why, exemption=exempt.id)
         target = primary_row or (row.mailbox_id if row else None)
         return _repair(service, finding, primary, target, sweep_id=sweep_id, apply=apply)
     settlement = _claims(service, finding, sweep_id=sweep_id, apply=apply)
     if primary is not None:
         settlement.explanation += f" (the designated primary {primary} has no active mailbox for it.)"
-    if FindingKind.ALERT in finding.kinds and settlement.winner:
+    if FindingKind.ALERT in finding.kinds and settlement.winner and not settlement.exemption:
         won = finding.row(settlement.winner)
         if won is not None and won.failing and not _promotes(service, settlement.cases, settlement.winner):
             extra = _repair(

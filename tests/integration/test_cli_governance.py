@@ -258,3 +258,25 @@ def test_discovery_lists_and_registers_the_sandboxs_orgs(tmp_path, monkeypatch):
         code, _, stderr = run("discover", "--discovery-url", "http://127.0.0.1:9/discovery")
         assert code == 1 and "discovery service" in stderr
         bootstrap.install(None)
+
+
+@pytest.mark.sandbox
+def test_an_exempt_alerting_mailbox_is_not_repaired_by_the_sweep(sandbox, base_url, tmp_path):
+    """S2 with an exemption on the mailbox: the sweep reports it exempt and writes nothing; without, it repairs."""
+    from shared.service.exemptions import Exemptions
+    from tests.integration.test_sweep import jp_fails_with_the_alert, policy_designating, sweep
+
+    jp_fails_with_the_alert(sandbox)
+    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
+    added = Exemptions(c.service).add("mailbox", AIKO.address, reason="r", ticket="T", expires=UNTIL, actor="a")
+    before = row_for(sandbox, "contoso-jp", "Aiko.Tanaka@Contoso.com")
+    job, result = sweep(c, apply=True)
+    aiko = next(f for f in result.conflicts if f["mailbox"] == AIKO.address)
+    assert (aiko["effect"], aiko["exemption"], aiko["cases"]) == ("audit", added.id, [])
+    assert row_for(sandbox, "contoso-jp", "Aiko.Tanaka@Contoso.com")["versionnumber"] == before["versionnumber"]
+    assert job.result["compliance"]["totals"]["exempt"] >= 1
+    Exemptions(c.service).remove(added.id, actor="a")
+    _, result = sweep(c, apply=True)
+    aiko = next(f for f in result.conflicts if f["mailbox"] == AIKO.address)
+    assert aiko["effect"] == "override" and aiko["cases"] and aiko["exemption"] is None
+    c.close()
