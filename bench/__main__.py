@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import executor, gate, graph, ledger, soak, sweep
+from bench import executor, gate, graph, impact, ledger, soak, sweep
 
 SUITES = {
     "gate": gate.main,
@@ -13,6 +13,7 @@ SUITES = {
     "executor": executor.main,
     "sweep": sweep.main,
     "graph": graph.main,
+    "impact": impact.main,
     "soak": soak.main,
 }
 
