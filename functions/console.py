@@ -122,6 +122,7 @@ def serve(
                 "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
                 "ORGGUARD_MAIL_FROM": SANDBOX_SENDER,
                 "ORGGUARD_PUBLIC_URL": f"http://{host}:{port}",
+                "ORGGUARD_DISCOVERY_URL": f"{sandbox_url}/discovery",  # the sandbox's own discovery service
             }
         options = {"ORGGUARD_LEDGER": ledger, "ORGGUARD_POLICY": policy, "ORGGUARD_ORGS": orgs}
         chosen = {name: str(value) for name, value in options.items() if value is not None}
@@ -132,7 +133,8 @@ def serve(
             raise fail(exc.detail) from None
         if sandbox and local:  # the CLI, run from here, reads users and queues mail as this host does
             used = {"ORGGUARD_GRAPH_URL": settings.graph_url, "ORGGUARD_MAIL_FROM": settings.mail_from,
-                    "ORGGUARD_PUBLIC_URL": settings.public_url}  # fmt: skip
+                    "ORGGUARD_PUBLIC_URL": settings.public_url,
+                    "ORGGUARD_DISCOVERY_URL": settings.discovery_url}  # fmt: skip
             (LOCAL_DIR / "graph.json").write_text(json.dumps({k: v for k, v in used.items() if v}), encoding="utf-8")
         stack.callback(container.close)
         bootstrap.install(container)
@@ -197,9 +199,7 @@ def _banner(container: Any, base: str, token_in_env: bool) -> None:
         out.print(f"  admin token  {token}  (from {LOCAL_DIR / 'admin-token'}, written once)")
         out.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/api/cases")
     out.print(f"  CLI     orgguard cases list --url {base}   (or the ledger directly, without --url)")
-    if s.graph_url and "/graph/" in s.graph_url:  # the sandbox serves the Global Discovery Service too
-        discovery = s.graph_url.split("/graph/")[0] + "/discovery"
-        out.print(f"  discover  ORGGUARD_DISCOVERY_URL={discovery} orgguard discover")
+    out.print(f"  discover  orgguard discover   (the Global Discovery Service at {s.discovery_url})")
     out.print("Ctrl-C stops it.")
 
 

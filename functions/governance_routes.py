@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from functions.deps import Name, Prose, container, policy_body, role
 from shared.domain.auth import Principal, Role
 from shared.domain.exemptions import Scope
+from shared.domain.model import DomainError
 from shared.service.compliance import MAX_SWEEPS, compliance_report
 from shared.service.exemptions import Exemptions
 from shared.service.impact import MAX_DAYS, policy_impact
@@ -110,3 +111,23 @@ async def impact(
     with every error of an invalid one; nothing is recorded either way."""
     text = await policy_body(request)
     return await run_in_threadpool(lambda: policy_impact(container().service, text, days=days))
+
+
+class DiscoveryUnavailable(DomainError):
+    status = 502
+    title = "Discovery unavailable"
+
+
+@router.get("/discovery")
+async def discovery(_: Reader) -> dict[str, Any]:
+    """Every environment the Dataverse Global Discovery Service shows OrgGuard's identity, registered or not (the
+    CLI's ``orgguard discover --register`` registers them); 502 saying why when the service cannot be asked."""
+    from shared.dataverse.port import DataverseError
+    from shared.service.discovery import discovered_view
+
+    c = container()
+    try:
+        found = await c.environments()
+    except (DataverseError, ValueError) as exc:
+        raise DiscoveryUnavailable(f"the discovery service at {c.settings.discovery_url} failed: {exc}") from None
+    return {"discovery": c.settings.discovery_url, "environments": [discovered_view(d) for d in found]}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from shared.dataverse.pacing import Pacer
     from shared.dataverse.port import EnvironmentDirectory, RetryPolicy
     from shared.dataverse.registration import RegistrationResult
+    from shared.domain.environments import Discovered
     from shared.graph.client import Graph
     from shared.service.delivery import Delivery
     from shared.service.jobs import Jobs
@@ -106,6 +107,16 @@ class Container:
             return await register_orgs(orgs or self.orgs, names, base_url, client_for=pool)
         finally:
             await pool.aclose()
+
+    async def environments(self) -> list[Discovered]:
+        """Every environment the Global Discovery Service shows OrgGuard's identity, each beside its registered org."""
+        from shared.service.discovery import discover
+
+        directory = discovery_directory(self.settings.discovery_url, client_id=self.settings.azure_client_id)
+        try:
+            return await discover(directory, self.orgs)
+        finally:
+            await directory.aclose()
 
     async def org_rows(self, key: MailboxKey) -> list[OrgRow]:
         """Each registered org's row for ``key``, read now (the page's mailbox view); unreachable orgs say so."""

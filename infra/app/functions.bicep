@@ -58,6 +58,8 @@ param graphUrl string
 param mailFrom string
 @description('The dashboard\'s public address, for links to cases in mail; empty: mail names the case only.')
 param publicUrl string
+@description('The Dataverse Global Discovery Service (GET /api/discovery); another cloud has its own address.')
+param discoveryUrl string = 'https://globaldisco.crm.dynamics.com'
 
 // App Service Authentication (Easy Auth) with Microsoft Entra ID.
 @description('Application (client) id of the OrgGuard API app registration.')
@@ -177,6 +179,10 @@ var baseAppSettings = [
   {
     name: 'ORGGUARD_PUBLIC_URL'
     value: publicUrl
+  }
+  {
+    name: 'ORGGUARD_DISCOVERY_URL'
+    value: discoveryUrl
   }
 ]
 

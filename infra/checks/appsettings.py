@@ -41,7 +41,6 @@ LOCAL_ONLY = {
     "ORGGUARD_TELEMETRY": "local telemetry (console or a file); Azure uses Application Insights",
     "ORGGUARD_URL": "the CLI's --url: an operator's shell names the OrgGuard API to go through",
     "ORGGUARD_API_SCOPE": "the CLI's Entra scope for --url tokens, on an operator's machine",
-    "ORGGUARD_DISCOVERY_URL": "the Global Discovery Service `orgguard discover` asks, on an operator's machine",
 }
 
 # Set by a template loop, read through another setting rather than by name.

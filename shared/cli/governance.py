@@ -24,7 +24,6 @@ from shared.cli.terminal import (
     container,
     err,
     fail,
-    operator,
     out,
     print_json,
     reported,
@@ -311,7 +310,8 @@ def discover(
     ] = None,
     url: Annotated[str | None, typer.Option(help="OrgGuard's public base URL, for --register.")] = None,
     discovery_url: Annotated[
-        str | None, typer.Option(help="The Global Discovery Service [default: ORGGUARD_DISCOVERY_URL or commercial].")
+        str | None,
+        typer.Option(help="The Global Discovery Service [default: ORGGUARD_DISCOVERY_URL, or the commercial cloud's]."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -360,11 +360,12 @@ def discover(
 
 
 def _discovery_base(option: str | None) -> str:
-    from shared.config.settings import OperatorSettings
+    """The discovery service: the option (checked as ORGGUARD_DISCOVERY_URL is), else the setting."""
+    from shared.config.settings import Settings
 
     if option is None:
-        return operator().discovery_url
-    return OperatorSettings.from_env({"ORGGUARD_DISCOVERY_URL": option}).discovery_url  # checked as the setting is
+        return settings().discovery_url
+    return Settings.from_env({"ORGGUARD_DISCOVERY_URL": option}).discovery_url
 
 
 def _registry() -> Any:

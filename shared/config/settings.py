@@ -239,6 +239,10 @@ class Settings(_FromEnvironment):
     gate_deadline_s: GateSeconds = Field(default=DEFAULT_GATE_DEADLINE_S, validation_alias="ORGGUARD_GATE_DEADLINE_S")
     # the user-assigned managed identity's client id (Dataverse, Graph, Table Storage); None: the default chain's
     azure_client_id: Text | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
+    # the Dataverse Global Discovery Service (`orgguard discover`, GET /api/discovery): another cloud's, the sandbox's
+    discovery_url: ApiUrl = Field(
+        default="https://globaldisco.crm.dynamics.com", validation_alias="ORGGUARD_DISCOVERY_URL"
+    )
 
     @property
     def mail(self) -> bool:
@@ -268,16 +272,12 @@ def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
 
 
 class OperatorSettings(_FromEnvironment):
-    """The operator's shell, for the CLI going through an OrgGuard's API (``--url``) or discovering orgs."""
+    """The operator's shell, for the CLI going through an OrgGuard's API (``--url``)."""
 
     url: Text | None = Field(default=None, validation_alias="ORGGUARD_URL")  # the API to go through, as --url
     api_scope: Text | None = Field(default=None, validation_alias="ORGGUARD_API_SCOPE")  # Entra token scope for --url
     admin_token: Text | None = Field(default=None, validation_alias="ORGGUARD_ADMIN_TOKEN", repr=False)  # as the API's
     user: Text = Field(default="operator", validation_alias="USER")  # the CLI names its actor after the local user
-    # the Dataverse Global Discovery Service `orgguard discover` asks (another cloud's, or the sandbox's)
-    discovery_url: ApiUrl = Field(
-        default="https://globaldisco.crm.dynamics.com", validation_alias="ORGGUARD_DISCOVERY_URL"
-    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:

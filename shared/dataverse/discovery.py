@@ -59,7 +59,10 @@ class GlobalDiscovery:
         raise DataverseError(f"the discovery service kept paging past {MAX_PAGES} pages")
 
     async def _get(self, url: str) -> dict[str, Any]:
-        token = await self._tokens.token(self.resource)
+        try:
+            token = await self._tokens.token(self.resource)
+        except Exception as exc:  # azure-identity's errors carry credential chains: name the kind only
+            raise DataverseError(f"no token for {self.resource}/.default ({type(exc).__name__})") from None
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "OData-Version": "4.0"}
         try:
             answer = await self._http.get(url, headers=headers)

@@ -184,3 +184,16 @@ def test_a_reader_may_ask_for_the_impact_but_not_save(open_page, make_host):
     reader.locator("#impact").get_by_text("Owned mailboxes").wait_for()
     assert reader.get_by_role("button", name="Save this policy").count() == 0
     reader.get_by_text("Only an Admin can save a policy.").wait_for()
+
+
+def test_the_environments_view_shows_which_orgs_are_registered(open_page, make_host, shoot):
+    host = make_host()
+    host.c.settings = host.c.settings.model_copy(update={"discovery_url": f"{host.sandbox_url}/discovery"})
+    page = open_page()
+    sign_in(page, host.url, "#/environments")
+    listed = page.get_by_role("table", name="Environments of the tenant")
+    listed.get_by_text("registered as contoso-eu").wait_for()
+    assert "Contoso NA" in listed.inner_text() and "production" in listed.inner_text()
+    assert page.get_by_role("heading", name="Register the others").count() == 0  # the sandbox has three, all heard
+    assert not check_accessible(page)
+    shoot(page, "environments")

@@ -291,3 +291,38 @@ def test_a_reader_may_ask_for_the_impact_and_the_report(easy):
     assert client.post("/api/policy/impact", content=CANDIDATE, headers=reader).status_code == 200
     assert client.get("/api/reports/compliance", headers=reader).status_code == 200
     assert client.post("/api/policy/impact", content=CANDIDATE).status_code == 401
+
+
+# --- the tenant's environments ------------------------------------------------------------------------
+
+
+def test_the_tenants_environments_are_listed_with_the_org_each_is_registered_as(tmp_path):
+    from sandbox.server import running
+
+    with running(port=0, mailboxes=5, orgs=4) as sandbox_url:
+        c = container(tmp_path, BLOCKING_POLICY, discovery_url=f"{sandbox_url}/discovery")
+        bootstrap.install(c)
+        try:
+            with serve(create_api()) as url, httpx.Client(base_url=url, timeout=30) as client:
+                doc = client.get("/api/discovery", headers=ADMIN).json()
+                found = {e["name"]: e for e in doc["environments"]}
+                assert doc["discovery"] == f"{sandbox_url}/discovery"
+                assert found["contoso-na"]["registered_as"] == "contoso-na" and found["contoso-na"]["registered"]
+                assert not found["contoso-org4"]["registered"] and found["contoso-org4"]["type"] == "trial"
+                assert client.get("/api/discovery").status_code == 401
+        finally:
+            bootstrap.install(None)
+            c.close()
+
+
+def test_a_discovery_service_that_fails_is_502_saying_why(tmp_path):
+    c = container(tmp_path, BLOCKING_POLICY, discovery_url="http://127.0.0.1:9/discovery")
+    bootstrap.install(c)
+    try:
+        with serve(create_api()) as url, httpx.Client(base_url=url, timeout=30) as client:
+            r = client.get("/api/discovery", headers=ADMIN)
+            assert r.status_code == 502 and "cannot reach the discovery service" in r.json()["detail"]
+            assert r.headers["content-type"].startswith("application/problem+json")
+    finally:
+        bootstrap.install(None)
+        c.close()

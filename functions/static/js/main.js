@@ -7,6 +7,7 @@ import { announce, describe } from "./status.js";
 import { caseView } from "./views/case.js";
 import { casesView } from "./views/cases.js";
 import { complianceView } from "./views/compliance.js";
+import { environmentsView } from "./views/environments.js";
 import { exemptionsView } from "./views/exemptions.js";
 import { jobsView, jobView } from "./views/jobs.js";
 import { mailboxSearchView, mailboxView } from "./views/mailbox.js";
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^#\/policy$/, "policy", policyView],
   [/^#\/exemptions(?:\?.*)?$/, "exemptions", exemptionsView],
   [/^#\/compliance(?:\?.*)?$/, "compliance", complianceView],
+  [/^#\/environments$/, "environments", environmentsView],
   [/^#\/jobs$/, "jobs", jobsView],
   [/^#\/(sweeps|migrations)\/([^/?]+)$/, "jobs", jobView],
 ];
