@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.report import header, table
+from bench.report import header, median, table
 
 OWNED = 20_000
 HELD = 200
@@ -104,6 +104,50 @@ def run() -> list[list[object]]:
     ]  # fmt: skip
 
 
+CONTESTED = 1500
+ROUNDS = 5
+
+
+def _contested_us(*, read_exemptions: bool, active: int) -> float:
+    """µs per competing claim decided and recorded on SQLite, ``active`` exemptions in force (none covering it)."""
+    from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
+    from shared.ledger.sqlite import SqliteLedger
+    from shared.service.exemptions import Exemptions
+    from shared.service.orgguard import OrgGuard
+    from tests.factories import BLOCKING_POLICY, registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = SqliteLedger(Path(tmp) / "ledger.db")
+        service = OrgGuard(ledger, registry())
+        service.save_policy(BLOCKING_POLICY, actor="bench")
+        for i in range(active):
+            Exemptions(service).add("domain", f"other{i}.example.com", reason="bench", ticket=f"T-{i}",
+                                    expires=service.clock().date().isoformat(), actor="bench")  # fmt: skip
+        if not read_exemptions:
+            service.exemptions_in_force = lambda now: []  # type: ignore[method-assign]
+        keys = [MailboxKey(f"user{i}@contoso.com") for i in range(CONTESTED)]
+        for k in keys:
+            service.handle_claim(Claim(k, "contoso-na", str(uuid.uuid4()), ClaimKind.TEST_ENABLE, Origin.GATE,
+                                       {"operation": f"own-{k}"}))  # fmt: skip
+        start = time.perf_counter()
+        for k in keys:
+            service.handle_claim(Claim(k, "contoso-jp", str(uuid.uuid4()), ClaimKind.TEST_ENABLE, Origin.GATE,
+                                       {"operation": f"claim-{k}"}))  # fmt: skip
+        seconds = time.perf_counter() - start
+        ledger.close()
+    return seconds / CONTESTED * 1e6
+
+
 def main() -> None:
     header(f"The impact of a candidate policy: SQLite, {OWNED:,} owned mailboxes, {HELD} held cases")
     table(["measure", "items", "seconds", "µs each", "found", "ratio"], run())
+    header(f"A competing claim decided and recorded on SQLite ({CONTESTED:,} claims), reading the exemptions or not")
+    configs = {"baseline: no exemptions read": (False, 0)}
+    configs |= {f"the exemptions read ({n} in force, none covering it)": (True, n) for n in (0, 50)}
+    runs: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(ROUNDS):  # interleaved, the median of each: these machines are noisy
+        for name, (read, active) in configs.items():
+            runs[name].append(_contested_us(read_exemptions=read, active=active))
+    base = median(runs["baseline: no exemptions read"])
+    rows = [[name, f"{median(us):.0f}", f"{median(us) / base:.2f}x"] for name, us in runs.items()]
+    table(["decision", f"µs each (median of {ROUNDS})", "ratio"], rows)

@@ -64,6 +64,7 @@ class Store:
     policies: list[PolicyVersion] = field(default_factory=list)
     exemptions: dict[str, str] = field(default_factory=dict)  # id -> doc
     exemptions_version: int = 0
+    exemptions_read: Book | None = None  # the set as last built, by its version
     jobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (version, doc)
     seq: int = 0
     cursor_secret: str = field(default_factory=new_secret)  # signs page cursors, as the other ledgers' secrets do
@@ -298,8 +299,12 @@ class MemoryLedger(OutboxSteps):
             return self._book()
 
     def _book(self) -> Book:
-        items = (codec.exemption_from(json.loads(doc)) for doc in self.store.exemptions.values())
-        return Book(self.store.exemptions_version, tuple(sorted(items, key=lambda e: (e.created_at, e.id))))
+        """The set, built again from its documents only when its version moved."""
+        s = self.store
+        if s.exemptions_read is None or s.exemptions_read.version != s.exemptions_version:
+            items = (codec.exemption_from(json.loads(doc)) for doc in s.exemptions.values())
+            s.exemptions_read = Book(s.exemptions_version, tuple(sorted(items, key=lambda e: (e.created_at, e.id))))
+        return s.exemptions_read
 
     def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
         with self._writing():

@@ -118,6 +118,7 @@ class SqliteLedger(OutboxSteps):
         # Writers in this process queue here instead of in SQLite's busy handler, whose
         # growing sleeps put hundreds of milliseconds on the tail under concurrent requests.
         self._writer = threading.Lock()
+        self._exemptions: Book | None = None  # the set as last read, by its version
         self._migrate()
 
     @classmethod
@@ -505,8 +506,15 @@ class SqliteLedger(OutboxSteps):
     # --- exemptions ---------------------------------------------------------------------
 
     def exemptions(self) -> Book:
+        """The set, read again only when its version moved (every competing claim asks for it)."""
         with self._snapshot() as db:
-            return _book(db)
+            row = db.execute("SELECT value FROM meta WHERE key = 'exemptions_version'").fetchone()
+            version = int(row["value"]) if row else 0
+            cached = self._exemptions
+            if cached is not None and cached.version == version:
+                return cached
+            self._exemptions = _book(db)
+            return self._exemptions
 
     def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
         """Read the set, plan and write in one ``BEGIN IMMEDIATE`` transaction: writers in any process queue."""

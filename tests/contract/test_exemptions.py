@@ -248,3 +248,14 @@ def test_a_schema_1_sqlite_ledger_gains_exemptions_and_keeps_its_records(tmp_pat
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(LedgerError, match="newer than this OrgGuard"):
         SqliteLedger(path)
+
+
+def test_a_change_by_another_instance_is_seen_at_once(ledger: Ledger, instances: Callable[[], Ledger]) -> None:
+    """Readers keep the set they read last; a change anywhere moves its version, so nobody reads a stale one."""
+    other = instances()
+    assert ledger.exemptions().version == 0 and other.exemptions().version == 0  # both have read it
+    added = exemption()
+    add(other, added)
+    assert [e.id for e in ledger.exemptions().items] == [added.id]
+    ledger.change_exemptions(lambda book: plan_remove(book, added.id, actor="a", reason=None, now=NOW))
+    assert other.exemptions().items[0].removed_by == "a" and other.exemptions().version == 2

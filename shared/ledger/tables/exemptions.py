@@ -55,10 +55,21 @@ class ExemptionRows(AuditChain):
         items = sorted((codec.exemption_from(get_doc(r)) for r in rows), key=lambda e: (e.created_at, e.id))
         return Book(int(head["Version"]) if head else 0, tuple(items))
 
+    _exemptions_read: tuple[str, Book] | None = None  # the set as last read, by its head's ETag
+
     def exemptions(self) -> Book:
+        """The set; one point read of its head when nothing changed since the last read (every competing claim
+        asks for it), the whole partition otherwise."""
         with self._storage("read the exemptions"):
+            head = self._get("policies", PARTITION, HEAD)
+            cached = self._exemptions_read
+            if head is not None and cached is not None and cached[0] == etag(head):
+                return cached[1]
             head, rows = self._exemption_rows()
-        return self._book_of(head, rows)
+        book = self._book_of(head, rows)
+        if head is not None:
+            self._exemptions_read = (etag(head), book)
+        return book
 
     def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
         with self._storage("change the exemptions"):
