@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import dispatch, executor, gate, graph, ledger, soak, sweep
+from bench import dispatch, executor, gate, graph, impact, ledger, soak, sweep
 
 SUITES = {
     "gate": gate.main,
@@ -14,6 +14,7 @@ SUITES = {
     "dispatch": dispatch.main,
     "sweep": sweep.main,
     "graph": graph.main,
+    "impact": impact.main,
     "soak": soak.main,
 }
 

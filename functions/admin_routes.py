@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from functions.deps import Name, Prose, container, limited_body, role
+from functions.deps import Name, Prose, container, policy_body, role
 from functions.health import dead_letter_counts, health_checks
 from shared.domain.auth import Principal, Role
 from shared.domain.model import CaseQuery, CaseState, ClaimKind, MailboxKey
@@ -159,13 +159,7 @@ async def get_policy(_: Reader) -> dict[str, Any]:
 @router.put("/policy")
 async def put_policy(request: Request, who: Admin) -> dict[str, Any]:
     """YAML or JSON (JSON is YAML); 422 with every error when invalid, and nothing saved."""
-    raw = await limited_body(request)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        from shared.domain.policy import PolicyError
-
-        raise PolicyError("the policy is not UTF-8 text", errors=[{"path": "", "message": "not UTF-8"}]) from None
+    text = await policy_body(request)
     saved = await run_in_threadpool(lambda: container().service.save_policy(text, actor=who.name))
     version, _ = container().service.policy_text()
     warnings = container().service.policy_warnings(saved)  # saved all the same: a warning is not an error

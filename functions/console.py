@@ -27,6 +27,7 @@ SANDBOX_ORGS = {
     "contoso-jp": "8a2d4f60-1c3b-4f7e-b5a9-7d0c9e2f6a12",
     "contoso-eu": "c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34",
 }
+SANDBOX_TYPES = {"contoso-na": "production", "contoso-jp": "production", "contoso-eu": "sandbox"}  # as it discovers
 
 
 # --- local set-up --------------------------------------------------------------------
@@ -53,6 +54,7 @@ def ensure_local_setup(sandbox_url: str, directory: Path = LOCAL_DIR) -> dict[st
             f"    id: {org_id}",
             f"    url: {sandbox_url}/orgs/{name}",
             f"    webhook_key: {keys[name]}",
+            f"    type: {SANDBOX_TYPES[name]}",
         ]
     orgs_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     orgs_file.chmod(0o600)
@@ -121,6 +123,7 @@ def serve(
                 "ORGGUARD_GRAPH_URL": f"{sandbox_url}/graph/v1.0",
                 "ORGGUARD_MAIL_FROM": SANDBOX_SENDER,
                 "ORGGUARD_PUBLIC_URL": f"http://{host}:{port}",
+                "ORGGUARD_DISCOVERY_URL": f"{sandbox_url}/discovery",  # the sandbox's own discovery service
             }
         options = {"ORGGUARD_LEDGER": ledger, "ORGGUARD_POLICY": policy, "ORGGUARD_ORGS": orgs}
         chosen = {name: str(value) for name, value in options.items() if value is not None}
@@ -131,7 +134,8 @@ def serve(
             raise fail(exc.detail) from None
         if sandbox and local:  # the CLI, run from here, reads users and queues mail as this host does
             used = {"ORGGUARD_GRAPH_URL": settings.graph_url, "ORGGUARD_MAIL_FROM": settings.mail_from,
-                    "ORGGUARD_PUBLIC_URL": settings.public_url}  # fmt: skip
+                    "ORGGUARD_PUBLIC_URL": settings.public_url,
+                    "ORGGUARD_DISCOVERY_URL": settings.discovery_url}  # fmt: skip
             (LOCAL_DIR / "graph.json").write_text(json.dumps({k: v for k, v in used.items() if v}), encoding="utf-8")
         stack.callback(container.close)
         bootstrap.install(container)
@@ -196,6 +200,7 @@ def _banner(container: Any, base: str, token_in_env: bool) -> None:
         out.print(f"  admin token  {token}  (from {LOCAL_DIR / 'admin-token'}, written once)")
         out.print(f"  try: curl -H 'Authorization: Bearer {token}' {base}/api/cases")
     out.print(f"  CLI     orgguard cases list --url {base}   (or the ledger directly, without --url)")
+    out.print(f"  discover  orgguard discover   (the Global Discovery Service at {s.discovery_url})")
     out.print("Ctrl-C stops it.")
 
 

@@ -85,3 +85,14 @@ Name = Annotated[str, BeforeValidator(partial(_visible, allow=""))]
 """An org name, an address, a domain: nothing hidden anywhere in it."""
 Prose = Annotated[str, BeforeValidator(partial(_visible, allow="\n\t"))]
 """A reason a person writes: line breaks and tabs, but no other control character (it goes to the audit log)."""
+
+
+async def policy_body(request: Request) -> str:
+    """A policy sent as the body (YAML or JSON), bounded, as UTF-8 text; otherwise 422 saying so."""
+    raw = await limited_body(request)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        from shared.domain.policy import PolicyError
+
+        raise PolicyError("the policy is not UTF-8 text", errors=[{"path": "", "message": "not UTF-8"}]) from None

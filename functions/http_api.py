@@ -11,6 +11,7 @@ from functions import (
     admin_routes,
     dataverse_routes,
     deadletter_routes,
+    governance_routes,
     job_routes,
     mailbox_routes,
     page_routes,
@@ -41,5 +42,6 @@ def create_api(lifespan: Lifespan | None = None) -> FastAPI:
     app.include_router(mailbox_routes.router)
     app.include_router(job_routes.router)
     app.include_router(deadletter_routes.router)
+    app.include_router(governance_routes.router)
     page_routes.install(app)
     return app

@@ -26,6 +26,7 @@ from shared.dataverse.clients import ClientPool
 from shared.ledger.port import LedgerError
 from shared.service.consumer import consume
 from shared.service.execution import ExecutionReport
+from shared.service.exemptions import Exemptions
 from shared.service.outbox import Executor
 from shared.telemetry.lograte import rate_limited
 
@@ -58,6 +59,7 @@ async def work_loop(
                 if since_expiry >= expire_every:
                     await asyncio.to_thread(c.service.expire_held)
                     await asyncio.to_thread(c.service.remind_held)
+                    await asyncio.to_thread(Exemptions(c.service).report_expired)
                     await c.run_digest(pool)
                     since_expiry = 0.0
                 if since_outbox >= outbox_every:

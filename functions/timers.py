@@ -16,7 +16,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 def run_housekeeping() -> int:
     """Expire held cases past their time, remind approvers of the ones near it, report the ones still waiting
-    (an alert reads it), then carry out every due action."""
+    (an alert reads it) and the exemptions that ended, then carry out every due action."""
+    from shared.service.exemptions import Exemptions
     from shared.service.signals import report_held
 
     c = bootstrap.container()
@@ -27,6 +28,7 @@ def run_housekeeping() -> int:
     if reminded:
         log.info("reminded the approvers of %d held case(s)", len(reminded))
     report_held(c.service)
+    Exemptions(c.service).report_expired()
     asyncio.run(c.run_actions())
     return len(expired)
 

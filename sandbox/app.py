@@ -11,7 +11,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from sandbox import control, graph, throttle
+from sandbox import control, discovery, graph, throttle
 from sandbox.batch import Batch
 from sandbox.odata import QUERY_ERROR, ODataError
 from sandbox.pipeline import Pipeline
@@ -46,6 +46,7 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     app.state.poster = poster
     app.include_router(control.router(state, poster, pipeline.tests))
     app.include_router(graph.router(state))
+    app.include_router(discovery.router(state))
 
     @app.api_route(f"/orgs/{{org_name}}/{API_ROOT}/{{path:path}}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
     async def web_api(org_name: str, path: str, request: Request) -> Response:

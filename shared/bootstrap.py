@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from shared.bus.servicebus import ServiceBus
     from shared.dataverse.clients import ClientPool
     from shared.dataverse.pacing import Pacer
-    from shared.dataverse.port import RetryPolicy
+    from shared.dataverse.port import EnvironmentDirectory, RetryPolicy
     from shared.dataverse.registration import RegistrationResult
+    from shared.domain.environments import Discovered
     from shared.graph.client import Graph
     from shared.service.deadletters import DeadLetters
     from shared.service.delivery import Delivery
@@ -148,15 +149,28 @@ class Container:
 
         return Jobs(self.service, job_ledger(self.ledger), self.pacer)
 
-    async def register(self, names: Sequence[str], base_url: str) -> list[RegistrationResult]:
-        """OrgGuard's gate and event endpoints in each named org (``orgguard register``, ``serve --sandbox``)."""
+    async def register(
+        self, names: Sequence[str], base_url: str, *, orgs: OrgRegistry | None = None
+    ) -> list[RegistrationResult]:
+        """OrgGuard's gate and event endpoints in each named org (``orgguard register``, ``serve --sandbox``);
+        ``orgs``: a registry other than the one the container started with (orgs just discovered)."""
         from shared.dataverse.registration import register_orgs
 
         pool = self.client_pool()
         try:
-            return await register_orgs(self.orgs, names, base_url, client_for=pool)
+            return await register_orgs(orgs or self.orgs, names, base_url, client_for=pool)
         finally:
             await pool.aclose()
+
+    async def environments(self) -> list[Discovered]:
+        """Every environment the Global Discovery Service shows OrgGuard's identity, each beside its registered org."""
+        from shared.service.discovery import discover
+
+        directory = discovery_directory(self.settings.discovery_url, client_id=self.settings.azure_client_id)
+        try:
+            return await discover(directory, self.orgs)
+        finally:
+            await directory.aclose()
 
     async def org_rows(self, key: MailboxKey) -> list[OrgRow]:
         """Each registered org's row for ``key``, read now (the page's mailbox view); unreachable orgs say so."""
@@ -274,6 +288,13 @@ def open_bus(settings: Settings) -> Bus:
 
         bus.events = DecisionFile(events.removeprefix("file:").strip())
     return bus
+
+
+def discovery_directory(base_url: str, *, client_id: str | None = None) -> EnvironmentDirectory:
+    """The Global Discovery Service at ``base_url`` (``orgguard discover``); the caller closes it."""
+    from shared.dataverse.discovery import connect_discovery
+
+    return connect_discovery(base_url, client_id=client_id)
 
 
 def graph_factory(graph_url: str, *, timeout: float, client_id: str | None = None) -> Callable[[], Graph]:

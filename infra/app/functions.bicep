@@ -66,6 +66,8 @@ param graphUrl string
 param mailFrom string
 @description('The dashboard\'s public address, for links to cases in mail; empty: mail names the case only.')
 param publicUrl string
+@description('The Dataverse Global Discovery Service (GET /api/discovery); another cloud has its own address.')
+param discoveryUrl string = 'https://globaldisco.crm.dynamics.com'
 
 // App Service Authentication (Easy Auth) with Microsoft Entra ID.
 @description('Application (client) id of the OrgGuard API app registration.')
@@ -216,6 +218,10 @@ var baseAppSettings = [
     name: 'ORGGUARD_PUBLIC_URL'
     value: publicUrl
   }
+  {
+    name: 'ORGGUARD_DISCOVERY_URL'
+    value: discoveryUrl
+  }
 ]
 
 // Each org names its key as env:ORGGUARD_KEY_<NAME>; that app setting is a
@@ -228,6 +234,8 @@ var orgsDocument = {
     id: org.id
     url: org.url
     webhook_key: 'env:ORGGUARD_KEY_${toUpper(replace(org.name, '-', '_'))}'
+    // production, sandbox, trial, ... (orgguard discover tells each environment's); policy conditions read it
+    type: contains(org, 'type') ? org.type : null
   }]
 }
 

@@ -18,6 +18,8 @@ for i, org in enumerate(doc):
     assert isinstance(org, dict) and {"name", "id", "url"} <= org.keys(), f"orgs[{i}] needs name, id and url"
     assert re.fullmatch(r"[a-z0-9-]+", org["name"]), f"orgs[{i}].name must be lowercase letters, digits and hyphens"
     assert org["url"].startswith("https://"), f"orgs[{i}].url must be https"
+    types = ("production", "sandbox", "trial", "developer", "default", "teams")
+    assert org.get("type") in (None, *types), f"orgs[{i}].type must be one of {', '.join(types)}"
 PY
 then
     echo "infra/orgs.json is not a valid list of orgs (see infra/README.md)" >&2

@@ -168,13 +168,17 @@ class ApiOperations:
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout, follow_redirects=False, transport=transport)
 
-    def _call(self, method: str, path: str, *, body: Doc | None = None, params: Doc | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, *, body: Doc | None = None, params: Doc | None = None, text: str | None = None
+    ) -> Any:
+        """One request (``body`` as JSON, or ``text`` as it is: a policy), its JSON answer or one ``ApiError``."""
         import httpx
 
         headers = {"Authorization": f"Bearer {self.bearer.token()}", "Accept": "application/json"}
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        content = text.encode("utf-8") if text is not None else None
         try:
-            response = self._http.request(method, path, json=body, params=query, headers=headers)
+            response = self._http.request(method, path, json=body, content=content, params=query, headers=headers)
         except httpx.TimeoutException:
             raise Unreachable(f"{self.where} did not answer within {self.timeout:g} s") from None
         except httpx.TransportError as exc:

@@ -181,11 +181,15 @@ def main() -> None:
 
 from shared.cli import cases as cli_cases  # noqa: E402
 from shared.cli import deadletters as cli_deadletters  # noqa: E402
+from shared.cli import discovery as cli_discovery  # noqa: E402
+from shared.cli import governance as cli_governance  # noqa: E402
 from shared.cli import jobs as cli_jobs  # noqa: E402
 
 cli_cases.register(app)
 cli_jobs.register(app)
 cli_deadletters.register(app)
+cli_governance.register(app, policy_app)
+cli_discovery.install(app)
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,8 @@ from shared.config.settings import (
     secret_problem,
     unresolved_reference,
 )
-from shared.domain.model import Org, normalize_guid
+from shared.domain.environments import org_type
+from shared.domain.model import DomainError, Org, normalize_guid
 from shared.domain.orgs import OrgRegistry, OrgsError, RegisteredOrg
 
 # OrgsError: what its callers catch; OrgRegistry: shared.dataverse.registration still imports it from here
@@ -91,8 +92,17 @@ def _parse_entry(item: dict[str, Any], where: str, env: Mapping[str, str]) -> Re
         app_user_id=normalize_guid(item["app_user_id"], field=f"{where}.app_user_id")
         if item.get("app_user_id")
         else None,
+        type=_type(item.get("type"), where),
     )
     return RegisteredOrg(org, resolve_key(item["webhook_key"], env, where=f"{where} ({org.name})"))
+
+
+def _type(value: object, where: str) -> str | None:
+    """The org's environment type (production, sandbox, trial, ...), when the entry gives one."""
+    try:
+        return org_type(value, field=f"{where}.type")
+    except DomainError as exc:
+        raise OrgsError(exc.detail, field=exc.field) from None
 
 
 def load_orgs(path: str | Path, env: Mapping[str, str] | None = None) -> OrgRegistry:

@@ -298,6 +298,10 @@ class Settings(_FromEnvironment):
         default=None, validation_alias="ServiceBusConnection__fullyQualifiedNamespace"
     )
     decision_events: Events | None = Field(default=None, validation_alias="ORGGUARD_DECISION_EVENTS")
+    # the Dataverse Global Discovery Service (`orgguard discover`, GET /api/discovery): another cloud's, the sandbox's
+    discovery_url: ApiUrl = Field(
+        default="https://globaldisco.crm.dynamics.com", validation_alias="ORGGUARD_DISCOVERY_URL"
+    )
 
     @property
     def mail(self) -> bool:

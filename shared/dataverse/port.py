@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.domain import backoff
+from shared.domain.environments import Environment
 from shared.domain.model import Org
 
 API_PATH = "/api/data/v9.2/"
@@ -203,3 +204,15 @@ ClientFor = Callable[[Org], OrgClient]
 
 Connect = Callable[[Org, RetryPolicy], OrgClient]
 """Builds a new client for one org with its own retries; the caller closes it (``clients.Connector``)."""
+
+
+# ---------------------------------------------------------------------------
+# The tenant's environments (the Global Discovery Service)
+
+
+class EnvironmentDirectory(Protocol):
+    """Every environment of the tenant the caller can see (``discovery.GlobalDiscovery`` is the real one)."""
+
+    async def environments(self) -> list[Environment]: ...
+
+    async def aclose(self) -> None: ...

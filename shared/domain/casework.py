@@ -105,6 +105,8 @@ def plan_claim(
         "case": case.id if case else None,
         "dry_run": decision.dry_run,
     }
+    if decision.exemption:
+        facts["exemption"] = decision.exemption
     if ownership is not None and (owner is None or owner.owner != ownership.owner):
         # One entry per decision: the ownership change it made travels with it.
         facts.update(owner=ownership.owner, previous=owner.owner if owner else None, how=ownership.how)

@@ -118,6 +118,8 @@ def write(kind: NoticeKind, case: Case, policy: Policy, *, public_url: str | Non
             ("Nothing is needed unless the outcome is wrong; then an admin can designate the right owner.",),
             link,
         )
+    if kind is NoticeKind.WARNED:
+        return _warned(case, facts, link)
     if kind is NoticeKind.RESOLVED:
         approved = case.state is not CaseState.DENIED
         return Letter(
@@ -184,6 +186,23 @@ def _stopped(case: Case, facts: tuple[tuple[str, str], ...], link: str | None, o
             f"The mailbox stays with {case.owner}; {case.claimant} is set to sync it with None.",
             f"If {case.claimant} should own it, ask an OrgGuard admin to designate it (or an approver, under a "
             "hold rule); running Test & Enable again will be stopped again.",
+        ),
+        link,
+    )
+
+
+def _warned(case: Case, facts: tuple[tuple[str, str], ...], link: str | None) -> Letter:
+    """To the admin whose claim went through under a warn rule, and to the owner org's contact."""
+    return Letter(
+        f"A claim on {case.key.address} went through with a warning (case {case.id[:8]})",
+        f"{case.claimant} claimed the mailbox {case.key.address}, which {case.owner} owns. The policy lets such a "
+        f"claim through but warns: Exchange may now synchronize it with {case.claimant}, and {case.owner} stop "
+        "synchronizing it. Dynamics 365 tells nobody about this.",
+        facts,
+        (
+            f"If {case.claimant} should own it, ask an OrgGuard admin to designate it, so {case.owner} is set to None.",
+            f"If not, set its synchronization method to None in {case.claimant} and run Test & Enable in "
+            f"{case.owner} again.",
         ),
         link,
     )

@@ -112,6 +112,7 @@ class Effect(StrEnum):
     OVERRIDE = "override"
     HOLD = "hold"
     AUDIT = "audit"
+    WARN = "warn"  # the claim goes through, and the people concerned are told (Dataverse shows nobody anything)
 
 
 class CaseState(StrEnum):
@@ -151,6 +152,7 @@ class NoticeKind(StrEnum):
     EXPIRED = "expired"  # to the approvers and the stopped admin, when it expired
     RESOLVED = "resolved"  # to the stopped admin, when an approver approved or denied the held claim
     CARRIED_OUT = "carried-out"  # to the owner org's contact, once a block or override is carried out
+    WARNED = "warned"  # to the admin whose claim went through under a warn rule, and the owner org's contact
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +250,7 @@ class Org:
     url: str
     label: str = ""
     app_user_id: str | None = None  # OrgGuard's own systemuser in the org (loop guard)
+    type: str | None = None  # its environment type (production, sandbox, trial, ...; ``environments.py``)
 
 
 _CANONICAL_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -297,6 +300,7 @@ class Decision:
     rule: str
     explanation: str
     dry_run: bool = False
+    exemption: str | None = None  # the exemption that made an enforcing rule only record the claim
 
     @property
     def acts(self) -> bool:

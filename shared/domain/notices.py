@@ -36,6 +36,11 @@ def on_claim(
         out.append(_notice(case, case.claimant, NoticeKind.STOPPED, (admin(case.claimant, user_id),), now))
     if decision.effect is Effect.HOLD and n.approvers and policy.approval.approvers:
         out.append(_notice(case, case.claimant, NoticeKind.APPROVAL, tuple(policy.approval.approvers), now))
+    if decision.effect is Effect.WARN:  # Dataverse shows nobody anything: the admin and the owner hear it here
+        admins = (admin(case.claimant, user_id),) if n.stopped_admin and user_id else ()
+        to = (*admins, *n.owners.get(case.owner or "", []))
+        if to:
+            out.append(_notice(case, case.claimant, NoticeKind.WARNED, to, now))
     out += _carried_out(case, decision.effect, policy, now)
     return tuple(out)
 

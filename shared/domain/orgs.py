@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.domain.model import DomainError, Org, UnknownOrg
 
@@ -66,7 +66,7 @@ class OrgRegistry:
     def with_app_user(self, name: str, user_id: str) -> None:
         """Record OrgGuard's own systemuser in an org (learned through WhoAmI)."""
         entry = self._by_name[name]
-        org = Org(entry.org.id, entry.org.name, entry.org.url, entry.org.label, user_id.lower())
+        org = replace(entry.org, app_user_id=user_id.lower())
         new = RegisteredOrg(org, entry.key)
         self._by_name[name] = new
         self._by_id[org.id] = new

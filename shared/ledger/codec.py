@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+from shared.domain.exemptions import Exemption, Scope
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     Action,
@@ -60,11 +61,13 @@ def dumps(doc: object) -> str:
 
 
 def decision_doc(d: Decision) -> dict[str, Any]:
-    return {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    doc = {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    return doc | {"exemption": d.exemption} if d.exemption else doc
 
 
 def decision_from(doc: dict[str, Any]) -> Decision:
-    return Decision(Effect(doc["effect"]), doc["rule"], doc["explanation"], bool(doc.get("dry_run")))
+    exemption = doc.get("exemption")
+    return Decision(Effect(doc["effect"]), doc["rule"], doc["explanation"], bool(doc.get("dry_run")), exemption)
 
 
 def action_doc(a: Action) -> dict[str, Any]:
@@ -242,4 +245,43 @@ def job_from(doc: dict[str, Any]) -> Job:
         result=dict(doc.get("result") or {}),
         error=doc.get("error"),
         version=int(doc.get("version") or 0),
+    )
+
+
+# --- exemptions ----------------------------------------------------------------
+
+
+def exemption_doc(e: Exemption) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "scope": e.scope.value,
+        "subject": list(e.subject),
+        "reason": e.reason,
+        "ticket": e.ticket,
+        "expires": e.expires.isoformat(),
+        "created_by": e.created_by,
+        "created_at": ts(e.created_at),
+        "added_in": e.added_in,
+        "removed_by": e.removed_by,
+        "removed_at": ts(e.removed_at),
+        "removed_reason": e.removed_reason,
+        "expired_at": ts(e.expired_at),
+    }
+
+
+def exemption_from(doc: dict[str, Any]) -> Exemption:
+    return Exemption(
+        id=str(doc["id"]),
+        scope=Scope(doc["scope"]),
+        subject=tuple(str(s) for s in doc["subject"]),
+        reason=str(doc["reason"]),
+        ticket=str(doc["ticket"]),
+        expires=date.fromisoformat(doc["expires"]),
+        created_by=str(doc["created_by"]),
+        created_at=must_ts(doc["created_at"]),
+        added_in=int(doc.get("added_in") or 0),
+        removed_by=doc.get("removed_by"),
+        removed_at=parse_ts(doc.get("removed_at")),
+        removed_reason=doc.get("removed_reason"),
+        expired_at=parse_ts(doc.get("expired_at")),
     )

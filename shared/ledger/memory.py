@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from shared.domain.exemptions import Book, Plan
 from shared.domain.jobs import Job, JobConflict, JobKind
 from shared.domain.model import (
     OPEN_STATES,
@@ -44,7 +45,7 @@ from shared.domain.model import (
 from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
 from shared.ledger.steps import OutboxSteps, StepRule
 
 
@@ -61,6 +62,9 @@ class Store:
     audit: list[AuditEntry] = field(default_factory=list)
     audit_head: str | None = None
     policies: list[PolicyVersion] = field(default_factory=list)
+    exemptions: dict[str, str] = field(default_factory=dict)  # id -> doc
+    exemptions_version: int = 0
+    exemptions_read: Book | None = None  # the set as last built, by its version
     jobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (version, doc)
     seq: int = 0
     cursor_secret: str = field(default_factory=new_secret)  # signs page cursors, as the other ledgers' secrets do
@@ -287,6 +291,34 @@ class MemoryLedger(OutboxSteps):
             self.store.policies.append(saved)
             self._append(AuditEvent("policy.saved", f"policy:{saved.version}", actor, {"version": saved.version}))
             return saved
+
+    # --- exemptions ----------------------------------------------------------------------
+
+    def exemptions(self) -> Book:
+        with self.store.lock:
+            return self._book()
+
+    def _book(self) -> Book:
+        """The set, built again from its documents only when its version moved."""
+        s = self.store
+        if s.exemptions_read is None or s.exemptions_read.version != s.exemptions_version:
+            items = (codec.exemption_from(json.loads(doc)) for doc in s.exemptions.values())
+            s.exemptions_read = Book(s.exemptions_version, tuple(sorted(items, key=lambda e: (e.created_at, e.id))))
+        return s.exemptions_read
+
+    def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
+        with self._writing():
+            plan = planner(self._book())
+            if plan.empty:
+                return self._book(), plan
+            for event in plan.audit:
+                codec.dumps(event.data)
+            for exemption in plan.changed:
+                self.store.exemptions[exemption.id] = json.dumps(codec.exemption_doc(exemption))
+            self.store.exemptions_version += 1
+            for event in plan.audit:
+                self._append(event)
+            return self._book(), plan
 
     # --- life cycle --------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Three implementations pass one contract suite (``tests/contract``): SQLite (the
 embedded default), Azure Table Storage, and memory (for fast service tests).
 ``Ledger`` is every role together; a use case that needs less names the narrow
 port (``Mailboxes``, ``CaseReads``, ``Outbox``, ``AuditLog``, ``PolicyVersions``,
-``JobRecords``, ``OwnershipIndex``). The mailbox is the aggregate: every
+``ExemptionRecords``, ``JobRecords``, ``OwnershipIndex``). The mailbox is the aggregate: every
 change to a mailbox's ownership, cases, claims and event keys is one ``Change``
 written atomically against the mailbox version it was computed from
 (optimistic concurrency, as in *Architecture Patterns with Python*, ch. 7).
@@ -12,10 +12,11 @@ written atomically against the mailbox version it was computed from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
+from shared.domain.exemptions import Book, Plan
 from shared.domain.model import (
     Action,
     ActionStatus,
@@ -145,7 +146,25 @@ class PolicyVersions(Protocol):
     def save_policy(self, text: str, actor: str) -> PolicyVersion: ...
 
 
-class Ledger(Mailboxes, CaseReads, Outbox, AuditLog, PolicyVersions, Protocol):
+ExemptionPlanner = Callable[[Book], Plan]
+"""The set of exemptions as stored, to what one change writes (``shared.domain.exemptions``: plan_add, ...)."""
+
+
+class ExemptionRecords(Protocol):
+    """The exemptions, versioned like the policy: every change is one new version, with its audit entries."""
+
+    def exemptions(self) -> Book: ...
+
+    def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
+        """Apply ``planner`` to the set as stored and write its plan atomically: the exemptions it changes, the
+        set one version on, and the plan's audit entries (nothing when the plan is empty). A writer that got
+        there first makes the ledger read and plan again, so ``planner`` may run more than once; what it raises
+        (a duplicate, a removal already done) comes out unchanged and nothing is written. Returns the set as
+        written and the plan."""
+        ...
+
+
+class Ledger(Mailboxes, CaseReads, Outbox, AuditLog, PolicyVersions, ExemptionRecords, Protocol):
     """Durable record of ownership, cases, actions, processed events and audit: every role, and its life cycle."""
 
     def ping(self) -> None:

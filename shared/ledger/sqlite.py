@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shared.domain.exemptions import Book, Plan
 from shared.domain.jobs import Job, JobConflict, JobKind
 from shared.domain.model import (
     OPEN_STATES,
@@ -47,10 +48,10 @@ from shared.domain.model import (
 from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
-from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, LedgerError
+from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
 from shared.ledger.steps import OutboxSteps, StepRule
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: exemptions
 PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
 
 SCHEMA = """
@@ -97,6 +98,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, created);
 """
 
+# Schema 2 (appended): exemptions, each a document; the set's version is in ``meta`` (exemptions_version).
+SCHEMA += """
+CREATE TABLE IF NOT EXISTS exemptions (id TEXT PRIMARY KEY, created TEXT NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID;
+"""
+
 
 class SqliteLedger(OutboxSteps):
     """Ledger on one SQLite file; safe across threads (a connection each) and processes."""
@@ -112,6 +118,7 @@ class SqliteLedger(OutboxSteps):
         # Writers in this process queue here instead of in SQLite's busy handler, whose
         # growing sleeps put hundreds of milliseconds on the tail under concurrent requests.
         self._writer = threading.Lock()
+        self._exemptions: Book | None = None  # the set as last read, by its version
         self._migrate()
 
     @classmethod
@@ -496,6 +503,39 @@ class SqliteLedger(OutboxSteps):
             self._append(db, AuditEvent("policy.saved", f"policy:{version}", actor, {"version": version}))
             return saved
 
+    # --- exemptions ---------------------------------------------------------------------
+
+    def exemptions(self) -> Book:
+        """The set, read again only when its version moved (every competing claim asks for it)."""
+        with self._snapshot() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'exemptions_version'").fetchone()
+            version = int(row["value"]) if row else 0
+            cached = self._exemptions
+            if cached is not None and cached.version == version:
+                return cached
+            self._exemptions = _book(db)
+            return self._exemptions
+
+    def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
+        """Read the set, plan and write in one ``BEGIN IMMEDIATE`` transaction: writers in any process queue."""
+        with self._tx() as db:
+            plan = planner(_book(db))
+            if plan.empty:
+                return _book(db), plan
+            for exemption in plan.changed:
+                db.execute(
+                    "INSERT INTO exemptions (id, created, doc) VALUES (?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                    (exemption.id, codec.ts(exemption.created_at), json.dumps(codec.exemption_doc(exemption))),
+                )
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('exemptions_version', '1') "
+                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            for event in plan.audit:
+                self._append(db, event)
+            return _book(db), plan
+
     # --- life cycle -------------------------------------------------------------------
 
     def ping(self) -> None:
@@ -546,6 +586,12 @@ class SqliteLedger(OutboxSteps):
             (after, max(1, limit)),
         )
         return [codec.ownership_from(MailboxKey(r["key"]), json.loads(r["ownership"])) for r in rows]
+
+
+def _book(db: sqlite3.Connection) -> Book:
+    row = db.execute("SELECT value FROM meta WHERE key = 'exemptions_version'").fetchone()
+    docs = db.execute("SELECT doc FROM exemptions ORDER BY created, id").fetchall()
+    return Book(int(row["value"]) if row else 0, tuple(codec.exemption_from(json.loads(r["doc"])) for r in docs))
 
 
 def _event_from(row: sqlite3.Row) -> EventOutcome:

@@ -18,6 +18,7 @@ from shared import telemetry
 from shared.config.policy_file import load_policy
 from shared.domain import casework, notices
 from shared.domain.backoff import delay
+from shared.domain.exemptions import Exemption, covering, reads_users, utc_day
 from shared.domain.model import (
     Action,
     ActionKind,
@@ -39,6 +40,7 @@ from shared.domain.model import (
     Overview,
     Ownership,
     Page,
+    UnknownOrg,
     new_id,
     utcnow,
 )
@@ -215,26 +217,59 @@ class OrgGuard:
         raise LedgerBusy(f"{what} kept changing; try again")
 
     def _situation(self, claim: Claim, owner: Ownership | None, now: datetime, policy: Policy) -> Situation:
-        contested = owner is not None and owner.owner != claim.org
-        user, note = self._user(claim.key, policy) if contested else ({}, None)
-        return Situation(
-            key=claim.key,
-            claimant=claim.org,
-            owner=owner.owner if owner else None,
-            origin=claim.origin,
-            kind=claim.kind,
-            user=user,
-            now=now,
-            user_note=note,
+        return self.situation(
+            claim.key, claim.org, owner.owner if owner else None, claim.origin, claim.kind, now=now, policies=(policy,)
         )
 
-    def _user(self, key: MailboxKey, policy: Policy) -> tuple[Mapping[str, object], str | None]:
-        """The user's attributes when ``policy`` reads them (never otherwise: no Graph on that path), and why not.
+    def situation(
+        self,
+        key: MailboxKey,
+        claimant: str,
+        owner: str | None,
+        origin: Origin,
+        kind: ClaimKind,
+        *,
+        now: datetime,
+        policies: Sequence[Policy],
+        exemptions: Sequence[Exemption] | None = None,
+        owner_recorded: bool = True,
+    ) -> Situation:
+        """What a decision on this claim reads, for each of ``policies`` (a policy impact compares two): the orgs'
+        types, and for a competing claim the exemptions in force (``exemptions``, or the ledger's) and the user
+        when a policy or an exemption reads it."""
+        contested = owner is not None and owner != claimant
+        exempt = tuple(self.exemptions_in_force(now) if exemptions is None else exemptions) if contested else ()
+        user, note = self._user(key, *policies, also=reads_users(exempt, utc_day(now))) if contested else ({}, None)
+        return Situation(key, claimant, owner, origin, kind, user, now, note, owner_recorded,
+                         self.org_type(claimant), self.org_type(owner), exempt)  # fmt: skip
+
+    def exemption_covering(self, key: MailboxKey, claimant: str, owner: str | None) -> Exemption | None:
+        """The exemption in force that covers ``claimant`` taking ``key`` from ``owner`` (a sweep's repair)."""
+        now = self.clock()
+        found = self.exemptions_in_force(now)
+        user, _ = self._user(key, also=reads_users(found, utc_day(now))) if found else ({}, None)
+        return covering(found, key=key, claimant=claimant, owner=owner, user=user, today=utc_day(now))
+
+    def exemptions_in_force(self, now: datetime) -> list[Exemption]:
+        """The exemptions that apply today (one ledger read; a decision on an uncontested claim never makes it)."""
+        return self.ledger.exemptions().active(utc_day(now))
+
+    def org_type(self, name: str | None) -> str | None:
+        """A registered org's environment type (an org no longer registered has none)."""
+        try:
+            return self.orgs.get(name).type if name else None
+        except UnknownOrg:
+            return None
+
+    def _user(self, key: MailboxKey, *policies: Policy, also: bool = False) -> tuple[Mapping[str, object], str | None]:
+        """The user's attributes when a policy (or, ``also``, an exemption) reads them (never otherwise: no Graph on
+        that path), and why not.
 
         Graph failing, no user, or two users for the address: no attributes and a reason,
         which the decision's explanation repeats; the decision is made all the same.
         """
-        reads, groups = self._reads_user(policy)
+        needs = [self._reads_user(p) for p in policies]
+        reads, groups = any(r for r, _ in needs) or also, any(g for _, g in needs)
         if not reads:
             return {}, None
         try:
@@ -318,9 +353,10 @@ class OrgGuard:
             current = self.ledger.mailbox(key).ownership
             owner = current.owner if current else None
         policy = self.policy()
-        user, note = self._user(key, policy) if owner and owner != claimant else ({}, None)
         now = self.clock()
-        return policy, Situation(key, claimant, owner, origin, kind, user, now, note, owner_recorded=owner_recorded)
+        return policy, self.situation(
+            key, claimant, owner, origin, kind, now=now, policies=(policy,), owner_recorded=owner_recorded
+        )
 
     # --- cases ------------------------------------------------------------------------
 

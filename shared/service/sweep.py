@@ -41,6 +41,7 @@ from shared.dataverse.schema import (
     MAILBOXES,
 )
 from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts
+from shared.domain.compliance import SweepCompliance
 from shared.domain.findings import Finding, FindingKind, Row, claim_order
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
@@ -55,6 +56,7 @@ from shared.domain.model import (
 )
 from shared.domain.overrides import Move
 from shared.ledger.port import JobLedger
+from shared.service.compliance import take_snapshot
 from shared.service.orgguard import OrgGuard
 from shared.service.outbox import Executor
 from shared.service.rollout import carry_out
@@ -72,6 +74,7 @@ class Settlement:
     rule: str
     explanation: str
     cases: list[str] = field(default_factory=list)
+    exemption: str | None = None  # the exemption that made the decision audit
 
 
 @dataclass
@@ -94,6 +97,8 @@ class SweepResult:
     seconds: float = 0.0
     apply: bool = False
     started: float = field(default_factory=time.perf_counter)
+    compliance: SweepCompliance = field(default_factory=lambda: SweepCompliance(apply=False))
+    snapshot: dict[str, Any] | None = None  # ``compliance`` as written once the sweep is done (``compliance.py``)
 
     def doc(self, *, limit: int | None = None) -> dict[str, Any]:
         conflicts = self.conflicts if limit is None else self.conflicts[:limit]
@@ -119,6 +124,7 @@ class SweepResult:
             "applied": self.applied,
             "failed": self.failed,
             "seconds": round(self.seconds, 2),
+            "compliance": self.snapshot,
         }
 
 
@@ -182,12 +188,16 @@ def settle(
     """
     row = finding.row(primary) if primary else None
     if primary is not None and (primary_row or row):
+        exempt = service.exemption_covering(finding.key, primary, finding.owner)
+        if exempt is not None:  # an exemption leaves the mailbox as it is: the repair is only recorded here
+            why = f"{exempt.sentence()} exempts {exempt.what}: the sweep does not repair it in {primary}"
+            return Settlement(finding.owner, Effect.AUDIT.value, "designated-primary", why, exemption=exempt.id)
         target = primary_row or (row.mailbox_id if row else None)
         return _repair(service, finding, primary, target, sweep_id=sweep_id, apply=apply)
     settlement = _claims(service, finding, sweep_id=sweep_id, apply=apply)
     if primary is not None:
         settlement.explanation += f" (the designated primary {primary} has no active mailbox for it.)"
-    if FindingKind.ALERT in finding.kinds and settlement.winner:
+    if FindingKind.ALERT in finding.kinds and settlement.winner and not settlement.exemption:
         won = finding.row(settlement.winner)
         if won is not None and won.failing and not _promotes(service, settlement.cases, settlement.winner):
             extra = _repair(
@@ -268,6 +278,7 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
         if decision.effect is not Effect.ALLOW:
             decided.append(decision.explanation)
             settlement.effect, settlement.rule = decision.effect.value, decision.rule
+            settlement.exemption = decision.exemption or settlement.exemption
     settlement.winner = owner
     settlement.explanation = " ".join(decided) or settlement.explanation
     return settlement
@@ -305,6 +316,7 @@ def conflict_doc(finding: Finding, settlement: Settlement) -> dict[str, Any]:
         "rule": settlement.rule,
         "explanation": settlement.explanation,
         "cases": settlement.cases,
+        "exemption": settlement.exemption,
     }
 
 
@@ -331,7 +343,7 @@ class Sweep:
         orgs = [self.service.orgs.get(n) for n in names]
         if not orgs:
             raise DomainError("no org to sweep", field="org")
-        result = SweepResult(orgs=names, apply=self.apply)
+        result = SweepResult(orgs=names, apply=self.apply, compliance=SweepCompliance(apply=self.apply))
         scratch = ScratchIndex(names)
         case_ids: list[str] = []
         try:
@@ -379,6 +391,7 @@ class Sweep:
         )
         for kind in finding.kinds:
             result.counts[kind.value] = result.counts.get(kind.value, 0) + 1
+        result.compliance.add([*finding.orgs, finding.owner], settlement.rule, settlement.effect, settlement.exemption)
         doc = conflict_doc(finding, settlement)
         result.conflicts.append(doc)
         case_ids += settlement.cases
@@ -419,6 +432,9 @@ async def run_sweep(
             rollout = await carry_out(executor, ledger, pacer, case_ids, orgs=result.orgs)
             result.applied, result.failed = rollout.applied, rollout.failed
         result.requests, result.throttled = pacer.requests, pacer.throttled
+        result.snapshot = await asyncio.to_thread(
+            take_snapshot, service, result.compliance, result.rows_by_org, mailboxes=result.keys
+        )
         result.seconds = time.perf_counter() - result.started
         done = job.with_progress(phase="done", paces=pacer.summary())
         done = replace(done, result=result.doc(limit=keep)).moved_to(JobState.DONE)

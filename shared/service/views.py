@@ -7,9 +7,10 @@ how a ledger stores a case cannot change what the API answers.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+from shared.domain.exemptions import Exemption, Scope
 from shared.domain.jobs import Job
 from shared.domain.model import Action, Case, ClaimRecord, Decision, Notice, Overview
 from shared.service.orgguard import MailboxReport, Outcome
@@ -21,7 +22,8 @@ def when(value: datetime | None) -> str | None:
 
 
 def decision_view(d: Decision) -> dict[str, Any]:
-    return {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    doc = {"effect": d.effect.value, "rule": d.rule, "explanation": d.explanation, "dry_run": d.dry_run}
+    return doc | {"exemption": d.exemption}
 
 
 def notice_view(n: Notice) -> dict[str, Any]:
@@ -106,6 +108,8 @@ def outcome_view(outcome: Outcome) -> dict[str, Any]:
     }
     if d.dry_run:
         doc["dry_run"] = True
+    if d.exemption:
+        doc["exemption"] = d.exemption
     if outcome.duplicate:
         doc["duplicate"] = True
     return doc
@@ -140,4 +144,27 @@ def job_view(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": job.error,
         "version": job.version,
+    }
+
+
+def exemption_view(e: Exemption, today: date) -> dict[str, Any]:
+    """An exemption as the API shows it: what it exempts (under its scope's name, as it was asked for), why,
+    until when, its state today, and who added, removed or reported it."""
+    subject: object = list(e.subject) if e.scope is Scope.ORGS else e.subject[0]
+    return {
+        "id": e.id,
+        "scope": e.scope.value,
+        e.scope.value: subject,
+        "what": e.what,
+        "reason": e.reason,
+        "ticket": e.ticket,
+        "expires": e.expires.isoformat(),
+        "state": e.state(today).value,
+        "created_by": e.created_by,
+        "created_at": when(e.created_at),
+        "version": e.added_in,
+        "removed_by": e.removed_by,
+        "removed_at": when(e.removed_at),
+        "removed_reason": e.removed_reason,
+        "expired_at": when(e.expired_at),
     }

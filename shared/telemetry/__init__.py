@@ -73,6 +73,14 @@ BUS_SENT = _meter.create_counter(
 DEAD_LETTERED = _meter.create_counter(
     "orgguard.bus.dead_lettered", unit="{message}", description="Messages OrgGuard dead-lettered, by queue and reason"
 )
+COMPLIANCE = _meter.create_gauge(
+    "orgguard.compliance",
+    unit="{mailbox}",
+    description="Mailboxes per org at the last sweep, by status (compliant, conflict, exempt, held, failed)",
+)
+EXEMPTIONS = _meter.create_gauge(
+    "orgguard.exemptions", unit="{exemption}", description="Exemptions by status (active, expired)"
+)
 
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
@@ -114,6 +122,11 @@ def count(instrument: Any, amount: float = 1, **values: object) -> None:
         instrument.add(amount, labels)
     else:
         instrument.record(amount, labels)
+
+
+def gauge(instrument: Any, value: float, **values: object) -> None:
+    """Set a gauge to ``value``, with allowed attributes only."""
+    instrument.set(value, attributes(values))
 
 
 class Stopwatch:

@@ -74,6 +74,11 @@ EVERY_VARIABLE = {
         "azure_client_id",
         "0f3c9a52-0000-4000-8000-000000000001",
     ),
+    "ORGGUARD_DISCOVERY_URL": (
+        "https://globaldisco.crm9.dynamics.com/",
+        "discovery_url",
+        "https://globaldisco.crm9.dynamics.com",
+    ),
 }
 
 

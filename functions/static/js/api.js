@@ -27,17 +27,19 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body, signal } = {}) {
+/** ``body`` goes as JSON; ``yaml`` as it is (a policy). */
+export async function api(path, { method = "GET", body, yaml, signal } = {}) {
   // X-Requested-With asks App Service Authentication for a 401 rather than a login redirect.
   const headers = { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" };
   if (authMode === "token" && token()) headers.Authorization = `Bearer ${token()}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (yaml !== undefined) headers["Content-Type"] = "application/yaml";
   let res;
   try {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: yaml !== undefined ? yaml : body === undefined ? undefined : JSON.stringify(body),
       signal,
       credentials: "same-origin",
       // The API never redirects; the platform does when a session has ended (to a sign-in page elsewhere,

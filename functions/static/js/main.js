@@ -7,6 +7,9 @@ import { announce, describe } from "./status.js";
 import { caseView } from "./views/case.js";
 import { casesView } from "./views/cases.js";
 import { deadLettersView } from "./views/deadletters.js";
+import { complianceView } from "./views/compliance.js";
+import { environmentsView } from "./views/environments.js";
+import { exemptionsView } from "./views/exemptions.js";
 import { jobsView, jobView } from "./views/jobs.js";
 import { mailboxSearchView, mailboxView } from "./views/mailbox.js";
 import { overviewView } from "./views/overview.js";
@@ -19,6 +22,9 @@ const ROUTES = [
   [/^#\/mailboxes\/([^?]+)$/, "mailboxes", mailboxView],
   [/^#\/mailboxes(?:\?.*)?$/, "mailboxes", mailboxSearchView],
   [/^#\/policy$/, "policy", policyView],
+  [/^#\/exemptions(?:\?.*)?$/, "exemptions", exemptionsView],
+  [/^#\/compliance(?:\?.*)?$/, "compliance", complianceView],
+  [/^#\/environments$/, "environments", environmentsView],
   [/^#\/jobs$/, "jobs", jobsView],
   [/^#\/deadletters$/, "deadletters", deadLettersView],
   [/^#\/(sweeps|migrations)\/([^/?]+)$/, "jobs", jobView],

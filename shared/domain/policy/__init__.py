@@ -7,19 +7,18 @@ directory a decision may ask, ``warnings`` says what a valid policy will not do 
 Reading policy text (YAML or JSON) is ``shared.config.policy_file``'s.
 """
 
+from shared.domain.policy.effects import ENTRY_POINTS, RULE_EFFECTS, ByOrigin, RuleEffect
 from shared.domain.policy.engine import DEFAULT_RULE, UNCONTESTED, Situation, decide, designated_primary, explain
 from shared.domain.policy.notify import NOTIFY_KEYS, Notify
 from shared.domain.policy.parsing import PolicyError, parse_policy
 from shared.domain.policy.schema import (
     DEFAULT_EFFECTS,
-    RULE_EFFECTS,
     Approval,
     Designation,
     Mode,
     OnExpiry,
     Policy,
     Rule,
-    RuleEffect,
     When,
     default_policy,
 )
@@ -37,12 +36,14 @@ from shared.domain.policy.warnings import policy_warnings
 __all__ = [
     "DEFAULT_EFFECTS",
     "DEFAULT_RULE",
+    "ENTRY_POINTS",
     "GROUP_PREFIX",
     "NOTIFY_KEYS",
     "RULE_EFFECTS",
     "UNCONTESTED",
     "USER_PREFIX",
     "Approval",
+    "ByOrigin",
     "Designation",
     "Mode",
     "NoUserDirectory",

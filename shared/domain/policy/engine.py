@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from fnmatch import fnmatchcase
 
+from shared.domain.exemptions import Exemption, covering
 from shared.domain.model import ClaimKind, Decision, Effect, MailboxKey, Origin
+from shared.domain.policy.effects import label, where
 from shared.domain.policy.schema import Designation, Policy, Rule, When
 
 UNCONTESTED = "uncontested"
@@ -34,6 +36,9 @@ class Situation:
     user_note: str | None = None  # why the user's attributes are unknown (Graph unavailable, no such user, ...)
     # False when ``owner`` is not the ledger's but the org a dry-run sweep lets claim first
     owner_recorded: bool = True
+    claimant_type: str | None = None  # the orgs' environment types (production, sandbox, ...), when registered
+    owner_type: str | None = None
+    exemptions: tuple[Exemption, ...] = ()  # the exemptions in force; one covering the claim makes it audit
 
     @property
     def contested(self) -> bool:
@@ -86,7 +91,7 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
         )
     trace: list[str] = []
     for n, rule in enumerate(policy.rules, start=1):
-        head = f"rule {n} {rule.id} ({rule.effect})"
+        head = f"rule {n} {rule.id} ({label(rule.effect)})"
         failed = _failed(rule.when, s)
         if failed is not None:
             trace.append(f"{head}: no match, {failed.why}")
@@ -96,8 +101,8 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
             trace.append(f"{head}: no match, {applied}")
             continue
         decision, why = applied
-        decision = _noted(decision, s)
         trace.append(f"{head}: matches, {why} -> {decision.effect.value}")
+        decision = _noted(_exempted(decision, s, trace), s)
         trace.extend(
             f"rule {m} {later.id} ({later.effect}): not checked, an earlier rule matched"
             for m, later in enumerate(policy.rules[n:], start=n + 1)
@@ -106,7 +111,31 @@ def _evaluate(policy: Policy, s: Situation) -> _Outcome:
     trace.append(f"no rule matched: the {DEFAULT_RULE} effect {policy.default.value} applies")
     verb = _verb(policy.default, s, "it")
     sentence = f"{_contest(s)}; no rule matched and the {DEFAULT_RULE} rule {verb}{_dry(dry_run)}."
-    return _Outcome(_noted(Decision(policy.default, DEFAULT_RULE, sentence, dry_run), s), trace)
+    decision = _exempted(Decision(policy.default, DEFAULT_RULE, sentence, dry_run), s, trace)
+    return _Outcome(_noted(decision, s), trace)
+
+
+_WOULD = {
+    Effect.BLOCK: "block it",
+    Effect.OVERRIDE: "let it take over",
+    Effect.HOLD: "hold it for an approver",
+    Effect.WARN: "let it through with a warning",
+}
+
+
+def _exempted(decision: Decision, s: Situation, trace: list[str]) -> Decision:
+    """The decision, or ``audit`` naming the exemption that covers the claim when the rule would enforce."""
+    if decision.effect not in _WOULD or not s.exemptions:
+        return decision
+    found = covering(s.exemptions, key=s.key, claimant=s.claimant, owner=s.owner, user=s.user, today=_utc_date(s.now))
+    if found is None:
+        return decision
+    trace.append(f"{found.sentence()} covers {found.what}: audit instead of {decision.effect.value}")
+    sentence = (
+        f"{_contest(s)}; rule {decision.rule} would {_WOULD[decision.effect]}, but {found.sentence()} exempts "
+        f"{found.what}, so the claim is only recorded{_dry(decision.dry_run)}."
+    )
+    return Decision(Effect.AUDIT, decision.rule, sentence, decision.dry_run, exemption=found.id)
 
 
 def _noted(decision: Decision, s: Situation) -> Decision:
@@ -119,12 +148,13 @@ def _noted(decision: Decision, s: Situation) -> Decision:
 def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Decision, str] | str:
     """A matching rule's decision and why, or why prefer-primary falls through to the next rule."""
     why = "; ".join(c.why for c in _checks(rule.when, s)) or "it has no conditions"
-    if rule.effect != "prefer-primary":
-        effect = Effect(rule.effect)
+    named = rule.effect_for(s.origin)
+    if named != "prefer-primary":
+        effect = Effect(named)
         scope = _scope(rule.when)
         subject = f"claims {scope}" if scope else "every competing claim"
-        sentence = f"{_contest(s)}; rule {rule.id} {_verb(effect, s, subject)}{_dry(dry_run)}."
-        return Decision(effect, rule.id, sentence, dry_run), why
+        sentence = f"{_contest(s)}; rule {rule.id} {_verb(effect, s, subject)}{where(rule.effect, s.origin)}"
+        return Decision(effect, rule.id, f"{sentence}{_dry(dry_run)}.", dry_run), why
     found = _designation(policy, s)
     if found is None:
         return f"no primary designation matches {s.key}"
@@ -137,7 +167,7 @@ def _apply(policy: Policy, rule: Rule, s: Situation, dry_run: bool) -> tuple[Dec
         effect, verb = Effect.BLOCK, f"blocks it and the mailbox stays with {s.owner}"
     else:
         return f"{basis}, neither the claimant nor the owner"
-    sentence = f"{_contest(s)}; rule {rule.id} {verb}, as {basis}{_dry(dry_run)}."
+    sentence = f"{_contest(s)}; rule {rule.id} {verb}, as {basis}{where(rule.effect, s.origin)}{_dry(dry_run)}."
     return Decision(effect, rule.id, sentence, dry_run), f"{why}; {basis}"
 
 
@@ -161,6 +191,8 @@ def _verb(effect: Effect, s: Situation, subject: str) -> str:
         return f"holds {subject} for an approver"
     if effect is Effect.AUDIT:
         return f"only records {subject}, changing nothing"
+    if effect is Effect.WARN:
+        return f"lets {subject} through with a warning to the people concerned; the ledger keeps {s.owner} as owner"
     return f"decides {effect.value} for {subject}"
 
 
@@ -178,6 +210,10 @@ def _checks(when: When, s: Situation) -> Iterator[_Check]:
         yield _one_of("claimant", s.claimant, when.claimant)
     if when.owner is not None:
         yield _one_of("owner", s.owner, when.owner)
+    if when.claimant_type is not None:
+        yield _org_type("claimant", s.claimant, s.claimant_type, when.claimant_type)
+    if when.owner_type is not None:
+        yield _org_type("owner", s.owner, s.owner_type, when.owner_type)
     if when.origin is not None:
         yield _one_of("origin", str(s.origin), when.origin)
     if when.kind is not None:
@@ -200,6 +236,16 @@ def _one_of(name: str, actual: str | None, values: Sequence[str]) -> _Check:
     if len(values) == 1:
         return _Check(ok, f"{name} {actual or 'none'} {'is' if ok else 'is not'} {values[0]}")
     return _Check(ok, f"{name} {actual or 'none'} {'is one' if ok else 'is none'} of {_list(values)}")
+
+
+def _org_type(role: str, org: str | None, actual: str | None, types: Sequence[str]) -> _Check:
+    """An org's environment type; one with no type (none in the orgs file, none discovered) never matches."""
+    if org is None:
+        return _Check(False, f"{role}.type: there is no {role}")
+    if actual is None:
+        return _Check(False, f"{role}.type of {org} is not known (give it a type in the orgs file, or discover it)")
+    ok = actual in types
+    return _Check(ok, f"{role}.type {actual} ({org}) {'is one' if ok else 'is none'} of {_list(types)}")
 
 
 def _glob(name: str, actual: str, patterns: Sequence[str]) -> _Check:
@@ -269,16 +315,18 @@ def _terms(when: When) -> str:
 def _scope(when: When) -> str:
     """The conditions in words, for the explanation: "from contoso-dev, contoso-test"."""
     phrases: tuple[tuple[str, Sequence[str] | None], ...] = (
-        ("from", when.claimant),
-        ("against", when.owner),
-        ("arriving via", when.origin),
-        ("of kind", when.kind),
-        ("for", when.mailbox_address),
-        ("in", when.mailbox_domain),
-        *((f"where user.{name} is", values) for name, values in _user_values(when)),
-        ("where the user is in", when.user_member_of),
+        ("from {}", when.claimant),
+        ("against {}", when.owner),
+        ("from {} orgs", when.claimant_type),
+        ("against {} orgs", when.owner_type),
+        ("arriving via {}", when.origin),
+        ("of kind {}", when.kind),
+        ("for {}", when.mailbox_address),
+        ("in {}", when.mailbox_domain),
+        *((f"where user.{name} is {{}}", values) for name, values in _user_values(when)),
+        ("where the user is in {}", when.user_member_of),
     )
-    parts = [f"{words} {_list(values)}" for words, values in phrases if values is not None]
+    parts = [words.format(_list(values)) for words, values in phrases if values is not None]
     if when.during is not None:
         parts.append(f"between {when.during[0]} and {when.during[1]}")
     return " ".join(parts)

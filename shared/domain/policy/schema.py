@@ -19,7 +19,8 @@ from pydantic import (
     model_serializer,
 )
 
-from shared.domain.model import Effect
+from shared.domain.model import Effect, Origin
+from shared.domain.policy.effects import RULE_EFFECTS, ByOrigin, RuleEffect, effect_for, effect_spec
 from shared.domain.policy.notify import Notify
 from shared.domain.policy.values import (
     AddressPatterns,
@@ -27,6 +28,7 @@ from shared.domain.policy.values import (
     Duration,
     Kinds,
     Orgs,
+    OrgTypes,
     Origins,
     Recipients,
     Says,
@@ -37,12 +39,10 @@ from shared.domain.policy.values import (
 )
 
 Mode = Literal["enforce", "dry-run"]
-RuleEffect = Literal["block", "override", "hold", "audit", "prefer-primary"]
 OnExpiry = Literal["block", "override"]
-DefaultEffect = Literal[Effect.BLOCK, Effect.OVERRIDE, Effect.HOLD, Effect.AUDIT]
+DefaultEffect = Literal[Effect.BLOCK, Effect.OVERRIDE, Effect.HOLD, Effect.AUDIT, Effect.WARN]
 
-RULE_EFFECTS: tuple[str, ...] = ("block", "override", "hold", "audit", "prefer-primary")
-DEFAULT_EFFECTS: tuple[str, ...] = ("block", "override", "hold", "audit")
+DEFAULT_EFFECTS: tuple[str, ...] = ("block", "override", "hold", "audit", "warn")
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 
 
@@ -54,6 +54,8 @@ class When(Section):
 
     claimant: Orgs = None
     owner: Orgs = None
+    claimant_type: OrgTypes = Field(default=None, alias="claimant.type")
+    owner_type: OrgTypes = Field(default=None, alias="owner.type")
     origin: Origins = None
     kind: Kinds = None
     mailbox_address: AddressPatterns = Field(default=None, alias="mailbox.address")
@@ -104,9 +106,17 @@ class Rule(Section):
         Says("letters, digits, '.', '_', ':' or '-' (at most 100)"),
     ]
     when: When = When()
-    effect: Annotated[RuleEffect, Field(description=f"one of {', '.join(RULE_EFFECTS)}")]
+    effect: Annotated[
+        RuleEffect | ByOrigin,
+        BeforeValidator(effect_spec),
+        Field(description=f"one of {', '.join(RULE_EFFECTS)}, or one per entry point ({{gate: block, after: audit}})"),
+    ]
     dry_run: Annotated[bool, Field(strict=True)] = False
     description: Annotated[str | None, Field(strict=True)] = None
+
+    def effect_for(self, origin: Origin) -> str:
+        """The rule's effect on a claim heard through ``origin`` (``effects.py``)."""
+        return effect_for(self.effect, origin)
 
 
 class Approval(Section):

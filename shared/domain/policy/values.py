@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 import idna
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
+from shared.domain.environments import OrgType
 from shared.domain.model import ClaimKind, DomainError, MailboxKey, Origin, hidden_character
 
 KNOWN_ORGS = "known_orgs"  # the validation context's registered org names (absent: not checked)
@@ -144,6 +145,7 @@ def _among(allowed: type[StrEnum]) -> Callable[[object], list[object]]:
 
 Origins = Annotated[tuple[Annotated[Origin, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(Origin))]
 Kinds = Annotated[tuple[Annotated[ClaimKind, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(ClaimKind))]
+OrgTypes = Annotated[tuple[Annotated[OrgType, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(OrgType))]
 
 
 # --- mailbox patterns ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.domain.policy.effects import label
 from shared.domain.policy.notify import NOTIFY_KEYS
 from shared.domain.policy.schema import Policy
 from shared.domain.policy.users import user_conditions
@@ -22,6 +23,14 @@ def policy_warnings(policy: Policy, *, directory: bool, mail: bool) -> list[str]
         f"notify.{name} is not a notify setting this OrgGuard knows ({', '.join(NOTIFY_KEYS)}); it is ignored"
         for name in n.model_extra or {}
     ]
+    warns = [f"rules[{i}]" for i, r in enumerate(policy.rules) if "warn" in label(r.effect)]
+    if policy.default.value == "warn":
+        warns.append("default")
+    if warns and not mail:
+        out.append(
+            f"{warns[0]}{' (and more)' if len(warns) > 1 else ''} warns, but no mail can be sent "
+            "(ORGGUARD_GRAPH_URL and ORGGUARD_MAIL_FROM): a warned claim is only recorded"
+        )
     tells = n.stopped_admin or (n.approvers and policy.approval.approvers) or n.owners or n.operations
     if "notify" in policy.model_fields_set and tells and not mail:
         out.append(

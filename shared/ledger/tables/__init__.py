@@ -53,7 +53,8 @@ NextAt: the executor's outbox.
 ``audit`` -- PartitionKey ``chain``: RowKey ``head`` (Seq, Hash), entries
 ``e<seq:016>``, and ``origin|<id>`` markers that make each append idempotent.
 
-``policies`` -- PartitionKey ``policy``, RowKey ``inv(version)``.
+``policies`` -- PartitionKey ``policy``, RowKey ``inv(version)``; PartitionKey ``exemptions``: RowKey
+``head`` (the set's version) and ``x|<esc(id)>`` per exemption (``exemptions.py``).
 
 Concurrency without a lock. Every write to a mailbox's partition is one
 transaction whose first operation updates the root with ``If-Match`` (or
@@ -115,6 +116,7 @@ Where each part lives:
 ``storage.py``     ``TableStore``: the tables, queries, storage errors, life cycle
 ``audit.py``       the audit chain
 ``policies.py``    policy versions (and auditing a saved one)
+``exemptions.py``  the exemptions, versioned: one transaction per change, audited right after
 ``journal.py``     journals rolled forward, recovery markers, ``recover``
 ``partition.py``   the mailbox-partition transaction (snapshot, seal, transact)
 ``mailbox.py``     the aggregate: ``mailbox``, ``event``, ``commit``

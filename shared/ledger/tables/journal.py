@@ -15,6 +15,7 @@ from shared.domain.model import Action, ActionStatus, Case, utcnow
 from shared.ledger import codec
 from shared.ledger.port import LedgerError
 from shared.ledger.tables.entities import Entity, etag, get_text, if_match, opt
+from shared.ledger.tables.exemptions import EXEMPTIONS_MARKER, ExemptionRows
 from shared.ledger.tables.keys import MARKERS, POLICY_MARKER, QUEUE, clock, escape, journal_rk, literal, prefix_range
 from shared.ledger.tables.policies import PolicyRows
 from shared.ledger.tables.storage import WRITE_TRIES, brief, pause
@@ -44,7 +45,7 @@ def case_entry(case: Case, sort: str, existing: Mapping[str, Any] | None) -> dic
             "claimant": case.claimant, "old_state": old_state, "old_owner": old_owner}  # fmt: skip
 
 
-class Journals(PolicyRows):
+class Journals(PolicyRows, ExemptionRows):
     def _roll_forward(self, journal: Journal) -> bool:
         """Write what a committed journal derives; idempotent and safe in any order. True when done."""
         address, seq = str(journal["address"]), int(journal["seq"])
@@ -152,6 +153,8 @@ class Journals(PolicyRows):
             for _, marker in zip(range(max(1, limit)), found, strict=False):
                 if marker["RowKey"] == POLICY_MARKER:
                     self._audit_newest_policy()
+                elif marker["RowKey"] == EXEMPTIONS_MARKER:
+                    self._recover_exemptions()
                 elif not self._recover_mailbox(str(marker["RowKey"]), cutoff):
                     continue
                 try:

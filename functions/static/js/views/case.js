@@ -55,6 +55,9 @@ function render(ctx, c, { keepFocus = false } = {}) {
         ["Decision", `${decision.effect}${decision.dry_run ? " (dry run: recorded, not carried out)" : ""}`],
         ["Rule", decision.rule],
         ["Explanation", decision.explanation],
+        decision.exemption
+          ? ["Exemption", h("a", { href: "#/exemptions" }, `exemption ${decision.exemption.slice(0, 8)}`)]
+          : null,
         ["Created", when(c.created_at)],
         c.state === "held" ? ["Expires", when(c.expires_at, { withRelative: true })] : null,
         ["Case id", h("code", {}, c.id)],

@@ -4,6 +4,7 @@ import { api } from "../api.js";
 import { facts, field, fill, h, heading, select, table } from "../elements.js";
 import { current } from "../session.js";
 import { announce, describe } from "../status.js";
+import { effectText, policyEditor } from "./policy_editor.js";
 
 const KINDS = [
   ["test_enable", "Test & Enable"],
@@ -11,7 +12,8 @@ const KINDS = [
   ["act_method", "ACT method set to server-side sync"],
 ];
 
-export async function policyView({ main, signal }) {
+export async function policyView(ctx) {
+  const { main, signal } = ctx;
   const doc = await api("/api/policy", { signal });
   const policy = doc.policy || {};
   const rules = policy.rules || [];
@@ -34,7 +36,7 @@ export async function policyView({ main, signal }) {
         "Rules, first match wins",
         [
           { label: "Rule", cell: (r) => r.id },
-          { label: "Effect", cell: (r) => `${r.effect}${r.dry_run ? " (dry run)" : ""}` },
+          { label: "Effect", cell: (r) => `${effectText(r.effect)}${r.dry_run ? " (dry run)" : ""}` },
           { label: "When", cell: (r) => (r.when && Object.keys(r.when).length ? JSON.stringify(r.when) : "always") },
           { label: "Why", cell: (r) => r.description || "–" },
         ],
@@ -48,6 +50,7 @@ export async function policyView({ main, signal }) {
         h("pre", { class: "policy", tabindex: "0" }, doc.text || ""),
       ),
     ),
+    policyEditor(ctx, doc),
   );
 }
 
