@@ -52,7 +52,9 @@ class Container:
         """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
         from shared.service.outbox import Executor
 
-        return Executor(self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool))
+        return Executor(
+            self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool), paces=pool.pace
+        )
 
     def delivery(self, pool: ClientPool) -> Delivery | None:
         """The notify path of the outbox (Graph sendMail), or None without ORGGUARD_GRAPH_URL and ORGGUARD_MAIL_FROM."""
