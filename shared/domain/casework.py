@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.domain.model import (
+    ACT_ONLY,
     RESOLVED_STATES,
     Action,
     ActionKind,
@@ -24,6 +25,7 @@ from shared.domain.model import (
     Decision,
     Effect,
     EventOutcome,
+    Fence,
     InvalidTransition,
     MailboxView,
     Notice,
@@ -41,31 +43,50 @@ class Planned:
     case: Case | None
 
 
-def new_action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
-    """A pending write to one org; a missing row id is looked up by address when it runs."""
+def new_action(
+    case_id: str,
+    org: str,
+    mailbox_id: str | None,
+    kind: ActionKind,
+    now: datetime,
+    *,
+    fence: tuple[Fence, ...] = ACT_ONLY,
+) -> Action:
+    """A pending write to one org; a missing row id is looked up by address when it runs.
+
+    ``fence`` is the policy's when it is decided: what a demote sets to None (and a promote turns back on)."""
     return Action(
-        id=new_id(), case_id=case_id, org=org, mailbox_id=mailbox_id or None, kind=kind, created_at=now, updated_at=now
+        id=new_id(),
+        case_id=case_id,
+        org=org,
+        mailbox_id=mailbox_id or None,
+        kind=kind,
+        created_at=now,
+        updated_at=now,
+        fence=fence if kind is not ActionKind.NOTIFY else ACT_ONLY,
     )
 
 
-def actions_for(case: Case, effect: Effect, now: datetime) -> tuple[Action, ...]:
+def actions_for(
+    case: Case, effect: Effect, now: datetime, *, fence: tuple[Fence, ...] = ACT_ONLY
+) -> tuple[Action, ...]:
     """The writes that carry out ``effect`` for ``case``.
 
-    block: the claimant is demoted (ACT None, check box off); after the fact the
-    owner is promoted again (check box + Test & Enable) so Exchange points back
-    to it. override: the old owner is demoted and the claimant promoted, which
-    makes Exchange follow under every Test & Enable semantics.
+    block: the claimant is demoted (ACT None, check box off; email None too when
+    ``fence`` says so); after the fact the owner is promoted again (check box + Test &
+    Enable) so Exchange points back to it. override: the old owner is demoted and the
+    claimant promoted, which makes Exchange follow under every Test & Enable semantics.
     """
     if effect is Effect.BLOCK:
-        acts = [new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now)]
+        acts = [new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now, fence=fence)]
         if case.origin.after_the_fact and case.owner:
-            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now, fence=fence))
         return tuple(acts)
     if effect is Effect.OVERRIDE:
         acts = []
         if case.owner and case.owner != case.claimant:
-            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now))
-        acts.append(new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now, fence=fence))
+        acts.append(new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now, fence=fence))
         return tuple(acts)
     return ()
 
@@ -77,9 +98,15 @@ def _state_for(decision: Decision) -> CaseState:
 
 
 def plan_claim(
-    claim: Claim, view: MailboxView, decision: Decision, *, now: datetime, expires_after: timedelta
+    claim: Claim,
+    view: MailboxView,
+    decision: Decision,
+    *,
+    now: datetime,
+    expires_after: timedelta,
+    fence: tuple[Fence, ...] = ACT_ONLY,
 ) -> Planned:
-    """Everything recording ``decision`` on ``claim`` writes, against ``view``."""
+    """Everything recording ``decision`` on ``claim`` writes, against ``view`` (a demote fences ``fence``)."""
     owner = view.ownership
     contested = owner is not None and owner.owner != claim.org
     case = None
@@ -88,7 +115,7 @@ def plan_claim(
         ownership = _uncontested_ownership(claim, owner, now)
     else:
         assert owner is not None
-        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after)
+        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after, fence=fence)
         if decision.effect is Effect.OVERRIDE and not decision.dry_run:
             ownership = Ownership(
                 claim.key, claim.org, now, f"rule:{decision.rule}", owner.version + 1, claim.mailbox_id or None
@@ -121,7 +148,15 @@ def _uncontested_ownership(claim: Claim, owner: Ownership | None, now: datetime)
     return None
 
 
-def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datetime, expires_after: timedelta) -> Case:
+def _open_case(
+    claim: Claim,
+    owner: Ownership,
+    decision: Decision,
+    *,
+    now: datetime,
+    expires_after: timedelta,
+    fence: tuple[Fence, ...],
+) -> Case:
     state = _state_for(decision)
     case = Case(
         id=new_id(),
@@ -140,7 +175,7 @@ def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datet
     )
     case = case.moved_to(state, actor="policy", note=decision.explanation, at=now)
     if decision.acts:
-        case = replace(case, actions=actions_for(case, decision.effect, now))
+        case = replace(case, actions=actions_for(case, decision.effect, now, fence=fence))
     return case
 
 
@@ -154,6 +189,7 @@ def plan_resolution(
     reason: str,
     rule: str,
     now: datetime,
+    fence: tuple[Fence, ...] = ACT_ONLY,
 ) -> Change:
     """A held case resolved: approved (override), denied (block) or expired (either)."""
     if case.state is not CaseState.HELD:
@@ -169,7 +205,7 @@ def plan_resolution(
     if current_owner == case.claimant and effect is Effect.OVERRIDE:
         actions: tuple[Action, ...] = ()
     else:
-        actions = actions_for(resolved, effect, now)
+        actions = actions_for(resolved, effect, now, fence=fence)
     resolved = replace(resolved, actions=actions)
     ownership = None
     if effect is Effect.OVERRIDE:

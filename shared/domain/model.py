@@ -130,6 +130,21 @@ class ActionKind(StrEnum):
     NOTIFY = "notify"
 
 
+class Fence(StrEnum):
+    """What a demote sets to None in the org that loses a mailbox (the policy's ``fence``).
+
+    ``act``: appointments, contacts and tasks (always: it is what keeps the org from claiming the
+    mailbox); ``email``: incoming and outgoing email too, for tenants that want one org alone to
+    process a mailbox at all (the org that wins the mailbox gets email on server-side sync back).
+    """
+
+    ACT = "act"
+    EMAIL = "email"
+
+
+ACT_ONLY: tuple[Fence, ...] = (Fence.ACT,)
+
+
 class ActionStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
@@ -351,6 +366,7 @@ class Action:
     updated_at: datetime = field(default_factory=utcnow)
     next_attempt_at: datetime | None = None  # backoff: not before this time
     notice: Notice | None = None  # notify actions only
+    fence: tuple[Fence, ...] = ACT_ONLY  # demote and promote: what they fence (or unfence), as decided
 
     @property
     def writes(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
+    ACT_ONLY,
     Action,
     ActionKind,
     ActionStatus,
@@ -25,6 +26,7 @@ from shared.domain.model import (
     ClaimKind,
     Decision,
     Effect,
+    Fence,
     HistoryEntry,
     MailboxKey,
     Notice,
@@ -81,6 +83,7 @@ def action_doc(a: Action) -> dict[str, Any]:
         "updated_at": ts(a.updated_at),
         "next_attempt_at": ts(a.next_attempt_at),
         "notice": notice_doc(a.notice) if a.notice else None,
+        "fence": [f.value for f in a.fence],
     }
 
 
@@ -98,6 +101,7 @@ def action_from(doc: dict[str, Any]) -> Action:
         updated_at=must_ts(doc["updated_at"]),
         next_attempt_at=parse_ts(doc.get("next_attempt_at")),
         notice=notice_from(doc["notice"]) if doc.get("notice") else None,
+        fence=tuple(Fence(f) for f in doc.get("fence") or ()) or ACT_ONLY,  # stored before fences: ACT only
     )
 
 

@@ -185,7 +185,9 @@ class OrgGuard:
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now, policy))
-            planned = casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+            planned = casework.plan_claim(
+                claim, view, decision, now=now, expires_after=policy.approval.expires_after, fence=policy.fence
+            )
             if not self.mail or planned.case is None:
                 return planned
             told = notices.on_claim(planned.case, decision, policy, user_id=claim.user_id, now=now)
@@ -403,8 +405,9 @@ class OrgGuard:
             case = self.case(case_id)
             now = self.clock()
             change = casework.plan_resolution(
-                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now
-            )
+                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now,
+                fence=self.policy().fence,
+            )  # fmt: skip
             change = self._resolution_notices(change, case, effect, now)
             try:
                 self.ledger.commit(change)
@@ -520,7 +523,7 @@ class OrgGuard:
             self.orgs.get(org)
         planned = self._commit(
             move.event_key,
-            lambda: plan_move(self.ledger.mailbox(move.key), move, now=self.clock()),
+            lambda: plan_move(self.ledger.mailbox(move.key), move, now=self.clock(), fence=self.policy().fence),
             f"the mailbox {move.key.redacted}",
         )
         if isinstance(planned, Outcome):

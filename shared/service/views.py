@@ -42,6 +42,7 @@ def action_view(a: Action) -> dict[str, Any]:
         "updated_at": when(a.updated_at),
         "next_attempt_at": when(a.next_attempt_at),
         "notice": notice_view(a.notice) if a.notice else None,
+        "fence": [f.value for f in a.fence] if a.writes else None,  # what a demote sets to None (the policy's fence)
     }
 
 

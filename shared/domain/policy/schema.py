@@ -19,12 +19,13 @@ from pydantic import (
     model_serializer,
 )
 
-from shared.domain.model import Effect
+from shared.domain.model import ACT_ONLY, Effect
 from shared.domain.policy.notify import Notify
 from shared.domain.policy.values import (
     AddressPatterns,
     DomainPatterns,
     Duration,
+    Fences,
     Kinds,
     Orgs,
     Origins,
@@ -133,7 +134,7 @@ class Policy(Section):
 
     model_config = ConfigDict(extra="ignore")
     shape = "the policy must be a mapping with version, mode, default and rules"
-    null_is_absent = ("primary", "rules", "approval", "notify")
+    null_is_absent = ("primary", "rules", "approval", "notify", "fence")
 
     version: Annotated[
         int,
@@ -146,6 +147,9 @@ class Policy(Section):
     rules: list[Rule] = []
     approval: Approval = Approval()
     notify: Notify = Notify()
+    fence: Annotated[
+        Fences, Field(description="what a demote sets to None in the losing org: act, or act and email")
+    ] = ACT_ONLY
 
 
 def default_policy() -> Policy:
