@@ -2,7 +2,8 @@
 
 In Azure the timer trigger carries out the outbox; locally a task in the
 server's event loop does, every half second, and once a minute expires held
-cases, reminds approvers and sends the operations digest when due.
+cases, reminds approvers, sends the operations digest when due and checks
+OrgGuard's registration in the orgs when that is due.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
     pool = c.client_pool()
     executor = c.executor(pool)
     since_expiry = expire_every
+    checking: asyncio.Task[None] | None = None
     try:
         while True:
             try:
@@ -33,6 +35,8 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
                     await asyncio.to_thread(c.service.expire_held)
                     await asyncio.to_thread(c.service.remind_held)
                     await c.run_digest(pool)
+                    if checking is None or checking.done():  # an org that does not answer holds up nothing else
+                        checking = asyncio.create_task(c.refresh_registration())
                     since_expiry = 0.0
                 report = await executor.run_once()
                 if report.applied or report.failed:
@@ -46,6 +50,9 @@ async def work_loop(c: Container, *, interval: float = 0.5, expire_every: float 
             await asyncio.sleep(interval)
             since_expiry += interval
     finally:
+        if checking is not None:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
         await executor.aclose()
         await pool.aclose()
 

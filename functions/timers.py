@@ -16,7 +16,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 def run_housekeeping() -> int:
     """Expire held cases past their time, remind approvers of the ones near it, report the ones still waiting
-    (an alert reads it), then carry out every due action."""
+    (an alert reads it), carry out every due action, and check OrgGuard's registration when it is due."""
     from shared.service.signals import report_held
 
     c = bootstrap.container()
@@ -28,6 +28,7 @@ def run_housekeeping() -> int:
         log.info("reminded the approvers of %d held case(s)", len(reminded))
     report_held(c.service)
     asyncio.run(c.run_actions())
+    asyncio.run(c.refresh_registration())  # OrgGuard's steps in each org, checked again every few minutes
     return len(expired)
 
 

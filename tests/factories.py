@@ -54,11 +54,13 @@ approval:
 """
 
 
-def registry(base_url: str = "http://127.0.0.1:7072") -> OrgRegistry:
+def registry(base_url: str = "http://127.0.0.1:7072", *, keys: dict[str, str] | None = None) -> OrgRegistry:
+    """The three sandbox orgs at ``base_url``; ``keys`` replaces some of their webhook keys."""
+    key = {**KEYS, **(keys or {})}
     return parse_orgs(
         {
             "orgs": [
-                {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": KEYS[n]} for n, i in ORG_IDS.items()
+                {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": key[n]} for n, i in ORG_IDS.items()
             ]
         },
         env={},

@@ -60,6 +60,7 @@ from shared.domain.policy import (
     user_conditions,
 )
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
+from shared.service.registrations import Registrations
 
 log = logging.getLogger("orgguard.service")
 
@@ -126,6 +127,7 @@ class OrgGuard:
     users: UserDirectory = field(default_factory=NoUserDirectory)
     clock: Callable[[], datetime] = utcnow
     mail: bool = False  # notices can be sent (Graph and a sender mailbox): decisions add notify actions
+    registrations: Registrations = field(default_factory=Registrations)  # OrgGuard's steps in each org, as last checked
     _policy: tuple[int, Policy] | None = None
     _needs: tuple[Policy, bool, bool] | None = None  # (policy, reads the user, reads groups)
 

@@ -7,7 +7,11 @@ Situations the sweep finds (DESIGN.md "Sweep"; the article's S2):
   the mailbox) says it is "configured with another organization";
 * ``owner_not_syncing``: the ledger's owner has no active server-side-sync row for the
   mailbox while another org does;
-* ``unknown_owner``: the ledger's owner is not a registered org any more.
+* ``unknown_owner``: the ledger's owner is not a registered org any more;
+
+and, per org, whether OrgGuard's own endpoints, steps and images are there, enabled and as
+registered (``registration``): a step someone disabled or deleted is a finding too, repaired
+with ``orgguard register``.
 
 How memory stays flat: rows are read a page at a time (``$select`` of three
 columns, 5,000 rows a page, every org in parallel) and each page goes straight
@@ -37,10 +41,12 @@ from typing import Any
 
 from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient
+from shared.dataverse.registration import check_orgs
 from shared.dataverse.schema import (
     MAILBOXES,
 )
 from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts
+from shared.domain.drift import OrgRegistration
 from shared.domain.findings import Finding, FindingKind, Row, claim_order
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
@@ -89,6 +95,7 @@ class SweepResult:
     cases: int = 0
     applied: int = 0
     failed: int = 0
+    registration: list[OrgRegistration] = field(default_factory=list)  # OrgGuard's own steps in each org
     requests: int = 0
     throttled: int = 0
     seconds: float = 0.0
@@ -115,6 +122,8 @@ class SweepResult:
             "requests": self.requests,
             "throttled": self.throttled,
             "apply": self.apply,
+            "registration": [r.doc() for r in self.registration],
+            "registration_drift": sum(1 for r in self.registration if not r.ok),
             "cases": self.cases,
             "applied": self.applied,
             "failed": self.failed,
@@ -324,6 +333,7 @@ class Sweep:
     apply: bool = False
     progress: Progress | None = None
     on_finding: Callable[[dict[str, Any]], None] | None = None
+    webhook_base: str | None = None  # OrgGuard's URL, to compare the endpoints' with (None: their path only)
 
     async def find(self) -> tuple[SweepResult, list[str]]:
         """Read every org, find, and settle; the case ids recorded (with ``apply``)."""
@@ -335,7 +345,14 @@ class Sweep:
         scratch = ScratchIndex(names)
         case_ids: list[str] = []
         try:
-            await asyncio.gather(*(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs))
+            checked = check_orgs(
+                self.service.orgs, names, self.webhook_base, client_for=self.client_for, now=self.service.clock()
+            )
+            reads = asyncio.gather(
+                *(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs)
+            )
+            result.registration, _ = await asyncio.gather(checked, reads)
+            self.service.registrations.record(result.registration)
             await asyncio.to_thread(copy_owners, self.ledger, scratch)
             scratch.index()
             result.mailboxes = sum(result.rows_by_org.values())
@@ -399,6 +416,7 @@ async def run_sweep(
     progress: Progress | None = None,
     on_finding: Callable[[dict[str, Any]], None] | None = None,
     keep: int = JOB_CONFLICTS,
+    webhook_base: str | None = None,
 ) -> tuple[Job, SweepResult]:
     """Find, settle, and with ``job.apply`` carry out; the job record follows along."""
     try:
@@ -411,6 +429,7 @@ async def run_sweep(
             apply=job.apply,
             progress=progress,
             on_finding=on_finding,
+            webhook_base=webhook_base,
         )
         result, case_ids = await sweep.find()
         job = await asyncio.to_thread(ledger.save_job, job.with_progress(phase="found", cases=len(case_ids)))
