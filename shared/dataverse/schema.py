@@ -34,6 +34,8 @@ STATE = "statecode"
 REGARDING = "regardingobjectid"  # the user or queue the mailbox belongs to
 REGARDING_VALUE = "_regardingobjectid_value"  # the same lookup's id as the Web API returns it
 MODIFIED_ON = "modifiedon"
+MODIFIED_BY = "_modifiedby_value"  # the user who last changed the row
+MODIFIED_ON_BEHALF_OF = "_modifiedonbehalfby_value"  # the user an impersonating caller acted for
 
 
 class ActMethod(IntEnum):

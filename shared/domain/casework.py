@@ -30,6 +30,7 @@ from shared.domain.model import (
     MailboxView,
     Notice,
     Ownership,
+    Unheard,
     new_id,
 )
 
@@ -105,8 +106,12 @@ def plan_claim(
     now: datetime,
     expires_after: timedelta,
     fence: tuple[Fence, ...] = ACT_ONLY,
+    unheard: Unheard | None = None,
 ) -> Planned:
-    """Everything recording ``decision`` on ``claim`` writes, against ``view`` (a demote fences ``fence``)."""
+    """Everything recording ``decision`` on ``claim`` writes, against ``view`` (a demote fences ``fence``).
+
+    ``unheard``: the claim's save skipped the gate; its case and audit entry say how it was found and who saved.
+    """
     owner = view.ownership
     contested = owner is not None and owner.owner != claim.org
     case = None
@@ -115,7 +120,7 @@ def plan_claim(
         ownership = _uncontested_ownership(claim, owner, now)
     else:
         assert owner is not None
-        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after, fence=fence)
+        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after, fence=fence, unheard=unheard)
         if decision.effect is Effect.OVERRIDE and not decision.dry_run:
             ownership = Ownership(
                 claim.key, claim.org, now, f"rule:{decision.rule}", owner.version + 1, claim.mailbox_id or None
@@ -131,6 +136,7 @@ def plan_claim(
         "kind": claim.kind.value,
         "case": case.id if case else None,
         "dry_run": decision.dry_run,
+        **(unheard.facts() if unheard else {}),
     }
     if ownership is not None and (owner is None or owner.owner != ownership.owner):
         # One entry per decision: the ownership change it made travels with it.
@@ -156,6 +162,7 @@ def _open_case(
     now: datetime,
     expires_after: timedelta,
     fence: tuple[Fence, ...],
+    unheard: Unheard | None,
 ) -> Case:
     state = _state_for(decision)
     case = Case(
@@ -172,8 +179,10 @@ def _open_case(
         created_at=now,
         updated_at=now,
         expires_at=now + expires_after if state is CaseState.HELD else None,
+        unheard=unheard,
     )
-    case = case.moved_to(state, actor="policy", note=decision.explanation, at=now)
+    note = f"{decision.explanation} {unheard.sentence()}" if unheard else decision.explanation
+    case = case.moved_to(state, actor="policy", note=note, at=now)
     if decision.acts:
         case = replace(case, actions=actions_for(case, decision.effect, now, fence=fence))
     return case

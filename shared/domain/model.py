@@ -295,6 +295,11 @@ class Claim:
     source_ids: dict[str, str] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=utcnow)
     user_id: str | None = None
+    # The row's stamps where the source states them (an asynchronous context's Target, the sweep's read):
+    # who saved (``modifiedby``), for whom (``modifiedonbehalfby``), and when (``modifiedon``).
+    modified_by: str | None = None
+    modified_on_behalf_of: str | None = None
+    modified_on: datetime | None = None
 
     @property
     def event_key(self) -> str:
@@ -374,6 +379,64 @@ class Action:
         return self.kind is not ActionKind.NOTIFY
 
 
+class Found(StrEnum):
+    """Why OrgGuard's gate never decided a save that claims a mailbox."""
+
+    BYPASS = "bypass"  # the gate step is there and enabled (as last checked), yet it never heard the save
+    GATE_DISABLED = "gate_disabled"  # the gate step is disabled, deleted or not as registered (as last checked)
+    GATE_DEGRADED = "gate_degraded"  # OrgGuard's gate answered the save without deciding (gate.on_error: allow)
+    UNHEARD = "unheard"  # the gate never heard it; its state in the org is not known (no recent check)
+
+
+@dataclass(frozen=True)
+class Unheard:
+    """A claim whose save the gate never decided, as its case and audit entry record it."""
+
+    found: Found
+    by: Origin  # the way in that found it: an asynchronous channel, or the sweep
+    saved_by: str | None = None  # the systemuser who saved (or, from the sweep, who last changed the row)
+    on_behalf_of: str | None = None  # modifiedonbehalfby: the user an impersonating caller acted for
+    saved_at: datetime | None = None
+
+    def facts(self) -> dict[str, object]:
+        return {
+            "found": self.found.value,
+            "by": self.by.value,
+            "saved_by": self.saved_by,
+            "on_behalf_of": self.on_behalf_of,
+            "saved_at": self.saved_at.isoformat() if self.saved_at else None,
+        }
+
+    @classmethod
+    def from_facts(cls, doc: dict[str, object]) -> Unheard:
+        at = doc.get("saved_at")
+        return cls(
+            Found(str(doc["found"])),
+            Origin(str(doc["by"])),
+            _text(doc.get("saved_by")),
+            _text(doc.get("on_behalf_of")),
+            datetime.fromisoformat(at) if isinstance(at, str) and at else None,
+        )
+
+    def sentence(self) -> str:
+        """One sentence for people (the case's history, the page)."""
+        who = f" by user {self.saved_by}" if self.saved_by else ""
+        if self.on_behalf_of:
+            who += f" on behalf of user {self.on_behalf_of}"
+        why = {
+            Found.BYPASS: "the gate step is registered and enabled, so the caller most likely bypassed custom logic",
+            Found.GATE_DISABLED: "OrgGuard's gate step in that org is disabled, deleted or changed",
+            Found.GATE_DEGRADED: "OrgGuard's gate answered without deciding (gate.on_error: allow)",
+            Found.UNHEARD: "whether the gate step is in place there is not known (no recent registration check)",
+        }[self.found]
+        how = "the sweep" if self.by is Origin.SWEEP else f"the asynchronous event ({self.by.value})"
+        return f"The save{who} never reached OrgGuard's gate ({why}); {how} found it."
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     at: datetime
@@ -401,6 +464,7 @@ class Case:
     expires_at: datetime | None = None
     actions: tuple[Action, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    unheard: Unheard | None = None  # a save that skipped the gate: how it was found, and who saved it
 
     def moved_to(self, state: CaseState, *, actor: str, note: str, at: datetime | None = None) -> Case:
         """The case in a new state, with the change in its history."""

@@ -33,6 +33,7 @@ from shared.domain.model import (
     NoticeKind,
     Origin,
     Ownership,
+    Unheard,
 )
 
 GENESIS = "0" * 64
@@ -130,6 +131,7 @@ def case_doc(c: Case) -> dict[str, Any]:
         "updated_at": ts(c.updated_at),
         "expires_at": ts(c.expires_at),
         "history": [{"at": ts(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
+        "unheard": c.unheard.facts() if c.unheard else None,
     }
 
 
@@ -152,6 +154,7 @@ def case_from(doc: dict[str, Any], actions: tuple[Action, ...] = ()) -> Case:
         history=tuple(
             HistoryEntry(must_ts(h["at"]), CaseState(h["state"]), h["actor"], h["note"]) for h in doc.get("history", [])
         ),
+        unheard=Unheard.from_facts(doc["unheard"]) if doc.get("unheard") else None,
     )
 
 

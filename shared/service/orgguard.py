@@ -39,6 +39,7 @@ from shared.domain.model import (
     Overview,
     Ownership,
     Page,
+    Unheard,
     new_id,
     utcnow,
 )
@@ -61,6 +62,7 @@ from shared.domain.policy import (
 )
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.service.registrations import Registrations
+from shared.service.unheard import UndecidedSaves, reconcile
 
 log = logging.getLogger("orgguard.service")
 
@@ -128,6 +130,7 @@ class OrgGuard:
     clock: Callable[[], datetime] = utcnow
     mail: bool = False  # notices can be sent (Graph and a sender mailbox): decisions add notify actions
     registrations: Registrations = field(default_factory=Registrations)  # OrgGuard's steps in each org, as last checked
+    undecided: UndecidedSaves = field(default_factory=UndecidedSaves)  # saves the gate let through undecided
     _policy: tuple[int, Policy] | None = None
     _needs: tuple[Policy, bool, bool] | None = None  # (policy, reads the user, reads groups)
 
@@ -182,14 +185,16 @@ class OrgGuard:
                 Decision(Effect.ALLOW, "own-write", "OrgGuard's own write carrying out a case"), None, recorded=False
             )
         policy = self.policy()
+        unheard = self.unheard(claim)
 
         def plan() -> casework.Planned:
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now, policy))
             planned = casework.plan_claim(
-                claim, view, decision, now=now, expires_after=policy.approval.expires_after, fence=policy.fence
-            )
+                claim, view, decision, now=now, expires_after=policy.approval.expires_after, fence=policy.fence,
+                unheard=unheard,
+            )  # fmt: skip
             if not self.mail or planned.case is None:
                 return planned
             told = notices.on_claim(planned.case, decision, policy, user_id=claim.user_id, now=now)
@@ -200,6 +205,12 @@ class OrgGuard:
             return planned
         self._log_decision(claim, planned)
         return Outcome(planned.decision, planned.case.id if planned.case else None, event=claim.event_key)
+
+    def unheard(self, claim: Claim) -> Unheard | None:
+        """How ``claim``'s save skipped the gate (a bypass, a disabled step, an undecided answer), if it did."""
+        return reconcile(
+            claim, self.ledger, registrations=self.registrations, undecided=self.undecided, now=self.clock()
+        )
 
     def _commit(self, event_key: str, plan: Callable[[], casework.Planned], what: str) -> casework.Planned | Outcome:
         """Plan against a fresh view and commit it; on a conflict, plan again; a seen event answers as before."""

@@ -45,9 +45,9 @@ from shared.dataverse.registration import check_orgs
 from shared.dataverse.schema import (
     MAILBOXES,
 )
-from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts
+from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts, stamps
 from shared.domain.drift import OrgRegistration
-from shared.domain.findings import Finding, FindingKind, Row, claim_order
+from shared.domain.findings import Finding, FindingKind, Row, claim_order, needs_stamp
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     ActionKind,
@@ -78,6 +78,7 @@ class Settlement:
     rule: str
     explanation: str
     cases: list[str] = field(default_factory=list)
+    unheard: dict[str, dict[str, object]] = field(default_factory=dict)  # per org: a save that skipped the gate
 
 
 @dataclass
@@ -262,8 +263,11 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
     settlement = Settlement(owner, Effect.ALLOW.value, "uncontested", "no competing claim")
     decided: list[str] = []
     for row in order:
+        claim = _claim(service, finding.key, row, sweep_id)
+        if (unheard := service.unheard(claim)) is not None:
+            settlement.unheard[row.org] = unheard.facts()  # a save there skipped the gate
         if apply:
-            outcome = service.handle_claim(_claim(service, finding.key, row, sweep_id))
+            outcome = service.handle_claim(claim)
             decision = outcome.decision
             if outcome.case_id:
                 settlement.cases.append(outcome.case_id)
@@ -284,6 +288,7 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
 
 def _claim(service: OrgGuard, key: MailboxKey, row: Row, sweep_id: str) -> Claim:
     org = service.orgs.get(row.org)
+    stamp = row.stamp
     return Claim(
         key=key,
         org=row.org,
@@ -291,6 +296,9 @@ def _claim(service: OrgGuard, key: MailboxKey, row: Row, sweep_id: str) -> Claim
         kind=ClaimKind.SWEEP,
         origin=Origin.SWEEP,
         source_ids={"org": org.id, "operation": f"sweep-{sweep_id}"},
+        modified_by=stamp.modified_by if stamp else None,
+        modified_on_behalf_of=stamp.on_behalf_of if stamp else None,
+        modified_on=stamp.modified_on if stamp else None,
     )
 
 
@@ -314,6 +322,7 @@ def conflict_doc(finding: Finding, settlement: Settlement) -> dict[str, Any]:
         "rule": settlement.rule,
         "explanation": settlement.explanation,
         "cases": settlement.cases,
+        "unheard": settlement.unheard,
     }
 
 
@@ -376,11 +385,33 @@ class Sweep:
         return result, list(dict.fromkeys(case_ids))
 
     async def _with_users(self, findings: Iterator[Finding], chunk: int = 500) -> AsyncIterator[Finding]:
-        """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``)."""
+        """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``),
+        and who last changed each row that syncs against the ledger's owner (a save may have skipped the gate)."""
         while batch := list(itertools.islice(findings, chunk)):
             await asyncio.to_thread(self.service.know_users, [f.key for f in batch])
-            for finding in batch:
+            for finding in await self._stamped(batch):
                 yield finding
+
+    async def _stamped(self, batch: list[Finding]) -> list[Finding]:
+        """``batch`` with the stamps of the rows that need one (``needs_stamp``), read per org at once."""
+        wanted: dict[str, list[str]] = {}
+        for finding in batch:
+            for row in finding.rows:
+                if needs_stamp(finding, row) and row.org in self.service.orgs.names:
+                    wanted.setdefault(row.org, []).append(row.mailbox_id)
+        if not wanted:
+            return batch
+        orgs = list(wanted)
+        read = await asyncio.gather(*(stamps(self.client_for(self.service.orgs.get(o)), wanted[o]) for o in orgs))
+        found = {
+            (org, mailbox_id): stamp
+            for org, by_id in zip(orgs, read, strict=True)
+            for mailbox_id, stamp in by_id.items()
+        }
+        return [
+            replace(f, rows=tuple(replace(r, stamp=found.get((r.org, r.mailbox_id.lower()))) for r in f.rows))
+            for f in batch
+        ]
 
     async def _settle(
         self, finding: Finding, primary: str | None, row: str | None, result: SweepResult, case_ids: list[str]

@@ -64,6 +64,8 @@ def case_view(c: Case) -> dict[str, Any]:
         "expires_at": when(c.expires_at),
         "history": [{"at": when(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
         "actions": [action_view(a) for a in c.actions],
+        # a save that skipped the gate: how it was found (found: bypass, gate_disabled, ...; by), who saved, when
+        "unheard": c.unheard.facts() if c.unheard else None,
     }
 
 
