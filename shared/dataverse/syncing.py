@@ -20,13 +20,14 @@ from shared.dataverse.schema import (
     MODIFIED_BY,
     MODIFIED_ON,
     MODIFIED_ON_BEHALF_OF,
+    TEST_ENABLE,
     ActMethod,
 )
 from shared.domain.findings import Stamp
 from shared.domain.model import InvalidAddress, MailboxKey
 
 SYNCING = f"{ACTIVE} and {ACT_METHOD} eq {ActMethod.SERVER_SIDE_SYNC:d}"
-COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS)
+COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS, TEST_ENABLE)  # a pending Test & Enable: its status is not known yet
 ALERT_MARK = "configured with another"
 ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
 ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request

@@ -37,6 +37,16 @@ class Row:
     # the gate); a row failing with the alert was last changed by synchronization, not by a save
 
 
+def failing(act_failed: bool, test_pending: bool) -> bool:
+    """Whether a row counts as failing: its ACT status says Failure and no Test & Enable is pending on it.
+
+    Test & Enable completes after the save that schedules it (FACTS.md, "Checked again"): until it
+    runs, the status is the previous test's, so a row just repaired (check box + Test & Enable) is
+    not failing again, and a second sweep does not repair it twice.
+    """
+    return act_failed and not test_pending
+
+
 def needs_stamp(finding: Finding, row: Row) -> bool:
     """Whether the sweep reads who last changed ``row``: it syncs (fine) against another owner the ledger knows."""
     return finding.owner is not None and row.org != finding.owner and not row.alert
