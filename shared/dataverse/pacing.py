@@ -9,8 +9,8 @@ and its outbox executor keep under both instead of bouncing off them:
 * every answer's ``x-ms-ratelimit-burst-remaining-xrm-requests`` (requests left) and
   ``x-ms-ratelimit-time-remaining-xrm-requests`` (milliseconds of execution time left),
   when the service sends them, tell the org's pace what is left of the window; the time
-  header, compared answer to answer, also teaches what one operation costs, so the next
-  ``$batch`` is sized to what is left (``allowance``) and does not run into 429s half way;
+  header, compared before and after a ``$batch``, also teaches what one operation costs, so
+  the next ``$batch`` is sized to what is left (``allowance``) and does not run into 429s half way;
 * a 429 pauses *every* request to that org until ``Retry-After`` has passed, as given
   (continued requests would only extend the penalty), so parallel work does not keep knocking;
 * a 429 also teaches the pace when the window ends, so once a budget is spent the next
@@ -134,7 +134,9 @@ class OrgPace:
         left_ms = _seconds(headers.get(TIME_REMAINING))
         if left_ms is not None:
             left = left_ms / 1000.0
-            if status < 400 and self._told_time_s is not None and left < self._told_time_s:
+            # a $batch's time per operation is what sizes the next $batch; a single request's time is
+            # mostly its own overhead (a page of 5,000 rows is one operation), so only batches teach it
+            if status < 400 and operations > 1 and self._told_time_s is not None and left < self._told_time_s:
                 spent = (self._told_time_s - left) / max(1, operations)
                 self.op_cost_s = spent if self.op_cost_s is None else max(self.op_cost_s, spent)
             self.time_left_s = self._told_time_s = left

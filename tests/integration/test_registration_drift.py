@@ -102,6 +102,10 @@ def test_a_disabled_gate_step_and_a_deleted_events_step_are_found_and_register_r
         ("events", f"sdkmessageprocessingstep:{EVENTS_STEP}", "missing"),
     }
     assert jp["repair"] == f"orgguard register --org contoso-jp --url {ORGGUARD}"
+    told = runner.invoke(app, ["register", "--check", "--org", "contoso-jp", "--url", ORGGUARD])
+    assert told.exit_code == 1 and "Traceback" not in told.output
+    assert f"gate: sdkmessageprocessingstep:{GATE_STEP} disabled" in told.stderr
+    assert f"repair: orgguard register --org contoso-jp --url {ORGGUARD}" in told.stderr
     assert runner.invoke(app, ["register", "--org", "contoso-jp", "--url", ORGGUARD]).exit_code == 0
     assert check("contoso-jp")[0] == 0  # register put it right
 

@@ -54,7 +54,9 @@ def test_the_execution_time_left_sizes_the_next_batch_once_an_operation_s_cost_i
     p, _ = pace()
     p.observe(200, {TIME_REMAINING: "60000.00"})  # 60 s of execution time left
     assert p.allowance(1000) == 10  # what an operation costs is not known yet: start with about ten
-    p.observe(200, {TIME_REMAINING: "55000.00"}, operations=100)  # 100 operations took 5 s: 50 ms each
+    p.observe(200, {TIME_REMAINING: "59000.00"})  # one request (a page read, say) took 1 s: its own overhead
+    assert p.op_cost_s is None and p.allowance(1000) == 10
+    p.observe(200, {TIME_REMAINING: "55000.00"}, operations=80)  # a $batch of 80 took 4 s: 50 ms each
     assert p.op_cost_s == pytest.approx(0.05)
     assert p.allowance(1000) == 1000 and p.allowance(2000, cap=2000) == 1100  # 55 s hold 1,100 at 50 ms
     asyncio.run(p.admit(1000))  # the answer is not in yet: spend the estimate
