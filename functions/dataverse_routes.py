@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -11,7 +13,7 @@ from fastapi.responses import JSONResponse
 from functions.deadlines import decide_by
 from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
-from shared import telemetry
+from shared import bootstrap, telemetry
 from shared.bootstrap import NotConfigured
 from shared.domain.model import Origin
 from shared.ledger.deadline import Deadline
@@ -31,10 +33,14 @@ def _size_exceeded(request: Request) -> bool:
     return request.headers.get(SIZE_EXCEEDED, "").strip().lower() in ("true", "1", "yes")
 
 
-async def _receive(request: Request, origin: Origin) -> Outcome:
-    """Decide the posted claim by the webhook deadline (``DeadlineExceeded`` when it could not be)."""
+async def _receive(request: Request, origin: Origin, read: list[bytes] | None = None) -> Outcome:
+    """Decide the posted claim by the webhook deadline (``DeadlineExceeded`` when it could not be).
+
+    ``read`` receives the body once it is read (the gate remembers a save it let through undecided)."""
     deadline = Deadline(webhook_settings().gate_deadline_s)
     body = await limited_body(request)
+    if read is not None:
+        read.append(body)
     key, size_exceeded = request.headers.get(KEY_HEADER), _size_exceeded(request)
     return await decide_by(
         deadline,
@@ -42,15 +48,25 @@ async def _receive(request: Request, origin: Origin) -> Outcome:
     )
 
 
+def _remember_undecided(body: bytes, key: str | None) -> None:
+    """The gate let this save through without deciding: the event that follows will say so (``gate_degraded``)."""
+    built = bootstrap.built()
+    if built is not None:
+        asyncio.get_running_loop().run_in_executor(None, partial(built.intake.note_undecided, body, key=key))
+
+
 @router.post("/gate", responses={409: {"description": "the claim is stopped (block or hold)"}})
 async def gate(request: Request) -> JSONResponse:
     """Dataverse's synchronous pre-operation webhook: 200 lets the save happen, 409 cancels it."""
     watch = telemetry.Stopwatch()
+    read: list[bytes] = []
     try:
-        outcome = await _receive(request, Origin.GATE)
+        outcome = await _receive(request, Origin.GATE, read)
     except (LedgerError, NotConfigured) as exc:  # the ledger, a read-back, the deadline, the set-up: on_error
         on_error = webhook_settings().gate_on_error
         telemetry.count(telemetry.GATE_DEGRADED, effect=on_error)
+        if on_error == "allow" and read:
+            _remember_undecided(read[0], request.headers.get(KEY_HEADER))
         answer = _undecided(on_error, exc)
         telemetry.count(telemetry.GATE_TIME, watch.ms, effect=on_error, degraded=True, answer=answer.status_code)
         return answer

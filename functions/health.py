@@ -53,6 +53,7 @@ def _checks() -> dict[str, dict[str, Any]]:
     except Exception as exc:
         checks["ledger"] = {"ok": False, "error": type(exc).__name__, "reason": str(exc)}
     checks["orgs"] = {"ok": len(c.orgs) > 0, "count": len(c.orgs)}
+    checks["registration"] = c.registration_health()  # the last check, kept with its time: no org is read here
     return checks
 
 

@@ -5,8 +5,9 @@ housekeeping timer, once a minute, is the safety net. Locally the same: with a q
 (``ORGGUARD_BUS``, which `orgguard serve` sets to ``.orgguard/bus.db``) consumers in the server's
 event loop take OrgGuard's work queue (two, so a slow org does not hold up another mailbox) and
 Dataverse's queue, and once a minute a round carries out whatever is due in the outbox, expires
-held cases, reminds approvers and sends the operations digest when due. Without a queue that
-outbox round runs every half second, as it always has.
+held cases, reminds approvers, sends the operations digest when due and checks OrgGuard's
+registration in the orgs when that is due. Without a queue that outbox round runs every half
+second, as it always has.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ async def work_loop(
     since_expiry = expire_every
     since_outbox = interval
     outbox_every = SAFETY_NET_S if c.work is not None else interval
+    checking: asyncio.Task[None] | None = None
     try:
         while True:
             try:
@@ -61,6 +63,8 @@ async def work_loop(
                     await asyncio.to_thread(c.service.remind_held)
                     await asyncio.to_thread(Exemptions(c.service).report_expired)
                     await c.run_digest(pool)
+                    if checking is None or checking.done():  # an org that does not answer holds up nothing else
+                        checking = asyncio.create_task(c.refresh_registration())
                     since_expiry = 0.0
                 if since_outbox >= outbox_every:
                     since_outbox = 0.0
@@ -78,6 +82,9 @@ async def work_loop(
             since_expiry += interval
             since_outbox += interval
     finally:
+        if checking is not None:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
         if own:
             await executor.aclose()
             await pool.aclose()

@@ -16,7 +16,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 def run_housekeeping() -> int:
     """Expire held cases past their time, remind approvers of the ones near it, report the ones still waiting
-    (an alert reads it) and the exemptions that ended, then carry out every due action."""
+    (an alert reads it) and the exemptions that ended, carry out every due action, and check OrgGuard's
+    registration when it is due."""
     from shared.service.exemptions import Exemptions
     from shared.service.signals import report_held
 
@@ -30,6 +31,7 @@ def run_housekeeping() -> int:
     report_held(c.service)
     Exemptions(c.service).report_expired()
     asyncio.run(c.run_actions())
+    asyncio.run(c.refresh_registration())  # OrgGuard's steps in each org, checked again every few minutes
     return len(expired)
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from shared.dataverse.pacing import Pacer
     from shared.dataverse.port import EnvironmentDirectory, RetryPolicy
     from shared.dataverse.registration import RegistrationResult
+    from shared.domain.drift import OrgRegistration
     from shared.domain.environments import Discovered
     from shared.graph.client import Graph
     from shared.service.deadletters import DeadLetters
@@ -107,7 +108,9 @@ class Container:
         """The outbox worker, writing through ``pool`` (one per event loop), mailing when mail is set up."""
         from shared.service.outbox import Executor
 
-        return Executor(self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool))
+        return Executor(
+            self.ledger, self.orgs, pool, clock=self.service.clock, mail=self.delivery(pool), paces=pool.pace
+        )
 
     def delivery(self, pool: ClientPool) -> Delivery | None:
         """The notify path of the outbox (Graph sendMail), or None without ORGGUARD_GRAPH_URL and ORGGUARD_MAIL_FROM."""
@@ -147,7 +150,7 @@ class Container:
         from shared.ledger.port import job_ledger
         from shared.service.jobs import Jobs
 
-        return Jobs(self.service, job_ledger(self.ledger), self.pacer)
+        return Jobs(self.service, job_ledger(self.ledger), self.pacer, webhook_base=self.settings.public_url)
 
     async def register(
         self, names: Sequence[str], base_url: str, *, orgs: OrgRegistry | None = None
@@ -171,6 +174,40 @@ class Container:
             return await discover(directory, self.orgs)
         finally:
             await directory.aclose()
+
+    async def check_registration(
+        self, names: Sequence[str] | None = None, base_url: str | None = None
+    ) -> list[OrgRegistration]:
+        """OrgGuard's endpoints, steps and images in each org compared with what ``register`` writes (read-only).
+
+        ``base_url`` defaults to ``ORGGUARD_PUBLIC_URL`` (unset: endpoints are compared by path). The result is
+        kept, with its time, for health, the sweep and reconciling saves the gate never heard.
+        """
+        from shared.dataverse.registration import check_orgs
+        from shared.service.registrations import CHECK_RETRY
+
+        pool = self.client_pool(CHECK_RETRY)
+        try:
+            found = await check_orgs(
+                self.orgs,
+                list(names or self.orgs.names),
+                base_url or self.settings.public_url,
+                client_for=pool,
+                now=self.service.clock(),
+            )
+        finally:
+            await pool.aclose()
+        self.service.registrations.record(found)
+        return found
+
+    async def refresh_registration(self) -> None:
+        """Check again when the last check is older than ``Registrations.every`` (the housekeeping timer)."""
+        if self.service.registrations.due(self.orgs.names, self.service.clock()):
+            await self.check_registration()
+
+    def registration_health(self) -> dict[str, object]:
+        """The last check for health, at once (the housekeeping timer, the local host's loop and sweeps check)."""
+        return self.service.registrations.view(self.orgs.names, self.service.clock())
 
     async def org_rows(self, key: MailboxKey) -> list[OrgRow]:
         """Each registered org's row for ``key``, read now (the page's mailbox view); unreachable orgs say so."""

@@ -66,17 +66,17 @@ approval:
 """
 
 
-def orgs_doc(base_url: str) -> dict[str, Any]:
-    """The sandbox's three orgs at ``base_url`` with the test keys, as an orgs file holds them."""
+def orgs_doc(base_url: str, *, keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """The sandbox's three orgs at ``base_url`` with the test keys, as an orgs file holds them; ``keys`` replaces
+    some of their webhook keys."""
+    key = {**KEYS, **(keys or {})}
     return {
-        "orgs": [
-            {"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": KEYS[n]} for n, i in ORG_IDS.items()
-        ]
+        "orgs": [{"name": n, "id": i, "url": f"{base_url}/orgs/{n}", "webhook_key": key[n]} for n, i in ORG_IDS.items()]
     }
 
 
-def registry(base_url: str = "http://127.0.0.1:7072") -> OrgRegistry:
-    return parse_orgs(orgs_doc(base_url), env={})
+def registry(base_url: str = "http://127.0.0.1:7072", *, keys: dict[str, str] | None = None) -> OrgRegistry:
+    return parse_orgs(orgs_doc(base_url, keys=keys), env={})
 
 
 def orgs_file(directory: Path, base_url: str) -> Path:

@@ -56,17 +56,36 @@ def _options(
 def register(
     org: Annotated[list[str], typer.Option("--org", help="Org name from the orgs file (repeat for several).")],
     url: Annotated[str, typer.Option(help="OrgGuard's public base URL, e.g. https://orgguard.azurewebsites.net")],
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Only compare what is registered with what register writes; exit 1 on drift."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or update (idempotently) OrgGuard's service endpoints, steps and images in each org."""
+    """Create or update (idempotently) OrgGuard's service endpoints, steps and images in each org.
+
+    With --check nothing is written: each org's endpoints, steps and images are compared with what
+    register would write (present, enabled, as registered), and the command exits 1 if any differ.
+    """
     import asyncio
 
     from shared.cli.api_client import check_url
     from shared.dataverse.port import DataverseError
+    from shared.dataverse.registration import webhook_port_refused
 
     with reported():
         url = check_url(url)
     container = _container()
+    for name in org:
+        try:
+            refused = webhook_port_refused(url, container.orgs.get(name))
+        except DomainError as exc:
+            raise fail(str(exc)) from None
+        if refused:
+            raise fail(refused, 2)
+    if check:
+        _check_registration(container, org, url.rstrip("/"), as_json=as_json)
+        return
     try:
         results = asyncio.run(container.register(org, url.rstrip("/")))
     except (DomainError, DataverseError) as exc:
@@ -78,6 +97,30 @@ def register(
         return
     for r in results:
         out.print(f"{r.org}: {len(r.created)} created, {len(r.updated)} updated, {len(r.unchanged)} unchanged")
+
+
+def _check_registration(container: Any, names: list[str], url: str, *, as_json: bool) -> None:
+    """``register --check``: what differs in each org, and exit 1 when anything does (or an org cannot be read)."""
+    import asyncio
+
+    try:
+        found = asyncio.run(container.check_registration(names, url))
+    except DomainError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json([{**r.doc(), "repair": None if r.ok else r.repair(url)} for r in found])
+    else:
+        for r in found:
+            if r.ok:
+                out.print(f"{r.org}: as registered (gate and events present and enabled)")
+                continue
+            err.print(f"{r.org}: {r.error or 'not as registered'}", markup=False)
+            for d in r.drift:
+                err.print(f"  {d.part.value}: {d.record} {d.kind.value}: {d.detail}", markup=False)
+            if not r.error:
+                err.print(f"  repair: {r.repair(url)}", markup=False)
+    if not all(r.ok for r in found):
+        raise typer.Exit(1)
 
 
 # --- policy ----------------------------------------------------------------------------

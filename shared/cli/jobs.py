@@ -150,6 +150,14 @@ def _print_sweep(sweep_id: str, result: Doc, csv_file: Path | None) -> None:
         kinds.add_row(kind.value, f"{result['counts'].get(kind.value, 0):,}")
     kinds.add_row(Text("unowned, one org only (no conflict)", style="dim"), f"{result.get('unowned', 0):,}")
     out.print(kinds)
+    for org in result.get("registration", []):
+        if not org.get("ok"):
+            said = org.get("error") or "; ".join(f"{d['record']} {d['kind']}" for d in org.get("drift", []))
+            out.print(
+                f"  OrgGuard's registration in {org['org']} is not as registered: {said} "
+                f"(repair: orgguard register --org {org['org']} --url <OrgGuard's URL>)",
+                highlight=False,
+            )
     conflicts = result.get("conflicts", [])
     for conflict in conflicts[:20]:
         out.print(

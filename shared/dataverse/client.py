@@ -7,7 +7,8 @@ the opposite on each point, and a handful of Web API calls: WhoAmI, paged
 queries, PATCH with ETags, create, delete and ``$batch``.
 
 Service protection is part of the contract, not an accident: 429 is retried after
-``Retry-After``, 5xx and transport errors with exponential backoff and jitter, and
+``Retry-After`` as given (never sooner; a longer wait than the caller's ``max_delay`` is
+handed back as ``Throttled`` rather than cut short), 5xx and transport errors with exponential backoff and jitter, and
 a request that may have reached Dataverse is retried only when repeating it is
 harmless (GET, PATCH, PUT, DELETE; never a POST that creates, never a ``$batch``
 that writes, never a PATCH sent ``at_most_once``).
@@ -264,7 +265,6 @@ class DataverseClient:
         for attempt in range(1, policy.attempts + 1):
             last = attempt == policy.attempts
             request_headers = await self._headers(headers)
-            self.requests_sent += 1
             with telemetry.span(
                 f"dataverse {method}", service="dataverse", org=self.org, operation=entity_set, attempt=attempt,
                 **{"http.request.method": method},
@@ -273,7 +273,9 @@ class DataverseClient:
                     response = await self._http.request(
                         method, url, headers=request_headers, content=content, timeout=policy.timeout
                     )
+                    self.requests_sent += 1
                 except httpx.TransportError as exc:
+                    self.requests_sent += 1
                     telemetry.note(span, **{"error.type": type(exc).__name__})
                     telemetry.count(telemetry.OUTSIDE_CALLS, service="dataverse", org=self.org, status="transport")
                     log.warning(
@@ -295,9 +297,12 @@ class DataverseClient:
                 attempt,
             )
             if status == 429:
-                wait = _retry_after(response)
-                wait = policy.backoff(attempt) if wait is None else min(wait, policy.max_delay)
-                if last:
+                # Retry-After as given: a request sent earlier only extends the penalty (FACTS.md, "Checked
+                # again"). A wait longer than this caller waits in place goes back to it (the executor defers
+                # the action until then) instead of being cut short.
+                given = _retry_after(response)
+                wait = policy.backoff(attempt) if given is None else given
+                if last or wait > policy.max_delay:
                     raise error_from(status, response.content, reason=response.reason_phrase, retry_after=wait)
                 telemetry.count(telemetry.THROTTLE_WAIT, wait, service="dataverse", org=self.org)
                 await self._sleep(wait)

@@ -8,10 +8,12 @@ decides once which identity (``client_id``) OrgGuard uses in the orgs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
 from shared.dataverse.client import DataverseClient
+from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import RetryPolicy
 from shared.dataverse.tokens import token_provider_for
 from shared.domain.model import Org
@@ -38,25 +40,18 @@ class Connector:
         return connect(org, client_id=self.client_id, retry=retry, http=http)
 
 
-class ClientPool:
-    """One client per org, for the life of one event loop (a ``port.ClientFor``)."""
+class ClientPool(Pacer):
+    """One client per org, for the life of one event loop (a ``port.ClientFor``), paced like a job's.
+
+    Its clients read each org's service-protection headers as a job's do (``pacing``), so the
+    executor sizes its ``$batch``es to what is left and leaves an org alone while it is over
+    its budget; a request never waits for an org longer than the retry policy's ``max_delay``
+    (it is refused with ``Throttled`` instead, nothing sent).
+    """
 
     def __init__(self, retry: RetryPolicy | None = None, *, client_id: str | None) -> None:
-        self._clients: dict[str, DataverseClient] = {}
-        self._retry = retry
-        self._client_id = client_id
+        retry = retry or RetryPolicy()
+        super().__init__(Connector(client_id), retry=retry, patience_s=retry.max_delay)
 
     def __call__(self, org: Org) -> DataverseClient:
-        client = self._clients.get(org.name)
-        if client is None:
-            client = self._clients[org.name] = connect(org, client_id=self._client_id, retry=self._retry)
-        return client
-
-    @property
-    def requests_sent(self) -> int:
-        return sum(c.requests_sent for c in self._clients.values())
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        return cast(DataverseClient, super().__call__(org))  # built by ``Connector``: a ``DataverseClient``

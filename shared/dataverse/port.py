@@ -89,7 +89,7 @@ def _odata_error(content: bytes) -> tuple[str | None, str | None]:
 class RetryPolicy:
     attempts: int = 5  # total tries per request, the first included
     base_delay: float = 0.5
-    max_delay: float = 30.0  # also caps Retry-After
+    max_delay: float = 30.0  # also the longest Retry-After waited in place (longer: Throttled)
     timeout: float = 30.0  # per try
     jitter: bool = True
 

@@ -14,18 +14,28 @@ makes the next run PATCH the endpoint with the new ``authvalue``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
-from shared.dataverse.client import DataverseClient
-from shared.dataverse.port import DataverseError, odata_string
+from shared.config.urls import is_loopback
+from shared.dataverse.port import DataverseError, OrgClient, odata_string
 from shared.dataverse.schema import ACT_METHOD, ADDRESS, MAILBOX, PRIMARY_FLAG, REGARDING, STATE, TEST_ENABLE
-from shared.domain.model import Org
+from shared.domain.drift import Drift, DriftKind, OrgRegistration, Part
+from shared.domain.model import DomainError, Org
 from shared.domain.orgs import OrgRegistry
+
+
+class Registrar(OrgClient, Protocol):
+    """What registering needs beyond reading: creating rows (``client.DataverseClient`` is one)."""
+
+    async def create(self, entity_set: str, values: Mapping[str, Any]) -> str: ...
+
 
 KEY_HEADER = "x-orgguard-key"
 GATE_PATH = "/api/dataverse/gate"
@@ -50,6 +60,7 @@ IMAGE_ATTRIBUTES = ",".join((ADDRESS, ACT_METHOD, PRIMARY_FLAG, STATE, REGARDING
 class EndpointSpec:
     name: str
     path: str
+    part: Part
 
 
 @dataclass(frozen=True)
@@ -62,19 +73,21 @@ class ImageSpec:
 class StepSpec:
     name: str
     endpoint: str  # EndpointSpec.name
+    part: Part
     stage: int
     mode: int
     asyncautodelete: bool
     images: tuple[ImageSpec, ...]
 
 
-GATE = EndpointSpec("OrgGuard gate", GATE_PATH)
-EVENTS = EndpointSpec("OrgGuard events", EVENTS_PATH)
+GATE = EndpointSpec("OrgGuard gate", GATE_PATH, Part.GATE)
+EVENTS = EndpointSpec("OrgGuard events", EVENTS_PATH, Part.EVENTS)
 ENDPOINTS = (GATE, EVENTS)
 STEPS = (
     StepSpec(
         "OrgGuard: mailbox Update (gate)",
         GATE.name,
+        Part.GATE,
         STAGE_PRE_OPERATION,
         MODE_SYNC,
         asyncautodelete=False,  # synchronous steps have no system job to delete
@@ -83,6 +96,7 @@ STEPS = (
     StepSpec(
         "OrgGuard: mailbox Update (events)",
         EVENTS.name,
+        Part.EVENTS,
         STAGE_POST_OPERATION,
         MODE_ASYNC,
         asyncautodelete=True,
@@ -127,7 +141,7 @@ def _attr(text: str) -> str:
     return escape(text, {'"': "&quot;"})
 
 
-async def register(client: DataverseClient, *, org_name: str, base_url: str, key: str) -> RegistrationResult:
+async def register(client: Registrar, *, org_name: str, base_url: str, key: str) -> RegistrationResult:
     """Create or update OrgGuard's endpoints, steps and images in one org; idempotent."""
     if not key:
         raise ValueError("the webhook key is empty")
@@ -156,8 +170,9 @@ async def register(client: DataverseClient, *, org_name: str, base_url: str, key
 # Each kind of record
 
 
-async def _ensure_endpoint(client: DataverseClient, spec: EndpointSpec, *, base: str, key: str, tally: _Tally) -> str:
-    desired: dict[str, Any] = {
+def desired_endpoint(spec: EndpointSpec, *, base: str, key: str) -> dict[str, Any]:
+    """The serviceendpoint row OrgGuard registers (``authvalue`` aside: it is write-only)."""
+    return {
         "name": spec.name,
         "contract": CONTRACT_WEBHOOK,
         "authtype": AUTHTYPE_HTTP_HEADER,
@@ -165,23 +180,11 @@ async def _ensure_endpoint(client: DataverseClient, spec: EndpointSpec, *, base:
         "url": base + spec.path,
         "description": f"OrgGuard webhook; key fingerprint {key_fingerprint(key)}",
     }
-    secret = {"authvalue": http_header_authvalue({KEY_HEADER: key})}
-    return await _upsert(
-        client,
-        "serviceendpoints",
-        "serviceendpointid",
-        label=f"serviceendpoint:{spec.name}",
-        filter=f"name eq {odata_string(spec.name)}",
-        desired=desired,
-        write_only=secret,
-        tally=tally,
-    )
 
 
-async def _ensure_step(
-    client: DataverseClient, step: StepSpec, endpoint_id: str, message_id: str, filter_id: str, *, tally: _Tally
-) -> str:
-    desired: dict[str, Any] = {
+def desired_step(step: StepSpec, endpoint_id: str, message_id: str, filter_id: str) -> dict[str, Any]:
+    """The sdkmessageprocessingstep row OrgGuard registers, enabled."""
+    return {
         "name": step.name,
         "description": "Sends mailbox updates to OrgGuard",
         "stage": step.stage,
@@ -196,22 +199,11 @@ async def _ensure_step(
         "_sdkmessagefilterid_value": filter_id,
         "_eventhandler_value": endpoint_id,
     }
-    return await _upsert(
-        client,
-        "sdkmessageprocessingsteps",
-        "sdkmessageprocessingstepid",
-        label=f"sdkmessageprocessingstep:{step.name}",
-        filter=f"name eq {odata_string(step.name)}",
-        desired=desired,
-        tally=tally,
-        update_only=frozenset({"statecode", "statuscode"}),
-    )
 
 
-async def _ensure_image(
-    client: DataverseClient, step: StepSpec, step_id: str, image: ImageSpec, *, tally: _Tally
-) -> str:
-    desired: dict[str, Any] = {
+def desired_image(image: ImageSpec, step_id: str) -> dict[str, Any]:
+    """The sdkmessageprocessingstepimage row OrgGuard registers for ``step_id``."""
+    return {
         "name": image.alias,
         "entityalias": image.alias,
         "imagetype": image.imagetype,
@@ -219,15 +211,223 @@ async def _ensure_image(
         "attributes": IMAGE_ATTRIBUTES,
         "_sdkmessageprocessingstepid_value": step_id,
     }
+
+
+async def _ensure_endpoint(client: Registrar, spec: EndpointSpec, *, base: str, key: str, tally: _Tally) -> str:
+    secret = {"authvalue": http_header_authvalue({KEY_HEADER: key})}
+    return await _upsert(
+        client,
+        "serviceendpoints",
+        "serviceendpointid",
+        label=f"serviceendpoint:{spec.name}",
+        filter=f"name eq {odata_string(spec.name)}",
+        desired=desired_endpoint(spec, base=base, key=key),
+        write_only=secret,
+        tally=tally,
+    )
+
+
+async def _ensure_step(
+    client: Registrar, step: StepSpec, endpoint_id: str, message_id: str, filter_id: str, *, tally: _Tally
+) -> str:
+    return await _upsert(
+        client,
+        "sdkmessageprocessingsteps",
+        "sdkmessageprocessingstepid",
+        label=f"sdkmessageprocessingstep:{step.name}",
+        filter=f"name eq {odata_string(step.name)}",
+        desired=desired_step(step, endpoint_id, message_id, filter_id),
+        tally=tally,
+        update_only=frozenset({"statecode", "statuscode"}),
+    )
+
+
+async def _ensure_image(client: Registrar, step: StepSpec, step_id: str, image: ImageSpec, *, tally: _Tally) -> str:
     return await _upsert(
         client,
         "sdkmessageprocessingstepimages",
         "sdkmessageprocessingstepimageid",
         label=f"sdkmessageprocessingstepimage:{step.name}/{image.alias}",
         filter=f"_sdkmessageprocessingstepid_value eq {step_id} and entityalias eq {odata_string(image.alias)}",
-        desired=desired,
+        desired=desired_image(image, step_id),
         tally=tally,
     )
+
+
+# ---------------------------------------------------------------------------
+# Checking: each record against what register would write, read-only
+
+
+async def check(
+    client: OrgClient, *, org_name: str, base_url: str | None, key: str | None, now: datetime
+) -> OrgRegistration:
+    """OrgGuard's registration in one org, compared with what ``register`` would write; nothing is written.
+
+    Without ``base_url`` an endpoint's URL is compared by its path only; without ``key`` its key
+    fingerprint is not compared. Five queries: endpoints, the Update message, its mailbox filter,
+    steps, images.
+    """
+    base = base_url.rstrip("/") if base_url else None
+    drift: list[Drift] = []
+    endpoints = await _named(client, "serviceendpoints", "serviceendpointid", ENDPOINT_COLUMNS, ENDPOINTS)
+    message_id = await _lookup_id(client, "sdkmessages", "sdkmessageid", f"name eq {odata_string('Update')}")
+    filter_id = await _lookup_id(
+        client,
+        "sdkmessagefilters",
+        "sdkmessagefilterid",
+        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
+    )
+    steps = await _named(client, "sdkmessageprocessingsteps", "sdkmessageprocessingstepid", STEP_COLUMNS, STEPS)
+    endpoint_ids: dict[str, str] = {}
+    for spec in ENDPOINTS:
+        row = _only(endpoints.get(spec.name, []), spec.part, f"serviceendpoint:{spec.name}", drift)
+        if row is None:
+            continue
+        endpoint_ids[spec.name] = str(row["serviceendpointid"])
+        wanted = desired_endpoint(spec, base=base or "", key=key or "")
+        if base is None:
+            wanted.pop("url")
+            if not str(row.get("url") or "").endswith(spec.path):
+                _changed(drift, spec.part, f"serviceendpoint:{spec.name}", {"url": row.get("url")}, {"url": spec.path})
+        if key is None:
+            wanted.pop("description")
+        _compare(drift, spec.part, f"serviceendpoint:{spec.name}", row, wanted)
+    found_steps = {
+        step.name: row
+        for step in STEPS
+        if (row := _only(steps.get(step.name, []), step.part, f"sdkmessageprocessingstep:{step.name}", drift))
+    }
+    images = await _images(client, [str(row["sdkmessageprocessingstepid"]) for row in found_steps.values()])
+    for step in STEPS:
+        row = found_steps.get(step.name)
+        if row is None:
+            continue  # its images went with it
+        label = f"sdkmessageprocessingstep:{step.name}"
+        if row.get("statecode") not in (0, None):
+            drift.append(
+                Drift(step.part, label, DriftKind.DISABLED, "the step is deactivated: the org does not call it")
+            )
+        step_id = str(row["sdkmessageprocessingstepid"])
+        # deactivated is said above; a missing endpoint is said already, not again as the step's handler
+        ignored = {"statecode", "statuscode"} | (
+            {"_eventhandler_value"} if step.endpoint not in endpoint_ids else set()
+        )
+        desired = desired_step(step, endpoint_ids.get(step.endpoint, ""), message_id, filter_id)
+        _compare(drift, step.part, label, row, {k: v for k, v in desired.items() if k not in ignored})
+        for image in step.images:
+            image_label = f"sdkmessageprocessingstepimage:{step.name}/{image.alias}"
+            mine = [i for i in images.get(step_id.lower(), []) if str(i.get("entityalias")) == image.alias]
+            found = _only(mine, step.part, image_label, drift)
+            if found is not None:
+                _compare(drift, step.part, image_label, found, desired_image(image, step_id))
+    return OrgRegistration(org_name, now, tuple(drift), compared_url=base is not None)
+
+
+ENDPOINT_COLUMNS = ("serviceendpointid", "name", "contract", "authtype", "messageformat", "url", "description")
+STEP_COLUMNS = (
+    "sdkmessageprocessingstepid",
+    *(column for column in desired_step(STEPS[0], "", "", "") if column != "name"),
+    "name",
+)
+IMAGE_COLUMNS = ("sdkmessageprocessingstepimageid", *desired_image(ImageSpec("", 0), ""))
+
+
+async def _named(
+    client: OrgClient, entity_set: str, id_column: str, columns: Sequence[str], specs: Sequence[EndpointSpec | StepSpec]
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows answering to each spec's name, in one query."""
+    either = " or ".join(f"name eq {odata_string(spec.name)}" for spec in specs)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in await _all(client, entity_set, list(dict.fromkeys([id_column, *columns])), either):
+        found.setdefault(str(row.get("name")), []).append(row)
+    return found
+
+
+async def _images(client: OrgClient, step_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The images of the given steps, by step id, in one query."""
+    if not step_ids:
+        return {}
+    either = " or ".join(f"_sdkmessageprocessingstepid_value eq {step_id}" for step_id in step_ids)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in await _all(client, "sdkmessageprocessingstepimages", list(IMAGE_COLUMNS), either):
+        found.setdefault(str(row.get("_sdkmessageprocessingstepid_value") or "").lower(), []).append(row)
+    return found
+
+
+def _only(rows: list[dict[str, Any]], part: Part, label: str, drift: list[Drift]) -> dict[str, Any] | None:
+    if not rows:
+        drift.append(Drift(part, label, DriftKind.MISSING, "it is not there (deleted?)"))
+        return None
+    if len(rows) > 1:
+        drift.append(Drift(part, label, DriftKind.DUPLICATE, f"{len(rows)} rows have this name; remove all but one"))
+        return None
+    return rows[0]
+
+
+def _compare(drift: list[Drift], part: Part, label: str, row: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    differing = {column: value for column, value in wanted.items() if not _same(column, row.get(column), value)}
+    if differing:
+        _changed(drift, part, label, {column: row.get(column) for column in differing}, differing)
+
+
+def _changed(drift: list[Drift], part: Part, label: str, actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    said = []
+    for column, value in wanted.items():
+        if column == "description":
+            said.append("the webhook key is not the one in the orgs file (its fingerprint differs)")
+        else:
+            said.append(f"{column} is {actual.get(column)!r}, register writes {value!r}")
+    drift.append(Drift(part, label, DriftKind.CHANGED, "; ".join(said)))
+
+
+def webhook_port_refused(base_url: str, org: Org) -> str | None:
+    """Why ``base_url`` cannot be registered in ``org``: Dataverse calls webhooks on ports 80 and 443 only.
+
+    "Registered WebHooks support only port 80 for HTTP and port 443 for HTTPS" (register-web-hook.md);
+    a loopback org (the sandbox) takes a local OrgGuard on another port.
+    """
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return f"{base_url} has no valid port"
+    if port in (80, 443) or is_loopback(org.url):
+        return None
+    return (
+        f"Dataverse calls webhooks only on ports 80 and 443; {base_url} uses port {port}, so {org.name} would refuse it"
+    )
+
+
+class WebhookPortRefused(DomainError):
+    title = "Webhook port not allowed"
+
+
+async def check_orgs(
+    orgs: OrgRegistry,
+    names: Sequence[str],
+    base_url: str | None,
+    *,
+    client_for: Callable[[Org], OrgClient],
+    now: datetime,
+) -> list[OrgRegistration]:
+    """``check`` in each named org at once; an org that cannot be read is reported so, not raised."""
+
+    async def one(name: str) -> OrgRegistration:
+        org = orgs.get(name)
+        try:
+            return await check(client_for(org), org_name=name, base_url=base_url, key=orgs.key_for(name), now=now)
+        except (DataverseError, OSError, TimeoutError) as exc:
+            status = getattr(exc, "status", None)
+            why = (
+                f"HTTP {status}"
+                if isinstance(status, int)
+                else "no answer"
+                if not isinstance(exc, DataverseError)
+                else type(exc).__name__
+            )
+            return OrgRegistration(name, now, error=f"{name} could not be read ({why})")
+
+    return list(await asyncio.gather(*(one(name) for name in names)))
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +444,7 @@ _LIST_COLUMNS = frozenset({"filteringattributes", "attributes"})  # order-insens
 
 
 async def _upsert(
-    client: DataverseClient,
+    client: Registrar,
     entity_set: str,
     id_column: str,
     *,
@@ -274,21 +474,23 @@ async def _upsert(
     return row_id
 
 
-async def _find_one(client: DataverseClient, entity_set: str, select: list[str], filter: str) -> dict[str, Any] | None:
-    async with aclosing(client.query(entity_set, select=select, filter=filter, page_size=2)) as pages:
-        async for page in pages:
-            if len(page) > 1:
-                raise DataverseError(f"more than one {entity_set} row matches; remove the duplicates first")
-            return page[0] if page else None
-    return None
+async def _find_one(client: Registrar, entity_set: str, select: list[str], filter: str) -> dict[str, Any] | None:
+    rows = await _all(client, entity_set, select, filter)
+    if len(rows) > 1:
+        raise DataverseError(f"more than one {entity_set} row matches; remove the duplicates first")
+    return rows[0] if rows else None
 
 
-async def _lookup_id(client: DataverseClient, entity_set: str, id_column: str, filter: str) -> str:
-    async with aclosing(client.query(entity_set, select=[id_column], filter=filter, page_size=1)) as pages:
-        async for page in pages:
-            if page:
-                return str(page[0][id_column])
-    raise DataverseError(f"no {entity_set} row matches {filter}")
+async def _lookup_id(client: OrgClient, entity_set: str, id_column: str, filter: str) -> str:
+    rows = await _all(client, entity_set, [id_column], filter)
+    if not rows:
+        raise DataverseError(f"no {entity_set} row matches {filter}")
+    return str(rows[0][id_column])
+
+
+async def _all(client: OrgClient, entity_set: str, select: list[str], filter: str) -> list[dict[str, Any]]:
+    """Every matching row (OrgGuard's registration is a handful of rows: one page)."""
+    return [row async for page in client.query(entity_set, select=select, filter=filter) for row in page]
 
 
 def _same(column: str, actual: Any, wanted: Any) -> bool:
@@ -372,9 +574,16 @@ def privileges_markdown() -> str:
 
 
 async def register_orgs(
-    orgs: OrgRegistry, names: Sequence[str], base_url: str, *, client_for: Callable[[Org], DataverseClient]
+    orgs: OrgRegistry, names: Sequence[str], base_url: str, *, client_for: Callable[[Org], Registrar]
 ) -> list[RegistrationResult]:
-    """Register OrgGuard's gate and event endpoints in each named org (``orgguard register``)."""
+    """Register OrgGuard's gate and event endpoints in each named org (``orgguard register``).
+
+    A base URL on a port Dataverse does not call webhooks on is refused for every org that is not on
+    loopback, before anything is written."""
+    for name in names:
+        refused = webhook_port_refused(base_url, orgs.get(name))
+        if refused:
+            raise WebhookPortRefused(refused, field="url")
     return [
         await register(client_for(orgs.get(name)), org_name=name, base_url=base_url, key=orgs.key_for(name))
         for name in names

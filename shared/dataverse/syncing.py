@@ -7,13 +7,27 @@ failing rows by id when they are few, else the org's alerts of that kind a page 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient, odata_string
-from shared.dataverse.schema import ACT_METHOD, ACT_STATUS, ACTIVE, ADDRESS, MAILBOX_ID, MAILBOXES, ActMethod
+from shared.dataverse.schema import (
+    ACT_METHOD,
+    ACT_STATUS,
+    ACTIVE,
+    ADDRESS,
+    MAILBOX_ID,
+    MAILBOXES,
+    MODIFIED_BY,
+    MODIFIED_ON,
+    MODIFIED_ON_BEHALF_OF,
+    TEST_ENABLE,
+    ActMethod,
+)
+from shared.domain.findings import Stamp
 from shared.domain.model import InvalidAddress, MailboxKey
 
 SYNCING = f"{ACTIVE} and {ACT_METHOD} eq {ActMethod.SERVER_SIDE_SYNC:d}"
-COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS)
+COLUMNS = (MAILBOX_ID, ADDRESS, ACT_STATUS, TEST_ENABLE)  # a pending Test & Enable: its status is not known yet
 ALERT_MARK = "configured with another"
 ALERT_FILTER = f"contains(text,{odata_string(ALERT_MARK)})"
 ALERTS_BY_ID = 50  # failing rows up to this many: ask for their alerts by id in one request
@@ -63,3 +77,36 @@ async def active_rows(client: OrgClient, keys: Sequence[MailboxKey]) -> dict[str
                 if key.address in wanted:
                     found.setdefault(key.address, str(row[MAILBOX_ID]))
     return found
+
+
+STAMP_COLUMNS = (MAILBOX_ID, MODIFIED_ON, MODIFIED_BY, MODIFIED_ON_BEHALF_OF)
+
+
+async def stamps(client: OrgClient, ids: Sequence[str]) -> dict[str, Stamp]:
+    """Who last changed each row and when, by lower-case id, ``ALERTS_BY_ID`` rows a request."""
+    found: dict[str, Stamp] = {}
+    wanted = sorted({i.lower() for i in ids})
+    for start in range(0, len(wanted), ALERTS_BY_ID):
+        either = " or ".join(f"{MAILBOX_ID} eq {i}" for i in wanted[start : start + ALERTS_BY_ID])
+        async for page in client.query(MAILBOXES, select=STAMP_COLUMNS, filter=either):
+            for row in page:
+                found[str(row.get(MAILBOX_ID) or "").lower()] = Stamp(
+                    _when(row.get(MODIFIED_ON)),
+                    _id(row.get(MODIFIED_BY)),
+                    _id(row.get(MODIFIED_ON_BEHALF_OF)),
+                )
+    return found
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _id(value: object) -> str | None:
+    return str(value) if value else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.domain.model import (
+    ACT_ONLY,
     RESOLVED_STATES,
     Action,
     ActionKind,
@@ -24,10 +25,12 @@ from shared.domain.model import (
     Decision,
     Effect,
     EventOutcome,
+    Fence,
     InvalidTransition,
     MailboxView,
     Notice,
     Ownership,
+    Unheard,
     new_id,
 )
 
@@ -41,31 +44,50 @@ class Planned:
     case: Case | None
 
 
-def new_action(case_id: str, org: str, mailbox_id: str | None, kind: ActionKind, now: datetime) -> Action:
-    """A pending write to one org; a missing row id is looked up by address when it runs."""
+def new_action(
+    case_id: str,
+    org: str,
+    mailbox_id: str | None,
+    kind: ActionKind,
+    now: datetime,
+    *,
+    fence: tuple[Fence, ...] = ACT_ONLY,
+) -> Action:
+    """A pending write to one org; a missing row id is looked up by address when it runs.
+
+    ``fence`` is the policy's when it is decided: what a demote sets to None (and a promote turns back on)."""
     return Action(
-        id=new_id(), case_id=case_id, org=org, mailbox_id=mailbox_id or None, kind=kind, created_at=now, updated_at=now
+        id=new_id(),
+        case_id=case_id,
+        org=org,
+        mailbox_id=mailbox_id or None,
+        kind=kind,
+        created_at=now,
+        updated_at=now,
+        fence=fence if kind is not ActionKind.NOTIFY else ACT_ONLY,
     )
 
 
-def actions_for(case: Case, effect: Effect, now: datetime) -> tuple[Action, ...]:
+def actions_for(
+    case: Case, effect: Effect, now: datetime, *, fence: tuple[Fence, ...] = ACT_ONLY
+) -> tuple[Action, ...]:
     """The writes that carry out ``effect`` for ``case``.
 
-    block: the claimant is demoted (ACT None, check box off); after the fact the
-    owner is promoted again (check box + Test & Enable) so Exchange points back
-    to it. override: the old owner is demoted and the claimant promoted, which
-    makes Exchange follow under every Test & Enable semantics.
+    block: the claimant is demoted (ACT None, check box off; email None too when
+    ``fence`` says so); after the fact the owner is promoted again (check box + Test &
+    Enable) so Exchange points back to it. override: the old owner is demoted and the
+    claimant promoted, which makes Exchange follow under every Test & Enable semantics.
     """
     if effect is Effect.BLOCK:
-        acts = [new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now)]
+        acts = [new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.DEMOTE, now, fence=fence)]
         if case.origin.after_the_fact and case.owner:
-            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.PROMOTE, now, fence=fence))
         return tuple(acts)
     if effect is Effect.OVERRIDE:
         acts = []
         if case.owner and case.owner != case.claimant:
-            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now))
-        acts.append(new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now))
+            acts.append(new_action(case.id, case.owner, case.owner_mailbox_id, ActionKind.DEMOTE, now, fence=fence))
+        acts.append(new_action(case.id, case.claimant, case.claimant_mailbox_id, ActionKind.PROMOTE, now, fence=fence))
         return tuple(acts)
     return ()
 
@@ -77,9 +99,19 @@ def _state_for(decision: Decision) -> CaseState:
 
 
 def plan_claim(
-    claim: Claim, view: MailboxView, decision: Decision, *, now: datetime, expires_after: timedelta
+    claim: Claim,
+    view: MailboxView,
+    decision: Decision,
+    *,
+    now: datetime,
+    expires_after: timedelta,
+    fence: tuple[Fence, ...] = ACT_ONLY,
+    unheard: Unheard | None = None,
 ) -> Planned:
-    """Everything recording ``decision`` on ``claim`` writes, against ``view``."""
+    """Everything recording ``decision`` on ``claim`` writes, against ``view`` (a demote fences ``fence``).
+
+    ``unheard``: the claim's save skipped the gate; its case and audit entry say how it was found and who saved.
+    """
     owner = view.ownership
     contested = owner is not None and owner.owner != claim.org
     case = None
@@ -88,7 +120,7 @@ def plan_claim(
         ownership = _uncontested_ownership(claim, owner, now)
     else:
         assert owner is not None
-        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after)
+        case = _open_case(claim, owner, decision, now=now, expires_after=expires_after, fence=fence, unheard=unheard)
         if decision.effect is Effect.OVERRIDE and not decision.dry_run:
             ownership = Ownership(
                 claim.key, claim.org, now, f"rule:{decision.rule}", owner.version + 1, claim.mailbox_id or None
@@ -104,6 +136,7 @@ def plan_claim(
         "kind": claim.kind.value,
         "case": case.id if case else None,
         "dry_run": decision.dry_run,
+        **(unheard.facts() if unheard else {}),
     }
     if decision.exemption:
         facts["exemption"] = decision.exemption
@@ -123,7 +156,16 @@ def _uncontested_ownership(claim: Claim, owner: Ownership | None, now: datetime)
     return None
 
 
-def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datetime, expires_after: timedelta) -> Case:
+def _open_case(
+    claim: Claim,
+    owner: Ownership,
+    decision: Decision,
+    *,
+    now: datetime,
+    expires_after: timedelta,
+    fence: tuple[Fence, ...],
+    unheard: Unheard | None,
+) -> Case:
     state = _state_for(decision)
     case = Case.opened(
         claim.key,
@@ -137,9 +179,10 @@ def _open_case(claim: Claim, owner: Ownership, decision: Decision, *, now: datet
         actor="policy",
         at=now,
         expires_at=now + expires_after if state is CaseState.HELD else None,
+        unheard=unheard,
     )
     if decision.acts:
-        case = replace(case, actions=actions_for(case, decision.effect, now))
+        case = replace(case, actions=actions_for(case, decision.effect, now, fence=fence))
     return case
 
 
@@ -153,6 +196,7 @@ def plan_resolution(
     reason: str,
     rule: str,
     now: datetime,
+    fence: tuple[Fence, ...] = ACT_ONLY,
 ) -> Change:
     """A held case resolved: approved (override), denied (block) or expired (either)."""
     if case.state is not CaseState.HELD:
@@ -168,7 +212,7 @@ def plan_resolution(
     if current_owner == case.claimant and effect is Effect.OVERRIDE:
         actions: tuple[Action, ...] = ()
     else:
-        actions = actions_for(resolved, effect, now)
+        actions = actions_for(resolved, effect, now, fence=fence)
     resolved = replace(resolved, actions=actions)
     ownership = None
     if effect is Effect.OVERRIDE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from shared.domain.model import MailboxKey
@@ -16,6 +17,15 @@ class FindingKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """Who last changed a row, and when (``modifiedby``, ``modifiedonbehalfby``, ``modifiedon``)."""
+
+    modified_on: datetime | None
+    modified_by: str | None = None
+    on_behalf_of: str | None = None
+
+
+@dataclass(frozen=True)
 class Row:
     """One org's active server-side-sync row for the mailbox."""
 
@@ -23,6 +33,23 @@ class Row:
     mailbox_id: str
     failing: bool
     alert: bool
+    stamp: Stamp | None = None  # read only for rows that sync against the ledger's owner (a save may have skipped
+    # the gate); a row failing with the alert was last changed by synchronization, not by a save
+
+
+def failing(act_failed: bool, test_pending: bool) -> bool:
+    """Whether a row counts as failing: its ACT status says Failure and no Test & Enable is pending on it.
+
+    Test & Enable completes after the save that schedules it (FACTS.md, "Checked again"): until it
+    runs, the status is the previous test's, so a row just repaired (check box + Test & Enable) is
+    not failing again, and a second sweep does not repair it twice.
+    """
+    return act_failed and not test_pending
+
+
+def needs_stamp(finding: Finding, row: Row) -> bool:
+    """Whether the sweep reads who last changed ``row``: it syncs (fine) against another owner the ledger knows."""
+    return finding.owner is not None and row.org != finding.owner and not row.alert
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,21 @@ class ActionKind(StrEnum):
     NOTIFY = "notify"
 
 
+class Fence(StrEnum):
+    """What a demote sets to None in the org that loses a mailbox (the policy's ``fence``).
+
+    ``act``: appointments, contacts and tasks (always: it is what keeps the org from claiming the
+    mailbox); ``email``: incoming and outgoing email too, for tenants that want one org alone to
+    process a mailbox at all (the org that wins the mailbox gets email on server-side sync back).
+    """
+
+    ACT = "act"
+    EMAIL = "email"
+
+
+ACT_ONLY: tuple[Fence, ...] = (Fence.ACT,)
+
+
 class ActionStatus(StrEnum):
     PENDING = "pending"
     APPLIED = "applied"
@@ -283,6 +298,11 @@ class Claim:
     source_ids: dict[str, str] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=utcnow)
     user_id: str | None = None
+    # The row's stamps where the source states them (an asynchronous context's Target, the sweep's read):
+    # who saved (``modifiedby``), for whom (``modifiedonbehalfby``), and when (``modifiedon``).
+    modified_by: str | None = None
+    modified_on_behalf_of: str | None = None
+    modified_on: datetime | None = None
 
     @property
     def event_key(self) -> str:
@@ -355,11 +375,70 @@ class Action:
     updated_at: datetime = field(default_factory=utcnow)
     next_attempt_at: datetime | None = None  # backoff: not before this time
     notice: Notice | None = None  # notify actions only
+    fence: tuple[Fence, ...] = ACT_ONLY  # demote and promote: what they fence (or unfence), as decided
 
     @property
     def writes(self) -> bool:
         """Whether this action changes an org (demote, promote); a case settles on these alone."""
         return self.kind is not ActionKind.NOTIFY
+
+
+class Found(StrEnum):
+    """Why OrgGuard's gate never decided a save that claims a mailbox."""
+
+    BYPASS = "bypass"  # the gate step is there and enabled (as last checked), yet it never heard the save
+    GATE_DISABLED = "gate_disabled"  # the gate step is disabled, deleted or not as registered (as last checked)
+    GATE_DEGRADED = "gate_degraded"  # OrgGuard's gate answered the save without deciding (gate.on_error: allow)
+    UNHEARD = "unheard"  # the gate never heard it; its state in the org is not known (no recent check)
+
+
+@dataclass(frozen=True)
+class Unheard:
+    """A claim whose save the gate never decided, as its case and audit entry record it."""
+
+    found: Found
+    by: Origin  # the way in that found it: an asynchronous channel, or the sweep
+    saved_by: str | None = None  # the systemuser who saved (or, from the sweep, who last changed the row)
+    on_behalf_of: str | None = None  # modifiedonbehalfby: the user an impersonating caller acted for
+    saved_at: datetime | None = None
+
+    def facts(self) -> dict[str, object]:
+        return {
+            "found": self.found.value,
+            "by": self.by.value,
+            "saved_by": self.saved_by,
+            "on_behalf_of": self.on_behalf_of,
+            "saved_at": self.saved_at.isoformat() if self.saved_at else None,
+        }
+
+    @classmethod
+    def from_facts(cls, doc: dict[str, object]) -> Unheard:
+        at = doc.get("saved_at")
+        return cls(
+            Found(str(doc["found"])),
+            Origin(str(doc["by"])),
+            _text(doc.get("saved_by")),
+            _text(doc.get("on_behalf_of")),
+            datetime.fromisoformat(at) if isinstance(at, str) and at else None,
+        )
+
+    def sentence(self) -> str:
+        """One sentence for people (the case's history, the page)."""
+        who = f" by user {self.saved_by}" if self.saved_by else ""
+        if self.on_behalf_of:
+            who += f" on behalf of user {self.on_behalf_of}"
+        why = {
+            Found.BYPASS: "the gate step is registered and enabled, so the caller most likely bypassed custom logic",
+            Found.GATE_DISABLED: "OrgGuard's gate step in that org is disabled, deleted or changed",
+            Found.GATE_DEGRADED: "OrgGuard's gate answered without deciding (gate.on_error: allow)",
+            Found.UNHEARD: "whether the gate step is in place there is not known (no recent registration check)",
+        }[self.found]
+        how = "the sweep" if self.by is Origin.SWEEP else f"the asynchronous event ({self.by.value})"
+        return f"The save{who} never reached OrgGuard's gate ({why}); {how} found it."
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -389,6 +468,7 @@ class Case:
     expires_at: datetime | None = None
     actions: tuple[Action, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    unheard: Unheard | None = None  # a save that skipped the gate: how it was found, and who saved it
 
     @classmethod
     def opened(
@@ -405,11 +485,13 @@ class Case:
         actor: str,
         at: datetime,
         expires_at: datetime | None = None,
+        unheard: Unheard | None = None,
     ) -> Case:
         """A case as it is first recorded: opened, and at once moved to ``state`` by ``actor`` for its decision.
 
         Every way a case begins (a competing claim, a migration, a sweep's repair)
-        starts here, so each carries the same fields and the same first history step.
+        starts here, so each carries the same fields and the same first history step;
+        ``unheard``: its save skipped the gate, and the first step says how it was found.
         """
         case = cls(
             id=new_id(),
@@ -425,8 +507,10 @@ class Case:
             created_at=at,
             updated_at=at,
             expires_at=expires_at,
+            unheard=unheard,
         )
-        return case.moved_to(state, actor=actor, note=decision.explanation, at=at)
+        note = f"{decision.explanation} {unheard.sentence()}" if unheard else decision.explanation
+        return case.moved_to(state, actor=actor, note=note, at=at)
 
     def moved_to(self, state: CaseState, *, actor: str, note: str, at: datetime | None = None) -> Case:
         """The case in a new state, with the change in its history."""

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from shared.domain.casework import Planned, new_action
 from shared.domain.model import (
+    ACT_ONLY,
     ActionKind,
     AuditEvent,
     Case,
@@ -25,6 +26,7 @@ from shared.domain.model import (
     Decision,
     Effect,
     EventOutcome,
+    Fence,
     MailboxKey,
     MailboxView,
     Origin,
@@ -57,7 +59,7 @@ class Move:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-def plan_move(view: MailboxView, move: Move, *, now: datetime) -> Planned:
+def plan_move(view: MailboxView, move: Move, *, now: datetime, fence: tuple[Fence, ...] = ACT_ONLY) -> Planned:
     owner = view.ownership
     decision = Decision(Effect.OVERRIDE, move.rule, move.reason)
     case = Case.opened(
@@ -75,9 +77,11 @@ def plan_move(view: MailboxView, move: Move, *, now: datetime) -> Planned:
     demote = {org: row for org, row in move.demote.items() if org != move.to}
     if move.demote_owner and owner and owner.owner != move.to and owner.owner not in demote:
         demote[owner.owner] = owner.mailbox_id
-    actions = [new_action(case.id, org, row, ActionKind.DEMOTE, now) for org, row in sorted(demote.items())]
+    actions = [
+        new_action(case.id, org, row, ActionKind.DEMOTE, now, fence=fence) for org, row in sorted(demote.items())
+    ]
     if move.promote:
-        actions.append(new_action(case.id, move.to, move.to_mailbox_id, ActionKind.PROMOTE, now))
+        actions.append(new_action(case.id, move.to, move.to_mailbox_id, ActionKind.PROMOTE, now, fence=fence))
     case = replace(case, actions=tuple(actions))
     version = owner.version + 1 if owner else 1
     mailbox_id = move.to_mailbox_id or (owner.mailbox_id if owner and owner.owner == move.to else None)

@@ -16,6 +16,7 @@ from typing import Any
 from shared.domain.exemptions import Exemption, Scope
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
+    ACT_ONLY,
     Action,
     ActionKind,
     ActionStatus,
@@ -26,12 +27,14 @@ from shared.domain.model import (
     ClaimKind,
     Decision,
     Effect,
+    Fence,
     HistoryEntry,
     MailboxKey,
     Notice,
     NoticeKind,
     Origin,
     Ownership,
+    Unheard,
 )
 
 GENESIS = "0" * 64
@@ -84,6 +87,7 @@ def action_doc(a: Action) -> dict[str, Any]:
         "updated_at": ts(a.updated_at),
         "next_attempt_at": ts(a.next_attempt_at),
         "notice": notice_doc(a.notice) if a.notice else None,
+        "fence": [f.value for f in a.fence],
     }
 
 
@@ -101,6 +105,7 @@ def action_from(doc: dict[str, Any]) -> Action:
         updated_at=must_ts(doc["updated_at"]),
         next_attempt_at=parse_ts(doc.get("next_attempt_at")),
         notice=notice_from(doc["notice"]) if doc.get("notice") else None,
+        fence=tuple(Fence(f) for f in doc.get("fence") or ()) or ACT_ONLY,  # stored before fences: ACT only
     )
 
 
@@ -129,6 +134,7 @@ def case_doc(c: Case) -> dict[str, Any]:
         "updated_at": ts(c.updated_at),
         "expires_at": ts(c.expires_at),
         "history": [{"at": ts(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
+        "unheard": c.unheard.facts() if c.unheard else None,
     }
 
 
@@ -151,6 +157,7 @@ def case_from(doc: dict[str, Any], actions: tuple[Action, ...] = ()) -> Case:
         history=tuple(
             HistoryEntry(must_ts(h["at"]), CaseState(h["state"]), h["actor"], h["note"]) for h in doc.get("history", [])
         ),
+        unheard=Unheard.from_facts(doc["unheard"]) if doc.get("unheard") else None,
     )
 
 

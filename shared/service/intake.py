@@ -82,6 +82,17 @@ class Intake:
             raise WrongKey("the payload's OrganizationId is not the org this key belongs to")
         return self.decide(ctx, org, origin)
 
+    def note_undecided(self, body: bytes, *, key: str | None) -> None:
+        """The gate let this save through without a decision (``gate.on_error: allow``): remember it for a while,
+        so the claim its asynchronous event brings says ``gate_degraded``. A body that does not parse is left alone."""
+        try:
+            org = self.org_for_key(key)
+            ctx = loads_context(body)
+        except DomainError:
+            return
+        if ctx.org_id == org.id:
+            self.service.undecided.note(org.name, ctx.mailbox_id, ctx.created_on or self.service.clock())
+
     def receive_trusted(
         self, payload: object, *, origin: Origin, message_id: str | None = None, size_exceeded: bool = False
     ) -> Outcome:

@@ -31,6 +31,7 @@ class Jobs:
     service: OrgGuard
     ledger: JobLedger
     pacer: Callable[[], Pacer]  # a pacer per run, from the composition root (the identity and the orgs' clients)
+    webhook_base: str | None = None  # OrgGuard's URL, which its endpoints in the orgs should call (the sweep checks)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -108,6 +109,14 @@ class Jobs:
 
         pacer = self.pacer()
         try:
-            return await run_sweep(self.service, self.ledger, job, pacer=pacer, progress=progress, **options)
+            return await run_sweep(
+                self.service,
+                self.ledger,
+                job,
+                pacer=pacer,
+                progress=progress,
+                webhook_base=self.webhook_base,
+                **options,
+            )
         finally:
             await pacer.aclose()

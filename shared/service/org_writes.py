@@ -9,7 +9,8 @@ counts as applied, and only the others are sent again.
 
 What "already in the target state" means:
 
-* **demote**: ACT method None (2) and the check box off. The values say it all.
+* **demote**: ACT method None (2) and the check box off, and with the policy's email
+  fence incoming and outgoing email None (0) too: every column it writes holds its value.
 * **promote**: the values do not. Test & Enable may already have run and
   cleared ``testemailconfigurationscheduled`` (and, in some versions, the check
   box), and a row may have held method 1 and the check box before. So the row
@@ -40,18 +41,20 @@ from typing import Any
 from shared.dataverse.port import BatchOperation, DataverseError, OrgClient, PreconditionFailed, normalize_id
 from shared.dataverse.schema import (
     ACT_METHOD,
+    INCOMING_EMAIL,
     MAILBOX_ID,
     MAILBOXES,
+    OUTGOING_EMAIL,
     PRIMARY_FLAG,
     TEST_COUNT,
     TEST_ENABLE,
     TESTED_ON,
-    WRITES,
     ActMethod,
+    columns_set,
 )
-from shared.domain.model import Action, ActionKind
+from shared.domain.model import ACT_ONLY, Action, ActionKind, Fence
 
-COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TEST_COUNT, TESTED_ON)
+COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TEST_COUNT, TESTED_ON, INCOMING_EMAIL, OUTGOING_EMAIL)
 LOST = "answer lost"
 READ_CHUNK = 50  # rows read back per query (the URL stays far below Dataverse's limit)
 AMBIGUOUS_STATUS = frozenset({500, 502, 503, 504})
@@ -98,10 +101,13 @@ class Baseline:
                    None if scheduled is None else scheduled == "true")  # fmt: skip
 
 
-def landed(kind: ActionKind, row: Mapping[str, Any], baseline: Baseline | None) -> bool:
-    """Whether ``row`` already shows the write ``kind`` (the module's rule); a promote needs its baseline."""
+def landed(
+    kind: ActionKind, row: Mapping[str, Any], baseline: Baseline | None, fence: tuple[Fence, ...] = ACT_ONLY
+) -> bool:
+    """Whether ``row`` already shows the write ``kind`` (the module's rule); a promote needs its baseline,
+    a demote says what it ``fence``s."""
     if kind is ActionKind.DEMOTE:
-        return row.get(ACT_METHOD) == ActMethod.NONE and row.get(PRIMARY_FLAG) is False
+        return all(row.get(column) == value for column, value in columns_set(kind, fence).items())
     if kind is not ActionKind.PROMOTE or baseline is None or row.get(ACT_METHOD) != ActMethod.SERVER_SIDE_SYNC:
         return False
     now = Baseline.of(row)
@@ -152,6 +158,11 @@ class Write:
     action: Action
     mailbox_id: str
 
+    @property
+    def values(self) -> dict[str, Any]:
+        """The columns it sets (a demote: every lever of its fence)."""
+        return columns_set(self.action.kind, self.action.fence)
+
 
 # --- delivering --------------------------------------------------------------------------
 
@@ -178,7 +189,9 @@ class OrgWrites:
                         if lost_before(w.action)
                         else Refused(failure)
                     )
-                elif lost_before(w.action) and landed(w.action.kind, row, Baseline.from_note(w.action.last_error)):
+                elif lost_before(w.action) and landed(
+                    w.action.kind, row, Baseline.from_note(w.action.last_error), w.action.fence
+                ):
                     done[w.action.id] = Applied()
                 else:
                     baselines[w.mailbox_id] = Baseline.of(row)
@@ -197,11 +210,12 @@ class OrgWrites:
         try:
             if len(writes) == 1:
                 w = writes[0]
-                await self.client.patch(MAILBOXES, w.mailbox_id, WRITES[w.action.kind], etag=etag(w), at_most_once=True)
+                await self.client.patch(
+                    MAILBOXES, w.mailbox_id, columns_set(w.action.kind, w.action.fence), etag=etag(w), at_most_once=True
+                )
                 outcomes[w.action.id] = Applied()
             else:
-                ops = [BatchOperation("PATCH", f"{MAILBOXES}({w.mailbox_id})", dict(WRITES[w.action.kind]), etag(w))
-                       for w in writes]  # fmt: skip
+                ops = [BatchOperation("PATCH", f"{MAILBOXES}({w.mailbox_id})", w.values, etag(w)) for w in writes]
                 results = await self.client.batch(ops, atomic=False, continue_on_error=True)
                 for w, result in zip(writes, results, strict=True):
                     error = result.error or DataverseError("not processed", status=result.status)
@@ -233,7 +247,7 @@ class OrgWrites:
             base = baselines.get(w.mailbox_id)
             if row is _UNREAD:
                 outcomes[w.action.id] = _unknown(f"{LOST} ({error}; reading it back: {failure})", base)
-            elif row is not None and landed(w.action.kind, row, base):
+            elif row is not None and landed(w.action.kind, row, base, w.action.fence):
                 outcomes[w.action.id] = Applied()
             else:
                 outcomes[w.action.id] = Refused(error)

@@ -40,6 +40,7 @@ from shared.domain.model import (
     Overview,
     Ownership,
     Page,
+    Unheard,
     UnknownOrg,
     new_id,
     utcnow,
@@ -63,6 +64,8 @@ from shared.domain.policy import (
 )
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.service.dispatch import Dispatch
+from shared.service.registrations import Registrations
+from shared.service.unheard import UndecidedSaves, reconcile
 
 log = logging.getLogger("orgguard.service")
 
@@ -130,6 +133,8 @@ class OrgGuard:
     clock: Callable[[], datetime] = utcnow
     mail: bool = False  # notices can be sent (Graph and a sender mailbox): decisions add notify actions
     dispatch: Dispatch = field(default_factory=Dispatch)  # what a commit leaves: work on the queue, decision events
+    registrations: Registrations = field(default_factory=Registrations)  # OrgGuard's steps in each org, as last checked
+    undecided: UndecidedSaves = field(default_factory=UndecidedSaves)  # saves the gate let through undecided
     _policy: tuple[int, Policy] | None = None
     _needs: tuple[Policy, bool, bool] | None = None  # (policy, reads the user, reads groups)
 
@@ -184,12 +189,16 @@ class OrgGuard:
                 Decision(Effect.ALLOW, "own-write", "OrgGuard's own write carrying out a case"), None, recorded=False
             )
         policy = self.policy()
+        unheard = self.unheard(claim)
 
         def plan() -> casework.Planned:
             view = self.ledger.mailbox(claim.key)
             now = self.clock()
             decision = decide(policy, self._situation(claim, view.ownership, now, policy))
-            planned = casework.plan_claim(claim, view, decision, now=now, expires_after=policy.approval.expires_after)
+            planned = casework.plan_claim(
+                claim, view, decision, now=now, expires_after=policy.approval.expires_after, fence=policy.fence,
+                unheard=unheard,
+            )  # fmt: skip
             if not self.mail or planned.case is None:
                 return planned
             told = notices.on_claim(planned.case, decision, policy, user_id=claim.user_id, now=now)
@@ -200,6 +209,12 @@ class OrgGuard:
             return planned
         self._log_decision(claim, planned)
         return Outcome(planned.decision, planned.case.id if planned.case else None, event=claim.event_key)
+
+    def unheard(self, claim: Claim) -> Unheard | None:
+        """How ``claim``'s save skipped the gate (a bypass, a disabled step, an undecided answer), if it did."""
+        return reconcile(
+            claim, self.ledger, registrations=self.registrations, undecided=self.undecided, now=self.clock()
+        )
 
     def _commit(self, event_key: str, plan: Callable[[], casework.Planned], what: str) -> casework.Planned | Outcome:
         """Plan against a fresh view and commit it; on a conflict, plan again; a seen event answers as before."""
@@ -442,8 +457,9 @@ class OrgGuard:
             case = self.case(case_id)
             now = self.clock()
             change = casework.plan_resolution(
-                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now
-            )
+                case, view, effect=effect, state=state, actor=actor, reason=reason.strip(), rule=rule, now=now,
+                fence=self.policy().fence,
+            )  # fmt: skip
             change = self._resolution_notices(change, case, effect, now)
             try:
                 self.ledger.commit(change)
@@ -565,7 +581,7 @@ class OrgGuard:
             self.orgs.get(org)
         planned = self._commit(
             move.event_key,
-            lambda: plan_move(self.ledger.mailbox(move.key), move, now=self.clock()),
+            lambda: plan_move(self.ledger.mailbox(move.key), move, now=self.clock(), fence=self.policy().fence),
             f"the mailbox {move.key.redacted}",
         )
         if isinstance(planned, Outcome):

@@ -7,6 +7,12 @@ rest). Each reaches the org at most once, even when an answer is lost
 attempts or on a permanent error, ``failed`` with the error, visible in its case
 and retryable. Throttling (429) and transient errors (5xx, timeouts) defer it
 with exponential backoff, honouring ``Retry-After``.
+
+With ``paces`` (each org's service-protection budget as its answers report it,
+``shared.dataverse.pacing``) the executor paces itself before a 429: an org that is
+over its budget is left alone until its window ends (its leased actions come back
+when their lease does; no attempt is spent on them), and an org's ``$batch`` holds
+no more operations than the execution time it has left allows.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from shared import telemetry
 from shared.dataverse.mailboxes import find_mailbox
+from shared.dataverse.pacing import OrgPace
 from shared.dataverse.port import ClientFor, DataverseError, OrgClient, Throttled
 from shared.domain import backoff
 from shared.domain.model import Action, ActionKind, ActionStatus, utcnow
@@ -52,6 +59,7 @@ class Executor:
     lease_s: float = 30.0
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
+    paces: Callable[[str], OrgPace] | None = None  # each org's budget (the client pool's or a job's pacer)
     _known_users: set[str] = field(default_factory=set)
     whoami_backoff: Backoff = field(default_factory=Backoff)
 
@@ -116,6 +124,16 @@ class Executor:
             for a in actions:
                 await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
             return report
+        pace = self.paces(org.name) if self.paces is not None else None
+        if pace is not None and pace.wait_s() > 0:
+            report.held += len(actions)  # over its budget: not one request until its window ends
+            quiet_log.info("%s is over its service protection budget for %.0f s; its actions wait",
+                           org.name, pace.wait_s(), extra={"rate_key": f"held:{org.name}"})  # fmt: skip
+            return report
+        if pace is not None:
+            take = pace.allowance(len(actions))
+            report.held += len(actions) - take  # the execution time left holds no more; the rest come back later
+            actions = actions[:take]
         client = self.client_for(org)
         before = client.requests_sent
         ready: list[tuple[Action, str]] = []

@@ -17,10 +17,21 @@ from dataclasses import dataclass, field
 
 from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import MAX_BATCH, OrgClient
-from shared.dataverse.schema import ACT_METHOD, MAILBOX_ID, MAILBOXES, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON, ActMethod
+from shared.dataverse.schema import (
+    ACT_METHOD,
+    INCOMING_EMAIL,
+    MAILBOX_ID,
+    MAILBOXES,
+    OUTGOING_EMAIL,
+    PRIMARY_FLAG,
+    TEST_ENABLE,
+    TESTED_ON,
+    ActMethod,
+)
 from shared.domain.model import Action, ActionKind, ActionStatus, Case, CaseState
 from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
+from shared.service.org_writes import landed
 from shared.service.outbox import Executor
 
 UNBOUNDED = 100_000  # actions per round when no org reports a budget
@@ -128,13 +139,13 @@ async def carry_out(
 def done_in_org(action: Action, row: dict[str, object]) -> bool:
     """Whether ``row`` (read back from the org) already shows ``action``'s write.
 
-    A demote is done when ACT is None and the check box is off. A promote is done
-    when the check box is on, ACT is server-side sync, and Test & Enable was
-    scheduled or has run since the action was decided (so a row that merely
-    looked promoted before does not skip its Test & Enable).
+    A demote is done when every column it writes holds its value (``org_writes.landed``).
+    A promote is done when the check box is on, ACT is server-side sync, and Test & Enable
+    was scheduled or has run since the action was decided (so a row that merely looked
+    promoted before does not skip its Test & Enable).
     """
     if action.kind is ActionKind.DEMOTE:
-        return row.get(ACT_METHOD) == ActMethod.NONE and not row.get(PRIMARY_FLAG)
+        return landed(action.kind, row, None, action.fence)
     if action.kind is ActionKind.PROMOTE:
         if row.get(ACT_METHOD) != ActMethod.SERVER_SIDE_SYNC or not row.get(PRIMARY_FLAG):
             return False
@@ -146,7 +157,7 @@ def done_in_org(action: Action, row: dict[str, object]) -> bool:
     return False
 
 
-VERIFY_COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON)
+VERIFY_COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON, INCOMING_EMAIL, OUTGOING_EMAIL)
 IDS_PER_QUERY = 50
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.dataverse.schema import ACT_STATUS, ADDRESS, MAILBOX_ID, SyncStatus
+from shared.dataverse.schema import ACT_STATUS, ADDRESS, MAILBOX_ID, TEST_ENABLE, SyncStatus
+from shared.domain import findings
 from shared.domain.findings import Finding, Row, classify
 from shared.domain.model import InvalidAddress, MailboxKey
 from shared.ledger.port import JobLedger
@@ -51,9 +52,7 @@ class ScratchIndex:
                 key = MailboxKey.parse(row.get(ADDRESS))
             except InvalidAddress:
                 continue
-            keep.append(
-                (key.address, index, str(row[MAILBOX_ID]).lower(), int(row.get(ACT_STATUS) == SyncStatus.FAILURE))
-            )
+            keep.append((key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))))
         self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
         return len(keep)
 
@@ -125,3 +124,7 @@ def copy_owners(ledger: JobLedger, scratch: ScratchIndex, page: int = 1000) -> N
     while batch := ledger.ownerships(after, page):
         scratch.add_owners([(o.key.address, o.owner) for o in batch])
         after = batch[-1].key.address
+
+
+def _failing(row: dict[str, Any]) -> bool:
+    return findings.failing(row.get(ACT_STATUS) == SyncStatus.FAILURE, row.get(TEST_ENABLE) is True)

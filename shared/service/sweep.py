@@ -7,7 +7,11 @@ Situations the sweep finds (DESIGN.md "Sweep"; the article's S2):
   the mailbox) says it is "configured with another organization";
 * ``owner_not_syncing``: the ledger's owner has no active server-side-sync row for the
   mailbox while another org does;
-* ``unknown_owner``: the ledger's owner is not a registered org any more.
+* ``unknown_owner``: the ledger's owner is not a registered org any more;
+
+and, per org, whether OrgGuard's own endpoints, steps and images are there, enabled and as
+registered (``registration``): a step someone disabled or deleted is a finding too, repaired
+with ``orgguard register``.
 
 How memory stays flat: rows are read a page at a time (``$select`` of three
 columns, 5,000 rows a page, every org in parallel) and each page goes straight
@@ -37,12 +41,14 @@ from typing import Any
 
 from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient
+from shared.dataverse.registration import check_orgs
 from shared.dataverse.schema import (
     MAILBOXES,
 )
-from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts
+from shared.dataverse.syncing import ADDRESSES_PER_QUERY, COLUMNS, SYNCING, active_rows, read_alerts, stamps
 from shared.domain.compliance import SweepCompliance
-from shared.domain.findings import Finding, FindingKind, Row, claim_order
+from shared.domain.drift import OrgRegistration
+from shared.domain.findings import Finding, FindingKind, Row, claim_order, needs_stamp
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.model import (
     ActionKind,
@@ -75,6 +81,7 @@ class Settlement:
     explanation: str
     cases: list[str] = field(default_factory=list)
     exemption: str | None = None  # the exemption that made the decision audit
+    unheard: dict[str, dict[str, object]] = field(default_factory=dict)  # per org: a save that skipped the gate
 
 
 @dataclass
@@ -92,6 +99,7 @@ class SweepResult:
     cases: int = 0
     applied: int = 0
     failed: int = 0
+    registration: list[OrgRegistration] = field(default_factory=list)  # OrgGuard's own steps in each org
     requests: int = 0
     throttled: int = 0
     seconds: float = 0.0
@@ -120,6 +128,8 @@ class SweepResult:
             "requests": self.requests,
             "throttled": self.throttled,
             "apply": self.apply,
+            "registration": [r.doc() for r in self.registration],
+            "registration_drift": sum(1 for r in self.registration if not r.ok),
             "cases": self.cases,
             "applied": self.applied,
             "failed": self.failed,
@@ -263,8 +273,11 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
     settlement = Settlement(owner, Effect.ALLOW.value, "uncontested", "no competing claim")
     decided: list[str] = []
     for row in order:
+        claim = _claim(service, finding.key, row, sweep_id)
+        if (unheard := service.unheard(claim)) is not None:
+            settlement.unheard[row.org] = unheard.facts()  # a save there skipped the gate
         if apply:
-            outcome = service.handle_claim(_claim(service, finding.key, row, sweep_id))
+            outcome = service.handle_claim(claim)
             decision = outcome.decision
             if outcome.case_id:
                 settlement.cases.append(outcome.case_id)
@@ -286,6 +299,7 @@ def _claims(service: OrgGuard, finding: Finding, *, sweep_id: str, apply: bool) 
 
 def _claim(service: OrgGuard, key: MailboxKey, row: Row, sweep_id: str) -> Claim:
     org = service.orgs.get(row.org)
+    stamp = row.stamp
     return Claim(
         key=key,
         org=row.org,
@@ -293,6 +307,9 @@ def _claim(service: OrgGuard, key: MailboxKey, row: Row, sweep_id: str) -> Claim
         kind=ClaimKind.SWEEP,
         origin=Origin.SWEEP,
         source_ids={"org": org.id, "operation": f"sweep-{sweep_id}"},
+        modified_by=stamp.modified_by if stamp else None,
+        modified_on_behalf_of=stamp.on_behalf_of if stamp else None,
+        modified_on=stamp.modified_on if stamp else None,
     )
 
 
@@ -317,6 +334,7 @@ def conflict_doc(finding: Finding, settlement: Settlement) -> dict[str, Any]:
         "explanation": settlement.explanation,
         "cases": settlement.cases,
         "exemption": settlement.exemption,
+        "unheard": settlement.unheard,
     }
 
 
@@ -336,6 +354,7 @@ class Sweep:
     apply: bool = False
     progress: Progress | None = None
     on_finding: Callable[[dict[str, Any]], None] | None = None
+    webhook_base: str | None = None  # OrgGuard's URL, to compare the endpoints' with (None: their path only)
 
     async def find(self) -> tuple[SweepResult, list[str]]:
         """Read every org, find, and settle; the case ids recorded (with ``apply``)."""
@@ -347,7 +366,14 @@ class Sweep:
         scratch = ScratchIndex(names)
         case_ids: list[str] = []
         try:
-            await asyncio.gather(*(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs))
+            checked = check_orgs(
+                self.service.orgs, names, self.webhook_base, client_for=self.client_for, now=self.service.clock()
+            )
+            reads = asyncio.gather(
+                *(read_org(org, self.client_for(org), scratch, result, self.progress) for org in orgs)
+            )
+            result.registration, _ = await asyncio.gather(checked, reads)
+            self.service.registrations.record(result.registration)
             await asyncio.to_thread(copy_owners, self.ledger, scratch)
             scratch.index()
             result.mailboxes = sum(result.rows_by_org.values())
@@ -371,11 +397,33 @@ class Sweep:
         return result, list(dict.fromkeys(case_ids))
 
     async def _with_users(self, findings: Iterator[Finding], chunk: int = 500) -> AsyncIterator[Finding]:
-        """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``)."""
+        """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``),
+        and who last changed each row that syncs against the ledger's owner (a save may have skipped the gate)."""
         while batch := list(itertools.islice(findings, chunk)):
             await asyncio.to_thread(self.service.know_users, [f.key for f in batch])
-            for finding in batch:
+            for finding in await self._stamped(batch):
                 yield finding
+
+    async def _stamped(self, batch: list[Finding]) -> list[Finding]:
+        """``batch`` with the stamps of the rows that need one (``needs_stamp``), read per org at once."""
+        wanted: dict[str, list[str]] = {}
+        for finding in batch:
+            for row in finding.rows:
+                if needs_stamp(finding, row) and row.org in self.service.orgs.names:
+                    wanted.setdefault(row.org, []).append(row.mailbox_id)
+        if not wanted:
+            return batch
+        orgs = list(wanted)
+        read = await asyncio.gather(*(stamps(self.client_for(self.service.orgs.get(o)), wanted[o]) for o in orgs))
+        found = {
+            (org, mailbox_id): stamp
+            for org, by_id in zip(orgs, read, strict=True)
+            for mailbox_id, stamp in by_id.items()
+        }
+        return [
+            replace(f, rows=tuple(replace(r, stamp=found.get((r.org, r.mailbox_id.lower()))) for r in f.rows))
+            for f in batch
+        ]
 
     async def _settle(
         self, finding: Finding, primary: str | None, row: str | None, result: SweepResult, case_ids: list[str]
@@ -412,6 +460,7 @@ async def run_sweep(
     progress: Progress | None = None,
     on_finding: Callable[[dict[str, Any]], None] | None = None,
     keep: int = JOB_CONFLICTS,
+    webhook_base: str | None = None,
 ) -> tuple[Job, SweepResult]:
     """Find, settle, and with ``job.apply`` carry out; the job record follows along."""
     try:
@@ -424,6 +473,7 @@ async def run_sweep(
             apply=job.apply,
             progress=progress,
             on_finding=on_finding,
+            webhook_base=webhook_base,
         )
         result, case_ids = await sweep.find()
         job = await asyncio.to_thread(ledger.save_job, job.with_progress(phase="found", cases=len(case_ids)))

@@ -44,6 +44,7 @@ def action_view(a: Action) -> dict[str, Any]:
         "updated_at": when(a.updated_at),
         "next_attempt_at": when(a.next_attempt_at),
         "notice": notice_view(a.notice) if a.notice else None,
+        "fence": [f.value for f in a.fence] if a.writes else None,  # what a demote sets to None (the policy's fence)
     }
 
 
@@ -65,6 +66,8 @@ def case_view(c: Case) -> dict[str, Any]:
         "expires_at": when(c.expires_at),
         "history": [{"at": when(h.at), "state": h.state.value, "actor": h.actor, "note": h.note} for h in c.history],
         "actions": [action_view(a) for a in c.actions],
+        # a save that skipped the gate: how it was found (found: bypass, gate_disabled, ...; by), who saved, when
+        "unheard": c.unheard.facts() if c.unheard else None,
     }
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from functions.http_api import create_api
 from shared import bootstrap
-from tests.factories import ADMIN_TOKEN, KEYS, claim, container, fixture, ledger_snapshot
+from tests.factories import ADMIN_TOKEN, KEYS, claim, container, fixture, fixture_bytes, ledger_snapshot
 from tests.serving import serve
 
 DEADLINE = 1.5
@@ -134,6 +134,13 @@ def test_on_error_allow_answers_allow_and_says_so(tmp_path):
             assert "gate.on_error is allow" in r.json()["detail"]
             time.sleep(DEADLINE)
             assert ledger_snapshot(c) == before  # the allow the caller got was not recorded as a decision
+            # the save went on; its asynchronous event finds it, and the case says the gate could not decide
+            event = client.post("/api/dataverse/events", content=fixture_bytes("event-post-test-enable.json"),
+                                headers=headers)  # fmt: skip
+            assert event.status_code == 202 and event.json()["case"], event.text
+            found = c.ledger.case(event.json()["case"])
+            assert found is not None and found.unheard is not None
+            assert (found.unheard.found.value, found.unheard.by.value) == ("gate_degraded", "webhook")
     finally:
         bootstrap.install(None)
         c.close()

@@ -135,18 +135,18 @@ def test_a_pacer_paces_the_clients_its_factory_builds(sandbox: str) -> None:
     httpx.put(f"{sandbox}/_sandbox/settings", json={"budget": 50, "window_s": 60}).raise_for_status()
     org = Org(id=CONTOSO_NA, name="contoso-na", url=f"{sandbox}/orgs/contoso-na")
 
-    async def go() -> tuple[int, int | None, list[int]]:
+    async def go() -> tuple[int, int, int | None, list[int]]:
         pacer = Pacer(connect=Connector(client_id=None))
         try:
             client = pacer(org)
             await client.who_am_i()
             results = await client.batch([BatchOperation("GET", "WhoAmI"), BatchOperation("GET", "WhoAmI")])
             pace = pacer.pace("contoso-na")
-            return pace.operations, pace.remaining, [r.status or 0 for r in results]
+            return pace.requests, pace.operations, pace.remaining, [r.status or 0 for r in results]
         finally:
             await pacer.aclose()
 
-    operations, remaining, statuses = asyncio.run(go())
+    requests, operations, remaining, statuses = asyncio.run(go())
     assert statuses == [200, 200]
-    assert operations == 3  # one request, then a $batch of two: each operation counts against the budget
-    assert remaining is not None and remaining < 50  # learned from the org's answers
+    assert (requests, operations) == (2, 3)  # one request, then a $batch of two: it counts once as a request
+    assert remaining == 48  # learned from the org's answers: the $batch spent one request, as documented

@@ -40,8 +40,14 @@ rules:
 """
 
 
-def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
-    """S2: JP's admin runs Test & Enable while Exchange holds NA, under the alert semantics."""
+SEMANTICS = ["overwrite", "alert", "disable-other"]
+DELAYS = [0.0, 0.3]  # Test & Enable inside the save, or completing later as in Dataverse (FACTS.md)
+
+
+def jp_fails_with_the_alert(sandbox: httpx.Client, *, semantics: str = "overwrite", delay: float = 0.0) -> None:
+    """S2: JP's admin runs Test & Enable while Exchange holds NA; JP tests under the alert semantics (the others
+    under ``semantics``), and the test completes ``delay`` seconds after the save."""
+    sandbox.put("/_sandbox/settings", json={"semantics": semantics, "test_enable_delay_s": delay}).raise_for_status()
     sandbox.put("/_sandbox/settings", json={"org": "contoso-jp", "semantics": "alert"}).raise_for_status()
     jp = row_for(sandbox, "contoso-jp", AIKO_ADDRESS)
     answer = sandbox.patch(
@@ -50,8 +56,18 @@ def jp_fails_with_the_alert(sandbox: httpx.Client) -> None:
         headers=ADMIN,
     )
     assert answer.status_code == 204, answer.text
+    tests_done(sandbox)
     assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actstatus"] == 2
     assert exchange(sandbox, AIKO_ADDRESS) == "contoso-na"
+
+
+def tests_done(sandbox: httpx.Client) -> None:
+    """Every pending Test & Enable (and each old owner's synchronization after it) has run."""
+    for _ in range(3):  # a test that takes a mailbox over schedules the old owner's synchronization
+        jobs = sandbox.get("/_sandbox/test-enable", params={"wait": 10}).json()
+        if jobs["pending"] == 0:
+            return
+    raise AssertionError("Test & Enable jobs still pending")
 
 
 def sweep(c: bootstrap.Container, *, apply: bool, orgs: list[str] | None = None) -> tuple[object, object]:
@@ -59,10 +75,15 @@ def sweep(c: bootstrap.Container, *, apply: bool, orgs: list[str] | None = None)
     return asyncio.run(jobs.run_sweep(jobs.start_sweep(orgs or [], apply=apply, actor="test")))
 
 
-def test_s2_alert_in_jp_with_jp_designated_is_repaired_in_jp(sandbox: httpx.Client, base_url: str, tmp_path: Path):
-    jp_fails_with_the_alert(sandbox)
+@pytest.mark.parametrize("delay", DELAYS, ids=["test-in-the-save", "test-completing-later"])
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_s2_alert_in_jp_with_jp_designated_is_repaired_in_jp(
+    sandbox: httpx.Client, base_url: str, tmp_path: Path, semantics: str, delay: float
+):
+    jp_fails_with_the_alert(sandbox, semantics=semantics, delay=delay)
     c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
     job, result = sweep(c, apply=True)
+    tests_done(sandbox)  # the repair's Test & Enable, and NA's synchronization after JP took the mailbox over
     assert job.state is JobState.DONE
     aiko = next(f for f in result.conflicts if f["mailbox"] == AIKO.address)
     assert "alert" in aiko["kinds"] and aiko["failing"] == ["contoso-jp"] and aiko["winner"] == "contoso-jp"
@@ -72,13 +93,27 @@ def test_s2_alert_in_jp_with_jp_designated_is_repaired_in_jp(sandbox: httpx.Clie
     assert na["actdeliverymethod"] == 2 and na["orgmarkedasprimaryforexchangesync"] is False
     assert exchange(sandbox, AIKO_ADDRESS) == "contoso-jp"
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-jp"
+    assert_settled(c)
 
 
-def test_s2_alert_in_jp_with_na_designated_is_repaired_in_na(sandbox: httpx.Client, base_url: str, tmp_path: Path):
-    jp_fails_with_the_alert(sandbox)
+def assert_settled(c: bootstrap.Container) -> None:
+    """The repair's case is applied, and a second sweep finds nothing left to do for the mailbox."""
+    (case,) = c.ledger.cases(CaseQuery(mailbox=AIKO)).items
+    assert case.state.value == "applied", case.history
+    _, again = sweep(c, apply=False)
+    assert [f for f in again.conflicts if f["mailbox"] == AIKO.address] == []
+
+
+@pytest.mark.parametrize("delay", DELAYS, ids=["test-in-the-save", "test-completing-later"])
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_s2_alert_in_jp_with_na_designated_is_repaired_in_na(
+    sandbox: httpx.Client, base_url: str, tmp_path: Path, semantics: str, delay: float
+):
+    jp_fails_with_the_alert(sandbox, semantics=semantics, delay=delay)
     before = row_for(sandbox, "contoso-na", AIKO_ADDRESS)
     c = wired(tmp_path, base_url, policy_designating("contoso-na"))
     sweep(c, apply=True)
+    tests_done(sandbox)
     jp, na = row_for(sandbox, "contoso-jp", AIKO_ADDRESS), row_for(sandbox, "contoso-na", AIKO_ADDRESS)
     assert na["orgmarkedasprimaryforexchangesync"] is True and na["actdeliverymethod"] == 1
     assert na["testemailconfigurationretrycount"] == before["testemailconfigurationretrycount"] + 1  # Test & Enable ran
@@ -87,6 +122,25 @@ def test_s2_alert_in_jp_with_na_designated_is_repaired_in_na(sandbox: httpx.Clie
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
     case = c.ledger.cases(CaseQuery(mailbox=AIKO)).items[0]
     assert case.state.value == "applied" and case.decision.rule == "designated-primary"
+    assert_settled(c)
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_s2_a_second_sweep_while_the_repair_s_test_is_pending_does_not_repair_it_again(
+    sandbox: httpx.Client, base_url: str, tmp_path: Path, semantics: str
+):
+    """The repair schedules Test & Enable in JP; until it runs, JP's status is still the old test's Failure."""
+    jp_fails_with_the_alert(sandbox, semantics=semantics)
+    sandbox.put("/_sandbox/settings", json={"test_enable_delay_s": 3600}).raise_for_status()  # held back
+    c = wired(tmp_path, base_url, policy_designating("contoso-jp"))
+    sweep(c, apply=True)
+    _, again = sweep(c, apply=True)
+    assert [f for f in again.conflicts if f["mailbox"] == AIKO.address] == []
+    assert len(c.ledger.cases(CaseQuery(mailbox=AIKO)).items) == 1  # one repair, one Test & Enable
+    sandbox.post("/_sandbox/test-enable/run").raise_for_status()
+    assert exchange(sandbox, AIKO_ADDRESS) == "contoso-jp"
+    assert row_for(sandbox, "contoso-jp", AIKO_ADDRESS)["actstatus"] == 1
+    assert_settled(c)
 
 
 def test_a_sweep_without_apply_changes_nothing_and_reports_every_conflict(

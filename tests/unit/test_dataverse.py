@@ -170,10 +170,19 @@ def test_429_waits_as_long_as_retry_after_says() -> None:
     assert h.client.requests_sent == 2
 
 
-def test_retry_after_is_capped_at_max_delay() -> None:
+def test_a_retry_after_longer_than_the_caller_waits_is_handed_back_not_cut_short() -> None:
+    """Sending again after 30 s of a 300 s penalty would only extend it (FACTS.md, "Checked again")."""
     h = Harness(sequence(httpx.Response(429, headers={"Retry-After": "300"}), httpx.Response(200, json={"value": []})))
+    with pytest.raises(Throttled) as caught:
+        run(collect(h.client, select=["mailboxid"]))
+    assert caught.value.retry_after == 300.0
+    assert h.sleeps == [] and h.client.requests_sent == 1
+
+
+def test_a_retry_after_the_caller_can_wait_is_waited_in_full() -> None:
+    h = Harness(sequence(httpx.Response(429, headers={"Retry-After": "30"}), httpx.Response(200, json={"value": []})))
     run(collect(h.client, select=["mailboxid"]))
-    assert h.sleeps == [30.0]
+    assert h.sleeps == [30.0] and h.client.requests_sent == 2
 
 
 def test_429_that_never_ends_raises_throttled_with_the_wait() -> None:

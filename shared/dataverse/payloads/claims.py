@@ -8,9 +8,12 @@ rather than let a claim go unheard.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from shared.dataverse.payloads.context import Context, effective_row, missing_field
+from shared.dataverse.payloads.dotnet import EntityRef
 from shared.dataverse.payloads.rows import MailboxRow
 from shared.dataverse.schema import ADDRESS, MAILBOX, MAILBOX_ID
 from shared.domain.model import Claim, InvalidPayload, MailboxKey, Org, Origin, normalize_guid, utcnow
@@ -58,4 +61,16 @@ def to_claim(
         source_ids=ctx.source_ids(message_id=message_id),
         observed_at=observed_at or ctx.created_on or utcnow(),
         user_id=ctx.initiating_user_id or ctx.user_id,
+        **_stamps(ctx.target),
     )
+
+
+def _stamps(target: Mapping[str, object]) -> dict[str, Any]:
+    """Who saved and when, as an asynchronous context's Target states it (``modifiedby``, ``modifiedonbehalfby``,
+    ``modifiedon``: use-webhooks.md's example); absent ones stay None."""
+    by, behalf, on = (target.get(column) for column in ("modifiedby", "modifiedonbehalfby", "modifiedon"))
+    return {
+        "modified_by": by.id if isinstance(by, EntityRef) else None,
+        "modified_on_behalf_of": behalf.id if isinstance(behalf, EntityRef) else None,
+        "modified_on": on if isinstance(on, datetime) else None,
+    }

@@ -19,13 +19,14 @@ from pydantic import (
     model_serializer,
 )
 
-from shared.domain.model import Effect, Origin
+from shared.domain.model import ACT_ONLY, Effect, Origin
 from shared.domain.policy.effects import RULE_EFFECTS, ByOrigin, RuleEffect, effect_for, effect_spec
 from shared.domain.policy.notify import Notify
 from shared.domain.policy.values import (
     AddressPatterns,
     DomainPatterns,
     Duration,
+    Fences,
     Kinds,
     Orgs,
     OrgTypes,
@@ -143,7 +144,7 @@ class Policy(Section):
 
     model_config = ConfigDict(extra="ignore")
     shape = "the policy must be a mapping with version, mode, default and rules"
-    null_is_absent = ("primary", "rules", "approval", "notify")
+    null_is_absent = ("primary", "rules", "approval", "notify", "fence")
 
     version: Annotated[
         int,
@@ -156,6 +157,9 @@ class Policy(Section):
     rules: list[Rule] = []
     approval: Approval = Approval()
     notify: Notify = Notify()
+    fence: Annotated[
+        Fences, Field(description="what a demote sets to None in the losing org: act, or act and email")
+    ] = ACT_ONLY
 
 
 def default_policy() -> Policy:

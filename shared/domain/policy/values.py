@@ -20,7 +20,7 @@ import idna
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
 from shared.domain.environments import OrgType
-from shared.domain.model import ClaimKind, DomainError, MailboxKey, Origin, hidden_character
+from shared.domain.model import ClaimKind, DomainError, Fence, MailboxKey, Origin, hidden_character
 
 KNOWN_ORGS = "known_orgs"  # the validation context's registered org names (absent: not checked)
 GROUP_PREFIX = "group:"
@@ -146,6 +146,18 @@ def _among(allowed: type[StrEnum]) -> Callable[[object], list[object]]:
 Origins = Annotated[tuple[Annotated[Origin, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(Origin))]
 Kinds = Annotated[tuple[Annotated[ClaimKind, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(ClaimKind))]
 OrgTypes = Annotated[tuple[Annotated[OrgType, BeforeValidator(_text)], ...] | None, BeforeValidator(_among(OrgType))]
+
+
+def _fences_act(value: tuple[Fence, ...]) -> tuple[Fence, ...]:
+    """ACT is always fenced: it is what stops the losing org from claiming the mailbox; duplicates go."""
+    if Fence.ACT not in value:
+        raise ValueError("must include act: a demote always sets appointments, contacts and tasks to None")
+    return tuple(dict.fromkeys(value))
+
+
+Fences = Annotated[
+    tuple[Annotated[Fence, BeforeValidator(_text)], ...], BeforeValidator(_among(Fence)), AfterValidator(_fences_act)
+]
 
 
 # --- mailbox patterns ------------------------------------------------------------------------
