@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -13,15 +14,24 @@ from rich.table import Table
 console = Console()
 
 
+def load() -> str:
+    """The machine's load average (1, 5, 15 minutes) and its cores: a figure means little without them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
 def header(title: str) -> None:
     cmd = " ".join(["python", "-m", "bench", *sys.argv[1:]])
-    console.print(f"\n[bold]{title}[/bold]  ({cmd}; Python {platform.python_version()}, {platform.machine()})")
+    console.print(
+        f"\n[bold]{title}[/bold]  ({cmd}; Python {platform.python_version()}, {platform.machine()}; {load()})"
+    )
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    t = Table(*columns)
-    for row in rows:
-        t.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+def goals(rows: Sequence[tuple[str, str, str, bool]]) -> None:
+    """Each goal of the performance issue as (goal, the figure with its baseline and ratio, the target, met)."""
+    t = Table("goal", "measured (baseline, ratio)", "target", "met")
+    for goal, figure, target, met in rows:
+        t.add_row(goal, figure, target, "yes" if met else "[red]no[/red]")
     console.print(t)
 
 
