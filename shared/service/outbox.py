@@ -125,24 +125,24 @@ class Executor:
                 await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
             return report
         pace = self.paces(org.name) if self.paces is not None else None
-        if pace is not None and pace.wait_s() > 0:
-            report.held += len(actions)  # over its budget: not one request until its window ends
-            quiet_log.info("%s is over its service protection budget for %.0f s; its actions wait",
-                           org.name, pace.wait_s(), extra={"rate_key": f"held:{org.name}"})  # fmt: skip
-            return report
-        if pace is not None:
-            take = pace.allowance(len(actions))
-            report.held += len(actions) - take  # the execution time left holds no more; the rest come back later
-            actions = actions[:take]
         client = self.client_for(org)
         before = client.requests_sent
-        ready: list[tuple[Action, str]] = []
-        for action in actions:
-            mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
-            if mailbox_id:
-                ready.append((action, mailbox_id))
-        if ready:
-            await self._deliver(client, ready, report)
+        while actions:
+            if pace is not None and pace.wait_s() > 0:
+                report.held += len(actions)  # over its budget: not one request more until its window ends
+                quiet_log.info("%s is over its service protection budget for %.0f s; its actions wait",
+                               org.name, pace.wait_s(), extra={"rate_key": f"held:{org.name}"})  # fmt: skip
+                break
+            # as many as the execution time left holds; the answer teaches the pace what the next batch may hold
+            take = pace.allowance(len(actions)) if pace is not None else len(actions)
+            chunk, actions = actions[:take], actions[take:]
+            ready: list[tuple[Action, str]] = []
+            for action in chunk:
+                mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
+                if mailbox_id:
+                    ready.append((action, mailbox_id))
+            if ready:
+                await self._deliver(client, ready, report)
         report.requests += client.requests_sent - before
         return report
 

@@ -99,6 +99,9 @@ def migrations(tmp_path: Path) -> list:
         ledger.close()
 
 
+# Slow enough to stop mid-way: a $batch counts once against the requests (FACTS.md), so the execution time
+# each operation costs is what spreads a migration over several seconds.
+SLOW = {"budget": 8, "window_s": 1.0, "execution_budget_s": 0.5, "execution_cost_s": 0.02}
 MIGRATE = ["migrate", "--from", "contoso-na", "--to", "contoso-eu", "--domain", "contoso.com", "--apply"]
 
 
@@ -114,7 +117,7 @@ def test_migrate_draws_its_bar_in_a_terminal_and_finishes(sandbox: httpx.Client,
 
 
 def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client, project, tmp_path: Path):
-    sandbox.put("/_sandbox/settings", json={"budget": 8, "window_s": 1.0}).raise_for_status()  # slow enough to stop
+    sandbox.put("/_sandbox/settings", json=SLOW).raise_for_status()  # slow enough to stop
     code, shown = in_terminal(MIGRATE, project, tmp_path, type_ctrl_c_when=lambda text: "moves settled" in text)
     (job,) = migrations(tmp_path)
     assert code == 130, shown
@@ -130,7 +133,7 @@ def test_ctrl_c_pauses_a_migration_and_says_how_to_resume(sandbox: httpx.Client,
 
 def test_ctrl_c_pauses_a_migration_running_in_orgguard(sandbox: httpx.Client, base_url: str, project, tmp_path: Path):
     """Through the API (--url) the job runs in the server: Ctrl-C pauses it there, and --resume --url resumes it."""
-    sandbox.put("/_sandbox/settings", json={"budget": 8, "window_s": 1.0}).raise_for_status()
+    sandbox.put("/_sandbox/settings", json=SLOW).raise_for_status()
     c = wired(tmp_path, base_url)
     jobs = job_ledger(c.ledger)
     env = project | {"ORGGUARD_ADMIN_TOKEN": ADMIN_TOKEN}

@@ -163,3 +163,26 @@ def test_two_workers_never_apply_an_action_twice(tmp_path):
         asyncio.run(both())
         assert_all_applied_once(service, base, keys)
         assert patches(base) == 2 * len(keys), "a mailbox was written twice"
+
+
+def test_one_round_carries_out_more_than_a_first_batch_when_the_budget_holds_it(tmp_path):
+    """An org that reports its execution time gets a first batch of about ten (FACTS.md); the rest of the round's
+    actions follow in further batches as the answers show what one costs, not after the round's lease runs out."""
+    from sandbox.server import running
+
+    with running(mailboxes=200, overlap=0.8) as base:
+        service, keys = contested_world(tmp_path, base, 25)
+        configure(base, {"gate": False, "events": False})
+
+        async def one_round() -> None:
+            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0), client_id=None)
+            executor = Executor(service.ledger, service.orgs, pool, paces=pool.pace)
+            try:
+                report = await executor.run_once()
+                assert report.applied == 50 and report.held == 0, report
+            finally:
+                await pool.aclose()
+
+        asyncio.run(one_round())
+        assert not has_pending(service.ledger)
+        assert_all_applied_once(service, base, keys)
