@@ -36,6 +36,7 @@ from shared.dataverse.payloads import (
     to_claim,
     unwrap_event,
 )
+from shared.dataverse.payloads import rows as rows_module
 from shared.domain.model import ClaimKind, InvalidAddress, InvalidPayload, Org, Origin
 
 # Copies of the example Dataverse payloads the specs ship (tests/fixtures/).
@@ -1160,3 +1161,31 @@ def test_context_is_immutable() -> None:
     ctx: Context = parse_context(gate())
     with pytest.raises(TypeError):
         ctx.target["testemailconfigurationscheduled"] = False  # type: ignore[index]
+
+
+# The payload reader takes plain values of columns outside rows.CHECKED_COLUMNS as they are (the gate's fast
+# path); that is only right while check_column holds those columns, and only those, to a type.
+_PLAIN = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
+
+
+@given(name=st.text(min_size=1, max_size=30).filter(lambda n: n not in rows_module.CHECKED_COLUMNS), value=_PLAIN)
+def test_columns_outside_the_checked_set_pass_as_they_are(name: str, value: object) -> None:
+    assert rows_module.check_column(name, value, "Target.Attributes[x]") is value
+
+
+@pytest.mark.parametrize("name", sorted(rows_module.CHECKED_COLUMNS))
+def test_every_checked_column_refuses_a_value_of_the_wrong_type(name: str) -> None:
+    with pytest.raises(InvalidPayload) as refused:
+        rows_module.check_column(name, ["not", "a", "column", "value"], f"Target.Attributes[{name}]")
+    assert refused.value.field == f"Target.Attributes[{name}]"
+
+
+@pytest.mark.parametrize("column", sorted(rows_module.CHECKED_COLUMNS))
+def test_a_payload_with_a_checked_column_of_the_wrong_type_is_refused_naming_it(column: str) -> None:
+    doc = gate()
+    attributes = doc["InputParameters"][0]["value"]["Attributes"]
+    attributes[:] = [pair for pair in attributes if pair["key"] != column]
+    attributes.append({"key": column, "value": ["not", "a", "column", "value"]})
+    with pytest.raises(InvalidPayload) as refused:
+        parse_context(doc)
+    assert column in (refused.value.field or "")

@@ -278,7 +278,7 @@ def _entity(raw: Mapping[str, object], field: str) -> tuple[dict[str, object], l
     if logical_name is not None and not isinstance(logical_name, str):
         raise InvalidPayload(f"{field}.LogicalName must be a string", field=f"{field}.LogicalName")
     _check_logical_name(logical_name, field)
-    attributes = dotnet.attributes(raw, field, 0, rows.check_column)
+    attributes = dotnet.attributes(raw, field, 0, rows.check_column, rows.CHECKED_COLUMNS)
     ids: list[tuple[str, str | None]] = [(f"{field}.Id", dotnet.guid(raw.get("Id"), f"{field}.Id"))]
     mailbox_id = attributes.get(MAILBOX_ID)
     if isinstance(mailbox_id, str):
@@ -299,7 +299,7 @@ def decode_value(value: object) -> object:
     dict of its decoded attributes; lists element by element; anything else
     as is. A typed value of the wrong shape raises InvalidPayload.
     """
-    return dotnet.decode(value, "value", 0, rows.check_column)
+    return dotnet.decode(value, "value", 0, rows.check_column, rows.CHECKED_COLUMNS)
 
 
 def missing_field(ctx: Context) -> str | None:

@@ -60,19 +60,20 @@ def pairs(raw: object, field: str) -> dict[str, object]:
     """A ``{"key", "value"}`` pair array or a plain object, as a dict.
 
     A key given twice is refused: otherwise the order of the pairs would decide
-    which value counts.
+    which value counts. (Paths for errors are written only when there is one.)
     """
     if raw is None:
         return {}
     if isinstance(raw, list):  # Dataverse's own form first: it is the one the gate sees
-        items = [_pair(element, f"{field}[{index}]") for index, element in enumerate(raw)]
+        items = [_pair(element, field, index) for index, element in enumerate(raw)]
     elif isinstance(raw, OBJECT):
-        items = [(key, value, f"{field}[{key}]") for key, value in raw.items()]
+        items = list(raw.items())
     else:
         raise InvalidPayload(f"{field} must be a list of key/value pairs or an object", field=field)
     found: dict[str, object] = {}
-    for key, value, path in items:
+    for index, (key, value) in enumerate(items):
         if not isinstance(key, str) or not key:
+            path = f"{field}[{index if isinstance(raw, list) else key}]"
             raise InvalidPayload(f"{path} has no key", field=path)
         if key in found:
             raise InvalidPayload(f"{field} names {key[:64]!r} twice", field=f"{field}[{key[:64]}]")
@@ -80,36 +81,55 @@ def pairs(raw: object, field: str) -> dict[str, object]:
     return found
 
 
-def _pair(element: object, path: str) -> tuple[object, object, str]:
+def _pair(element: object, field: str, index: int) -> tuple[object, object]:
     if not isinstance(element, OBJECT):
+        path = f"{field}[{index}]"
         raise InvalidPayload(f"{path} must be a key/value pair", field=path)
     key = element.get("key", element.get("Key"))
     value = element.get("value", element.get("Value"))
-    return key, value, path
+    return key, value
 
 
-def attributes(entity: Mapping[str, object], field: str, depth: int, check: ColumnCheck) -> dict[str, object]:
-    """An ``Entity``'s attributes by logical name, each decoded and then checked by ``check``."""
+_SCALARS = (bool, int, float)
+
+
+def attributes(
+    entity: Mapping[str, object], field: str, depth: int, check: ColumnCheck, checked: frozenset[str] | None = None
+) -> dict[str, object]:
+    """An ``Entity``'s attributes by logical name, each decoded and then checked by ``check``.
+
+    ``checked``: the columns ``check`` holds to a type (None: every column). Any other column whose value is
+    plain (a number, a boolean, null, a string that is not a date) is taken as it is, without the round trip.
+    """
     path = f"{field}.Attributes"
     given = pairs(entity.get("Attributes"), path)
     decoded: dict[str, object] = {}
     for key, value in given.items():
         name = key.lower()  # logical names are lower case; be lenient on the wire
-        column = f"{path}[{key[:64]}]"
         if name in decoded:
-            raise InvalidPayload(f"{path} names {key[:64]!r} twice", field=column)
-        decoded[name] = check(name, decode(value, column, depth + 1, check), column)
+            raise InvalidPayload(f"{path} names {key[:64]!r} twice", field=f"{path}[{key[:64]}]")
+        if checked is not None and name not in checked and _plain(value):
+            decoded[name] = value
+            continue
+        column = f"{path}[{key[:64]}]"
+        decoded[name] = check(name, decode(value, column, depth + 1, check, checked), column)
     return decoded
 
 
-def decode(value: object, field: str, depth: int, check: ColumnCheck) -> object:
+def _plain(value: object) -> bool:
+    """A value decoding leaves as it is: null, a number or boolean, or a string that cannot be a date."""
+    kind = type(value)
+    return value is None or kind in _SCALARS or (kind is str and "Date(" not in value[:8])  # type: ignore[index]
+
+
+def decode(value: object, field: str, depth: int, check: ColumnCheck, checked: frozenset[str] | None = None) -> object:
     """Plain Python for a typed value ``depth`` levels down (entities inside are checked by ``check``)."""
     if depth > MAX_VALUE_DEPTH:
         raise InvalidPayload(f"{field} is nested too deeply", field=field)
     if isinstance(value, str):  # the pattern only where a date can begin ("/Date(" or "\\/Date(")
         return parse_dotnet_date(value, field=field) if "Date(" in value[:8] and _DATE.match(value) else value
     if isinstance(value, list):
-        return [decode(item, f"{field}[{index}]", depth + 1, check) for index, item in enumerate(value)]
+        return [decode(item, f"{field}[{index}]", depth + 1, check, checked) for index, item in enumerate(value)]
     if not isinstance(value, OBJECT):
         return value
     contract = kind(value, field)
@@ -120,7 +140,7 @@ def decode(value: object, field: str, depth: int, check: ColumnCheck) -> object:
     if contract == "Money":
         return _money(value, field)
     if contract == "Entity":
-        return attributes(value, field, depth, check)
+        return attributes(value, field, depth, check, checked)
     return value
 
 

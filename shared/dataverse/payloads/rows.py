@@ -51,7 +51,7 @@ class RowFields(TypedDict, total=False):
     regarding_id: str | None
 
 
-def check_column(name: str, value: object, field: str) -> object:
+def check_column(name: str, value: object, field: str) -> object:  # the columns are CHECKED_COLUMNS
     """Known mailbox columns must have their type, so reading a row never fails later."""
     if value is None:
         return None
@@ -72,6 +72,10 @@ def check_column(name: str, value: object, field: str) -> object:
     elif name == MAILBOX_ID:
         return dotnet.guid(value, field)
     return value
+
+
+CHECKED_COLUMNS = frozenset({PRIMARY_FLAG, TEST_ENABLE, ACT_METHOD, STATE, ADDRESS, REGARDING, MAILBOX_ID})
+"""The columns ``check_column`` holds to a type; any other column is taken as decoded."""
 
 
 def row_fields(attrs: Mapping[str, object]) -> RowFields:
