@@ -281,31 +281,23 @@ def _paced(url: str, path: str, bodies: list[bytes], rate: float) -> list[float]
 def over_http(seconds: int = 8) -> tuple[list[list[object]], dict[str, float]]:
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed: `make bench` installs it from Debian (apt-get install wrk)")
-    lua = REPO / "bench" / "wrk" / "gate.lua"
     rows: list[list[object]] = []
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        bare, bare_url = _serve(BARE)
-        try:
-            rate, p50, p99 = _wrk(bare_url, "/bare", script=lua, seconds=seconds)
-            paced = _paced(bare_url, "/bare", mixed(RATE * 5, seed=4, prefix="paced"), RATE)
-            rows.append(["baseline: bare FastAPI POST", rate, p50, p99, percentile(paced, 50) * 1e3,
-                         percentile(paced, 99) * 1e3])  # fmt: skip
-            figures.update(bare_rate=rate, bare_p99=percentile(paced, 99) * 1e3)
-        finally:
-            bare.terminate()
-            bare.wait(timeout=10)
-        gate, gate_url = _serve(SERVER, repo=str(REPO), tmp=tmp)
-        try:
-            _paced(gate_url, "/api/dataverse/gate", mixed(200, seed=3, prefix="warm"), RATE)
-            rate, p50, p99 = _wrk(gate_url, "/api/dataverse/gate", script=lua, seconds=seconds)
-            paced = _paced(gate_url, "/api/dataverse/gate", mixed(RATE * 5, seed=4, prefix="paced"), RATE)
-            rows.append(["gate POST (the mix)", rate, p50, p99, percentile(paced, 50) * 1e3,
-                         percentile(paced, 99) * 1e3])  # fmt: skip
-            figures.update(gate_rate=rate, gate_p99=percentile(paced, 99) * 1e3)
-        finally:
-            gate.terminate()
-            gate.wait(timeout=10)
+        for name, label, path, script in (
+            ("bare", "baseline: bare FastAPI POST", "/bare", BARE),
+            ("gate", "gate POST (the mix)", "/api/dataverse/gate", SERVER),
+        ):
+            server, url = _serve(script, repo=str(REPO), tmp=tmp)
+            try:
+                _paced(url, path, mixed(200, seed=3, prefix="warm"), RATE)
+                rate, p50, p99 = _wrk(url, path, script=REPO / "bench" / "wrk" / "gate.lua", seconds=seconds)
+                paced = _paced(url, path, mixed(RATE * 5, seed=4, prefix="paced"), RATE)
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
+            rows.append([label, rate, p50, p99, percentile(paced, 50) * 1e3, percentile(paced, 99) * 1e3])
+            figures.update({f"{name}_rate": rate, f"{name}_p99": percentile(paced, 99) * 1e3})
     return rows, figures
 
 
