@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,9 +23,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    base: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """The CPU time the sandbox's process has used so far (user and system), from ``/proc``."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def sandbox_process(*, mailboxes: int, overlap: float, orgs: int = 3, seed: int = 7) -> Iterator[str]:
-    """``python -m sandbox`` on a free port until the block ends; yields its base URL."""
+def sandbox_process(*, mailboxes: int, overlap: float, orgs: int = 3, seed: int = 7) -> Iterator[Sandbox]:
+    """``python -m sandbox`` on a free port until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "sandbox", "--port", str(port), "--mailboxes", str(mailboxes)]
     command += ["--overlap", str(overlap), "--orgs", str(orgs), "--seed", str(seed)]
@@ -39,7 +52,7 @@ def sandbox_process(*, mailboxes: int, overlap: float, orgs: int = 3, seed: int 
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the sandbox did not start") from None
                 time.sleep(0.3)
-        yield base
+        yield Sandbox(base, process.pid)
     finally:
         process.terminate()
         try:

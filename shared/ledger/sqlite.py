@@ -49,7 +49,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
-from shared.ledger.steps import OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
 
 SCHEMA_VERSION = 2  # 2: exemptions
 PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
@@ -432,6 +432,36 @@ class SqliteLedger(OutboxSteps):
                 self._write_case(db, moved)
             self._append(db, event)
             return new
+
+    def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
+        """One round's actions, their cases and audit entries in one transaction (``record_attempts``)."""
+        with self._tx() as db:
+            now = utcnow()
+            cases: dict[str, Case | None] = {}  # as this transaction leaves them, for the next action of a case
+            done: list[Action] = []
+            for action_id, step in steps:
+                row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
+                if not row:
+                    raise NotFound(f"no action {action_id}", field="action")
+                old = codec.action_from(json.loads(row["doc"]))
+                if old.case_id not in cases:
+                    case_row = db.execute("SELECT doc FROM cases WHERE id = ?", (old.case_id,)).fetchone()
+                    cases[old.case_id] = self._case_from(case_row["doc"]) if case_row else None
+                case = cases[old.case_id]
+                planned = step(old, case, now)
+                if planned is None:
+                    done.append(old)
+                    continue
+                new, moved, event = planned
+                self._save_action(db, new)
+                if moved is not None and case is not None:
+                    if moved.history != case.history:
+                        self._write_case(db, moved)
+                    cases[old.case_id] = moved
+                if event is not None:
+                    self._append(db, event)
+                done.append(new)
+            return done
 
     @staticmethod
     def _save_action(db: sqlite3.Connection, action: Action) -> None:

@@ -32,7 +32,7 @@ from shared.dataverse.port import ClientFor, DataverseError, OrgClient, Throttle
 from shared.domain import backoff
 from shared.domain.model import Action, ActionKind, ActionStatus, utcnow
 from shared.domain.orgs import OrgRegistry
-from shared.ledger.port import Ledger
+from shared.ledger.port import Attempt, Ledger
 from shared.service.execution import ExecutionReport
 from shared.service.org_writes import Applied, OrgWrites, Write
 from shared.telemetry.lograte import Backoff, rate_limited
@@ -115,50 +115,62 @@ class Executor:
         return total
 
     async def _run_org(self, org_name: str, actions: list[Action]) -> ExecutionReport:
+        """One org's share of the round: its writes, then what became of each recorded in one go."""
         report = ExecutionReport()
+        round_ = Round(self, report)
+        await self._carry_out(org_name, actions, round_)
+        await round_.record()
+        return report
+
+    async def _carry_out(self, org_name: str, actions: list[Action], round_: Round) -> None:
         try:
             org = self.orgs.get(org_name)
         except DataverseError:  # pragma: no cover - registry raises UnknownOrg, handled below
             raise
         except Exception as exc:
             for a in actions:
-                await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
-            return report
+                round_.fail(a, f"org {org_name} is no longer registered ({exc})")
+            return
         pace = self.paces(org.name) if self.paces is not None else None
         if pace is not None and pace.wait_s() > 0:
-            report.held += len(actions)  # over its budget: not one request until its window ends
+            wait = pace.wait_s()
+            round_.hand_back(actions, due=self.clock() + timedelta(seconds=wait))  # not one request until it ends
             quiet_log.info("%s is over its service protection budget for %.0f s; its actions wait",
-                           org.name, pace.wait_s(), extra={"rate_key": f"held:{org.name}"})  # fmt: skip
-            return report
+                           org.name, wait, extra={"rate_key": f"held:{org.name}"})  # fmt: skip
+            return
         if pace is not None:
             take = pace.allowance(len(actions))
-            report.held += len(actions) - take  # the execution time left holds no more; the rest come back later
+            round_.hand_back(actions[take:], due=self.clock())  # the execution time left holds no more
             actions = actions[:take]
         client = self.client_for(org)
         before = client.requests_sent
         ready: list[tuple[Action, str]] = []
         for action in actions:
-            mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
+            mailbox_id = action.mailbox_id or await self._resolve(client, action, round_)
             if mailbox_id:
                 ready.append((action, mailbox_id))
         if ready:
-            await self._deliver(client, ready, report)
-        report.requests += client.requests_sent - before
-        return report
+            outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
+            for action, outcome in outcomes:
+                if isinstance(outcome, Applied):
+                    round_.applied(action)
+                else:
+                    round_.defer_or_fail(action, outcome.error)
+        round_.report.requests += client.requests_sent - before
 
-    async def _resolve(self, client: OrgClient, action: Action, report: ExecutionReport) -> str | None:
+    async def _resolve(self, client: OrgClient, action: Action, round_: Round) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
         case = await asyncio.to_thread(self.ledger.case, action.case_id)
         if case is None:
-            await self._fail(action, "its case is gone", report)
+            round_.fail(action, "its case is gone")
             return None
         try:
             row = await find_mailbox(client, case.key)
         except DataverseError as exc:
-            await self._defer_or_fail(action, exc, report)
+            round_.defer_or_fail(action, exc)
             return None
         if row is None:
-            await self._fail(action, f"no active mailbox for {case.key.redacted} in {action.org}", report)
+            round_.fail(action, f"no active mailbox for {case.key.redacted} in {action.org}")
             return None
         return str(row["mailboxid"])
 
@@ -173,42 +185,65 @@ class Executor:
         if self.mail is not None:
             await self.mail.aclose()
 
-    async def _deliver(self, client: OrgClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport) -> None:
-        """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``org_writes``)."""
-        outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
-        for action, outcome in outcomes:
-            if isinstance(outcome, Applied):
-                await self._record(action, ActionStatus.APPLIED, None, report)
-            else:
-                await self._defer_or_fail(action, outcome.error, report)
-
-    async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
+    def after_error(self, action: Action, exc: DataverseError) -> Attempt:
+        """A failed write: deferred with backoff (honouring ``Retry-After``), or failed when permanent or the last."""
         attempts = action.attempts + 1
         if exc.status in PERMANENT or attempts >= self.max_attempts:
-            await self._fail(action, _describe(exc), report)
-            return
+            return Attempt(action.id, ActionStatus.FAILED, _describe(exc))
         delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
         if isinstance(exc, Throttled) and exc.retry_after:
             delay = max(delay, exc.retry_after)
-        retry_at = self.clock() + timedelta(seconds=delay)
-        await asyncio.to_thread(
-            self.ledger.record_attempt, action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at
+        return Attempt(
+            action.id, ActionStatus.PENDING, _describe(exc), retry_at=self.clock() + timedelta(seconds=delay)
         )
-        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status="deferred")
-        report.deferred += 1
 
-    async def _fail(self, action: Action, error: str, report: ExecutionReport) -> None:
-        await self._record(action, ActionStatus.FAILED, error, report)
-        report.errors.append(f"{action.kind.value} in {action.org}: {error}")
-        log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, error)
 
-    async def _record(self, action: Action, status: ActionStatus, error: str | None, report: ExecutionReport) -> None:
-        await asyncio.to_thread(self.ledger.record_attempt, action.id, status, error)
-        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
-        if status is ActionStatus.APPLIED:
-            report.applied += 1
-        elif status is ActionStatus.FAILED:
-            report.failed += 1
+@dataclass
+class Round:
+    """What became of one org's actions in a round, recorded at once: one ledger transaction for a ``$batch``.
+
+    Recording them together is what keeps the executor's cost per action low (one commit, one thread hop);
+    the rules per action are ``Outbox.record_attempt``'s, so the case settles exactly as it would one by one.
+    """
+
+    executor: Executor
+    report: ExecutionReport
+    attempts: list[tuple[Action, Attempt]] = field(default_factory=list)
+
+    def applied(self, action: Action) -> None:
+        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED)))
+
+    def fail(self, action: Action, error: str) -> None:
+        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error)))
+
+    def defer_or_fail(self, action: Action, exc: DataverseError) -> None:
+        self.attempts.append((action, self.executor.after_error(action, exc)))
+
+    def hand_back(self, actions: Sequence[Action], *, due: datetime) -> None:
+        """Unattempted, due again at ``due``: their lease is given back rather than left to run out."""
+        for a in actions:
+            self.attempts.append(
+                (a, Attempt(a.id, ActionStatus.PENDING, retry_at=due, spent=False, lease=a.next_attempt_at))
+            )
+            self.report.held += 1
+
+    async def record(self) -> None:
+        if not self.attempts:
+            return
+        await asyncio.to_thread(self.executor.ledger.record_attempts, [attempt for _, attempt in self.attempts])
+        for action, attempt in self.attempts:
+            if not attempt.spent:
+                continue
+            status = "deferred" if attempt.status is ActionStatus.PENDING else attempt.status
+            telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
+            if attempt.status is ActionStatus.APPLIED:
+                self.report.applied += 1
+            elif attempt.status is ActionStatus.FAILED:
+                self.report.failed += 1
+                self.report.errors.append(f"{action.kind.value} in {action.org}: {attempt.error}")
+                log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, attempt.error)
+            else:
+                self.report.deferred += 1
 
 
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
