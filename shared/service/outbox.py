@@ -87,16 +87,15 @@ class Executor:
         """Carry out every action that is due now; return what happened."""
         await self.learn_own_users()
         now = self.clock()
-        actions = await asyncio.to_thread(
-            self.ledger.lease_actions, limit, now=now, until=now + timedelta(seconds=self.lease_s)
-        )
+        lease = now + timedelta(seconds=self.lease_s)
+        actions = await asyncio.to_thread(self.ledger.lease_actions, limit, now=now, until=lease)
         by_org: dict[str, list[Action]] = defaultdict(list)
         notices = [a for a in actions if a.kind is ActionKind.NOTIFY]
         for action in actions:
             if action.kind is not ActionKind.NOTIFY:
                 by_org[action.org].append(action)
         report = ExecutionReport()
-        writes = [self._run_org(org, acts) for org, acts in by_org.items()]
+        writes = [self._run_org(org, acts, lease) for org, acts in by_org.items()]
         results = await asyncio.gather(*writes, self._deliver_notices(notices))
         for r in results:
             report.add(r)
@@ -114,10 +113,11 @@ class Executor:
                 await asyncio.sleep(pause)
         return total
 
-    async def _run_org(self, org_name: str, actions: list[Action]) -> ExecutionReport:
-        """One org's share of the round: its writes, then what became of each recorded in one go."""
+    async def _run_org(self, org_name: str, actions: list[Action], lease: datetime) -> ExecutionReport:
+        """One org's share of the round (its actions leased until ``lease``): its writes, then what became
+        of each, recorded in one go."""
         report = ExecutionReport()
-        round_ = Round(self, report)
+        round_ = Round(self, report, lease)
         await self._carry_out(org_name, actions, round_)
         await round_.record()
         return report
@@ -208,6 +208,7 @@ class Round:
 
     executor: Executor
     report: ExecutionReport
+    lease: datetime  # how long the round's actions are leased: what a hand-back proves it still holds
     attempts: list[tuple[Action, Attempt]] = field(default_factory=list)
 
     def applied(self, action: Action) -> None:
@@ -222,9 +223,7 @@ class Round:
     def hand_back(self, actions: Sequence[Action], *, due: datetime) -> None:
         """Unattempted, due again at ``due``: their lease is given back rather than left to run out."""
         for a in actions:
-            self.attempts.append(
-                (a, Attempt(a.id, ActionStatus.PENDING, retry_at=due, spent=False, lease=a.next_attempt_at))
-            )
+            self.attempts.append((a, Attempt(a.id, ActionStatus.PENDING, retry_at=due, spent=False, lease=self.lease)))
             self.report.held += 1
 
     async def record(self) -> None:
