@@ -13,6 +13,10 @@ in its own process, so it does not share OrgGuard's GIL, and OrgGuard's CPU is t
   once against the number of requests). The most a sliding window lets in over a run of
   ``T`` s is ``ceil(T / WINDOW_S)`` windows' worth, which is what the budget allows.
 
+**Today** (the baseline, in the same run against the same sandbox): the executor as it was at
+commit ``BASELINE_COMMIT`` (each action's result its own write transaction), its ``shared/``
+taken from git into a temporary directory and run in a child process like every other run.
+
 Counted per case: HTTP requests the orgs received (a ``$batch`` once) and service-protection
 operations (each operation inside a ``$batch`` one, as execution time counts them), from the
 sandbox's own counters.
@@ -23,23 +27,31 @@ sandbox's own counters.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import math
 import os
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.report import header, table
-from bench.sandbox_process import Sandbox, sandbox_process
+from bench.report import goals, header, table
+from bench.sandbox_process import REPO, Sandbox, sandbox_process
 
 CASES = int(os.environ.get("BENCH_CASES", "1000"))
-WINDOW_S = 2.0
-BUDGET_S = 2.0
-COST_S = 0.01  # so each org takes 200 operations per 2 s window
+BASELINE_COMMIT = "c9724cdc27c4304ca54e75e08ccbcf88496a2756"  # before one transaction per $batch
+WINDOW_S = 30.0
+BUDGET_S = 10.0
+COST_S = 0.05  # so each org takes 200 operations per 30 s window
+BUDGET_CASES = int(os.environ.get("BENCH_BUDGET_CASES", "560"))  # 572 operations in JP: three windows' worth
+READ_CHUNK = 50  # promotes whose rows one query reads first (shared.service.org_writes.READ_CHUNK)
 ORGS = ("contoso-na", "contoso-jp")
 PROTECTION_OFF = {"budget": None, "execution_budget_s": None, "concurrency": None}
 UNDER_BUDGET = {"budget": None, "window_s": WINDOW_S, "execution_budget_s": BUDGET_S, "execution_cost_s": COST_S}
@@ -55,6 +67,7 @@ class Run:
     http: int
     operations: int
     throttled: int
+    transactions: int  # the ledger's write transactions during the drain (leases included)
 
     @property
     def actions(self) -> int:
@@ -64,19 +77,27 @@ class Run:
     def rate(self) -> float:
         return self.actions / self.seconds
 
-    def allowed_operations(self) -> int:
-        """What a sliding window of ``BUDGET_S / COST_S`` operations per org lets in over this run."""
-        return len(ORGS) * round(BUDGET_S / COST_S) * math.ceil(self.seconds / WINDOW_S)
+    def least_operations(self) -> int:
+        """What one case needs at the least: a PATCH in each org, and the promote's row read first (one query
+        per ``READ_CHUNK`` promotes), over all cases."""
+        return len(ORGS) * self.cases + math.ceil(self.cases / READ_CHUNK)
+
+    def budget_seconds(self) -> float:
+        """The soonest the budget lets the busier org (JP: its writes and reads) finish: a window's worth of
+        operations at once, then one more each time the window slides on."""
+        per_window = round(BUDGET_S / COST_S)
+        return (math.ceil((self.cases + math.ceil(self.cases / READ_CHUNK)) / per_window) - 1) * WINDOW_S
 
     def row(self) -> list[object]:
         return [
             self.label, self.cases, self.actions, f"{self.seconds:.2f}", f"{self.rate:,.0f}",
             f"{self.http / self.cases:.3f}", f"{self.operations / self.cases:.3f}", self.throttled,
             f"{self.cpu_s / self.actions * 1e6:,.0f}", f"{self.sandbox_cpu_s / self.actions * 1e6:,.0f}",
+            f"{self.transactions / self.actions:.3f}",
         ]  # fmt: skip
 
 
-def _world(base: str, tmp: Path, cases: int):  # type: ignore[no-untyped-def]
+def _world(base: str, tmp: Path, cases: int) -> tuple[Any, int]:
     from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
     from shared.ledger.sqlite import SqliteLedger
     from shared.service.orgguard import OrgGuard
@@ -108,7 +129,7 @@ def _counters(control: httpx.Client) -> dict[str, Any]:
     return data
 
 
-async def _drain(service) -> float:  # type: ignore[no-untyped-def]
+async def _drain(service: Any) -> float:
     """Run the executor as the local host wires it until nothing is pending; wait out an org's budget between rounds."""
     from shared.dataverse.clients import ClientPool
     from shared.dataverse.port import RetryPolicy
@@ -131,41 +152,114 @@ async def _drain(service) -> float:  # type: ignore[no-untyped-def]
         await pool.aclose()
 
 
-def measure(sandbox: Sandbox, label: str, settings: dict[str, Any], cases: int) -> Run:
-    base = sandbox.base
-    with httpx.Client(base_url=base, timeout=120) as control, tempfile.TemporaryDirectory() as tmp:
+def measure(sandbox: Sandbox, label: str, settings: dict[str, Any], cases: int, *, today: bool = False) -> Run:
+    """One run in a child process of its own (with ``today``, on the baseline commit's ``shared/``)."""
+    job = {"base": sandbox.base, "pid": sandbox.pid, "label": label, "settings": settings, "cases": cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = str(REPO)
+        if today:
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", "--format=tar", BASELINE_COMMIT, "shared"],
+                capture_output=True, check=True,
+            )  # fmt: skip
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(tmp, filter="data")
+            cwd = job["shared_from"] = tmp
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([cwd, str(REPO)]))}
+        done = subprocess.run(
+            [sys.executable, "-c", "from bench.executor import child; child()", json.dumps(job)],
+            cwd=cwd, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: the run failed\n{done.stderr[-3000:]}")
+    return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _count_transactions() -> list[int]:
+    """Count the SQLite ledger's write transactions from now on (in this child process only)."""
+    from shared.ledger.sqlite import SqliteLedger
+
+    count = [0]
+    begin = SqliteLedger._tx
+
+    def counted(self: SqliteLedger, *args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return begin(self, *args, **kwargs)
+
+    SqliteLedger._tx = counted  # type: ignore[method-assign]
+    return count
+
+
+def child() -> None:
+    """The measured run (``measure``'s child process): world, drain, counters; prints the ``Run`` as JSON."""
+    import shared
+
+    job = json.loads(sys.argv[1])
+    if job.get("shared_from") and not str(Path(shared.__file__).resolve()).startswith(
+        str(Path(job["shared_from"]).resolve())
+    ):
+        raise RuntimeError(f"the baseline run imported {shared.__file__}, not the baseline commit's shared/")
+    sandbox, label, cases = Sandbox(job["base"], job["pid"]), job["label"], job["cases"]
+    with httpx.Client(base_url=sandbox.base, timeout=120) as control, tempfile.TemporaryDirectory() as tmp:
         control.post("/_sandbox/seed", json={"mailboxes": round(cases * 2.2), "overlap": 0.8, "orgs": 3})
-        control.put("/_sandbox/settings", json={"gate": False, "events": False, **settings}).raise_for_status()
-        service, made = _world(base, Path(tmp), cases)
+        control.put("/_sandbox/settings", json={"gate": False, "events": False, **job["settings"]}).raise_for_status()
+        service, made = _world(sandbox.base, Path(tmp), cases)
         before = _counters(control)
+        transactions = _count_transactions()
         cpu, sandbox_cpu = time.process_time(), sandbox.cpu_s()
         seconds = asyncio.run(_drain(service))
         cpu_s, sandbox_cpu_s = time.process_time() - cpu, sandbox.cpu_s() - sandbox_cpu
         after = _counters(control)
-        pending = service.ledger.pending_actions(1)
-        if pending:
+        if service.ledger.pending_actions(1):
             raise RuntimeError(f"{label}: actions still pending after the drain")
         service.ledger.close()
 
     def spent(name: str) -> int:
         return sum(after[org][name] - before[org][name] for org in ORGS)
 
-    return Run(label, made, seconds, cpu_s, sandbox_cpu_s, spent("http"), spent("requests"), spent("throttled"))
+    run = Run(label, made, seconds, cpu_s, sandbox_cpu_s, spent("http"), spent("requests"), spent("throttled"),
+              transactions[0])  # fmt: skip
+    print(json.dumps(asdict(run)))
 
 
-def run(cases: int = CASES) -> tuple[Run, Run]:
+def run(cases: int = CASES) -> tuple[Run, Run, Run]:
     with sandbox_process(mailboxes=round(cases * 2.2), overlap=0.8) as sandbox:
+        today = measure(sandbox, "today (one transaction per action), unthrottled", PROTECTION_OFF, cases, today=True)
         free = measure(sandbox, "unthrottled", PROTECTION_OFF, cases)
         paced = measure(sandbox, f"{BUDGET_S:g} s of execution per {WINDOW_S:g} s, {COST_S:g} s per operation",
-                        UNDER_BUDGET, cases)  # fmt: skip
-    return free, paced
+                        UNDER_BUDGET, BUDGET_CASES)  # fmt: skip
+    return today, free, paced
 
 
 def main() -> None:
     header(f"Executor against the sandbox in its own process ({CASES} override cases, 2 actions each)")
-    free, paced = run()
+    today, free, paced = run()
     table(
         ["run", "cases", "actions", "seconds", "actions/s", "HTTP requests per case", "operations per case",
-         "429s", "OrgGuard CPU µs per action", "sandbox CPU µs per action"],
-        [free.row(), paced.row()],
+         "429s", "OrgGuard CPU µs per action", "sandbox CPU µs per action", "ledger transactions per action"],
+        [today.row(), free.row(), paced.row()],
+    )  # fmt: skip
+    speedup = free.rate / today.rate
+    allowed = paced.actions / paced.budget_seconds()
+    cpu_now, cpu_then = (r.cpu_s / r.actions * 1e6 for r in (free, today))
+    least = free.least_operations() / free.cases
+    goals(
+        [
+            ("4. executor: ledger write transactions per action (leases included)",
+             f"{free.transactions / free.actions:.4f} (today {today.transactions / today.actions:.3f})",
+             "one per $batch", free.transactions <= today.transactions / 100),
+            ("4. executor: actions/s unthrottled", f"{free.rate:,.0f} (today {today.rate:,.0f}, {speedup:.2f}x)",
+             ">= 3x today", speedup >= 3),
+            (f"4. executor: actions/s under {BUDGET_S:g} s of execution per {WINDOW_S:g} s window per org",
+             f"{paced.rate:,.1f} (the budget allows {allowed:,.1f}, {paced.rate / allowed:.3f}x)",
+             ">= 0.95x what the budget allows", paced.rate >= 0.95 * allowed),
+            ("4. executor: HTTP requests per case (a $batch once)",
+             f"{free.http / free.cases:.3f} (today {today.http / today.cases:.3f})", "reported", True),
+            ("4. executor: service-protection operations per case",
+             f"{free.operations / free.cases:.3f} (least {least:.3f}, {free.operations / free.cases / least:.3f}x; "
+             f"today {today.operations / today.cases:.3f})",
+             "<= 1.05x the least", free.operations <= 1.05 * free.least_operations()),
+            ("4. executor: OrgGuard CPU µs per action",
+             f"{cpu_now:,.0f} (today {cpu_then:,.0f}, {cpu_now / cpu_then:.2f}x)", "reported", True),
+        ]
     )  # fmt: skip
