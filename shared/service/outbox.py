@@ -60,6 +60,10 @@ class Executor:
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     paces: Callable[[str], OrgPace] | None = None  # each org's budget (the client pool's or a job's pacer)
+    # An org's round goes out as $batches of at most this many writes, a few at once, each recorded as soon as
+    # its answer is in: the org works on one while OrgGuard records another (one big $batch left both idle in turn).
+    batch_size: int = 200
+    batches_in_flight: int = 4
     _known_users: set[str] = field(default_factory=set)
     whoami_backoff: Backoff = field(default_factory=Backoff)
 
@@ -114,8 +118,8 @@ class Executor:
         return total
 
     async def _run_org(self, org_name: str, actions: list[Action], lease: datetime) -> ExecutionReport:
-        """One org's share of the round (its actions leased until ``lease``): its writes, then what became
-        of each, recorded in one go."""
+        """One org's share of the round (its actions leased until ``lease``): its writes, each ``$batch``'s
+        results recorded in one go as soon as its answer is in."""
         report = ExecutionReport()
         round_ = Round(self, report, lease)
         await self._carry_out(org_name, actions, round_)
@@ -149,13 +153,22 @@ class Executor:
             mailbox_id = action.mailbox_id or await self._resolve(client, action, round_)
             if mailbox_id:
                 ready.append((action, mailbox_id))
-        if ready:
-            outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
-            for action, outcome in outcomes:
-                if isinstance(outcome, Applied):
-                    round_.applied(action)
-                else:
-                    round_.defer_or_fail(action, outcome.error)
+        await round_.record()  # what was settled without a write (a gone case, a failed look-up, a hold)
+        gate = asyncio.Semaphore(self.batches_in_flight)
+
+        async def deliver(chunk: Sequence[tuple[Action, str]]) -> None:
+            async with gate:
+                part = Round(self, round_.report, round_.lease)
+                outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in chunk])
+                for action, outcome in outcomes:
+                    if isinstance(outcome, Applied):
+                        part.applied(action)
+                    else:
+                        part.defer_or_fail(action, outcome.error)
+            await part.record()
+
+        size = self.batch_size
+        await asyncio.gather(*(deliver(ready[start : start + size]) for start in range(0, len(ready), size)))
         round_.report.requests += client.requests_sent - before
 
     async def _resolve(self, client: OrgClient, action: Action, round_: Round) -> str | None:
