@@ -240,10 +240,12 @@ class Round:
             self.report.held += 1
 
     async def record(self) -> None:
-        if not self.attempts:
+        """Write what is noted so far in one ledger call, and start afresh (each outcome is recorded once)."""
+        taken, self.attempts = self.attempts, []
+        if not taken:
             return
-        await asyncio.to_thread(self.executor.ledger.record_attempts, [attempt for _, attempt in self.attempts])
-        for action, attempt in self.attempts:
+        await asyncio.to_thread(self.executor.ledger.record_attempts, [attempt for _, attempt in taken])
+        for action, attempt in taken:
             if not attempt.spent:
                 continue
             status = "deferred" if attempt.status is ActionStatus.PENDING else attempt.status
