@@ -150,9 +150,9 @@ async def _drain(service: Any) -> float:
     try:
         while await asyncio.to_thread(has_pending, service.ledger):
             report = await executor.run_once(limit=2000)
-            if report.applied + report.failed == 0:
-                waits = [pool.pace(org).wait_s() for org in ORGS]
-                await asyncio.sleep(max(0.005, min(waits)))
+            if report.applied + report.failed == 0:  # every org with due work was held: wait for the first to open
+                waits = [w for w in (pool.pace(org).wait_s() for org in ORGS) if w > 0]
+                await asyncio.sleep(min(waits, default=0.05))
         return time.perf_counter() - start
     finally:
         await pool.aclose()
