@@ -10,9 +10,12 @@ with exponential backoff, honouring ``Retry-After``.
 
 With ``paces`` (each org's service-protection budget as its answers report it,
 ``shared.dataverse.pacing``) the executor paces itself before a 429: an org that is
-over its budget is left alone until its window ends (its leased actions come back
-when their lease does; no attempt is spent on them), and an org's ``$batch`` holds
-no more operations than the execution time it has left allows.
+over its budget is left alone until its window ends (its leased actions are handed
+back, due when the window ends; no attempt is spent on them), and an org's ``$batch``es
+hold no more operations than the execution time it has left allows.
+
+What becomes of each action is recorded per ``$batch``, in one ledger call
+(``Outbox.record_attempts``: one transaction on SQLite), as soon as its answer is in.
 """
 
 from __future__ import annotations
