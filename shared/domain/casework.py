@@ -304,6 +304,17 @@ def attempt(
     return new, settle(case, new, now=now) if case else None, event
 
 
+def hand_back(action: Action, *, due: datetime | None, lease: datetime | None) -> Action | None:
+    """A leased action returned without an attempt (its org is over its budget): due again at ``due``.
+
+    No attempt is counted and nothing is audited: nothing was sent. None when it is no longer
+    pending, or no longer held by ``lease`` (its lease ran out and another worker holds it now).
+    """
+    if action.status is not ActionStatus.PENDING or action.next_attempt_at != lease:
+        return None
+    return replace(action, next_attempt_at=due)
+
+
 def retry(action: Action, case: Case | None, *, actor: str, now: datetime) -> Step:
     """An operator puts a failed action back in the outbox; anything else is refused (409)."""
     if action.status is not ActionStatus.FAILED:

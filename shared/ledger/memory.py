@@ -46,7 +46,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
-from shared.ledger.steps import OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
 
 
 @dataclass
@@ -246,6 +246,32 @@ class MemoryLedger(OutboxSteps):
                 s.cases[moved.id] = (seq, json.dumps(codec.case_doc(moved)))
             self._append(event)
             return new
+
+    def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
+        """One round's actions under the store's lock, all checked before any is written (``record_attempts``)."""
+        s = self.store
+        with s.lock:
+            missing = [action_id for action_id, _ in steps if action_id not in s.actions]
+            if missing:
+                raise NotFound(f"no action {missing[0]}", field="action")
+            now = utcnow()
+            done: list[Action] = []
+            for action_id, step in steps:
+                old = codec.action_from(json.loads(s.actions[action_id][1]))
+                stored = s.cases.get(old.case_id)
+                case = self._case_from(stored[1]) if stored else None
+                planned = step(old, case, now)
+                if planned is None:
+                    done.append(old)
+                    continue
+                new, moved, event = planned
+                self._save_action(new)
+                if moved is not None and case is not None and moved.history != case.history:
+                    s.cases[moved.id] = (s.cases[moved.id][0], json.dumps(codec.case_doc(moved)))
+                if event is not None:
+                    self._append(event)
+                done.append(new)
+            return done
 
     def _save_action(self, action: Action) -> None:
         seq = self.store.actions[action.id][0]

@@ -13,6 +13,7 @@ written atomically against the mailbox version it was computed from
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -51,6 +52,23 @@ class DuplicateEvent(LedgerError):
     def __init__(self, outcome: EventOutcome) -> None:
         super().__init__(f"event {outcome.event_key} already processed")
         self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What became of one action in a round of the outbox, for ``Outbox.record_attempts``.
+
+    ``spent`` False hands a leased action back without an attempt (its org was over its budget, so
+    nothing was sent): due again at ``retry_at``, if ``lease`` (the lease it was taken with) still holds it.
+    """
+
+    action_id: str
+    status: ActionStatus
+    error: str | None = None
+    retry_at: datetime | None = None
+    notice: Notice | None = None
+    spent: bool = True
+    lease: datetime | None = None
 
 
 # --- the ports, one per role: a use case names the narrow one it needs ---------------------
@@ -116,6 +134,18 @@ class Outbox(Protocol):
         Notify actions never move their case: a mail that fails leaves the decision as it is.
         An action already applied or failed is returned unchanged (a late second
         worker cannot apply it twice).
+        """
+        ...
+
+    def record_attempts(self, attempts: Sequence[Attempt]) -> Sequence[Action]:
+        """Record one round's results at once (a ``$batch``'s): each as ``record_attempt`` would; in order.
+
+        SQLite and memory write them all in one transaction: all or nothing, and an unknown action
+        (``NotFound``) writes none. Table Storage has no transaction across partitions and each action
+        lives in its mailbox's, so there each action, its case and its audit entry are one transaction
+        (mailboxes in parallel), and a crash half way leaves the rest leased: they are attempted again
+        once the lease runs out, as after a crash between a ``$batch`` and its record on any ledger.
+        Returns each action as it now is.
         """
         ...
 

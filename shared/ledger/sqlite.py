@@ -50,7 +50,7 @@ from shared.ledger.checkpoints import CHECKPOINTS
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
-from shared.ledger.steps import OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
 
 SCHEMA_VERSION = 2  # 2: exemptions
 BUSY_SLACK_MS = 250  # a writer's busy timeout is set again only when its budget moved by more than this
@@ -465,6 +465,73 @@ class SqliteLedger(OutboxSteps):
             self._append(db, event)
             return new
 
+    def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
+        """One round's actions, their cases and audit entries in one transaction (``record_attempts``).
+
+        The actions and their cases are read in a few queries up front, each step sees the ones before it
+        (two actions of one case settle it once), and each moved case is written once, as it ends.
+        """
+        with self._tx() as db:
+            now = utcnow()
+            actions, cases = self._load_for_steps(db, list(dict.fromkeys(action_id for action_id, _ in steps)))
+            moved_cases: set[str] = set()
+            done: list[Action] = []
+            for action_id, step in steps:
+                old = actions[action_id]
+                case = cases.get(old.case_id)
+                planned = step(old, case, now)
+                if planned is None:
+                    done.append(old)
+                    continue
+                new, moved, event = planned
+                actions[action_id] = new
+                if case is not None:
+                    if moved is not None and moved.history != case.history:
+                        moved_cases.add(case.id)
+                    after = moved or case
+                    cases[case.id] = replace(after, actions=tuple(new if a.id == new.id else a for a in after.actions))
+                if event is not None:
+                    self._append(db, event)
+                done.append(new)
+            changed = {a.id: a for a in done}
+            db.executemany(
+                "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
+                [(a.status.value, codec.ts(a.next_attempt_at), json.dumps(codec.action_doc(a)), a.id)
+                 for a in changed.values()],
+            )  # fmt: skip
+            db.executemany(
+                "UPDATE cases SET state = ?, owner = ?, doc = ? WHERE id = ?",
+                [(c.state.value, c.owner, json.dumps(codec.case_doc(c)), c.id)
+                 for c in (cases[case_id] for case_id in moved_cases) if c is not None],
+            )  # fmt: skip
+            return done
+
+    def _load_for_steps(
+        self, db: sqlite3.Connection, action_ids: list[str]
+    ) -> tuple[dict[str, Action], dict[str, Case | None]]:
+        """The actions by id and their cases (with all their actions) by id; ``NotFound`` for a missing action."""
+        case_ids: dict[str, None] = {}
+        for chunk in _chunks(action_ids):
+            marks = ", ".join("?" * len(chunk))  # placeholders only: every value is bound
+            found = db.execute(f"SELECT case_id FROM actions WHERE id IN ({marks})", chunk)  # noqa: S608
+            case_ids.update((r["case_id"], None) for r in found)
+        actions: dict[str, Action] = {}
+        cases: dict[str, Case | None] = dict.fromkeys(case_ids)
+        for chunk in _chunks(list(case_ids)):
+            marks = ", ".join("?" * len(chunk))
+            of_case: dict[str, list[Action]] = {}
+            for r in db.execute(f"SELECT doc FROM actions WHERE case_id IN ({marks}) ORDER BY seq", chunk):  # noqa: S608
+                action = codec.action_from(json.loads(r["doc"]))
+                actions[action.id] = action
+                of_case.setdefault(action.case_id, []).append(action)
+            for r in db.execute(f"SELECT doc FROM cases WHERE id IN ({marks})", chunk):  # noqa: S608
+                data = json.loads(r["doc"])
+                cases[data["id"]] = codec.case_from(data, tuple(of_case.get(data["id"], ())))
+        missing = [action_id for action_id in action_ids if action_id not in actions]
+        if missing:
+            raise NotFound(f"no action {missing[0]}", field="action")
+        return actions, cases
+
     @staticmethod
     def _save_action(db: sqlite3.Connection, action: Action) -> None:
         db.execute(
@@ -657,3 +724,8 @@ def _event_from(row: sqlite3.Row) -> EventOutcome:
 def _audit_from(row: sqlite3.Row) -> AuditEntry:
     event = AuditEvent(row["kind"], row["subject"], row["actor"], json.loads(row["data"]), codec.must_ts(row["at"]))
     return AuditEntry(int(row["seq"]), event, row["prev_hash"], row["hash"])
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    """``items`` in pieces small enough for one ``IN (...)`` list."""
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -10,9 +10,12 @@ with exponential backoff, honouring ``Retry-After``.
 
 With ``paces`` (each org's service-protection budget as its answers report it,
 ``shared.dataverse.pacing``) the executor paces itself before a 429: an org that is
-over its budget is left alone until its window ends (its leased actions come back
-when their lease does; no attempt is spent on them), and an org's ``$batch`` holds
-no more operations than the execution time it has left allows.
+over its budget is left alone until its window ends (its leased actions are handed
+back, due when the window ends; no attempt is spent on them), and an org's ``$batch``es
+hold no more operations than the execution time it has left allows.
+
+What becomes of each action is recorded per ``$batch``, in one ledger call
+(``Outbox.record_attempts``: one transaction on SQLite), as soon as its answer is in.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from shared.dataverse.port import ClientFor, DataverseError, OrgClient, Throttle
 from shared.domain import backoff
 from shared.domain.model import Action, ActionKind, ActionStatus, utcnow
 from shared.domain.orgs import OrgRegistry
-from shared.ledger.port import Ledger
+from shared.ledger.port import Attempt, Ledger
 from shared.service.execution import ExecutionReport
 from shared.service.org_writes import Applied, OrgWrites, Write
 from shared.telemetry.lograte import Backoff, rate_limited
@@ -60,6 +63,10 @@ class Executor:
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     paces: Callable[[str], OrgPace] | None = None  # each org's budget (the client pool's or a job's pacer)
+    # An org's round goes out as $batches of at most this many writes, a few at once, each recorded as soon as
+    # its answer is in: the org works on one while OrgGuard records another (one big $batch left both idle in turn).
+    batch_size: int = 200
+    batches_in_flight: int = 4
     _known_users: set[str] = field(default_factory=set)
     whoami_backoff: Backoff = field(default_factory=Backoff)
 
@@ -87,16 +94,15 @@ class Executor:
         """Carry out every action that is due now; return what happened."""
         await self.learn_own_users()
         now = self.clock()
-        actions = await asyncio.to_thread(
-            self.ledger.lease_actions, limit, now=now, until=now + timedelta(seconds=self.lease_s)
-        )
+        lease = now + timedelta(seconds=self.lease_s)
+        actions = await asyncio.to_thread(self.ledger.lease_actions, limit, now=now, until=lease)
         by_org: dict[str, list[Action]] = defaultdict(list)
         notices = [a for a in actions if a.kind is ActionKind.NOTIFY]
         for action in actions:
             if action.kind is not ActionKind.NOTIFY:
                 by_org[action.org].append(action)
         report = ExecutionReport()
-        writes = [self._run_org(org, acts) for org, acts in by_org.items()]
+        writes = [self._run_org(org, acts, lease) for org, acts in by_org.items()]
         results = await asyncio.gather(*writes, self._deliver_notices(notices))
         for r in results:
             report.add(r)
@@ -114,51 +120,73 @@ class Executor:
                 await asyncio.sleep(pause)
         return total
 
-    async def _run_org(self, org_name: str, actions: list[Action]) -> ExecutionReport:
+    async def _run_org(self, org_name: str, actions: list[Action], lease: datetime) -> ExecutionReport:
+        """One org's share of the round (its actions leased until ``lease``): its writes, each ``$batch``'s
+        results recorded in one go as soon as its answer is in."""
         report = ExecutionReport()
+        round_ = Round(self, report, lease)
+        await self._carry_out(org_name, actions, round_)
+        await round_.record()
+        return report
+
+    async def _carry_out(self, org_name: str, actions: list[Action], round_: Round) -> None:
         try:
             org = self.orgs.get(org_name)
         except DataverseError:  # pragma: no cover - registry raises UnknownOrg, handled below
             raise
         except Exception as exc:
             for a in actions:
-                await self._fail(a, f"org {org_name} is no longer registered ({exc})", report)
-            return report
+                round_.fail(a, f"org {org_name} is no longer registered ({exc})")
+            return
         pace = self.paces(org.name) if self.paces is not None else None
         client = self.client_for(org)
         before = client.requests_sent
+        gate = asyncio.Semaphore(self.batches_in_flight)
+
+        async def deliver(chunk: Sequence[tuple[Action, str]]) -> None:
+            async with gate:
+                part = Round(self, round_.report, round_.lease)
+                outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in chunk])
+                for action, outcome in outcomes:
+                    if isinstance(outcome, Applied):
+                        part.applied(action)
+                    else:
+                        part.defer_or_fail(action, outcome.error)
+            await part.record()
+
+        size = self.batch_size
         while actions:
             if pace is not None and pace.wait_s() > 0:
-                report.held += len(actions)  # over its budget: not one request more until its window ends
+                wait = pace.wait_s()
+                round_.hand_back(actions, due=self.clock() + timedelta(seconds=wait))  # not one request until it ends
                 quiet_log.info("%s is over its service protection budget for %.0f s; its actions wait",
-                               org.name, pace.wait_s(), extra={"rate_key": f"held:{org.name}"})  # fmt: skip
+                               org.name, wait, extra={"rate_key": f"held:{org.name}"})  # fmt: skip
                 break
-            # as many as the execution time left holds; the answer teaches the pace what the next batch may hold
+            # as many as the execution time left holds; each answer teaches the pace what the next may hold
             take = pace.allowance(len(actions)) if pace is not None else len(actions)
             chunk, actions = actions[:take], actions[take:]
             ready: list[tuple[Action, str]] = []
             for action in chunk:
-                mailbox_id = action.mailbox_id or await self._resolve(client, action, report)
+                mailbox_id = action.mailbox_id or await self._resolve(client, action, round_)
                 if mailbox_id:
                     ready.append((action, mailbox_id))
-            if ready:
-                await self._deliver(client, ready, report)
-        report.requests += client.requests_sent - before
-        return report
+            await round_.record()  # what was settled without a write (a gone case, a failed look-up, a hold)
+            await asyncio.gather(*(deliver(ready[start : start + size]) for start in range(0, len(ready), size)))
+        round_.report.requests += client.requests_sent - before
 
-    async def _resolve(self, client: OrgClient, action: Action, report: ExecutionReport) -> str | None:
+    async def _resolve(self, client: OrgClient, action: Action, round_: Round) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""
         case = await asyncio.to_thread(self.ledger.case, action.case_id)
         if case is None:
-            await self._fail(action, "its case is gone", report)
+            round_.fail(action, "its case is gone")
             return None
         try:
             row = await find_mailbox(client, case.key)
         except DataverseError as exc:
-            await self._defer_or_fail(action, exc, report)
+            round_.defer_or_fail(action, exc)
             return None
         if row is None:
-            await self._fail(action, f"no active mailbox for {case.key.redacted} in {action.org}", report)
+            round_.fail(action, f"no active mailbox for {case.key.redacted} in {action.org}")
             return None
         return str(row["mailboxid"])
 
@@ -173,42 +201,66 @@ class Executor:
         if self.mail is not None:
             await self.mail.aclose()
 
-    async def _deliver(self, client: OrgClient, ready: Sequence[tuple[Action, str]], report: ExecutionReport) -> None:
-        """One PATCH, or one ``$batch`` for several; each write reaches the org at most once (``org_writes``)."""
-        outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in ready])
-        for action, outcome in outcomes:
-            if isinstance(outcome, Applied):
-                await self._record(action, ActionStatus.APPLIED, None, report)
-            else:
-                await self._defer_or_fail(action, outcome.error, report)
-
-    async def _defer_or_fail(self, action: Action, exc: DataverseError, report: ExecutionReport) -> None:
+    def after_error(self, action: Action, exc: DataverseError) -> Attempt:
+        """A failed write: deferred with backoff (honouring ``Retry-After``), or failed when permanent or the last."""
         attempts = action.attempts + 1
         if exc.status in PERMANENT or attempts >= self.max_attempts:
-            await self._fail(action, _describe(exc), report)
-            return
+            return Attempt(action.id, ActionStatus.FAILED, _describe(exc))
         delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
         if isinstance(exc, Throttled) and exc.retry_after:
             delay = max(delay, exc.retry_after)
-        retry_at = self.clock() + timedelta(seconds=delay)
-        await asyncio.to_thread(
-            self.ledger.record_attempt, action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at
+        return Attempt(
+            action.id, ActionStatus.PENDING, _describe(exc), retry_at=self.clock() + timedelta(seconds=delay)
         )
-        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status="deferred")
-        report.deferred += 1
 
-    async def _fail(self, action: Action, error: str, report: ExecutionReport) -> None:
-        await self._record(action, ActionStatus.FAILED, error, report)
-        report.errors.append(f"{action.kind.value} in {action.org}: {error}")
-        log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, error)
 
-    async def _record(self, action: Action, status: ActionStatus, error: str | None, report: ExecutionReport) -> None:
-        await asyncio.to_thread(self.ledger.record_attempt, action.id, status, error)
-        telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
-        if status is ActionStatus.APPLIED:
-            report.applied += 1
-        elif status is ActionStatus.FAILED:
-            report.failed += 1
+@dataclass
+class Round:
+    """What became of one org's actions in a round, recorded at once: one ledger transaction for a ``$batch``.
+
+    Recording them together is what keeps the executor's cost per action low (one commit, one thread hop);
+    the rules per action are ``Outbox.record_attempt``'s, so the case settles exactly as it would one by one.
+    """
+
+    executor: Executor
+    report: ExecutionReport
+    lease: datetime  # how long the round's actions are leased: what a hand-back proves it still holds
+    attempts: list[tuple[Action, Attempt]] = field(default_factory=list)
+
+    def applied(self, action: Action) -> None:
+        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED)))
+
+    def fail(self, action: Action, error: str) -> None:
+        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error)))
+
+    def defer_or_fail(self, action: Action, exc: DataverseError) -> None:
+        self.attempts.append((action, self.executor.after_error(action, exc)))
+
+    def hand_back(self, actions: Sequence[Action], *, due: datetime) -> None:
+        """Unattempted, due again at ``due``: their lease is given back rather than left to run out."""
+        for a in actions:
+            self.attempts.append((a, Attempt(a.id, ActionStatus.PENDING, retry_at=due, spent=False, lease=self.lease)))
+            self.report.held += 1
+
+    async def record(self) -> None:
+        """Write what is noted so far in one ledger call, and start afresh (each outcome is recorded once)."""
+        taken, self.attempts = self.attempts, []
+        if not taken:
+            return
+        await asyncio.to_thread(self.executor.ledger.record_attempts, [attempt for _, attempt in taken])
+        for action, attempt in taken:
+            if not attempt.spent:
+                continue
+            status = "deferred" if attempt.status is ActionStatus.PENDING else attempt.status
+            telemetry.count(telemetry.ACTIONS, kind=action.kind, org=action.org, status=status)
+            if attempt.status is ActionStatus.APPLIED:
+                self.report.applied += 1
+            elif attempt.status is ActionStatus.FAILED:
+                self.report.failed += 1
+                self.report.errors.append(f"{action.kind.value} in {action.org}: {attempt.error}")
+                log.warning("action %s (%s in %s) failed: %s", action.id, action.kind.value, action.org, attempt.error)
+            else:
+                self.report.deferred += 1
 
 
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)

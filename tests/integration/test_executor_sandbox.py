@@ -186,3 +186,38 @@ def test_one_round_carries_out_more_than_a_first_batch_when_the_budget_holds_it(
         asyncio.run(one_round())
         assert not has_pending(service.ledger)
         assert_all_applied_once(service, base, keys)
+
+
+def test_a_round_records_each_outcome_once(tmp_path):
+    """What a round settles before its ``$batch`` (a look-up that failed) and the batch's results: each once.
+
+    An admin designation leaves the promote's mailbox row to be looked up in JP; the first look-up
+    fails (503 on every try), the rest go through.
+    """
+    from sandbox.server import running
+
+    with running(mailboxes=100, overlap=0.8) as base:
+        service, _ = contested_world(tmp_path, base, 4)
+        waiting = [a for a in service.ledger.pending_actions(100) if a.mailbox_id is None]
+        assert waiting, "the designations should leave rows to look up"
+        configure(base, {"gate": False, "events": False})
+
+        async def once():  # type: ignore[no-untyped-def]
+            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1), client_id=None)
+            executor = Executor(service.ledger, service.orgs, pool, base_delay=60, max_delay=60)
+            try:
+                await executor.learn_own_users()
+                configure(base, {"org": "contoso-jp", "fail": {"status": 503, "count": 3, "match": "mailboxes"}})
+                return await executor.run_once()
+            finally:
+                await pool.aclose()
+
+        report = asyncio.run(once())
+        actions = [a for c in service.ledger.cases(CaseQuery(limit=50)).items if c.origin is Origin.ADMIN
+                   for a in c.actions]  # fmt: skip
+        deferred = [a for a in actions if a.status is ActionStatus.PENDING]
+        assert [a.attempts for a in deferred] == [1]
+        assert (report.deferred, report.applied) == (1, len(actions) - 1)
+        attempts = Counter(e.event.data["action"] for e in service.ledger.audit_entries(limit=10_000)
+                           if e.event.kind.startswith("action."))  # fmt: skip
+        assert set(attempts.values()) == {1}

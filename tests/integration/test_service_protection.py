@@ -133,3 +133,39 @@ def test_the_executor_waits_out_a_long_retry_after_without_sending_anything(sand
     jp = [a for c in service.ledger.cases(CaseQuery()).items for a in c.actions if a.org == "contoso-jp"]
     promotes = [a for a in jp if a.kind is ActionKind.PROMOTE]
     assert promotes and all(a.status is ActionStatus.APPLIED for a in promotes)  # the other org was not held up
+
+
+def test_actions_held_for_a_budget_come_back_when_its_window_ends_not_when_their_lease_does(
+    sandbox: httpx.Client, tmp_path: Path
+) -> None:
+    """Held actions give their lease back (due when the org takes requests again), and no attempt is spent."""
+    base = str(sandbox.base_url).rstrip("/")
+    service, keys = contested_world(tmp_path, base, 4)
+    sandbox.put("/_sandbox/settings", json={"gate": False, "events": False}).raise_for_status()
+    sandbox.put("/_sandbox/settings", json={"org": "contoso-na", "budget": 1, "window_s": 4}).raise_for_status()
+
+    async def go() -> tuple[float, list[ActionStatus]]:
+        pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0), client_id=None)
+        executor = Executor(service.ledger, service.orgs, pool, base_delay=0.05, max_delay=1.0, paces=pool.pace)
+        try:
+            await executor.run_once()  # NA: WhoAmI spends the budget, its $batch learns the window's end from a 429
+            case = service.designate_owner(keys[0], "contoso-na", actor="admin", reason="back to NA")
+            promote = next(a for a in case.actions if a.org == "contoso-na")
+            again = await executor.run_once()
+            assert again.held >= 1
+            held = next(a for a in service.ledger.pending_actions(100, now=END_OF_TIME) if a.id == promote.id)
+            assert held.next_attempt_at is not None
+            due_in = (held.next_attempt_at - service.clock()).total_seconds()
+            assert held.attempts == 0
+            sandbox.put("/_sandbox/settings", json={"org": "contoso-na", "budget": 100}).raise_for_status()
+            report = await executor.drain(rounds=100, pause=0.2)
+            assert report.failed == 0
+            stored = service.ledger.case(case.id)
+            assert stored is not None
+            return due_in, [a.status for a in stored.actions if a.id == promote.id]
+        finally:
+            await pool.aclose()
+
+    due_in, statuses = asyncio.run(go())
+    assert 0 < due_in <= 4.5  # when NA's window ends, not the 30 s lease
+    assert statuses == [ActionStatus.APPLIED]

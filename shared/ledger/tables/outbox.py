@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime
@@ -16,7 +16,7 @@ from azure.data.tables import TableEntity
 from shared.domain.model import Action, ActionStatus, AuditEvent, Case, NotFound, utcnow
 from shared.ledger import codec
 from shared.ledger.port import LedgerError
-from shared.ledger.steps import OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxChange, OutboxSteps, StepRule
 from shared.ledger.tables.documents import action_entity, case_entity, clip_error, root_entity
 from shared.ledger.tables.entities import etag, get_doc, if_match, opt
 from shared.ledger.tables.journal import action_entry, case_entry, new_journal
@@ -25,8 +25,7 @@ from shared.ledger.tables.partition import Partition, Snapshot, Write, write_op
 from shared.ledger.tables.reads import CaseListings
 from shared.ledger.tables.storage import WRITE_TRIES
 
-OutboxChange = tuple[Action, Case | None, AuditEvent | None]  # the action, its case, the audit event (if any)
-OutboxRule = Callable[[Action, Case | None, datetime], OutboxChange | None]
+OutboxRule = ChangeRule
 
 
 class OutboxQueue(OutboxSteps, Partition, CaseListings):
@@ -85,6 +84,25 @@ class OutboxQueue(OutboxSteps, Partition, CaseListings):
     def _write_step(self, action_id: str, step: StepRule) -> Action:
         with self._storage("change an action"):
             return self._outbox_write(action_id, step)[0]
+
+    def _write_steps(self, steps: Sequence[tuple[str, OutboxRule]]) -> list[Action]:
+        """Each action in one transaction on its mailbox's partition, where its case lives too (no transaction
+        spans partitions); mailboxes in parallel, one mailbox's actions in order (they share its root's ETag)."""
+        with self._storage("record attempts"):
+            pointers = self._parallel(lambda step: self._get("actions", f"id|{escape(step[0])}", "action"), steps)
+            by_mailbox: dict[str, list[int]] = {}
+            for i, ((action_id, _), pointer) in enumerate(zip(steps, pointers, strict=True)):
+                if pointer is None:
+                    raise NotFound(f"no action {action_id}", field="action")
+                by_mailbox.setdefault(str(pointer["Address"]), []).append(i)
+            done: dict[int, Action] = {}
+
+            def write(indexes: list[int]) -> None:
+                for i in indexes:
+                    done[i] = self._outbox_write(*steps[i])[0]
+
+            self._parallel(write, list(by_mailbox.values()))
+            return [done[i] for i in range(len(steps))]
 
     def _outbox_write(self, action_id: str, step: OutboxRule) -> tuple[Action, bool]:
         """Change one action (and its case) in one transaction on its mailbox, the way ``commit`` does.
