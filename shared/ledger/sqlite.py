@@ -131,6 +131,7 @@ class SqliteLedger(OutboxSteps):
         self._exemptions: Book | None = None  # the set as last read, by its version
         self._policy: PolicyVersion | None = None  # the newest version as last read
         self._closed = False
+        self._checkpointing = threading.Lock()
         self._migrate()
 
     @classmethod
@@ -212,9 +213,12 @@ class SqliteLedger(OutboxSteps):
             self._local.busy_ms = ms
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
-        """Fold the committed log into the file (the checkpoint thread, and ``close``); never waits for writers."""
-        if not self._closed:
-            self._conn().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        """Fold the committed log into the file (the checkpoint thread, and ``close``); never waits for writers.
+
+        Never at the same time as ``close``: closing a connection another thread is using crashes the process."""
+        with self._checkpointing:
+            if not self._closed:
+                self._conn().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -658,7 +662,8 @@ class SqliteLedger(OutboxSteps):
     def close(self) -> None:
         with suppress(sqlite3.Error):  # another connection reading: the next checkpoint folds it in
             self.checkpoint("TRUNCATE")  # what this process wrote is in the file, the log emptied
-        self._closed = True
+        with self._checkpointing:  # a checkpoint under way ends first; none starts after this
+            self._closed = True
         with self._lock:
             for conn in self._all:
                 conn.close()

@@ -84,3 +84,31 @@ def test_the_audit_chain_stays_whole_across_two_writers(tmp_path: Path) -> None:
     report = here.verify_audit()
     assert report.ok, report.reason
     assert report.entries == there.verify_audit().entries >= 18  # 15 claims, 3 policy versions
+
+
+RACE = """
+import sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from shared.ledger import sqlite as sqlite_ledger
+from shared.ledger.checkpoints import Checkpointer
+from shared.ledger.sqlite import SqliteLedger
+from tests.integration.test_ledger_checkpoints import decide_many
+sqlite_ledger.CHECKPOINTS = Checkpointer(every=0.0002)  # a round all the time
+with tempfile.TemporaryDirectory() as tmp:
+    for i in range(400):
+        ledger = SqliteLedger(Path(tmp) / f"{{i}}.db")
+        decide_many(ledger, 3)
+        ledger.close()  # while the thread may be checkpointing it
+print("ok")
+"""
+
+
+def test_closing_a_ledger_while_the_thread_checkpoints_it_is_safe(tmp_path: Path) -> None:
+    """In a process of its own: closing a connection another thread is using crashes the interpreter."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", RACE.format(repo=repo)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
