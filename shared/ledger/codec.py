@@ -55,9 +55,12 @@ def must_ts(value: object) -> datetime:
     return parsed
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def dumps(doc: object) -> str:
-    """Canonical JSON: sorted keys, no spaces; what the audit chain hashes."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Canonical JSON: sorted keys, no spaces; what the audit chain hashes (one encoder, made once)."""
+    return _CANONICAL.encode(doc)
 
 
 # --- decisions and cases -----------------------------------------------------
@@ -191,8 +194,13 @@ def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
 
 
 def chain_entry(prev: AuditEntry | None, event: AuditEvent) -> AuditEntry:
-    seq = prev.seq + 1 if prev else 1
-    prev_hash = prev.hash if prev else GENESIS
+    return entry_after((prev.seq, prev.hash) if prev else None, event)
+
+
+def entry_after(head: tuple[int, str] | None, event: AuditEvent) -> AuditEntry:
+    """The entry that follows the one whose (sequence, hash) is ``head`` (None: the first)."""
+    seq = head[0] + 1 if head else 1
+    prev_hash = head[1] if head else GENESIS
     return AuditEntry(seq=seq, event=event, prev_hash=prev_hash, hash=chain_hash(prev_hash, seq, event))
 
 

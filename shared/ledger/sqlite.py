@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -46,12 +46,14 @@ from shared.domain.model import (
     utcnow,
 )
 from shared.ledger import codec, deadline
+from shared.ledger.checkpoints import CHECKPOINTS
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
 from shared.ledger.steps import OutboxSteps, StepRule
 
 SCHEMA_VERSION = 2  # 2: exemptions
+BUSY_SLACK_MS = 250  # a writer's busy timeout is set again only when its budget moved by more than this
 PING_WAIT_S = 0.5  # a writer that cannot get in within this is reported as stuck by the health check
 
 SCHEMA = """
@@ -119,6 +121,8 @@ class SqliteLedger(OutboxSteps):
         # growing sleeps put hundreds of milliseconds on the tail under concurrent requests.
         self._writer = threading.Lock()
         self._exemptions: Book | None = None  # the set as last read, by its version
+        self._policy: PolicyVersion | None = None  # the newest version as last read
+        self._closed = False
         self._migrate()
 
     @classmethod
@@ -143,7 +147,9 @@ class SqliteLedger(OutboxSteps):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the writers' path (checkpoints.py)
             self._local.conn = conn
+            self._local.busy_ms = 30000
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -163,7 +169,7 @@ class SqliteLedger(OutboxSteps):
             raise DeadlineExceeded(f"the ledger's writers stayed busy for {wait:.1f} s")
         try:
             try:
-                db.execute(f"PRAGMA busy_timeout={max(1, int((until - time.monotonic()) * 1000))}")
+                self._busy_timeout(db, max(1, int((until - time.monotonic()) * 1000)))
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
@@ -188,6 +194,19 @@ class SqliteLedger(OutboxSteps):
                 raise LedgerError(f"the ledger could not commit: {exc}") from exc
         finally:
             self._writer.release()
+        CHECKPOINTS.committed(self)
+
+    def _busy_timeout(self, db: sqlite3.Connection, ms: int) -> None:
+        """Bound SQLite's wait for another process's lock to ``ms``; the pragma is a statement of its own, so it is
+        sent again only when the budget moved by more than ``BUSY_SLACK_MS`` (the gate's is the same each time)."""
+        if abs(ms - self._local.busy_ms) > BUSY_SLACK_MS:
+            db.execute(f"PRAGMA busy_timeout={ms}")
+            self._local.busy_ms = ms
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Fold the committed log into the file (the checkpoint thread, and ``close``); never waits for writers."""
+        if not self._closed:
+            self._conn().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -240,36 +259,22 @@ class SqliteLedger(OutboxSteps):
 
     def commit(self, change: Change) -> None:
         with self._tx() as db:
-            if change.event:
-                seen = db.execute("SELECT * FROM events WHERE event_key = ?", (change.event.event_key,)).fetchone()
-                if seen:
-                    raise DuplicateEvent(_event_from(seen))
-            row = db.execute("SELECT version, ownership FROM mailboxes WHERE key = ?", (change.key.address,)).fetchone()
-            current = int(row["version"]) if row else 0
-            if current != change.expected_version:
-                raise ConcurrencyConflict(
-                    f"mailbox version is {current}, the decision was made at {change.expected_version}"
-                )
+            if change.event:  # written first: a seen event is found by its key, without a read on every decision
+                e = change.event
+                try:
+                    db.execute(
+                        "INSERT INTO events (event_key, effect, case_id, at) VALUES (?, ?, ?, ?)",
+                        (e.event_key, e.effect.value, e.case_id, codec.ts(e.at)),
+                    )
+                except sqlite3.IntegrityError:
+                    seen = db.execute("SELECT * FROM events WHERE event_key = ?", (e.event_key,)).fetchone()
+                    raise DuplicateEvent(_event_from(seen)) from None
+            ownership = json.dumps(codec.ownership_doc(change.ownership)) if change.ownership else None
+            self._next_version(db, change.key, change.expected_version, ownership)
             for case_id, state in change.expect:
                 stored = db.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()
                 if stored is None or stored["state"] != state.value:
                     raise ConcurrencyConflict(f"case {case_id} is no longer {state.value}")
-            ownership = (
-                json.dumps(codec.ownership_doc(change.ownership))
-                if change.ownership
-                else (row["ownership"] if row else None)
-            )
-            db.execute(
-                "INSERT INTO mailboxes (key, version, ownership) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET version = excluded.version, ownership = excluded.ownership",
-                (change.key.address, current + 1, ownership),
-            )
-            if change.event:
-                e = change.event
-                db.execute(
-                    "INSERT INTO events (event_key, effect, case_id, at) VALUES (?, ?, ?, ?)",
-                    (e.event_key, e.effect.value, e.case_id, codec.ts(e.at)),
-                )
             if change.claim:
                 c = change.claim
                 db.execute(
@@ -290,6 +295,26 @@ class SqliteLedger(OutboxSteps):
                 self._write_case(db, case)
             for event in change.audit:
                 self._append(db, event)
+
+    @staticmethod
+    def _next_version(db: sqlite3.Connection, key: MailboxKey, expected: int, ownership: str | None) -> None:
+        """Move the mailbox from version ``expected`` to the next, in one statement that is also the check
+        (``ownership`` None keeps the recorded one); ``ConcurrencyConflict`` when another commit got there first."""
+        if expected == 0:
+            moved = db.execute(
+                "INSERT INTO mailboxes (key, version, ownership) VALUES (?, 1, ?) ON CONFLICT(key) DO NOTHING",
+                (key.address, ownership),
+            )
+        else:
+            moved = db.execute(
+                "UPDATE mailboxes SET version = version + 1, ownership = coalesce(?, ownership) "
+                "WHERE key = ? AND version = ?",
+                (ownership, key.address, expected),
+            )
+        if moved.rowcount != 1:
+            row = db.execute("SELECT version FROM mailboxes WHERE key = ?", (key.address,)).fetchone()
+            current = int(row["version"]) if row else 0
+            raise ConcurrencyConflict(f"mailbox version is {current}, the decision was made at {expected}")
 
     @staticmethod
     def _write_case(db: sqlite3.Connection, case: Case) -> None:
@@ -447,8 +472,7 @@ class SqliteLedger(OutboxSteps):
             return self._append(db, event)
 
     def _append(self, db: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
-        head = db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        entry = codec.chain_entry(_audit_from(head) if head else None, event)
+        entry = codec.entry_after(self._audit_head(db), event)
         db.execute(
             "INSERT INTO audit (seq, at, kind, subject, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -464,6 +488,16 @@ class SqliteLedger(OutboxSteps):
         )
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)", (f"{entry.seq}:{entry.hash}",))
         return entry
+
+    @staticmethod
+    def _audit_head(db: sqlite3.Connection) -> tuple[int, str] | None:
+        """The newest entry's sequence and hash, as ``meta`` keeps them beside the log (the row itself is not read)."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+        if row is None:  # a ledger whose log predates the kept head
+            newest = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            return (int(newest["seq"]), str(newest["hash"])) if newest else None
+        seq, _, hash_ = str(row["value"]).partition(":")
+        return int(seq), hash_
 
     def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]:
         rows = self._read("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
@@ -484,12 +518,14 @@ class SqliteLedger(OutboxSteps):
     # --- policy versions ------------------------------------------------------------
 
     def policy(self) -> PolicyVersion | None:
-        rows = self._read("SELECT * FROM policies ORDER BY version DESC LIMIT 1")
-        return (
-            PolicyVersion(rows[0]["version"], rows[0]["text"], rows[0]["actor"], codec.must_ts(rows[0]["at"]))
-            if rows
-            else None
-        )
+        """The newest version; its text is read only when the version moved (every decision asks)."""
+        newest = self._read("SELECT max(version) AS v FROM policies")[0]["v"]
+        cached = self._policy
+        if newest is None or (cached is not None and cached.version == newest):
+            return cached if newest is not None else None
+        row = self._read("SELECT * FROM policies WHERE version = ?", (newest,))[0]
+        self._policy = PolicyVersion(row["version"], row["text"], row["actor"], codec.must_ts(row["at"]))
+        return self._policy
 
     def save_policy(self, text: str, actor: str) -> PolicyVersion:
         with self._tx() as db:
@@ -548,6 +584,9 @@ class SqliteLedger(OutboxSteps):
             pass
 
     def close(self) -> None:
+        with suppress(sqlite3.Error):  # another connection reading: the next checkpoint folds it in
+            self.checkpoint("TRUNCATE")  # what this process wrote is in the file, the log emptied
+        self._closed = True
         with self._lock:
             for conn in self._all:
                 conn.close()

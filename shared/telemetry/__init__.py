@@ -103,20 +103,37 @@ def attributes(values: Mapping[str, object]) -> dict[str, str | int | float | bo
     return out
 
 
+_exporting = False  # set by setup.configure once it installed providers that export
+
+
+def exporting() -> None:
+    """Spans and metrics go somewhere from now on (``setup.configure``). Until then the helpers below return at
+    once: with nothing installed OpenTelemetry's own no-ops would drop them anyway, after the attributes were
+    built for nothing on every decision."""
+    global _exporting
+    _exporting = True
+
+
 @contextmanager
 def span(name: str, **values: object) -> Iterator[trace.Span]:
     """A span named ``name`` with allowed attributes; an exception marks it failed and goes on."""
+    if not _exporting:
+        yield trace.INVALID_SPAN
+        return
     with _tracer.start_as_current_span(name, attributes=attributes(values)) as current:
         yield current
 
 
 def note(current: trace.Span, **values: object) -> None:
     """More allowed attributes on a span, once they are known (the effect after deciding)."""
-    current.set_attributes(attributes(values))
+    if current.is_recording():
+        current.set_attributes(attributes(values))
 
 
 def count(instrument: Any, amount: float = 1, **values: object) -> None:
     """Add to a counter or record in a histogram, with allowed attributes only."""
+    if not _exporting:
+        return
     labels = attributes(values)
     if hasattr(instrument, "add"):
         instrument.add(amount, labels)
@@ -126,6 +143,8 @@ def count(instrument: Any, amount: float = 1, **values: object) -> None:
 
 def gauge(instrument: Any, value: float, **values: object) -> None:
     """Set a gauge to ``value``, with allowed attributes only."""
+    if not _exporting:
+        return
     instrument.set(value, attributes(values))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from shared.telemetry import SERVICE, scrub
+from shared.telemetry import SERVICE, exporting, scrub
 
 _configured: str | None = None
 _lock = threading.Lock()
@@ -54,6 +54,8 @@ def configure(*, connection_string: str | None, local: str | None, authenticatio
             _configured = "file"
         else:
             _configured = "off"
+        if _configured != "off":
+            exporting()
         return _configured
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from shared.domain.model import ActionStatus, CaseQuery, CaseState
 from tests.factories import AIKO, BLOCKING_POLICY
-from tests.integration.test_acceptance_s1 import World, na_owns_aiko, open_world
+from tests.integration.s1_world import World, na_owns_aiko, open_world
 
 pytestmark = pytest.mark.sandbox
 EMAIL = "incomingemaildeliverymethod,outgoingemaildeliverymethod,actdeliverymethod"

@@ -19,7 +19,7 @@ import pytest
 
 from shared.domain.model import CaseQuery, CaseState, Found, Origin
 from tests.factories import AIKO, BLOCKING_POLICY
-from tests.integration.test_acceptance_s1 import World, na_owns_aiko, open_world
+from tests.integration.s1_world import World, na_owns_aiko, open_world
 
 pytestmark = pytest.mark.sandbox
 JP_ADMIN = "admin-of-contoso-jp"  # World.admin's bearer token in contoso-jp

@@ -50,12 +50,17 @@ class Context:
     trimmed: bool
 
     def row(self) -> MailboxRow:
-        """The mailbox as the payload shows it: pre-image < target < post-image."""
-        fields: rows.RowFields = {}
-        for attrs in (self.pre, self.target, self.post):
-            if attrs is not None:
-                fields.update(rows.row_fields(attrs))
-        return MailboxRow(mailbox_id=self.mailbox_id, **fields)
+        """The mailbox as the payload shows it: pre-image < target < post-image (worked out once; a decision asks
+        several times)."""
+        stated: MailboxRow | None = self.__dict__.get("_row")
+        if stated is None:
+            fields: rows.RowFields = {}
+            for attrs in (self.pre, self.target, self.post):
+                if attrs is not None:
+                    fields.update(rows.row_fields(attrs))
+            stated = MailboxRow(mailbox_id=self.mailbox_id, **fields)
+            object.__setattr__(self, "_row", stated)  # frozen: derived from the fields, never changed
+        return stated
 
     def needs_readback(self) -> bool:
         """Whether the mailbox must be read from the org before deciding.
@@ -115,7 +120,7 @@ def parse_context(doc: object, *, size_exceeded: bool = False) -> Context:
     ``x-ms-dynamics-msg-size-exceeded``, property ``MessageMaxSizeExceeded``); a
     context without Target and images is read as trimmed either way.
     """
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dotnet.OBJECT):
         raise InvalidPayload("the context must be a JSON object", field="body")
     org_id = dotnet.guid(doc.get("OrganizationId"), "OrganizationId", required=True) or ""
     entity = _required_text(doc, "PrimaryEntityName").lower()
@@ -207,7 +212,7 @@ def _check_parents(parent: object) -> None:
     path = "ParentContext"
     level = 0
     while parent is not None:
-        if not isinstance(parent, Mapping):
+        if not isinstance(parent, dotnet.OBJECT):
             raise InvalidPayload(f"{path} must be an object or null", field=path)
         level += 1
         if level > MAX_PARENT_DEPTH:
@@ -235,7 +240,7 @@ def _target(raw: object) -> tuple[dict[str, object] | None, list[tuple[str, str 
     field = "InputParameters[Target]"
     if raw is None:
         return None, []
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dotnet.OBJECT):
         raise InvalidPayload(f"{field} must be an entity", field=field)
     kind = dotnet.kind(raw, field)
     if kind == "EntityReference":
@@ -259,7 +264,7 @@ def _image(
         if value is None:
             continue
         path = f"{field}[{name}]"
-        if not isinstance(value, Mapping) or dotnet.kind(value, path) != "Entity":
+        if not isinstance(value, dotnet.OBJECT) or dotnet.kind(value, path) != "Entity":
             raise InvalidPayload(f"{path} must be an entity", field=path)
         images.append((name, _entity(value, path)))
     for name, image in images:

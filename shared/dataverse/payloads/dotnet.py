@@ -20,6 +20,7 @@ from shared.domain.model import InvalidPayload, normalize_guid
 
 MAX_VALUE_DEPTH = 16  # nesting inside one attribute value (entities in entities ...)
 NIL_GUID = "00000000-0000-0000-0000-000000000000"
+OBJECT = (dict, Mapping)  # a JSON object: dict is checked first, in C; Mapping (an ABC) is a slow check
 _DATE = re.compile(r"^\\?/Date\((-?\d{1,19})([+-]\d{4})?\)\\?/$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -63,10 +64,10 @@ def pairs(raw: object, field: str) -> dict[str, object]:
     """
     if raw is None:
         return {}
-    if isinstance(raw, Mapping):
-        items = [(key, value, f"{field}[{key}]") for key, value in raw.items()]
-    elif isinstance(raw, list):
+    if isinstance(raw, list):  # Dataverse's own form first: it is the one the gate sees
         items = [_pair(element, f"{field}[{index}]") for index, element in enumerate(raw)]
+    elif isinstance(raw, OBJECT):
+        items = [(key, value, f"{field}[{key}]") for key, value in raw.items()]
     else:
         raise InvalidPayload(f"{field} must be a list of key/value pairs or an object", field=field)
     found: dict[str, object] = {}
@@ -80,7 +81,7 @@ def pairs(raw: object, field: str) -> dict[str, object]:
 
 
 def _pair(element: object, path: str) -> tuple[object, object, str]:
-    if not isinstance(element, Mapping):
+    if not isinstance(element, OBJECT):
         raise InvalidPayload(f"{path} must be a key/value pair", field=path)
     key = element.get("key", element.get("Key"))
     value = element.get("value", element.get("Value"))
@@ -105,11 +106,11 @@ def decode(value: object, field: str, depth: int, check: ColumnCheck) -> object:
     """Plain Python for a typed value ``depth`` levels down (entities inside are checked by ``check``)."""
     if depth > MAX_VALUE_DEPTH:
         raise InvalidPayload(f"{field} is nested too deeply", field=field)
-    if isinstance(value, str):
-        return parse_dotnet_date(value, field=field) if _DATE.match(value) else value
+    if isinstance(value, str):  # the pattern only where a date can begin ("/Date(" or "\\/Date(")
+        return parse_dotnet_date(value, field=field) if "Date(" in value[:8] and _DATE.match(value) else value
     if isinstance(value, list):
         return [decode(item, f"{field}[{index}]", depth + 1, check) for index, item in enumerate(value)]
-    if not isinstance(value, Mapping):
+    if not isinstance(value, OBJECT):
         return value
     contract = kind(value, field)
     if contract == "OptionSetValue":
