@@ -183,12 +183,13 @@ MAX_ADDRESS = 254
 # zero-width joiners are left to IDNA, whose CONTEXTJ rules allow them in some scripts' domain names.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
+_ASCII_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def hidden_character(text: str, *, allow: str = "") -> str | None:
     """The first control or invisible character in ``text`` (not counting ``allow``), or None."""
-    if text.isascii():  # the common case, without a look-up per character
-        return next((c for c in text if (c < " " or c == "\x7f") and c not in allow), None)
+    if text.isascii():  # the common case: one scan by the regular-expression engine, no look-up per character
+        return next((c for c in _ASCII_CONTROLS.findall(text) if c not in allow), None)
     for c in text:
         if c not in allow and c not in _JOINERS and unicodedata.category(c) in _HIDDEN_CATEGORIES:
             return c
