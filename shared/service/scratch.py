@@ -46,16 +46,21 @@ class ScratchIndex:
         self._dir.cleanup()
 
     def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
-        """Keep what the sweep needs of one page; rows without a valid address are skipped (and counted)."""
-        index, keep = self._org_index[org], []
-        for row in page:
-            try:
-                key = MailboxKey.parse(row.get(ADDRESS))
-            except InvalidAddress:
-                continue
-            keep.append((key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))))
-        self._insert("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
-        return len(keep)
+        """Keep what the sweep needs of one page, all of it or nothing; rows without a valid address are skipped.
+
+        The number of rows kept comes back.
+        """
+        index = self._org_index[org]
+
+        def keep() -> Iterator[tuple[str, int, str, int]]:
+            for row in page:
+                try:
+                    key = MailboxKey.parse(row.get(ADDRESS))
+                except InvalidAddress:
+                    continue
+                yield key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))
+
+        return self._insert("INSERT INTO rows VALUES (?, ?, ?, ?)", keep())
 
     def failing(self, org: str) -> list[str]:
         cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
@@ -73,19 +78,21 @@ class ScratchIndex:
             [(key, owner, self._org_index.get(owner)) for key, owner in owners],
         )
 
-    def _insert(self, statement: str, rows: Iterable[tuple[object, ...]]) -> None:
-        """All of ``rows`` in one transaction, or none: a row a transaction of its own costs several times more.
+    def _insert(self, statement: str, rows: Iterable[tuple[object, ...]]) -> int:
+        """All of ``rows`` in one transaction, or none (how many went in comes back): a transaction per row cost
+        several times more than the rows themselves.
 
         A page that fails half-way leaves nothing behind (the rollback), so the index only ever
         holds whole pages; the sweep that hit the failure ends, and the next one starts afresh.
         """
         self.db.execute("BEGIN")
         try:
-            self.db.executemany(statement, rows)
+            count = self.db.executemany(statement, rows).rowcount
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        return count
 
     def index(self) -> None:
         """Index the rows by key once they are all in (cheaper than keeping an index up to date row by row).
@@ -121,7 +128,8 @@ class ScratchIndex:
                       WHERE o.org IS NULL OR NOT EXISTS (SELECT 1 FROM rows s WHERE s.key = o.key AND s.org = o.org)
             )
             SELECT f.key, r.org, r.mailbox_id, r.failing,
-                   r.failing = 1 AND EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
+                   r.failing = 1
+                   AND EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
                    o.owner, o.org
             FROM flagged f JOIN rows r ON r.key = f.key LEFT JOIN owners o ON o.key = f.key
             ORDER BY f.key, r.org, r.mailbox_id
