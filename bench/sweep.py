@@ -352,8 +352,7 @@ def main() -> None:
                 f"counts {doc['counts']}; unowned single-org {doc['unowned']:,}; requests above the pages: {above} "
                 f"({lookups} looking up designated primaries' rows, the rest the registration check). The sandbox "
                 f"serving the pages alone took {floor.sandbox_cpu_s:.1f} s of CPU: OrgGuard's CPU is "
-                f"{swept.cpu_s / floor.sandbox_cpu_s:.2f}x that (the rest of the sandbox's time in the sweep is "
-                "mostly the look-ups by address, which it answers by scanning every row)."
+                f"{swept.cpu_s / floor.sandbox_cpu_s:.2f}x that."
             )
             _goals(swept, orgs, mailboxes)
             if applied is not None and naive is not None:
