@@ -59,10 +59,14 @@ _MISSING = object()
 
 @dataclass
 class Filter:
-    """A compiled `$filter`: the predicate, and the address it pins down if it has one (index lookup)."""
+    """A compiled `$filter`: the predicate, and the addresses it pins down if it does (index look-ups).
+
+    `emailaddress eq 'a'` pins one address, `... or emailaddress eq 'b'` a few: SQL Server answers
+    such a filter from the column's index rather than by reading every row, and so does the sandbox.
+    """
 
     predicate: Predicate
-    address_key: str | None = None
+    address_keys: frozenset[str] | None = None
 
 
 def parse_filter(spec: TableSpec, text: str) -> Filter:
@@ -70,7 +74,7 @@ def parse_filter(spec: TableSpec, text: str) -> Filter:
     predicate = parser.expression()
     if parser.peek() is not None:
         raise parser.error(f"unexpected '{parser.peek()}'")
-    return Filter(predicate, parser.address_key if parser.address_key_safe else None)
+    return Filter(predicate, parser.pinned.get(predicate))
 
 
 class _Parser:
@@ -79,8 +83,7 @@ class _Parser:
         self.text = text
         self.tokens = self._tokenize(text)
         self.position = 0
-        self.address_key: str | None = None
-        self.address_key_safe = True  # false once an `or`/`not` makes the pinned address optional
+        self.pinned: dict[Predicate, frozenset[str]] = {}  # a predicate true only for rows of these addresses
 
     def _tokenize(self, text: str) -> list[tuple[str, str]]:
         tokens, index = [], 0
@@ -116,11 +119,16 @@ class _Parser:
         terms = [self.conjunction()]
         while self.peek() == "or":
             self.take()
-            self.address_key_safe = False
             terms.append(self.conjunction())
         if len(terms) == 1:
             return terms[0]
-        return lambda row: any(term(row) for term in terms)
+
+        def either(row: Record) -> bool:
+            return any(term(row) for term in terms)
+
+        if all(term in self.pinned for term in terms):  # each term pins addresses: so does their union
+            self.pinned[either] = frozenset().union(*(self.pinned[term] for term in terms))
+        return either
 
     def conjunction(self) -> Predicate:
         factors = [self.unary()]
@@ -129,12 +137,18 @@ class _Parser:
             factors.append(self.unary())
         if len(factors) == 1:
             return factors[0]
-        return lambda row: all(factor(row) for factor in factors)
+
+        def every(row: Record) -> bool:
+            return all(factor(row) for factor in factors)
+
+        pins = [self.pinned[factor] for factor in factors if factor in self.pinned]
+        if pins:  # any factor that pins addresses pins the conjunction to them
+            self.pinned[every] = frozenset.intersection(*pins)
+        return every
 
     def unary(self) -> Predicate:
         if self.peek() == "not":
             self.take()
-            self.address_key_safe = False
             inner = self.unary()
             return lambda row: not inner(row)
         if self.peek() == "(":
@@ -165,9 +179,10 @@ class _Parser:
         if operator not in _COMPARISONS:
             raise self.error(f"the operator '{operator}' is not supported")
         value = self.literal(column, name)
+        compared = _compare(name, column, operator, value)
         if name == "emailaddress" and operator == "eq" and isinstance(value, str):
-            self.address_key = mailbox_key(value)
-        return _compare(name, column, operator, value)
+            self.pinned[compared] = frozenset({mailbox_key(value)})
+        return compared
 
     def function(self, function: str) -> Predicate:
         self.expect("(")

@@ -213,8 +213,10 @@ class WebApi:
         page, start = read_cookie(request.query["$skiptoken"]) if "$skiptoken" in request.query else (1, 0)
         rows: list[Record] = []
         resume: int | None = None
-        if condition is not None and condition.address_key is not None and spec is MAILBOX:
-            found = (table.get(row_id) for row_id in table.by_key.get(condition.address_key, []))
+        pinned = condition.address_keys if condition is not None and spec is MAILBOX else None
+        ids = [i for key in sorted(pinned) for i in table.by_key.get(key, [])] if pinned is not None else []
+        if condition is not None and pinned is not None and (len(pinned) == 1 or len(ids) <= size):
+            found = (table.get(row_id) for row_id in ids)
             rows = [row for row in found if row is not None and condition.predicate(row)][:size]
         else:
             for position, row in table.scan(start):

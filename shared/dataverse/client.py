@@ -33,7 +33,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +49,7 @@ from shared.dataverse.port import (
     DataverseError,
     RetryPolicy,
     WhoAmI,
+    encoded_filter,
     error_from,
     id_from_uri,
     normalize_id,
@@ -227,7 +228,7 @@ class DataverseClient:
     def _collection_url(self, entity_set: str, select: Sequence[str], filter: str | None) -> str:
         url = f"{self.api_root}{_check_entity_set(entity_set)}?$select={','.join(select)}"
         if filter:
-            url += "&$filter=" + quote(filter, safe="()',=:$/@")
+            url += "&$filter=" + encoded_filter(filter)
         return url
 
     def _row_url(self, entity_set: str, id: str) -> str:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from shared.domain import backoff
 from shared.domain.environments import Environment
@@ -133,6 +134,11 @@ class BatchResult:
         """The id of a row the operation created, from ``OData-EntityId``."""
         header = self.headers.get("odata-entityid") or self.headers.get("OData-EntityId")
         return id_from_uri(header) if header else None
+
+
+def encoded_filter(filter: str) -> str:
+    """A ``$filter`` expression as it goes into a URL's query string."""
+    return quote(filter, safe="()',=:$/@")
 
 
 def odata_string(value: str) -> str:

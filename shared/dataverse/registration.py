@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 
 from shared.config.urls import is_loopback
 from shared.dataverse.port import DataverseError, OrgClient, odata_string
+from shared.dataverse.reads import Query, read_at_once
 from shared.dataverse.schema import ACT_METHOD, ADDRESS, MAILBOX, PRIMARY_FLAG, REGARDING, STATE, TEST_ENABLE
 from shared.domain.drift import Drift, DriftKind, OrgRegistration, Part
 from shared.domain.model import DomainError, Org
@@ -269,15 +270,7 @@ async def check(
     """
     base = base_url.rstrip("/") if base_url else None
     drift: list[Drift] = []
-    endpoints = await _named(client, "serviceendpoints", "serviceendpointid", ENDPOINT_COLUMNS, ENDPOINTS)
-    message_id = await _lookup_id(client, "sdkmessages", "sdkmessageid", f"name eq {odata_string('Update')}")
-    filter_id = await _lookup_id(
-        client,
-        "sdkmessagefilters",
-        "sdkmessagefilterid",
-        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
-    )
-    steps = await _named(client, "sdkmessageprocessingsteps", "sdkmessageprocessingstepid", STEP_COLUMNS, STEPS)
+    endpoints, message_id, filter_id, steps, images = await _registered(client)
     endpoint_ids: dict[str, str] = {}
     for spec in ENDPOINTS:
         row = _only(endpoints.get(spec.name, []), spec.part, f"serviceendpoint:{spec.name}", drift)
@@ -297,7 +290,6 @@ async def check(
         for step in STEPS
         if (row := _only(steps.get(step.name, []), step.part, f"sdkmessageprocessingstep:{step.name}", drift))
     }
-    images = await _images(client, [str(row["sdkmessageprocessingstepid"]) for row in found_steps.values()])
     for step in STEPS:
         row = found_steps.get(step.name)
         if row is None:
@@ -343,15 +335,60 @@ async def _named(
     return found
 
 
-async def _images(client: OrgClient, step_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """The images of the given steps, by step id, in one query."""
-    if not step_ids:
-        return {}
-    either = " or ".join(f"_sdkmessageprocessingstepid_value eq {step_id}" for step_id in step_ids)
-    found: dict[str, list[dict[str, Any]]] = {}
-    for row in await _all(client, "sdkmessageprocessingstepimages", list(IMAGE_COLUMNS), either):
-        found.setdefault(str(row.get("_sdkmessageprocessingstepid_value") or "").lower(), []).append(row)
-    return found
+Registered = tuple[
+    dict[str, list[dict[str, Any]]], str, str, dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]
+]
+
+
+async def _registered(client: OrgClient) -> Registered:
+    """What ``check`` compares, in one ``$batch`` of five queries, none waiting for another's answer.
+
+    (endpoints by name, the Update message's id, its mailbox filter's id, steps by name, images by
+    step id.) The filter is found among the mailbox's filters by its message, and the images among
+    those with OrgGuard's aliases by their step, rather than each asked for by ids read first.
+    """
+    named_endpoints = _either("name", [spec.name for spec in ENDPOINTS])
+    named_steps = _either("name", [spec.name for spec in STEPS])
+    aliases = _either("entityalias", sorted({image.alias for step in STEPS for image in step.images}))
+    endpoint_rows, messages, filters, step_rows, image_rows = await read_at_once(
+        client,
+        [
+            Query("serviceendpoints", _columns("serviceendpointid", ENDPOINT_COLUMNS), named_endpoints),
+            Query("sdkmessages", ["sdkmessageid"], f"name eq {odata_string('Update')}"),
+            Query("sdkmessagefilters", ["sdkmessagefilterid", "_sdkmessageid_value"], _MAILBOX_FILTERS),
+            Query("sdkmessageprocessingsteps", _columns("sdkmessageprocessingstepid", STEP_COLUMNS), named_steps),
+            Query("sdkmessageprocessingstepimages", list(IMAGE_COLUMNS), aliases),
+        ],
+    )
+    if not messages:
+        raise DataverseError(f"no sdkmessages row matches name eq {odata_string('Update')}")
+    message_id = str(messages[0]["sdkmessageid"])
+    update_filters = [f for f in filters if str(f.get("_sdkmessageid_value") or "").lower() == message_id.lower()]
+    if not update_filters:
+        raise DataverseError(
+            f"no sdkmessagefilters row matches {_MAILBOX_FILTERS} and _sdkmessageid_value eq {message_id}"
+        )
+    endpoints: dict[str, list[dict[str, Any]]] = {}
+    for row in endpoint_rows:
+        endpoints.setdefault(str(row.get("name")), []).append(row)
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for row in step_rows:
+        steps.setdefault(str(row.get("name")), []).append(row)
+    images: dict[str, list[dict[str, Any]]] = {}
+    for row in image_rows:
+        images.setdefault(str(row.get("_sdkmessageprocessingstepid_value") or "").lower(), []).append(row)
+    return endpoints, message_id, str(update_filters[0]["sdkmessagefilterid"]), steps, images
+
+
+_MAILBOX_FILTERS = f"primaryobjecttypecode eq {odata_string(MAILBOX)}"
+
+
+def _either(column: str, values: Sequence[str]) -> str:
+    return " or ".join(f"{column} eq {odata_string(value)}" for value in values)
+
+
+def _columns(id_column: str, columns: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys([id_column, *columns]))
 
 
 def _only(rows: list[dict[str, Any]], part: Part, label: str, drift: list[Drift]) -> dict[str, Any] | None:

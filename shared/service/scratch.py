@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class ScratchIndex:
                                failing INTEGER NOT NULL);
             CREATE TABLE alerts (org INTEGER NOT NULL, mailbox_id TEXT NOT NULL);
             CREATE TABLE owners (key TEXT PRIMARY KEY, owner TEXT NOT NULL, org INTEGER);
+            CREATE INDEX failing_rows ON rows (org, mailbox_id) WHERE failing = 1;
             """
         )
 
@@ -45,47 +46,74 @@ class ScratchIndex:
         self._dir.cleanup()
 
     def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
-        """Keep what the sweep needs of one page; rows without a valid address are skipped (and counted)."""
-        index, keep = self._org_index[org], []
-        for row in page:
-            try:
-                key = MailboxKey.parse(row.get(ADDRESS))
-            except InvalidAddress:
-                continue
-            keep.append((key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))))
-        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?)", keep)
-        return len(keep)
+        """Keep what the sweep needs of one page, all of it or nothing; rows without a valid address are skipped.
+
+        The number of rows kept comes back.
+        """
+        index = self._org_index[org]
+
+        def keep() -> Iterator[tuple[str, int, str, int]]:
+            for row in page:
+                try:
+                    key = MailboxKey.parse(row.get(ADDRESS))
+                except InvalidAddress:
+                    continue
+                yield key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))
+
+        return self._insert("INSERT INTO rows VALUES (?, ?, ?, ?)", keep())
 
     def failing(self, org: str) -> list[str]:
         cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
         return [r[0] for r in cur]
 
     def add_alerts(self, org: str, mailbox_ids: Sequence[str]) -> None:
+        """The failing rows (``failing``) whose alert says "configured with another"; a row that syncs fine
+        has no alert to act on, so only failing rows' alerts count."""
         index = self._org_index[org]
-        self.db.executemany("INSERT INTO alerts VALUES (?, ?)", [(index, m.lower()) for m in mailbox_ids])
+        self._insert("INSERT INTO alerts VALUES (?, ?)", [(index, m.lower()) for m in mailbox_ids])
 
     def add_owners(self, owners: Sequence[tuple[str, str]]) -> None:
-        self.db.executemany(
+        self._insert(
             "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)",
             [(key, owner, self._org_index.get(owner)) for key, owner in owners],
         )
 
+    def _insert(self, statement: str, rows: Iterable[tuple[object, ...]]) -> int:
+        """All of ``rows`` in one transaction, or none (how many went in comes back): a transaction per row cost
+        several times more than the rows themselves.
+
+        A page that fails half-way leaves nothing behind (the rollback), so the index only ever
+        holds whole pages; the sweep that hit the failure ends, and the next one starts afresh.
+        """
+        self.db.execute("BEGIN")
+        try:
+            count = self.db.executemany(statement, rows).rowcount
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return count
+
     def index(self) -> None:
+        """Index the rows by key once they are all in (cheaper than keeping an index up to date row by row).
+
+        Rows are found by id only where they fail (the alerts): the partial index ``failing_rows``, a few
+        percent of the rows, kept as they come, serves that; an index of every row by id cost more than
+        everything the sweep asks of it.
+        """
         self.db.executescript(
             """
             CREATE INDEX rows_by_key ON rows (key, org);
-            CREATE INDEX rows_by_id ON rows (org, mailbox_id);
             CREATE INDEX alerts_by_id ON alerts (org, mailbox_id);
             """
         )
 
     def totals(self) -> tuple[int, int]:
-        """(distinct keys, keys syncing in one org that the ledger does not know)."""
-        keys = self.db.execute("SELECT COUNT(DISTINCT key) FROM rows").fetchone()[0]
-        unowned = self.db.execute(
-            "SELECT COUNT(*) FROM (SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) = 1) k "
-            "WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = k.key)"
-        ).fetchone()[0]
+        """(distinct keys, keys syncing in one org that the ledger does not know), in one pass over the keys."""
+        keys, unowned = self.db.execute(
+            "SELECT COUNT(*), TOTAL(orgs = 1 AND NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = k.key)) "
+            "FROM (SELECT key, COUNT(DISTINCT org) AS orgs FROM rows GROUP BY key) k"
+        ).fetchone()
         return int(keys), int(unowned)
 
     def findings(self, batch: int = 500) -> Iterator[Finding]:
@@ -94,12 +122,14 @@ class ScratchIndex:
             """
             WITH flagged AS (
                 SELECT key FROM rows GROUP BY key HAVING COUNT(DISTINCT org) > 1
-                UNION SELECT r.key FROM rows r JOIN alerts a ON a.org = r.org AND a.mailbox_id = r.mailbox_id
+                UNION SELECT r.key FROM alerts a JOIN rows r
+                      ON r.org = a.org AND r.mailbox_id = a.mailbox_id AND r.failing = 1
                 UNION SELECT o.key FROM owners o JOIN rows r ON r.key = o.key
                       WHERE o.org IS NULL OR NOT EXISTS (SELECT 1 FROM rows s WHERE s.key = o.key AND s.org = o.org)
             )
             SELECT f.key, r.org, r.mailbox_id, r.failing,
-                   EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
+                   r.failing = 1
+                   AND EXISTS (SELECT 1 FROM alerts a WHERE a.org = r.org AND a.mailbox_id = r.mailbox_id),
                    o.owner, o.org
             FROM flagged f JOIN rows r ON r.key = f.key LEFT JOIN owners o ON o.key = f.key
             ORDER BY f.key, r.org, r.mailbox_id

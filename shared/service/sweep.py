@@ -34,10 +34,11 @@ import asyncio
 import contextlib
 import itertools
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import MAX_PAGE_SIZE, OrgClient
@@ -379,30 +380,26 @@ class Sweep:
             result.mailboxes = sum(result.rows_by_org.values())
             result.keys, result.unowned = scratch.totals()
             later: dict[str, list[Finding]] = {}
-            async for finding in self._with_users(scratch.findings()):
-                primary = await asyncio.to_thread(designation, self.service, finding)
-                if primary is not None and finding.row(primary) is None:
-                    later.setdefault(primary, []).append(finding)  # its row there is looked up below, in bulk
-                    continue
-                await self._settle(finding, primary, None, result, case_ids)
+            async for batch in self._with_users(scratch.findings()):
+                for finding, primary, _ in await self._settled(self._settle_batch, batch, result, case_ids):
+                    later.setdefault(str(primary), []).append(finding)  # its row there is looked up below, in bulk
             for org, waiting in later.items():
                 found = await active_rows(self.client_for(self.service.orgs.get(org)), [f.key for f in waiting])
                 result.pages[org] = result.pages.get(org, 0) + math.ceil(len(waiting) / ADDRESSES_PER_QUERY)
-                for finding in waiting:
-                    await self._settle(finding, org, found.get(finding.key.address), result, case_ids)
+                repairs = [(f, org, found.get(f.key.address)) for f in waiting]
+                await self._settled(self._settle_each, repairs, result, case_ids)
         finally:
             scratch.close()
         result.cases = len(set(case_ids))
         result.seconds = time.perf_counter() - result.started
         return result, list(dict.fromkeys(case_ids))
 
-    async def _with_users(self, findings: Iterator[Finding], chunk: int = 500) -> AsyncIterator[Finding]:
+    async def _with_users(self, findings: Iterator[Finding], chunk: int = 500) -> AsyncIterator[list[Finding]]:
         """The findings, a chunk at a time, the users behind each chunk looked up at once first (Graph ``$batch``),
         and who last changed each row that syncs against the ledger's owner (a save may have skipped the gate)."""
         while batch := list(itertools.islice(findings, chunk)):
             await asyncio.to_thread(self.service.know_users, [f.key for f in batch])
-            for finding in await self._stamped(batch):
-                yield finding
+            yield await self._stamped(batch)
 
     async def _stamped(self, batch: list[Finding]) -> list[Finding]:
         """``batch`` with the stamps of the rows that need one (``needs_stamp``), read per org at once."""
@@ -425,18 +422,52 @@ class Sweep:
             for f in batch
         ]
 
-    async def _settle(
-        self, finding: Finding, primary: str | None, row: str | None, result: SweepResult, case_ids: list[str]
+    async def _settled(
+        self, work: Settling[Items], items: Items, result: SweepResult, case_ids: list[str]
+    ) -> list[Settled]:
+        """Settle a chunk in a worker thread (the ledger and the policy block), one hop for the whole chunk: a hop
+        per finding cost more wall time than the settling itself on a busy machine. Each settled finding is
+        recorded in order, also those before one that failed; cancelled (Ctrl-C, a shutdown), the worker stops
+        before its next finding. The findings left unsettled (their primary's row is still to be read) come back.
+        """
+        done: list[Settled] = []
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(work, items, done, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        finally:
+            for finding, _, settlement in list(done):
+                if settlement is not None:
+                    self._record(finding, settlement, result, case_ids)
+        return [entry for entry in done if entry[2] is None]
+
+    def _settle_batch(self, batch: Sequence[Finding], done: list[Settled], stop: threading.Event) -> None:
+        """Settle findings in order; one whose designated primary has no row among its syncing ones is left
+        unsettled (``None``), to be settled once its row there is read."""
+        for finding in batch:
+            if stop.is_set():
+                return
+            primary = designation(self.service, finding)
+            if primary is not None and finding.row(primary) is None:
+                done.append((finding, primary, None))
+            else:
+                done.append((finding, primary, self._settle(finding, primary, None)))
+
+    def _settle_each(
+        self, repairs: Sequence[tuple[Finding, str, str | None]], done: list[Settled], stop: threading.Event
     ) -> None:
-        settlement = await asyncio.to_thread(
-            settle,
-            self.service,
-            finding,
-            sweep_id=self.sweep_id,
-            apply=self.apply,
-            primary=primary,
-            primary_row=row,
-        )
+        """Settle findings whose designated primary's row was read (``None``: it has no active row there)."""
+        for finding, primary, row in repairs:
+            if stop.is_set():
+                return
+            done.append((finding, primary, self._settle(finding, primary, row)))
+
+    def _settle(self, finding: Finding, primary: str | None, row: str | None) -> Settlement:
+        return settle(self.service, finding, sweep_id=self.sweep_id, apply=self.apply, primary=primary, primary_row=row)
+
+    def _record(self, finding: Finding, settlement: Settlement, result: SweepResult, case_ids: list[str]) -> None:
         for kind in finding.kinds:
             result.counts[kind.value] = result.counts.get(kind.value, 0) + 1
         result.compliance.add([*finding.orgs, finding.owner], settlement.rule, settlement.effect, settlement.exemption)
@@ -445,6 +476,11 @@ class Sweep:
         case_ids += settlement.cases
         if self.on_finding:
             self.on_finding(doc)
+
+
+Settled = tuple[Finding, str | None, Settlement | None]  # a finding, its designated primary, how it was settled
+Items = TypeVar("Items")
+Settling = Callable[[Items, list[Settled], threading.Event], None]  # settles items into the list until stopped
 
 
 # ---------------------------------------------------------------------------

@@ -63,15 +63,16 @@ def reconcile(
     """
     if claim.origin in (Origin.GATE, Origin.ADMIN):
         return None
-    claims = ledger.claims(claim.key, limit=50)
     if claim.origin is Origin.SWEEP:
         owner = ledger.mailbox(claim.key).ownership
-        if owner is None or owner.owner == claim.org:
+        if owner is None or owner.owner == claim.org:  # the claims are read only when they can matter
             return None
+        claims = ledger.claims(claim.key, limit=50)
         if not changed_unheard(claims, claim.org, owner_since=owner.since, modified_on=claim.modified_on):
             return None
         saved_at = claim.modified_on
     else:
+        claims = ledger.claims(claim.key, limit=50)
         saved_at = claim.modified_on or claim.observed_at
         if heard_at_the_gate(claims, claim.org, saved_at):
             return None

@@ -197,3 +197,21 @@ def test_the_sweep_reports_the_registration_of_each_org_it_sweeps(installed: boo
     assert eu["drift"][0]["part"] == Part.GATE.value
     printed = runner.invoke(app, ["sweep"])
     assert "OrgGuard's registration in contoso-eu is not as registered" in printed.stdout
+
+
+def test_a_check_is_one_request_per_org_for_service_protection(installed: bootstrap.Container, base_url: str):
+    """Its five queries go in one ``$batch``: one request against the org's window, five operations."""
+    httpx.delete(f"{base_url}/_sandbox/requests").raise_for_status()
+    gate = step_id(base_url, "contoso-jp", GATE_STEP)
+    answer = httpx.patch(
+        f"{base_url}{API.format(org='contoso-jp')}sdkmessageprocessingsteps({gate})",
+        json={"statecode": 1, "statuscode": 2},
+        headers={**ADMIN, "If-Match": "*"},
+    )
+    assert answer.status_code == 204, answer.text
+    httpx.delete(f"{base_url}/_sandbox/requests").raise_for_status()
+    found = asyncio.run(installed.check_registration(["contoso-na", "contoso-jp"], ORGGUARD))
+    served = httpx.get(f"{base_url}/_sandbox/requests").json()
+    assert [(served[o]["http"], served[o]["requests"]) for o in ("contoso-na", "contoso-jp")] == [(1, 5), (1, 5)]
+    assert [(r.org, r.ok) for r in found] == [("contoso-na", True), ("contoso-jp", False)]
+    assert [d.kind for d in found[1].drift] == [DriftKind.DISABLED]
