@@ -59,14 +59,15 @@ _MISSING = object()
 
 @dataclass
 class Filter:
-    """A compiled `$filter`: the predicate, and the addresses it pins down if it does (index look-ups).
+    """A compiled `$filter`: the predicate, and the rows it pins down if it does (index look-ups).
 
-    `emailaddress eq 'a'` pins one address, `... or emailaddress eq 'b'` a few: SQL Server answers
-    such a filter from the column's index rather than by reading every row, and so does the sandbox.
+    `emailaddress eq 'a'` pins one address, `... or emailaddress eq 'b'` a few, and `mailboxid eq <id>`
+    (the primary key) one row: SQL Server answers such a filter from the column's index rather than by
+    reading every row, and so does the sandbox. Each pin is `("address", key)` or `("id", guid)`.
     """
 
     predicate: Predicate
-    address_keys: frozenset[str] | None = None
+    pins: frozenset[tuple[str, str]] | None = None
 
 
 def parse_filter(spec: TableSpec, text: str) -> Filter:
@@ -83,7 +84,7 @@ class _Parser:
         self.text = text
         self.tokens = self._tokenize(text)
         self.position = 0
-        self.pinned: dict[Predicate, frozenset[str]] = {}  # a predicate true only for rows of these addresses
+        self.pinned: dict[Predicate, frozenset[tuple[str, str]]] = {}  # a predicate true only for these rows
 
     def _tokenize(self, text: str) -> list[tuple[str, str]]:
         tokens, index = [], 0
@@ -126,7 +127,7 @@ class _Parser:
         def either(row: Record) -> bool:
             return any(term(row) for term in terms)
 
-        if all(term in self.pinned for term in terms):  # each term pins addresses: so does their union
+        if all(term in self.pinned for term in terms):  # each term pins rows: so does their union
             self.pinned[either] = frozenset().union(*(self.pinned[term] for term in terms))
         return either
 
@@ -142,8 +143,8 @@ class _Parser:
             return all(factor(row) for factor in factors)
 
         pins = [self.pinned[factor] for factor in factors if factor in self.pinned]
-        if pins:  # any factor that pins addresses pins the conjunction to them
-            self.pinned[every] = frozenset.intersection(*pins)
+        if pins:  # any factor that pins rows pins the conjunction to them (the predicate still decides each)
+            self.pinned[every] = min(pins, key=len)
         return every
 
     def unary(self) -> Predicate:
@@ -181,7 +182,9 @@ class _Parser:
         value = self.literal(column, name)
         compared = _compare(name, column, operator, value)
         if name == "emailaddress" and operator == "eq" and isinstance(value, str):
-            self.pinned[compared] = frozenset({mailbox_key(value)})
+            self.pinned[compared] = frozenset({("address", mailbox_key(value))})
+        elif name == self.spec.primary_key and operator == "eq" and isinstance(value, str):
+            self.pinned[compared] = frozenset({("id", value)})
         return compared
 
     def function(self, function: str) -> Predicate:

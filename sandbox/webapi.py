@@ -213,8 +213,10 @@ class WebApi:
         page, start = read_cookie(request.query["$skiptoken"]) if "$skiptoken" in request.query else (1, 0)
         rows: list[Record] = []
         resume: int | None = None
-        pinned = condition.address_keys if condition is not None and spec is MAILBOX else None
-        ids = [i for key in sorted(pinned) for i in table.by_key.get(key, [])] if pinned is not None else []
+        pinned = condition.pins if condition is not None else None
+        if pinned is not None and spec is not MAILBOX and any(kind == "address" for kind, _ in pinned):
+            pinned = None  # only mailboxes are indexed by address
+        ids = [i for pin in sorted(pinned) for i in self._pinned_ids(table, pin)] if pinned is not None else []
         if condition is not None and pinned is not None and (len(pinned) == 1 or len(ids) <= size):
             found = (table.get(row_id) for row_id in ids)
             rows = [row for row in found if row is not None and condition.predicate(row)][:size]
@@ -236,6 +238,14 @@ class WebApi:
         if resume is not None and top is None:
             payload["@odata.nextLink"] = self._next_link(request, spec, page, resume)
         return ApiResponse.json(200, payload, _preference_applied(request, applied))
+
+    @staticmethod
+    def _pinned_ids(table: Table, pin: tuple[str, str]) -> list[str]:
+        """The rows one pin names: an address through the mailboxes' address index, an id by the primary key."""
+        kind, value = pin
+        if kind == "address":
+            return table.by_key.get(value, [])
+        return [value] if table.get(value) is not None else []
 
     @staticmethod
     def _page_size(request: ApiRequest) -> tuple[int, int | None]:

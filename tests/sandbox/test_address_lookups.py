@@ -85,3 +85,25 @@ def test_more_rows_than_a_page_are_paged_as_a_scan_pages_them(admin: httpx.Clien
     expected = {r["mailboxid"] for r in everyone if fold(r["emailaddress"]) in wanted}
     assert len(expected) > 3
     assert ids(read(admin, either, page=3)) == expected
+
+
+def test_an_or_of_primary_keys_answers_what_a_scan_answers(admin: httpx.Client, everyone: list[dict[str, Any]]):
+    """OrgGuard reads promotes' rows back by id, 50 at a time: the primary key's index answers them."""
+    wanted = [r["mailboxid"] for r in everyone[::5][:50]]
+    missing = "00000000-0000-0000-0000-0000000000aa"
+    either = " or ".join(f"mailboxid eq {i.upper()}" for i in [*wanted, missing])
+    assert ids(read(admin, either)) == set(wanted)
+    assert ids(read(admin, f"statecode eq 1 and ({either})")) == {
+        r["mailboxid"] for r in everyone if r["mailboxid"] in wanted and r["statecode"] == 1
+    }
+
+
+def test_a_conjunction_of_an_address_and_an_id_is_decided_row_by_row(admin: httpx.Client, everyone):
+    row = everyone[3]
+    both = f"emailaddress eq '{spelled(fold(row['emailaddress']))}' and mailboxid eq {row['mailboxid']}"
+    assert ids(read(admin, both)) == {row["mailboxid"]}
+    other = everyone[4]["mailboxid"]
+    assert read(admin, f"emailaddress eq '{spelled(fold(row['emailaddress']))}' and mailboxid eq {other}") == []
+    mixed = f"emailaddress eq '{spelled(fold(row['emailaddress']))}' or mailboxid eq {other}"
+    expected = {r["mailboxid"] for r in everyone if fold(r["emailaddress"]) == fold(row["emailaddress"])} | {other}
+    assert ids(read(admin, mixed)) == expected
