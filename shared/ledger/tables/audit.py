@@ -104,11 +104,13 @@ class AuditChain(TableStore):
     def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]:
         query = f"PartitionKey eq {literal(CHAIN)} and RowKey gt {literal(f'e{max(after, 0):016d}')} and RowKey lt 'f'"
         with self._storage("read the audit log"):
+            self._catch_up()
             rows = self._rows("audit", query, page=max(1, min(limit, 1000)))
             return [audit_from(row) for _, row in zip(range(max(0, limit)), rows, strict=False)]
 
     def verify_audit(self) -> AuditReport:
         with self._storage("verify the audit log"):
+            self._catch_up()
             head = self._get("audit", CHAIN, HEAD)
             top = int(head["Seq"]) if head else 0
             query = f"PartitionKey eq {literal(CHAIN)} and RowKey ge 'e' and RowKey le {literal(f'e{top:016d}')}"
