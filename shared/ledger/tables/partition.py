@@ -155,12 +155,13 @@ class Partition(Journals):
 
         Returns the marker's ETag, for ``_finish`` to remove it once the journal is rolled forward.
         """
+        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
+        marker["At"] = clock(utcnow())
+        # Before the commit is claimed: a marker that cannot be written in time stops the decision unrecorded.
+        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         work = deadline.current()
         if work is not None and not work.claim_commit():  # a late decision is never recorded
             raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
-        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
-        marker["At"] = clock(utcnow())
-        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         try:
             self._tables["mailboxes"].submit_transaction(write.ops)
         except TableTransactionError as exc:

@@ -158,9 +158,13 @@ class TableStore:
 
     # --- queries -----------------------------------------------------------------------
 
-    def _rows(self, table: str, query: str, *, page: int = 200) -> Iterator[TableEntity]:
-        """Rows in key order (sorted here when the service does not sort, as Cosmos DB)."""
-        found = self._tables[table].query_entities(query, results_per_page=page)
+    def _rows(
+        self, table: str, query: str, *, page: int = 200, select: list[str] | None = None
+    ) -> Iterator[TableEntity]:
+        """Rows in key order (sorted here when the service does not sort, as Cosmos DB); ``select``: only those
+        properties (and the keys)."""
+        keys = ["PartitionKey", "RowKey"] if select else []
+        found = self._tables[table].query_entities(query, results_per_page=page, select=(select or []) + keys or None)
         if self._sorted:
             yield from found
         else:
