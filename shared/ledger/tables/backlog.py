@@ -51,7 +51,9 @@ class Backlog:
             self._pending.discard(future)
 
     def settle(self) -> None:
-        """Wait until the work submitted so far is done."""
+        """Wait until the work submitted so far is done (at once on a worker: it would wait for itself)."""
+        if getattr(_worker, "busy", False):
+            return
         with self._lock:
             pending = list(self._pending)
         if pending:
@@ -71,8 +73,14 @@ class Backlog:
             pool.shutdown(wait=True)
 
 
+_worker = threading.local()  # busy: this thread is running backlog work
+
+
 def _logged(work: Callable[[], None]) -> None:
+    _worker.busy = True
     try:
         work()
     except Exception:  # the decision stands; its marker lets recover() finish the work
         log.exception("ledger journal not rolled forward; recover() will finish it")
+    finally:
+        _worker.busy = False
