@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import dispatch, executor, gate, graph, impact, ledger, soak, sweep
+from bench import dispatch, executor, gate, graph, impact, ledger, soak, sweep, tables
 
 SUITES = {
     "gate": gate.main,
     "ledger": ledger.main,
+    "tables": tables.main,
     "executor": executor.main,
     "dispatch": dispatch.main,
     "sweep": sweep.main,

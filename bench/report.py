@@ -27,6 +27,13 @@ def header(title: str) -> None:
     )
 
 
+def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    t = Table(*columns)
+    for row in rows:
+        t.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(t)
+
+
 def goals(rows: Sequence[tuple[str, str, str, bool]]) -> None:
     """Each goal of the performance issue as (goal, the figure with its baseline and ratio, the target, met)."""
     t = Table("goal", "measured (baseline, ratio)", "target", "met")

@@ -70,12 +70,21 @@ belongs to one mailbox; the ``events`` look-up catches a key seen on another
 mailbox before, but not one committed there at the very same moment.)
 
 Derived records (the ``events`` look-up, case and outbox indexes, audit) are
-written from the journal by whoever committed it, then the journal row is
-deleted. Each step is idempotent, and index rows carry the mailbox Seq that
-wrote them (``Stamp``): an index row is only overwritten or deleted by a newer
-journal, so journals may be rolled forward in any order or twice. A journal
-older than ``takeover_after`` is someone else's unfinished work: the next
-writer of that mailbox, or the sweep in ``pending_actions``, rolls it forward.
+written from the journal after ``commit`` returns, on the ledger's backlog threads
+(``backlog.py``), then the journal row is deleted; the gate's path is the
+mailbox read (root and journal rows in one query), the recovery marker and the
+transaction, which is conditioned on the root that read saw (a root that moved,
+an event or a case that exists fails it, and the commit reads the partition and
+plans again as before). The root names the mailbox's newest event, so a repeat
+of it is answered from that read. A read through an index (``case``, ``cases``,
+the outbox, the audit log) first waits for this instance's backlog and rolls
+forward the journals other instances have in flight (their markers), so it sees
+every decision whose commit returned. Each step is idempotent, and index rows
+carry the mailbox Seq that wrote them (``Stamp``): an index row is only
+overwritten or deleted by a newer journal, so journals may be rolled forward in
+any order or twice. A journal older than ``takeover_after`` is someone else's
+unfinished work: the next reader or writer of that mailbox, or ``recover`` in
+``pending_actions`` (the housekeeping timer's outbox round), rolls it forward.
 Reads that go through an index (``cases``, ``pending_actions``) re-check every
 hit against the mailbox partition, so a stale index row costs a read, never a
 wrong answer; reads are eventually consistent only for an instance that died
@@ -119,6 +128,7 @@ Where each part lives:
 ``exemptions.py``  the exemptions, versioned: one transaction per change, audited right after
 ``journal.py``     journals rolled forward, recovery markers, ``recover``
 ``partition.py``   the mailbox-partition transaction (snapshot, seal, transact)
+``backlog.py``     journals rolled forward on worker threads after the decision returns
 ``mailbox.py``     the aggregate: ``mailbox``, ``event``, ``commit``
 ``reads.py``       cases, listings with cursors, counts, claims
 ``outbox.py``      the action queue, leases, attempts and retries

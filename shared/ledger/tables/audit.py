@@ -99,16 +99,21 @@ class AuditChain(TableStore):
 
     def _entries_of(self, marker: Mapping[str, Any]) -> list[AuditEntry]:
         first, count = int(marker["FirstSeq"]), int(marker["Count"])
-        return list(self.audit_entries(first - 1, count))
+        return self._entries(first - 1, count)  # not audit_entries: a roll-forward must not wait to catch up
 
     def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]:
-        query = f"PartitionKey eq {literal(CHAIN)} and RowKey gt {literal(f'e{max(after, 0):016d}')} and RowKey lt 'f'"
         with self._storage("read the audit log"):
-            rows = self._rows("audit", query, page=max(1, min(limit, 1000)))
-            return [audit_from(row) for _, row in zip(range(max(0, limit)), rows, strict=False)]
+            self._catch_up()
+            return self._entries(after, limit)
+
+    def _entries(self, after: int, limit: int) -> list[AuditEntry]:
+        query = f"PartitionKey eq {literal(CHAIN)} and RowKey gt {literal(f'e{max(after, 0):016d}')} and RowKey lt 'f'"
+        rows = self._rows("audit", query, page=max(1, min(limit, 1000)))
+        return [audit_from(row) for _, row in zip(range(max(0, limit)), rows, strict=False)]
 
     def verify_audit(self) -> AuditReport:
         with self._storage("verify the audit log"):
+            self._catch_up()
             head = self._get("audit", CHAIN, HEAD)
             top = int(head["Seq"]) if head else 0
             query = f"PartitionKey eq {literal(CHAIN)} and RowKey ge 'e' and RowKey le {literal(f'e{top:016d}')}"

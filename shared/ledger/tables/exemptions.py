@@ -63,12 +63,11 @@ class ExemptionRows(AuditChain):
         with self._storage("read the exemptions"):
             head = self._get("policies", PARTITION, HEAD)
             cached = self._exemptions_read
-            if head is not None and cached is not None and cached[0] == etag(head):
-                return cached[1]
+            if cached is not None and cached[0] == (etag(head) if head is not None else ""):
+                return cached[1]  # no head is no exemption: the first change creates it with its rows
             head, rows = self._exemption_rows()
         book = self._book_of(head, rows)
-        if head is not None:
-            self._exemptions_read = (etag(head), book)
+        self._exemptions_read = (etag(head) if head is not None else "", book)
         return book
 
     def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:

@@ -23,6 +23,7 @@ from shared.ledger.tables.storage import WRITE_TRIES, brief, pause
 log = logging.getLogger(__name__)
 
 Journal = dict[str, Any]
+CATCH_UP = 100  # markers a read through an index looks at; beyond them, recover() finishes the work
 
 
 def new_journal(address: str) -> Journal:
@@ -60,7 +61,8 @@ class Journals(PolicyRows, ExemptionRows):
             if journal["audit"]:
                 events = [codec.audit_event_from(doc) for doc in journal["audit"]]
                 self._append(events, str(journal["id"]))
-            self._tables["mailboxes"].delete_entity(pk, journal_rk(seq))
+            with suppress(ResourceNotFoundError):  # another instance caught up with it first
+                self._tables["mailboxes"].delete_entity(pk, journal_rk(seq))
         except (AzureError, LedgerError) as exc:
             # The decision is committed; the journal stays and is finished by the next writer or the sweep.
             log.warning("ledger journal not rolled forward yet", extra={"journal": journal["id"], "error": brief(exc)})
@@ -163,6 +165,20 @@ class Journals(PolicyRows, ExemptionRows):
                     continue
                 done += 1
         return done
+
+    def _catch_up(self) -> None:
+        """Before a read through an index: this instance's roll-forwards done, and the journals any instance
+        committed and has not rolled forward yet (its marker is still there) rolled forward here, so the read
+        sees every decision whose commit returned, wherever it was made. Young markers stay for their writer."""
+        self._backlog.settle()
+        query = f"PartitionKey eq {literal(MARKERS)}"
+        markers = self._tables["mailboxes"].query_entities(query, results_per_page=CATCH_UP)
+        for _, marker in zip(range(CATCH_UP), markers, strict=False):
+            if str(marker["RowKey"]) in (POLICY_MARKER, EXEMPTIONS_MARKER):
+                continue
+            journals = f"PartitionKey eq {literal(marker['RowKey'])} and {prefix_range('journal|')}"
+            for row in self._rows("mailboxes", journals):
+                self._roll_forward(json.loads(get_text(row, "Journal")))
 
     def _recover_mailbox(self, pk: str, cutoff: str) -> bool:
         """Roll forward the mailbox's old journals; True when none is left."""

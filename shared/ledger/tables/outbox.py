@@ -33,6 +33,7 @@ class OutboxQueue(OutboxSteps, Partition, CaseListings):
         moment = now or utcnow()
         self.recover()
         with self._storage("read the outbox"):
+            self._catch_up()
             return self._due(limit, moment)
 
     def _due(self, limit: int, moment: datetime) -> list[Action]:
@@ -73,6 +74,7 @@ class OutboxQueue(OutboxSteps, Partition, CaseListings):
         self.recover()
         taken: list[Action] = []
         with self._storage("lease actions"):
+            self._catch_up()
             for action in self._due(max(1, limit), now):
                 if self._outbox_write(action.id, lease)[1]:
                     taken.append(action)
@@ -83,6 +85,7 @@ class OutboxQueue(OutboxSteps, Partition, CaseListings):
 
     def _write_step(self, action_id: str, step: StepRule) -> Action:
         with self._storage("change an action"):
+            self._catch_up()
             return self._outbox_write(action_id, step)[0]
 
     def _write_steps(self, steps: Sequence[tuple[str, OutboxRule]]) -> list[Action]:

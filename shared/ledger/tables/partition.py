@@ -111,15 +111,24 @@ class Partition(Journals):
             self._roll_forward(json.loads(get_text(row, "Journal")))
         return bool(ours)
 
-    def _submit(self, pk: str, write: Write, attempt: int) -> bool:
-        """Submit ``write`` and roll its journal forward; False (after a pause) when the partition moved."""
+    def _submit(self, pk: str, write: Write, attempt: int, *, later: bool = False) -> bool:
+        """Submit ``write`` and roll its journal forward (``later``: on the backlog's threads, after this returns);
+        False (after a pause) when the partition moved."""
         try:
             marked = self._transact(pk, write)
         except Retry:
             pause(attempt)
             return False
-        self._finish(pk, write.journal, marked)
+        if later:
+            self._finish_later(pk, write.journal, marked)
+        else:
+            self._finish(pk, write.journal, marked)
         return True
+
+    def _finish_later(self, pk: str, journal: Journal, marker_etag: str) -> None:
+        """``_finish`` on the backlog; here and now when the backlog is full."""
+        if not self._backlog.submit(lambda: self._finish(pk, journal, marker_etag)):
+            self._finish(pk, journal, marker_etag)
 
     def _seal(
         self, pk: str, seq: int, journal_id: str, ops: list[Operation], journal: Journal, audit: list[AuditEvent]
@@ -146,12 +155,13 @@ class Partition(Journals):
 
         Returns the marker's ETag, for ``_finish`` to remove it once the journal is rolled forward.
         """
+        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
+        marker["At"] = clock(utcnow())
+        # Before the commit is claimed: a marker that cannot be written in time stops the decision unrecorded.
+        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         work = deadline.current()
         if work is not None and not work.claim_commit():  # a late decision is never recorded
             raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
-        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
-        marker["At"] = clock(utcnow())
-        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         try:
             self._tables["mailboxes"].submit_transaction(write.ops)
         except TableTransactionError as exc:

@@ -23,12 +23,21 @@ class PolicyRows(AuditChain):
     def _newest_policy(self) -> TableEntity | None:
         return next(self._rows("policies", "PartitionKey eq 'policy'", page=1), None)
 
+    _policy_read: PolicyVersion | None = None  # the newest version as last read whole
+
     def policy(self) -> PolicyVersion | None:
+        """The newest version: its number read on every call (every decision asks), its text when it is new."""
         with self._storage("read the policy"):
-            row = self._newest_policy()
-        if row is None:
-            return None
-        return PolicyVersion(int(row["Version"]), get_text(row, "Text"), str(row["Actor"]), codec.must_ts(row["At"]))
+            newest = next(self._rows("policies", "PartitionKey eq 'policy'", page=1, select=["Version"]), None)
+            if newest is None:
+                return None
+            known = self._policy_read
+            if known is not None and known.version == int(newest["Version"]):
+                return known
+            row = self._tables["policies"].get_entity("policy", inv(int(newest["Version"])))
+        read = PolicyVersion(int(row["Version"]), get_text(row, "Text"), str(row["Actor"]), codec.must_ts(row["At"]))
+        self._policy_read = read
+        return read
 
     def save_policy(self, text: str, actor: str) -> PolicyVersion:
         with self._storage("save the policy"):

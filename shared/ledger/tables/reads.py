@@ -50,6 +50,7 @@ class CaseListings(TableStore):
 
     def case(self, case_id: str) -> Case | None:
         with self._storage("read a case"):
+            self._catch_up()
             pointer = self._get("cases", f"id|{escape(case_id)}", "case")
             return self._load_case(str(pointer["Address"]), case_id) if pointer else None
 
@@ -113,6 +114,7 @@ class CaseListings(TableStore):
         limit = max(1, min(query.limit, 500))
         after = self._after(query.cursor) if query.cursor else None
         with self._storage("list cases"):
+            self._catch_up()
             found = self._matching(query, self._listing(query, after), limit + 1)
         items = tuple(case for _, case in found[:limit])
         return Page(items, self.cursors.issue("rk", found[limit - 1][0]) if len(found) > limit else None)
@@ -121,6 +123,7 @@ class CaseListings(TableStore):
         """How many cases match: index rows counted where one partition is the answer, re-checked otherwise."""
         partition_filters = (query.mailbox, query.state, query.open or None, query.org)
         with self._storage("count cases"):
+            self._catch_up()
             rows = self._listing(query, None)
             if sum(f is not None for f in partition_filters) <= 1:
                 return sum(1 for _ in rows)
@@ -128,6 +131,7 @@ class CaseListings(TableStore):
 
     def overview(self) -> Overview:
         with self._storage("summarize cases"):
+            self._catch_up()
             counts = {state.value: self.count_cases(CaseQuery(state=state)) for state in CaseState}
             waiting = CaseQuery(open=True)
             attention = [case for _, case in self._matching(waiting, self._listing(waiting, None), sys.maxsize)]

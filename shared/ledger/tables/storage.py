@@ -18,6 +18,7 @@ from azure.data.tables import TableClient, TableEntity, TableServiceClient
 from shared.domain.model import DomainError
 from shared.ledger.port import LedgerError
 from shared.ledger.tables.account import DEFAULT_PREFIX, default_credential, is_cosmos, parse_target
+from shared.ledger.tables.backlog import Backlog
 from shared.ledger.tables.keys import MARKERS, literal
 from shared.ledger.tables.timeouts import with_deadline
 
@@ -65,6 +66,7 @@ class TableStore:
         self._lock = threading.Lock()
         self._head: tuple[int, str, str] | None = None  # audit head as last seen: seq, hash, etag
         self._pool: ThreadPoolExecutor | None = None
+        self._backlog = Backlog()  # journals rolled forward after the decision returned (``backlog.py``)
         self._cursors: CursorCodec | None = None
 
     # --- construction ------------------------------------------------------------------
@@ -156,9 +158,13 @@ class TableStore:
 
     # --- queries -----------------------------------------------------------------------
 
-    def _rows(self, table: str, query: str, *, page: int = 200) -> Iterator[TableEntity]:
-        """Rows in key order (sorted here when the service does not sort, as Cosmos DB)."""
-        found = self._tables[table].query_entities(query, results_per_page=page)
+    def _rows(
+        self, table: str, query: str, *, page: int = 200, select: list[str] | None = None
+    ) -> Iterator[TableEntity]:
+        """Rows in key order (sorted here when the service does not sort, as Cosmos DB); ``select``: only those
+        properties (and the keys)."""
+        keys = ["PartitionKey", "RowKey"] if select else []
+        found = self._tables[table].query_entities(query, results_per_page=page, select=(select or []) + keys or None)
         if self._sorted:
             yield from found
         else:
@@ -190,7 +196,15 @@ class TableStore:
         with self._storage("reach the storage account"):
             self._first(self._tables["mailboxes"], f"PartitionKey eq {literal(MARKERS)}")
 
+    def settle_backlog(self) -> None:
+        """Wait for the derived work this instance's decisions left (``backlog.py``): tests and benchmarks."""
+        self._backlog.settle()
+
+    def _catch_up(self) -> None:
+        """Before a read through an index: committed work still in flight finished (``Journals._catch_up``)."""
+
     def close(self) -> None:
+        self._backlog.close()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
