@@ -42,13 +42,6 @@ def goals(rows: Sequence[tuple[str, str, str, bool]]) -> None:
     console.print(t)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    t = Table(*columns)
-    for row in rows:
-        t.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
-    console.print(t)
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         return float("nan")

@@ -92,6 +92,7 @@ class OutboxQueue(OutboxSteps, Partition, CaseListings):
         """Each action in one transaction on its mailbox's partition, where its case lives too (no transaction
         spans partitions); mailboxes in parallel, one mailbox's actions in order (they share its root's ETag)."""
         with self._storage("record attempts"):
+            self._catch_up()  # the actions' index rows are written after the decision's answer (backlog.py)
             pointers = self._parallel(lambda step: self._get("actions", f"id|{escape(step[0])}", "action"), steps)
             by_mailbox: dict[str, list[int]] = {}
             for i, ((action_id, _), pointer) in enumerate(zip(steps, pointers, strict=True)):
