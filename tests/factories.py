@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from shared import bootstrap
 from shared.config.orgs import parse_orgs
 from shared.config.settings import Settings
+from shared.domain.exemptions import Exemption, Scope, new_exemption
 from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 from shared.domain.orgs import OrgRegistry
 from shared.ledger.memory import MemoryLedger
@@ -156,3 +158,21 @@ def easyauth_principal(name: str, *roles: str) -> str:
     claims = [{"typ": "name", "val": name}, *({"typ": "roles", "val": r} for r in roles)]
     doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
     return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+EXEMPTIONS_NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # when the exemption tests' Admins ask
+
+
+def exemption(scope: Scope = Scope.MAILBOX, value: object = "aiko.tanaka@contoso.com", **kw: Any) -> Exemption:
+    """An exemption as an Admin asks for it (``new_exemption``, every check included) among three registered orgs;
+    ``kw`` sets its reason, ticket, expiry, actor or time of asking."""
+    return new_exemption(
+        scope,
+        value,
+        reason=kw.get("reason", "moving to Tokyo"),
+        ticket=kw.get("ticket", "CHG-1001"),
+        expires=kw.get("expires", "2026-11-30"),
+        actor=kw.get("actor", "admin@contoso.com"),
+        now=kw.get("now", EXEMPTIONS_NOW),
+        known_orgs=("contoso-na", "contoso-jp", "contoso-eu"),
+    )
