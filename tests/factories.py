@@ -98,9 +98,15 @@ def fixture_bytes(name: str) -> bytes:
 
 
 def container(
-    tmp_path: Path, policy: str = BLOCKING_POLICY, *, in_memory: bool = False, **kwargs: Any
+    tmp_path: Path,
+    policy: str = BLOCKING_POLICY,
+    *,
+    in_memory: bool = False,
+    orgs: OrgRegistry | None = None,
+    **kwargs: Any,
 ) -> bootstrap.Container:
-    """A container over a fresh ledger: SQLite under ``tmp_path``, or in memory for fast service tests."""
+    """A container over a fresh ledger: SQLite under ``tmp_path``, or in memory for fast service tests; ``orgs``
+    (the sandbox's, say) or the test orgs on a local port; ``kwargs``: more settings (``bus``, ``auth`` ...)."""
     settings = Settings(
         ledger="memory:" if in_memory else f"sqlite:///{tmp_path / 'ledger.db'}",
         orgs="unused",
@@ -109,7 +115,7 @@ def container(
         **kwargs,
     )
     ledger = MemoryLedger() if in_memory else SqliteLedger(tmp_path / "ledger.db")
-    c = bootstrap.build(settings, ledger=ledger, orgs=registry())
+    c = bootstrap.build(settings, ledger=ledger, orgs=orgs or registry())
     c.service.save_policy(policy, actor="test")
     return c
 
