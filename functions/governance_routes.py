@@ -113,9 +113,8 @@ async def impact(
     return await run_in_threadpool(lambda: policy_impact(container().service, text, days=days))
 
 
-class DiscoveryUnavailable(DomainError):
-    status = 502
-    title = "Discovery unavailable"
+class DiscoveryUnavailable(DomainError, status=502, title="Discovery unavailable"):
+    """The Dataverse Global Discovery Service could not be asked (a fault outside OrgGuard)."""
 
 
 @router.get("/discovery")

@@ -71,12 +71,17 @@ def _finished(task: asyncio.Task[Any]) -> None:
         log.error("job %s failed: %s", task.get_name(), task.exception())
 
 
-async def _listed(kind: JobKind, limit: int) -> dict[str, Any]:
-    return {"items": [job_view(j) for j in await run_in_threadpool(_jobs().recent, kind, limit)]}
+def _readable(kind: JobKind, path: str) -> None:
+    """``GET /api/{path}`` (the newest first) and ``GET /api/{path}/{job_id}``: read alike for every kind of job."""
 
+    async def listed(_: Reader, limit: Limit = 50) -> dict[str, Any]:
+        return {"items": [job_view(j) for j in await run_in_threadpool(_jobs().recent, kind, limit)]}
 
-async def _shown(job_id: str, kind: JobKind) -> dict[str, Any]:
-    return job_view(await run_in_threadpool(_jobs().get, kind, job_id))
+    async def shown(job_id: str, _: Reader) -> dict[str, Any]:
+        return job_view(await run_in_threadpool(_jobs().get, kind, job_id))
+
+    router.add_api_route(f"/{path}", listed, methods=["GET"], name=f"list_{path}")
+    router.add_api_route(f"/{path}/{{job_id}}", shown, methods=["GET"], name=f"get_{path.removesuffix('s')}")
 
 
 async def _started(record: Callable[[Jobs], Job]) -> dict[str, Any]:
@@ -95,14 +100,7 @@ async def start_sweep(body: SweepRequest, who: Admin) -> dict[str, Any]:
     return await _started(lambda jobs: jobs.start_sweep(body.orgs, apply=body.apply, actor=who.name))
 
 
-@router.get("/sweeps")
-async def list_sweeps(_: Reader, limit: Limit = 50) -> dict[str, Any]:
-    return await _listed(JobKind.SWEEP, limit)
-
-
-@router.get("/sweeps/{job_id}")
-async def get_sweep(job_id: str, _: Reader) -> dict[str, Any]:
-    return await _shown(job_id, JobKind.SWEEP)
+_readable(JobKind.SWEEP, "sweeps")
 
 
 # --- migrations ----------------------------------------------------------------------------
@@ -117,14 +115,7 @@ async def start_migration(body: MigrationRequest, who: Admin) -> dict[str, Any]:
     )
 
 
-@router.get("/migrations")
-async def list_migrations(_: Reader, limit: Limit = 50) -> dict[str, Any]:
-    return await _listed(JobKind.MIGRATION, limit)
-
-
-@router.get("/migrations/{job_id}")
-async def get_migration(job_id: str, _: Reader) -> dict[str, Any]:
-    return await _shown(job_id, JobKind.MIGRATION)
+_readable(JobKind.MIGRATION, "migrations")
 
 
 @router.post("/migrations/{job_id}/pause")

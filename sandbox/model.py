@@ -83,13 +83,55 @@ def _choice(*values: int, writable: bool = False) -> Column:
     return Column(Kind.CHOICE, writable=writable, choices=frozenset(values))
 
 
-MAILBOX = TableSpec(
-    entity_set="mailboxes",
-    logical_name="mailbox",
-    primary_key="mailboxid",
+def _table(
+    logical_name: str,
+    *,
+    primary_name: str | None,
+    columns: dict[str, Column],
+    entity_set: str | None = None,
+    navigations: dict[str, Navigation] | None = None,
+    creatable: bool = False,
+    deletable: bool = False,
+) -> TableSpec:
+    """A table as Dataverse names its parts: the entity set ``<logical name>s`` (unless told), the primary key
+    ``<logical name>id`` (a GUID a client may choose where it creates rows) first, ``versionnumber`` on every row."""
+    key = f"{logical_name}id"
+    return TableSpec(
+        entity_set=entity_set or f"{logical_name}s",
+        logical_name=logical_name,
+        primary_key=key,
+        primary_name=primary_name,
+        columns={key: Column(Kind.GUID, writable=creatable), **columns, "versionnumber": Column(Kind.INT)},
+        navigations=navigations or {},
+        creatable=creatable,
+        deletable=deletable,
+    )
+
+
+def _registration_table(
+    logical_name: str, *, columns: dict[str, Column], navigations: dict[str, Navigation] | None = None
+) -> TableSpec:
+    """A plug-in registration table (endpoints, steps, images): a client creates and deletes its rows, and
+    names and describes each."""
+    named = {
+        "name": Column(Kind.STRING, writable=True, max_length=256),
+        "description": Column(Kind.STRING, writable=True),
+    }
+    return _table(
+        logical_name,
+        primary_name="name",
+        columns={**named, **columns},
+        navigations=navigations,
+        creatable=True,
+        deletable=True,
+    )
+
+
+MAILBOX = _table(
+    "mailbox",
     primary_name="name",
+    entity_set="mailboxes",
     columns={
-        "mailboxid": Column(Kind.GUID),
         "name": Column(Kind.STRING, writable=True, max_length=200),
         "emailaddress": Column(Kind.STRING, writable=True, max_length=100),
         # RegardingObjectId targets queue and systemuser; RegardingObjectTypeCode says which
@@ -118,32 +160,24 @@ MAILBOX = TableSpec(
         "modifiedon": Column(Kind.DATETIME),
         "_modifiedby_value": Column(Kind.LOOKUP, target="systemuser"),
         "_modifiedonbehalfby_value": Column(Kind.LOOKUP, target="systemuser"),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-QUEUE = TableSpec(
-    entity_set="queues",
-    logical_name="queue",
-    primary_key="queueid",
+QUEUE = _table(
+    "queue",
     primary_name="name",
     columns={
-        "queueid": Column(Kind.GUID),
         "name": Column(Kind.STRING),
         "emailaddress": Column(Kind.STRING),
         "_defaultmailbox_value": Column(Kind.LOOKUP, target="mailbox"),
         "statecode": _choice(0, 1),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-SYSTEMUSER = TableSpec(
-    entity_set="systemusers",
-    logical_name="systemuser",
-    primary_key="systemuserid",
+SYSTEMUSER = _table(
+    "systemuser",
     primary_name="fullname",
     columns={
-        "systemuserid": Column(Kind.GUID),
         "fullname": Column(Kind.STRING),
         "internalemailaddress": Column(Kind.STRING),
         "domainname": Column(Kind.STRING),
@@ -151,35 +185,22 @@ SYSTEMUSER = TableSpec(
         "_businessunitid_value": Column(Kind.LOOKUP, target="businessunit"),
         "isdisabled": Column(Kind.BOOL),
         "accessmode": _choice(0, 1, 2, 3, 4, 5),  # 4 = non-interactive (application users)
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-ORGANIZATION = TableSpec(
-    entity_set="organizations",
-    logical_name="organization",
-    primary_key="organizationid",
+ORGANIZATION = _table(
+    "organization",
     primary_name="name",
     columns={
-        "organizationid": Column(Kind.GUID),
         "name": Column(Kind.STRING),
         "_basecurrencyid_value": Column(Kind.LOOKUP, target="transactioncurrency"),
         "languagecode": Column(Kind.INT),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-SERVICEENDPOINT = TableSpec(
-    entity_set="serviceendpoints",
-    logical_name="serviceendpoint",
-    primary_key="serviceendpointid",
-    primary_name="name",
-    creatable=True,
-    deletable=True,
+SERVICEENDPOINT = _registration_table(
+    "serviceendpoint",
     columns={
-        "serviceendpointid": Column(Kind.GUID, writable=True),
-        "name": Column(Kind.STRING, writable=True, max_length=256),
-        "description": Column(Kind.STRING, writable=True),
         "contract": _choice(1, 2, 3, 4, 5, 6, 7, 8, 9, writable=True),
         "url": Column(Kind.STRING, writable=True),
         "authtype": _choice(1, 2, 3, 4, 5, 6, 7, 8, writable=True),
@@ -190,48 +211,31 @@ SERVICEENDPOINT = TableSpec(
         "userclaim": _choice(1, 2, writable=True),
         "solutionnamespace": Column(Kind.STRING, writable=True),
         "path": Column(Kind.STRING, writable=True),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-SDKMESSAGE = TableSpec(
-    entity_set="sdkmessages",
-    logical_name="sdkmessage",
-    primary_key="sdkmessageid",
+SDKMESSAGE = _table(
+    "sdkmessage",
     primary_name="name",
     columns={
-        "sdkmessageid": Column(Kind.GUID),
         "name": Column(Kind.STRING),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-SDKMESSAGEFILTER = TableSpec(
-    entity_set="sdkmessagefilters",
-    logical_name="sdkmessagefilter",
-    primary_key="sdkmessagefilterid",
+SDKMESSAGEFILTER = _table(
+    "sdkmessagefilter",
     primary_name=None,
     columns={
-        "sdkmessagefilterid": Column(Kind.GUID),
         "primaryobjecttypecode": Column(Kind.STRING),
         "secondaryobjecttypecode": Column(Kind.STRING),
         "_sdkmessageid_value": Column(Kind.LOOKUP, target="sdkmessage"),
         "iscustomprocessingstepallowed": Column(Kind.BOOL),
-        "versionnumber": Column(Kind.INT),
     },
 )
 
-SDKMESSAGEPROCESSINGSTEP = TableSpec(
-    entity_set="sdkmessageprocessingsteps",
-    logical_name="sdkmessageprocessingstep",
-    primary_key="sdkmessageprocessingstepid",
-    primary_name="name",
-    creatable=True,
-    deletable=True,
+SDKMESSAGEPROCESSINGSTEP = _registration_table(
+    "sdkmessageprocessingstep",
     columns={
-        "sdkmessageprocessingstepid": Column(Kind.GUID, writable=True),
-        "name": Column(Kind.STRING, writable=True, max_length=256),
-        "description": Column(Kind.STRING, writable=True),
         "stage": _choice(10, 20, 40, writable=True),
         "mode": _choice(0, 1, writable=True),
         "rank": Column(Kind.INT, writable=True),
@@ -244,7 +248,6 @@ SDKMESSAGEPROCESSINGSTEP = TableSpec(
         "_sdkmessageid_value": Column(Kind.LOOKUP, target="sdkmessage"),
         "_sdkmessagefilterid_value": Column(Kind.LOOKUP, target="sdkmessagefilter"),
         "_eventhandler_value": Column(Kind.LOOKUP, target="serviceendpoint"),
-        "versionnumber": Column(Kind.INT),
     },
     navigations={
         "sdkmessageid": Navigation("_sdkmessageid_value", "sdkmessages"),
@@ -253,36 +256,24 @@ SDKMESSAGEPROCESSINGSTEP = TableSpec(
     },
 )
 
-SDKMESSAGEPROCESSINGSTEPIMAGE = TableSpec(
-    entity_set="sdkmessageprocessingstepimages",
-    logical_name="sdkmessageprocessingstepimage",
-    primary_key="sdkmessageprocessingstepimageid",
-    primary_name="name",
-    creatable=True,
-    deletable=True,
+SDKMESSAGEPROCESSINGSTEPIMAGE = _registration_table(
+    "sdkmessageprocessingstepimage",
     columns={
-        "sdkmessageprocessingstepimageid": Column(Kind.GUID, writable=True),
-        "name": Column(Kind.STRING, writable=True, max_length=256),
         "entityalias": Column(Kind.STRING, writable=True, max_length=256),
         "imagetype": _choice(0, 1, 2, writable=True),  # 0 pre, 1 post, 2 both
         "attributes": Column(Kind.STRING, writable=True),
         "messagepropertyname": Column(Kind.STRING, writable=True),
-        "description": Column(Kind.STRING, writable=True),
         "_sdkmessageprocessingstepid_value": Column(Kind.LOOKUP, target="sdkmessageprocessingstep"),
-        "versionnumber": Column(Kind.INT),
     },
     navigations={
         "sdkmessageprocessingstepid": Navigation("_sdkmessageprocessingstepid_value", "sdkmessageprocessingsteps"),
     },
 )
 
-TRACELOG = TableSpec(
-    entity_set="tracelogs",
-    logical_name="tracelog",
-    primary_key="tracelogid",
+TRACELOG = _table(
+    "tracelog",
     primary_name=None,
     columns={
-        "tracelogid": Column(Kind.GUID),
         "text": Column(Kind.STRING),
         "level": _choice(1, 2, 3),  # information, warning, error
         "tracecode": Column(Kind.INT),
@@ -291,7 +282,6 @@ TRACELOG = TableSpec(
         "createdon": Column(Kind.DATETIME),
         "modifiedon": Column(Kind.DATETIME),
         "_regardingobjectid_value": Column(Kind.LOOKUP, target="mailbox"),
-        "versionnumber": Column(Kind.INT),
     },
 )
 

@@ -384,11 +384,8 @@ _lock = threading.Lock()
 _container: Container | None = None
 
 
-class NotConfigured(DomainError):
+class NotConfigured(DomainError, status=503, title="OrgGuard is not configured"):
     """OrgGuard cannot start: its settings, orgs file or policy file are refused (a server-side fault)."""
-
-    status = 503
-    title = "OrgGuard is not configured"
 
 
 def container(settings: Callable[[], Settings] = Settings.from_env) -> Container:

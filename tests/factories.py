@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from shared import bootstrap
 from shared.config.orgs import parse_orgs
 from shared.config.settings import Settings
+from shared.domain.exemptions import Exemption, Scope, new_exemption
 from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 from shared.domain.orgs import OrgRegistry
 from shared.ledger.memory import MemoryLedger
@@ -96,9 +98,15 @@ def fixture_bytes(name: str) -> bytes:
 
 
 def container(
-    tmp_path: Path, policy: str = BLOCKING_POLICY, *, in_memory: bool = False, **kwargs: Any
+    tmp_path: Path,
+    policy: str = BLOCKING_POLICY,
+    *,
+    in_memory: bool = False,
+    orgs: OrgRegistry | None = None,
+    **kwargs: Any,
 ) -> bootstrap.Container:
-    """A container over a fresh ledger: SQLite under ``tmp_path``, or in memory for fast service tests."""
+    """A container over a fresh ledger: SQLite under ``tmp_path``, or in memory for fast service tests; ``orgs``
+    (the sandbox's, say) or the test orgs on a local port; ``kwargs``: more settings (``bus``, ``auth`` ...)."""
     settings = Settings(
         ledger="memory:" if in_memory else f"sqlite:///{tmp_path / 'ledger.db'}",
         orgs="unused",
@@ -107,7 +115,7 @@ def container(
         **kwargs,
     )
     ledger = MemoryLedger() if in_memory else SqliteLedger(tmp_path / "ledger.db")
-    c = bootstrap.build(settings, ledger=ledger, orgs=registry())
+    c = bootstrap.build(settings, ledger=ledger, orgs=orgs or registry())
     c.service.save_policy(policy, actor="test")
     return c
 
@@ -156,3 +164,21 @@ def easyauth_principal(name: str, *roles: str) -> str:
     claims = [{"typ": "name", "val": name}, *({"typ": "roles", "val": r} for r in roles)]
     doc = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
     return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+EXEMPTIONS_NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # when the exemption tests' Admins ask
+
+
+def exemption(scope: Scope = Scope.MAILBOX, value: object = "aiko.tanaka@contoso.com", **kw: Any) -> Exemption:
+    """An exemption as an Admin asks for it (``new_exemption``, every check included) among three registered orgs;
+    ``kw`` sets its reason, ticket, expiry, actor or time of asking."""
+    return new_exemption(
+        scope,
+        value,
+        reason=kw.get("reason", "moving to Tokyo"),
+        ticket=kw.get("ticket", "CHG-1001"),
+        expires=kw.get("expires", "2026-11-30"),
+        actor=kw.get("actor", "admin@contoso.com"),
+        now=kw.get("now", EXEMPTIONS_NOW),
+        known_orgs=("contoso-na", "contoso-jp", "contoso-eu"),
+    )

@@ -9,9 +9,7 @@ from typing import Any
 import httpx
 
 from shared import bootstrap
-from shared.config.settings import Settings
-from shared.ledger.sqlite import SqliteLedger
-from tests.factories import ADMIN_TOKEN, registry
+from tests.factories import container, registry
 
 HOLD_EVERY_CLAIM = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
 ADMIN = {"Authorization": "Bearer an-org-admin"}  # a human admin in the orgs, not OrgGuard
@@ -24,15 +22,7 @@ STATE = (
 
 def wired(tmp_path: Path, base_url: str, policy: str = HOLD_EVERY_CLAIM) -> bootstrap.Container:
     """A container on a SQLite ledger under ``tmp_path`` whose orgs are the sandbox at ``base_url``."""
-    settings = Settings(
-        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
-        orgs="unused",
-        policy=str(tmp_path / "none"),
-        admin_token=ADMIN_TOKEN,
-    )
-    c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry(base_url))
-    c.service.save_policy(policy, actor="test")
-    return c
+    return container(tmp_path, policy, orgs=registry(base_url))
 
 
 def rows(sandbox: httpx.Client, org: str, filter: str | None = None) -> list[dict[str, Any]]:

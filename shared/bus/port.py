@@ -44,8 +44,8 @@ class LockLost(QueueError):
     """The delivery's lock ran out (another consumer may have the message now); it was not settled."""
 
 
-class NoSuchDeadLetter(NotFound):
-    title = "No such dead letter"
+class NoSuchDeadLetter(NotFound, title="No such dead letter"):
+    """A dead letter id that names no dead letter (now)."""
 
 
 def session_of(key: MailboxKey) -> str:

@@ -47,14 +47,12 @@ class ApiError(DomainError):
         self.title = title
 
 
-class Unreachable(DomainError):
-    status = 503
-    title = "OrgGuard unreachable"
+class Unreachable(DomainError, status=503, title="OrgGuard unreachable"):
+    """OrgGuard's API did not answer (not running, wrong URL, or too slow)."""
 
 
-class NoCredentials(DomainError):
-    status = 401
-    title = "No credentials"
+class NoCredentials(DomainError, status=401, title="No credentials"):
+    """No admin token or Entra sign-in to send with the request."""
 
 
 def check_url(url: str) -> str:

@@ -7,7 +7,7 @@ the caller's role applies: a Reader lists and shows, an Admin replays and purges
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Protocol
 from urllib.parse import quote
@@ -157,28 +157,34 @@ def deadletters_show(letter_id: str, as_json: JsonOpt = False, url: UrlOpt = Non
     out.print(d.get("body", ""), highlight=False)
 
 
-@deadletters_app.command("replay")
-def deadletters_replay(letter_id: str, as_json: JsonOpt = False, url: UrlOpt = None) -> None:
-    """Send a dead letter back to its queue as it was; the queue's consumer takes it at once."""
-    with letters(url) as ops:
-        doc = ops.replay(letter_id.strip())
-    if as_json:
-        print_json(doc)
-        return
-    d = doc["replayed"]
-    out.print(f"dead letter {d['id']} is back in the {d['queue']} queue (message {d['message_id']})")
+def _settling(name: str, settle: Callable[[DeadLetterOps, str], Doc], done: str, told: str, help: str) -> None:
+    """A command that settles one dead letter (``settle``) and says so (``told``, from the answer's ``done`` part)."""
+
+    def command(letter_id: str, as_json: JsonOpt = False, url: UrlOpt = None) -> None:
+        with letters(url) as ops:
+            doc = settle(ops, letter_id.strip())
+        if as_json:
+            print_json(doc)
+        else:
+            out.print(told.format_map(doc[done]))
+
+    deadletters_app.command(name, help=help)(command)
 
 
-@deadletters_app.command("purge")
-def deadletters_purge(letter_id: str, as_json: JsonOpt = False, url: UrlOpt = None) -> None:
-    """Remove a dead letter for good (recorded in the audit log)."""
-    with letters(url) as ops:
-        doc = ops.purge(letter_id.strip())
-    if as_json:
-        print_json(doc)
-        return
-    d = doc["purged"]
-    out.print(f"dead letter {d['id']} purged (message {d['message_id']}, {d['reason']})")
+_settling(
+    "replay",
+    lambda ops, letter_id: ops.replay(letter_id),
+    "replayed",
+    "dead letter {id} is back in the {queue} queue (message {message_id})",
+    "Send a dead letter back to its queue as it was; the queue's consumer takes it at once.",
+)
+_settling(
+    "purge",
+    lambda ops, letter_id: ops.purge(letter_id),
+    "purged",
+    "dead letter {id} purged (message {message_id}, {reason})",
+    "Remove a dead letter for good (recorded in the audit log).",
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -35,8 +35,8 @@ MAX_GATE_DEADLINE_S = 55.0  # the answer must leave before Dataverse stops liste
 DEFAULT_GATE_DEADLINE_S = 10.0
 
 
-class SettingsError(DomainError):
-    title = "Invalid settings"
+class SettingsError(DomainError, title="Invalid settings"):
+    """An environment variable OrgGuard cannot use."""
 
 
 def environment() -> Mapping[str, str]:

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared import telemetry
-from shared.config.urls import is_loopback
+from shared.config.urls import bearer_target
 from shared.dataverse.batch import encode_batch, match_batch_results, not_processed, parse_batch_response
 from shared.dataverse.port import (
     API_PATH,
@@ -83,11 +83,7 @@ class DataverseClient:
         sleep: Sleep = asyncio.sleep,
         org: str = "",
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("an org URL needs http(s)://host")
-        if parts.scheme == "http" and not is_loopback(base_url):
-            raise ValueError("plain http is allowed only for loopback orgs (bearer tokens would travel in clear)")
+        parts = bearer_target(base_url, "an org URL")
         self.base_url = base_url.rstrip("/")
         self.api_root = self.base_url + API_PATH
         self.resource = f"{parts.scheme}://{parts.netloc}"

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from shared.config.urls import is_loopback
+from shared.config.urls import bearer_target
 from shared.dataverse.port import DataverseError, error_from
 from shared.dataverse.tokens import TokenProvider, token_provider_for
 from shared.domain.environments import Environment
@@ -33,11 +32,7 @@ class GlobalDiscovery:
     """The Global Discovery Service at ``base_url`` (an ``EnvironmentDirectory``)."""
 
     def __init__(self, base_url: str, tokens: TokenProvider, *, timeout: float = 30.0) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the discovery service needs an http(s) URL")
-        if parts.scheme == "http" and not is_loopback(base_url):
-            raise ValueError("plain http is allowed only on loopback (a bearer token would travel in clear)")
+        parts = bearer_target(base_url, "the discovery service")
         self.base_url = base_url.rstrip("/")
         self.resource = f"{parts.scheme}://{parts.netloc}"
         self._tokens = tokens

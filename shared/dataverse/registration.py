@@ -151,13 +151,7 @@ async def register(client: Registrar, *, org_name: str, base_url: str, key: str)
     endpoint_ids = {
         spec.name: await _ensure_endpoint(client, spec, base=base, key=key, tally=tally) for spec in ENDPOINTS
     }
-    message_id = await _lookup_id(client, "sdkmessages", "sdkmessageid", f"name eq {odata_string('Update')}")
-    filter_id = await _lookup_id(
-        client,
-        "sdkmessagefilters",
-        "sdkmessagefilterid",
-        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
-    )
+    message_id, filter_id = await _mailbox_update(client)
     for step in STEPS:
         step_id = await _ensure_step(client, step, endpoint_ids[step.endpoint], message_id, filter_id, tally=tally)
         for image in step.images:
@@ -435,8 +429,8 @@ def webhook_port_refused(base_url: str, org: Org) -> str | None:
     )
 
 
-class WebhookPortRefused(DomainError):
-    title = "Webhook port not allowed"
+class WebhookPortRefused(DomainError, title="Webhook port not allowed"):
+    """A webhook base URL on a port Dataverse does not call webhooks on."""
 
 
 async def check_orgs(
@@ -516,6 +510,18 @@ async def _find_one(client: Registrar, entity_set: str, select: list[str], filte
     if len(rows) > 1:
         raise DataverseError(f"more than one {entity_set} row matches; remove the duplicates first")
     return rows[0] if rows else None
+
+
+async def _mailbox_update(client: OrgClient) -> tuple[str, str]:
+    """The Update message's id and its mailbox filter's id: what every OrgGuard step is registered on."""
+    message_id = await _lookup_id(client, "sdkmessages", "sdkmessageid", f"name eq {odata_string('Update')}")
+    filter_id = await _lookup_id(
+        client,
+        "sdkmessagefilters",
+        "sdkmessagefilterid",
+        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
+    )
+    return message_id, filter_id
 
 
 async def _lookup_id(client: OrgClient, entity_set: str, id_column: str, filter: str) -> str:

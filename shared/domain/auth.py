@@ -28,14 +28,12 @@ class Role(IntEnum):
         return f"OrgGuard.{self.name.title()}"
 
 
-class Unauthenticated(DomainError):
-    status = 401
-    title = "Authentication required"
+class Unauthenticated(DomainError, status=401, title="Authentication required"):
+    """No identity on a request that needs one."""
 
 
-class Forbidden(DomainError):
-    status = 403
-    title = "Forbidden"
+class Forbidden(DomainError, status=403, title="Forbidden"):
+    """An identity without the role the request needs."""
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,8 @@ class State(StrEnum):
     REMOVED = "removed"
 
 
-class DuplicateExemption(DomainError):
-    status = 409
-    title = "Exemption exists"
+class DuplicateExemption(DomainError, status=409, title="Exemption exists"):
+    """An active exemption exempts the same thing already; ``existing`` is its id."""
 
     def __init__(self, detail: str, *, existing: str) -> None:
         super().__init__(detail, field="exemption")

@@ -36,11 +36,8 @@ class JobState(StrEnum):
         return self in (JobState.PLANNED, JobState.CANCELLED, JobState.DONE, JobState.FAILED)
 
 
-class JobConflict(DomainError):
+class JobConflict(DomainError, status=409, title="Job changed"):
     """Someone else saved the job since it was read."""
-
-    status = 409
-    title = "Job changed"
 
 
 @dataclass(frozen=True)

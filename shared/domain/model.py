@@ -28,6 +28,14 @@ class DomainError(Exception):
     status = 400
     title = "Bad request"
 
+    def __init_subclass__(cls, *, status: int | None = None, title: str | None = None) -> None:
+        """Each kind of error declares its HTTP status and problem title on its class line."""
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if title is not None:
+            cls.title = title
+
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -39,29 +47,24 @@ class DomainError(Exception):
         return {}
 
 
-class InvalidPayload(DomainError):
-    title = "Malformed payload"
+class InvalidPayload(DomainError, title="Malformed payload"):
+    """A claim's payload OrgGuard cannot read: a field missing, mistyped or naming nothing."""
 
 
-class InvalidAddress(DomainError):
-    title = "Invalid mailbox address"
+class InvalidAddress(DomainError, title="Invalid mailbox address"):
+    """A mailbox address that is not one (OrgGuard keys mailboxes by their SMTP address)."""
 
 
-class UnknownOrg(DomainError):
-    status = 404
-    title = "Unknown org"
+class UnknownOrg(DomainError, status=404, title="Unknown org"):
+    """An org name the orgs file does not configure."""
 
 
-class NotFound(DomainError):
-    status = 404
-    title = "Not found"
+class NotFound(DomainError, status=404, title="Not found"):
+    """Nothing by that id (a case, an action, a job ...)."""
 
 
-class InvalidTransition(DomainError):
+class InvalidTransition(DomainError, status=409, title="Case cannot change that way"):
     """The case (or action) is no longer in a state that allows the change; ``state`` is where it is now."""
-
-    status = 409
-    title = "Case cannot change that way"
 
     def __init__(self, detail: str, *, state: str, field: str | None = "state") -> None:
         super().__init__(detail, field=field)

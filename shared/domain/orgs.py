@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from shared.domain.model import DomainError, Org, UnknownOrg
 
 
-class OrgsError(DomainError):
-    title = "Invalid orgs file"
+class OrgsError(DomainError, title="Invalid orgs file"):
+    """An orgs file OrgGuard cannot use."""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,8 @@ MAX_LIST = 500
 BODY_SHOWN = 64 * 1024
 
 
-class NoQueue(DomainError):
-    status = 404
-    title = "No queue"
+class NoQueue(DomainError, status=404, title="No queue"):
+    """Dead letters asked of an OrgGuard that runs without a queue."""
 
 
 @dataclass

@@ -25,14 +25,12 @@ MailboxReader = Callable[[Org, str], MailboxRow | None]
 """Reads a mailbox row back from its org (for trimmed payloads); None when it is gone."""
 
 
-class MissingKey(DomainError):
-    status = 401
-    title = "Webhook key required"
+class MissingKey(DomainError, status=401, title="Webhook key required"):
+    """A webhook call without the org's key: Dataverse sends it on every call, so this is not Dataverse."""
 
 
-class WrongKey(DomainError):
-    status = 403
-    title = "Webhook key refused"
+class WrongKey(DomainError, status=403, title="Webhook key refused"):
+    """A webhook call with a key that is not the org's."""
 
 
 class CannotDecide(LedgerError):

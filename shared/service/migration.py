@@ -423,9 +423,8 @@ class Stopped(Exception):
     """An admin paused or cancelled the job while this worker was saving its progress."""
 
 
-class StalePlan(DomainError):
-    status = 409
-    title = "Stale plan"
+class StalePlan(DomainError, status=409, title="Stale plan"):
+    """A reviewed migration plan that no longer matches the orgs or the ledger: nothing is moved."""
 
 
 def apply_plan(ledger: JobLedger, planned_id: str, *, actor: str) -> Job:

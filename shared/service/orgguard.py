@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypeVar
 
 from shared import telemetry
 from shared.config.policy_file import load_policy
@@ -70,6 +71,7 @@ from shared.service.unheard import UndecidedSaves, reconcile
 log = logging.getLogger("orgguard.service")
 
 MAX_ATTEMPTS = 8
+_Done = TypeVar("_Done")  # what a committed attempt answers
 
 
 def backoff(attempt: int) -> None:
@@ -218,18 +220,34 @@ class OrgGuard:
 
     def _commit(self, event_key: str, plan: Callable[[], casework.Planned], what: str) -> casework.Planned | Outcome:
         """Plan against a fresh view and commit it; on a conflict, plan again; a seen event answers as before."""
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> casework.Planned | None:
             planned = plan()
-            try:
-                self.ledger.commit(planned.change)
-            except DuplicateEvent as dup:
-                return self._duplicate_event(event_key, dup.outcome.effect, dup.outcome.case_id)
-            except ConcurrencyConflict:
-                backoff(attempt)
-                continue
-            self.dispatch.committed(planned.change, planned.decision)
-            return planned
+            return planned if self._committed(planned.change, planned.decision) else None
+
+        try:
+            return self._retried(attempt, what)
+        except DuplicateEvent as dup:
+            return self._duplicate_event(event_key, dup.outcome.effect, dup.outcome.case_id)
+
+    def _retried(self, attempt: Callable[[], _Done | None], what: str) -> _Done:
+        """The one commit-and-retry loop: ``attempt`` plans against a fresh view and commits, answering None when
+        a concurrent writer moved the mailbox first; then it backs off and plans again, at most MAX_ATTEMPTS times."""
+        for n in range(MAX_ATTEMPTS):
+            done = attempt()
+            if done is not None:
+                return done
+            backoff(n)
         raise LedgerBusy(f"{what} kept changing; try again")
+
+    def _committed(self, change: Change, decision: Decision | None = None) -> bool:
+        """Commit ``change`` and hand it to the dispatch; False when a concurrent writer moved the mailbox first."""
+        try:
+            self.ledger.commit(change)
+        except ConcurrencyConflict:
+            return False
+        self.dispatch.committed(change, decision)
+        return True
 
     def _situation(self, claim: Claim, owner: Ownership | None, now: datetime, policy: Policy) -> Situation:
         return self.situation(
@@ -449,7 +467,8 @@ class OrgGuard:
     def _resolve(self, case_id: str, effect: Effect, state: CaseState, actor: str, reason: str, rule: str) -> Case:
         if not reason.strip():
             raise DomainError("a reason is required", field="reason")
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> Case | None:
             key = self.case(case_id).key
             # The mailbox first, then the case: a decision committed in between moves the version,
             # and the ledger checks the case is still held (Change.expect) whatever the order.
@@ -461,14 +480,9 @@ class OrgGuard:
                 fence=self.policy().fence,
             )  # fmt: skip
             change = self._resolution_notices(change, case, effect, now)
-            try:
-                self.ledger.commit(change)
-            except ConcurrencyConflict:
-                backoff(attempt)
-                continue
-            self.dispatch.committed(change)
-            return self.case(case_id)
-        raise LedgerBusy(f"case {case_id} kept changing; try again")
+            return self.case(case_id) if self._committed(change) else None
+
+        return self._retried(attempt, f"case {case_id}")
 
     def _resolution_notices(self, change: Change, case: Case, effect: Effect, now: datetime) -> Change:
         resolved = next((c for c in change.cases if c.id == case.id), None)
@@ -493,7 +507,8 @@ class OrgGuard:
 
     def _remind(self, case_id: str, policy: Policy) -> bool:
         """Add one reminder in a commit of its own; a second worker racing here finds it added and stops."""
-        for attempt in range(MAX_ATTEMPTS):
+
+        def attempt() -> bool | None:
             case = self.case(case_id)
             now = self.clock()
             action = notices.reminder(case, policy, now=now)
@@ -503,14 +518,9 @@ class OrgGuard:
             reminded = replace(case, actions=(*case.actions, action))
             audit = AuditEvent("case.reminded", case.key.address, "orgguard", {"case": case.id}, now)
             change = Change(case.key, view.version, cases=(reminded,), audit=(audit,))
-            try:
-                self.ledger.commit(change)
-            except ConcurrencyConflict:
-                backoff(attempt)
-                continue
-            self.dispatch.committed(change)
-            return True
-        raise LedgerBusy(f"case {case_id} kept changing; try again")
+            return True if self._committed(change) else None
+
+        return self._retried(attempt, f"case {case_id}")
 
     def reevaluate(self, case_id: str, *, actor: str) -> Case:
         """Decide a held case again with today's policy and directory (after a Graph outage, say).

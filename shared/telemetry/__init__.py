@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import Counter, Histogram, _Gauge
 
 log = logging.getLogger("orgguard.telemetry")
 
@@ -46,41 +47,35 @@ ALLOWED = frozenset(
 _tracer = trace.get_tracer(SERVICE)
 _meter = metrics.get_meter(SERVICE)
 
-DECISIONS = _meter.create_counter(
-    "orgguard.decisions", unit="{decision}", description="Claims decided, by effect, origin and org"
+
+def _counter(name: str, unit: str, description: str) -> Counter:
+    """OrgGuard's instruments are all named ``orgguard.<name>``."""
+    return _meter.create_counter(f"orgguard.{name}", unit=unit, description=description)
+
+
+def _histogram(name: str, unit: str, description: str) -> Histogram:
+    return _meter.create_histogram(f"orgguard.{name}", unit=unit, description=description)
+
+
+def _gauge(name: str, unit: str, description: str) -> _Gauge:
+    return _meter.create_gauge(f"orgguard.{name}", unit=unit, description=description)
+
+
+DECISIONS = _counter("decisions", "{decision}", "Claims decided, by effect, origin and org")
+DECISION_TIME = _histogram("decision.duration", "ms", "Time to decide and record one claim")
+GATE_TIME = _histogram("gate.duration", "ms", "The synchronous gate's answer time, as Dataverse waits on it")
+GATE_DEGRADED = _counter("gate.degraded", "{answer}", "Gate answers given per gate.on_error, without a decision")
+ACTIONS = _counter("actions", "{attempt}", "Action attempts recorded, by kind, org and status")
+OUTSIDE_CALLS = _counter("outside.requests", "{request}", "Requests to Dataverse and Graph, by status")
+THROTTLE_WAIT = _histogram("outside.throttle_wait", "s", "Time waited on Retry-After (429) before asking again")
+BUS_SENT = _counter("bus.sent", "{message}", "Work and decision events handed to the bus, by status")
+DEAD_LETTERED = _counter("bus.dead_lettered", "{message}", "Messages OrgGuard dead-lettered, by queue and reason")
+COMPLIANCE = _gauge(
+    "compliance",
+    "{mailbox}",
+    "Mailboxes per org at the last sweep, by status (compliant, conflict, exempt, held, failed)",
 )
-DECISION_TIME = _meter.create_histogram(
-    "orgguard.decision.duration", unit="ms", description="Time to decide and record one claim"
-)
-GATE_TIME = _meter.create_histogram(
-    "orgguard.gate.duration", unit="ms", description="The synchronous gate's answer time, as Dataverse waits on it"
-)
-GATE_DEGRADED = _meter.create_counter(
-    "orgguard.gate.degraded", unit="{answer}", description="Gate answers given per gate.on_error, without a decision"
-)
-ACTIONS = _meter.create_counter(
-    "orgguard.actions", unit="{attempt}", description="Action attempts recorded, by kind, org and status"
-)
-OUTSIDE_CALLS = _meter.create_counter(
-    "orgguard.outside.requests", unit="{request}", description="Requests to Dataverse and Graph, by status"
-)
-THROTTLE_WAIT = _meter.create_histogram(
-    "orgguard.outside.throttle_wait", unit="s", description="Time waited on Retry-After (429) before asking again"
-)
-BUS_SENT = _meter.create_counter(
-    "orgguard.bus.sent", unit="{message}", description="Work and decision events handed to the bus, by status"
-)
-DEAD_LETTERED = _meter.create_counter(
-    "orgguard.bus.dead_lettered", unit="{message}", description="Messages OrgGuard dead-lettered, by queue and reason"
-)
-COMPLIANCE = _meter.create_gauge(
-    "orgguard.compliance",
-    unit="{mailbox}",
-    description="Mailboxes per org at the last sweep, by status (compliant, conflict, exempt, held, failed)",
-)
-EXEMPTIONS = _meter.create_gauge(
-    "orgguard.exemptions", unit="{exemption}", description="Exemptions by status (active, expired)"
-)
+EXEMPTIONS = _gauge("exemptions", "{exemption}", "Exemptions by status (active, expired)")
 
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\"',;:/]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")

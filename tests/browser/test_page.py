@@ -18,6 +18,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.sandbox]
 LOCAL_TIME = re.compile(r"GMT\+9")  # the contexts run in Asia/Tokyo: times are shown in it, named
 
 
+@pytest.fixture
+def contested(open_page, make_host):
+    """A host with one contested mailbox (its case held), and a page signed in to it: host, address, case, page."""
+    host = make_host()
+    address, case = host.contest_one()
+    page = open_page()
+    sign_in(page, host.url)
+    return host, address, case, page
+
+
 def test_sign_in_with_the_local_token(open_page, make_host, shoot):
     host = make_host()
     host.contest(2)
@@ -95,11 +105,8 @@ def test_approve_a_held_case_and_exchange_follows(open_page, make_host, shoot):
     shoot(page, "mailbox")
 
 
-def test_deny_with_the_keyboard_only(open_page, make_host, shoot):
-    host = make_host()
-    address, case = host.contest_one()
-    page = open_page()
-    sign_in(page, host.url)
+def test_deny_with_the_keyboard_only(contested, shoot):
+    host, address, case, page = contested
     open_case(page, host.url, case.id)
     for _ in range(60):
         if page.evaluate("document.activeElement.id") == "decide-reason":
@@ -278,11 +285,8 @@ def test_a_migration_started_from_the_page_shows_its_progress_to_the_end(open_pa
     shoot(page, "sweep-done")
 
 
-def test_every_view_is_labelled_keyboard_usable_and_legible(open_page, make_host, shoot):
-    host = make_host()
-    address, case = host.contest_one()
-    page = open_page()
-    sign_in(page, host.url)
+def test_every_view_is_labelled_keyboard_usable_and_legible(contested, shoot):
+    host, address, case, page = contested
     views = {
         "overview": ("#/", "Overview"),
         "cases": ("#/cases?state=held", "Cases"),

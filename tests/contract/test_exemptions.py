@@ -21,7 +21,6 @@ from shared.domain.exemptions import (
     Plan,
     Scope,
     State,
-    new_exemption,
     plan_add,
     plan_expired,
     plan_remove,
@@ -30,22 +29,9 @@ from shared.domain.model import InvalidTransition, NotFound
 from shared.ledger.port import Ledger
 from shared.ledger.tables import TableLedger
 from tests.contract.conftest import LedgerSpec, in_processes, needs_processes
+from tests.factories import EXEMPTIONS_NOW, exemption
 
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-ORGS = ("contoso-na", "contoso-jp", "contoso-eu")
-
-
-def exemption(value: object = "aiko.tanaka@contoso.com", scope: Scope = Scope.MAILBOX, **kw: Any) -> Exemption:
-    return new_exemption(
-        scope,
-        value,
-        reason=kw.get("reason", "moving to Tokyo"),
-        ticket=kw.get("ticket", "CHG-1001"),
-        expires=kw.get("expires", "2026-11-30"),
-        actor=kw.get("actor", "admin@contoso.com"),
-        now=kw.get("now", NOW),
-        known_orgs=ORGS,
-    )
+NOW = EXEMPTIONS_NOW
 
 
 def add(ledger: Ledger, new: Exemption) -> Book:
@@ -62,7 +48,7 @@ def test_an_empty_ledger_has_version_zero_and_no_exemptions(ledger: Ledger) -> N
 
 def test_each_change_is_a_version_with_its_audit_entry(ledger: Ledger) -> None:
     later = NOW + timedelta(minutes=1)
-    first, second = exemption(), exemption("contoso.co.jp", Scope.DOMAIN, ticket="CHG-1002 ✓ ポリシー", now=later)
+    first, second = exemption(), exemption(Scope.DOMAIN, "contoso.co.jp", ticket="CHG-1002 ✓ ポリシー", now=later)
     add(ledger, first)
     book = add(ledger, second)
     assert book.version == 2
@@ -103,7 +89,7 @@ def test_a_refused_change_writes_nothing(ledger: Ledger) -> None:
 
 
 def test_an_expired_exemption_is_reported_once(ledger: Ledger) -> None:
-    ending, lasting = exemption(expires="2026-11-03"), exemption("contoso.eu", Scope.DOMAIN, expires="2026-11-30")
+    ending, lasting = exemption(expires="2026-11-03"), exemption(Scope.DOMAIN, "contoso.eu", expires="2026-11-30")
     add(ledger, ending)
     add(ledger, lasting)
     still = datetime(2026, 11, 3, 23, 59, tzinfo=UTC)
@@ -120,7 +106,7 @@ def test_an_expired_exemption_is_reported_once(ledger: Ledger) -> None:
 
 def test_admins_adding_at_once_each_add_theirs_and_none_twice(ledger: Ledger, instances: Callable[[], Ledger]) -> None:
     ledgers = [ledger, *(instances() for _ in range(3))]
-    wanted = [exemption(f"user{i}@contoso.com") for i in range(12)]
+    wanted = [exemption(Scope.MAILBOX, f"user{i}@contoso.com") for i in range(12)]
     start = threading.Barrier(len(wanted))
 
     def one(i: int) -> None:
@@ -216,8 +202,8 @@ def test_table_storage_finishes_the_audit_of_a_change_whose_writer_died(
     assert audit_kinds(ledger) == ["exemption.added"]
     with monkeypatch.context() as m:
         m.setattr(TableLedger, "_finish_exemption_audit", lambda self, head: None)
-        add(ledger, exemption("contoso.eu", Scope.DOMAIN))
-    add(ledger, exemption("contoso.de", Scope.DOMAIN))  # the next change appends what was left first
+        add(ledger, exemption(Scope.DOMAIN, "contoso.eu"))
+    add(ledger, exemption(Scope.DOMAIN, "contoso.de"))  # the next change appends what was left first
     assert audit_kinds(ledger) == ["exemption.added"] * 3
     versions = [e.event.data["version"] for e in ledger.audit_entries() if e.event.kind == "exemption.added"]
     assert versions == [1, 2, 3] and ledger.verify_audit().ok

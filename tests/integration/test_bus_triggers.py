@@ -16,26 +16,16 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from shared import bootstrap
 from shared.bus.port import session_of
-from shared.config.settings import Settings
 from shared.domain.model import ActionStatus, CaseQuery, Effect
 from shared.ledger.port import LedgerError
-from shared.ledger.sqlite import SqliteLedger
-from tests.factories import ADMIN_TOKEN, AIKO, BLOCKING_POLICY, claim, fixture, ledger_snapshot, registry
+from tests.factories import AIKO, BLOCKING_POLICY, claim, container, fixture, ledger_snapshot, registry
 
 NOBODY = "http://127.0.0.1:9"  # the orgs answer nothing here: every write is deferred
 
 
 @pytest.fixture
 def live(tmp_path: Path):
-    settings = Settings(
-        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
-        orgs="unused",
-        policy=str(tmp_path / "none"),
-        admin_token=ADMIN_TOKEN,
-        bus=f"sqlite:///{tmp_path / 'bus.db'}",
-    )
-    c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry(NOBODY))
-    c.service.save_policy(BLOCKING_POLICY, actor="test")
+    c = container(tmp_path, BLOCKING_POLICY, orgs=registry(NOBODY), bus=f"sqlite:///{tmp_path / 'bus.db'}")
     c.service.handle_claim(claim("contoso-na", op="seed-owner"))
     bootstrap.install(c)
     yield c

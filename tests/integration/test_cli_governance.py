@@ -20,7 +20,7 @@ from sandbox.server import running
 from shared import bootstrap, telemetry
 from shared.domain.model import CaseQuery, Effect
 from tests.factories import ADMIN_TOKEN, AIKO, BLOCKING_POLICY, HOLDING_POLICY, claim, container, ledger_snapshot
-from tests.jobs_support import ADMIN, API, reset_sandbox, row_for, wired
+from tests.jobs_support import ADMIN, API, row_for, wired
 from tests.serving import serve
 
 runner = CliRunner()
@@ -166,15 +166,7 @@ def test_the_governance_commands_through_the_api(hosted, tmp_path):
 # --- a real sweep's compliance -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=40, overlap=0.4) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url, timeout=30)
+SANDBOX_SEED = {"mailboxes": 40, "overlap": 0.4}
 
 
 @pytest.mark.sandbox

@@ -16,9 +16,7 @@ from functions.console import app
 from functions.http_api import create_api
 from shared import bootstrap
 from shared.bus.port import Message, Received
-from shared.config.settings import Settings
-from shared.ledger.sqlite import SqliteLedger
-from tests.factories import ADMIN_TOKEN, BLOCKING_POLICY, easyauth_principal, registry
+from tests.factories import ADMIN_TOKEN, BLOCKING_POLICY, container, easyauth_principal, registry
 from tests.serving import serve
 
 runner = CliRunner()
@@ -26,17 +24,8 @@ NOBODY = "http://127.0.0.1:9"
 
 
 def build(tmp_path: Path, *, bus: bool = True, auth: str = "token") -> bootstrap.Container:
-    settings = Settings(
-        ledger=f"sqlite:///{tmp_path / 'ledger.db'}",
-        orgs="unused",
-        policy=str(tmp_path / "none"),
-        admin_token=ADMIN_TOKEN,
-        auth=auth,  # type: ignore[arg-type]
-        bus=f"sqlite:///{tmp_path / 'bus.db'}" if bus else None,
-    )
-    c = bootstrap.build(settings, ledger=SqliteLedger(tmp_path / "ledger.db"), orgs=registry(NOBODY))
-    c.service.save_policy(BLOCKING_POLICY, actor="test")
-    return c
+    bus_url = f"sqlite:///{tmp_path / 'bus.db'}" if bus else None
+    return container(tmp_path, BLOCKING_POLICY, orgs=registry(NOBODY), auth=auth, bus=bus_url)
 
 
 def poison(c: bootstrap.Container) -> tuple[str, str]:

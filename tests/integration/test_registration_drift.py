@@ -19,7 +19,6 @@ import pytest
 from typer.testing import CliRunner
 
 from functions.console import app
-from sandbox.server import running
 from shared import bootstrap
 from shared.domain.drift import DriftKind, GateState, Part
 from tests.factories import HOLDING_POLICY, container, registry
@@ -31,10 +30,7 @@ ADMIN = {"Authorization": "Bearer someone-else"}  # an org admin, not OrgGuard
 API = "/orgs/{org}/api/data/v9.2/"
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=5, loopback_webhooks=True) as url:
-        yield url
+SANDBOX_SEED = {"mailboxes": 5, "loopback_webhooks": True}
 
 
 @pytest.fixture

@@ -10,34 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sandbox.server import running
 from shared.dataverse import clients as orgclients
 from shared.dataverse.port import RetryPolicy
 from shared.domain.jobs import JobState
 from shared.domain.model import ActionKind, ActionStatus, CaseQuery, MailboxKey
 from shared.service.outbox import END_OF_TIME, Executor
 from tests.integration.test_executor_sandbox import contested_world
-from tests.jobs_support import exchange, reset_sandbox, rows, wired
+from tests.jobs_support import exchange, rows, wired
 
 pytestmark = pytest.mark.sandbox
 POLICY = "version: 1\nmode: enforce\ndefault: hold\nrules: []\n"
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with running(port=0, mailboxes=400, overlap=0.8) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(base_url: str) -> Iterator[httpx.Client]:
-    yield from reset_sandbox(base_url, timeout=60)
+SANDBOX_SEED = {"mailboxes": 400, "overlap": 0.8}
 
 
 def counters(sandbox: httpx.Client) -> dict[str, dict[str, int]]:

@@ -17,7 +17,6 @@ from shared.domain.exemptions import (
     Scope,
     State,
     covering,
-    new_exemption,
     plan_add,
     plan_expired,
     plan_remove,
@@ -36,23 +35,9 @@ from shared.domain.model import (
 )
 from shared.domain.policy import UserUnknown
 from shared.service.exemptions import Exemptions
-from tests.factories import AIKO, BLOCKING_POLICY, HOLDING_POLICY, claim, container
+from tests.factories import AIKO, BLOCKING_POLICY, EXEMPTIONS_NOW, HOLDING_POLICY, claim, container, exemption
 
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-ORGS = ("contoso-na", "contoso-jp", "contoso-eu")
-
-
-def make(scope: Scope, value: object, **kw: object) -> Exemption:
-    return new_exemption(
-        scope,
-        value,
-        reason=kw.get("reason", "migration weekend"),
-        ticket=kw.get("ticket", "CHG-42"),
-        expires=kw.get("expires", "2026-11-30"),
-        actor="admin@contoso.com",
-        now=kw.get("now", NOW),  # type: ignore[arg-type]
-        known_orgs=ORGS,
-    )
+NOW = EXEMPTIONS_NOW
 
 
 # --- what an Admin may ask for ------------------------------------------------------------------------
@@ -89,17 +74,19 @@ REFUSED = [
 @pytest.mark.parametrize(("scope", "value", "other", "field", "fragment"), REFUSED)
 def test_a_bad_exemption_is_refused_naming_its_field(scope, value, other, field, fragment):
     with pytest.raises(DomainError) as refused:
-        make(scope, value, **other)
+        exemption(scope, value, **other)
     assert refused.value.field == field and fragment in refused.value.detail
 
 
 def test_subjects_are_normalized_so_the_same_thing_is_the_same_exemption():
-    assert make(Scope.MAILBOX, "  Aiko.Tanaka@Contoso.COM ").subject == ("aiko.tanaka@contoso.com",)
-    assert make(Scope.DOMAIN, "Bücher.DE.").subject == ("xn--bcher-kva.de",)
-    assert make(Scope.USER, "9A8B7C6D-5E4F-4A3B-2C1D-0E9F8A7B6C5D").subject == ("9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",)
-    assert make(Scope.USER, "Aiko.Tanaka@Contoso.com").subject == ("aiko.tanaka@contoso.com",)
-    assert make(Scope.ORGS, ["contoso-na", "contoso-eu"]).subject == ("contoso-eu", "contoso-na")
-    assert make(Scope.MAILBOX, "aiko@contoso.com", expires="2026-11-02").expires == date(2026, 11, 2)  # today
+    assert exemption(Scope.MAILBOX, "  Aiko.Tanaka@Contoso.COM ").subject == ("aiko.tanaka@contoso.com",)
+    assert exemption(Scope.DOMAIN, "Bücher.DE.").subject == ("xn--bcher-kva.de",)
+    assert exemption(Scope.USER, "9A8B7C6D-5E4F-4A3B-2C1D-0E9F8A7B6C5D").subject == (
+        "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+    )
+    assert exemption(Scope.USER, "Aiko.Tanaka@Contoso.com").subject == ("aiko.tanaka@contoso.com",)
+    assert exemption(Scope.ORGS, ["contoso-na", "contoso-eu"]).subject == ("contoso-eu", "contoso-na")
+    assert exemption(Scope.MAILBOX, "aiko@contoso.com", expires="2026-11-02").expires == date(2026, 11, 2)  # today
 
 
 # --- what each one covers -------------------------------------------------------------------------------
@@ -113,34 +100,34 @@ def covers(e: Exemption, *, key: str = "aiko.tanaka@contoso.com", claimant: str 
 
 
 def test_each_scope_covers_what_it_names_and_nothing_else():
-    mailbox = make(Scope.MAILBOX, "aiko.tanaka@contoso.com")
+    mailbox = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com")
     assert covers(mailbox) and not covers(mailbox, key="other@contoso.com")
-    domain = make(Scope.DOMAIN, "contoso.com")
+    domain = exemption(Scope.DOMAIN, "contoso.com")
     assert covers(domain) and not covers(domain, key="aiko@contoso.co.jp") and not covers(domain, key="a@x.contoso.com")
-    pair = make(Scope.ORGS, ["contoso-na", "contoso-jp"])
+    pair = exemption(Scope.ORGS, ["contoso-na", "contoso-jp"])
     assert covers(pair) and covers(pair, claimant="contoso-na", owner="contoso-jp")  # either way round
     assert not covers(pair, claimant="contoso-eu") and not covers(pair, owner=None)
-    upn = make(Scope.USER, "aiko@contoso.onmicrosoft.com")
+    upn = exemption(Scope.USER, "aiko@contoso.onmicrosoft.com")
     assert covers(upn, user={"userPrincipalName": "Aiko@Contoso.onmicrosoft.com", "id": "x"})
-    by_id = make(Scope.USER, "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d")
+    by_id = exemption(Scope.USER, "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d")
     assert covers(by_id, user={"id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"})
     assert not covers(upn, user={}) and not covers(by_id, user={"id": ""})  # the user not known: no match
 
 
 def test_an_exemption_applies_through_its_last_day_in_utc_and_stops_by_itself():
-    e = make(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires="2026-11-30")
+    e = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires="2026-11-30")
     assert covers(e, today=date(2026, 11, 30)) and not covers(e, today=date(2026, 12, 1))
     assert e.state(date(2026, 12, 1)) is State.EXPIRED
     tokyo = timezone(timedelta(hours=9))  # 08:00 on 1 December in Tokyo is still 30 November in UTC
-    e2 = make(Scope.DOMAIN, "contoso.com", expires="2026-11-30", now=datetime(2026, 11, 2, tzinfo=tokyo))
+    e2 = exemption(Scope.DOMAIN, "contoso.com", expires="2026-11-30", now=datetime(2026, 11, 2, tzinfo=tokyo))
     assert e2.expires == date(2026, 11, 30)
     assert replace(e, removed_at=NOW).state(date(2026, 11, 5)) is State.REMOVED
     assert not covers(replace(e, removed_at=NOW))
 
 
 def test_the_oldest_of_several_covering_exemptions_is_named():
-    older = make(Scope.DOMAIN, "contoso.com", now=NOW)
-    newer = make(Scope.MAILBOX, "aiko.tanaka@contoso.com", now=NOW + timedelta(hours=1))
+    older = exemption(Scope.DOMAIN, "contoso.com", now=NOW)
+    newer = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", now=NOW + timedelta(hours=1))
     key = MailboxKey.parse("aiko.tanaka@contoso.com")
     found = covering([newer, older], key=key, claimant="contoso-jp", owner="contoso-na", user={},
                      today=date(2026, 11, 3))  # fmt: skip
@@ -149,7 +136,7 @@ def test_the_oldest_of_several_covering_exemptions_is_named():
 
 @given(days=st.integers(min_value=0, max_value=366), offset=st.integers(min_value=-3, max_value=3))
 def test_an_exemption_covers_exactly_the_days_up_to_its_end(days: int, offset: int):
-    e = make(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires=(NOW.date() + timedelta(days=days)).isoformat())
+    e = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires=(NOW.date() + timedelta(days=days)).isoformat())
     day = e.expires + timedelta(days=offset)
     assert covers(e, today=day) == (offset <= 0)
 
@@ -158,19 +145,19 @@ def test_an_exemption_covers_exactly_the_days_up_to_its_end(days: int, offset: i
 
 
 def test_the_same_thing_cannot_be_exempt_twice_but_may_be_again_once_the_first_ended():
-    first = make(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires="2026-11-05")
+    first = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", expires="2026-11-05")
     book = Book(1, (replace(first, added_in=1),))
     with pytest.raises(DuplicateExemption) as dup:
-        plan_add(book, make(Scope.MAILBOX, "AIKO.Tanaka@contoso.com", ticket="CHG-2"))
+        plan_add(book, exemption(Scope.MAILBOX, "AIKO.Tanaka@contoso.com", ticket="CHG-2"))
     assert dup.value.existing == first.id and dup.value.status == 409
-    later = make(Scope.MAILBOX, "aiko.tanaka@contoso.com", now=datetime(2026, 11, 6, tzinfo=UTC))
+    later = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", now=datetime(2026, 11, 6, tzinfo=UTC))
     assert plan_add(book, later).changed[0].added_in == 2  # the first one has expired
     removed = replace(first, removed_at=NOW, removed_by="x")
-    assert not plan_add(Book(2, (removed,)), make(Scope.MAILBOX, "aiko.tanaka@contoso.com")).empty
+    assert not plan_add(Book(2, (removed,)), exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com")).empty
 
 
 def test_removing_twice_or_removing_nothing_is_refused():
-    e = replace(make(Scope.DOMAIN, "contoso.com"), added_in=1)
+    e = replace(exemption(Scope.DOMAIN, "contoso.com"), added_in=1)
     plan = plan_remove(Book(1, (e,)), e.id, actor="a", reason="done", now=NOW)
     gone = plan.changed[0]
     with pytest.raises(InvalidTransition) as again:
@@ -183,16 +170,16 @@ def test_removing_twice_or_removing_nothing_is_refused():
 
 
 def test_only_expired_unreported_exemptions_are_reported():
-    ended = make(Scope.DOMAIN, "contoso.com", expires="2026-11-03")
-    running = make(Scope.DOMAIN, "contoso.eu", expires="2026-11-30")
-    reported = replace(make(Scope.DOMAIN, "contoso.de", expires="2026-11-03"), expired_at=NOW)
-    gone = replace(make(Scope.DOMAIN, "contoso.fr", expires="2026-11-03"), removed_at=NOW)
+    ended = exemption(Scope.DOMAIN, "contoso.com", expires="2026-11-03")
+    running = exemption(Scope.DOMAIN, "contoso.eu", expires="2026-11-30")
+    reported = replace(exemption(Scope.DOMAIN, "contoso.de", expires="2026-11-03"), expired_at=NOW)
+    gone = replace(exemption(Scope.DOMAIN, "contoso.fr", expires="2026-11-03"), removed_at=NOW)
     plan = plan_expired(Book(4, (ended, running, reported, gone)), datetime(2026, 11, 4, tzinfo=UTC))
     assert [e.id for e in plan.changed] == [ended.id] and plan.audit[0].kind == "exemption.expired"
 
 
 def test_an_exemption_is_found_by_a_unique_prefix():
-    a, b = make(Scope.DOMAIN, "contoso.com"), make(Scope.DOMAIN, "contoso.eu")
+    a, b = exemption(Scope.DOMAIN, "contoso.com"), exemption(Scope.DOMAIN, "contoso.eu")
     a, b = replace(a, id="aaaa1111-0000"), replace(b, id="aaaa2222-0000")
     book = Book(2, (a, b))
     assert resolve(book, "aaaa1") is a and resolve(book, b.id) is b

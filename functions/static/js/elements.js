@@ -97,6 +97,11 @@ export function heading(text) {
   return h("h1", { tabindex: "-1" }, text);
 }
 
+/** A section of a view, labelled by its own h2 (``id``) so assistive technology names it as a region. */
+export function titled(id, title, ...children) {
+  return h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...children);
+}
+
 /** Replace ``el``'s children; null, undefined and false children are left out. */
 export function fill(el, ...children) {
   el.replaceChildren();

@@ -13,11 +13,8 @@ from shared.domain.model import InvalidPayload
 MAX_BODY = 256 * 1024  # bytes; Dataverse itself trims contexts above this
 
 
-class PayloadTooLarge(InvalidPayload):
+class PayloadTooLarge(InvalidPayload, status=413, title="Payload too large"):
     """The body is over :data:`MAX_BODY`; entry points answer 413."""
-
-    status = 413
-    title = "Payload too large"
 
 
 def check_size(size: int, *, field: str | None = None, limit: int = MAX_BODY) -> None:

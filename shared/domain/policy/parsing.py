@@ -27,11 +27,8 @@ from shared.domain.policy.values import KNOWN_ORGS, Says, Section, kind
 _GENERIC = {"list_type": "a list", "bool_type": "true or false", "string_type": "text", "dict_type": "a mapping"}
 
 
-class PolicyError(DomainError):
+class PolicyError(DomainError, status=422, title="Invalid policy"):
     """A policy that cannot be used, with every error found and where it is."""
-
-    status = 422
-    title = "Invalid policy"
 
     def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(detail, field="policy")

@@ -2,7 +2,7 @@
 // is also given as a table, for screen readers and for anyone who wants the numbers).
 
 import { api, query } from "../api.js";
-import { facts, field, fill, h, heading, select, table } from "../elements.js";
+import { facts, field, fill, h, heading, select, table, titled } from "../elements.js";
 import { when } from "../time.js";
 
 const STATUSES = ["compliant", "conflict", "exempt", "held", "failed"];
@@ -22,10 +22,9 @@ export async function complianceView(ctx) {
     heading("Compliance"),
     lastSweep(last),
     tiles(doc.totals),
-    h(
-      "section",
-      { "aria-labelledby": "co-orgs" },
-      h("h2", { id: "co-orgs" }, "By org"),
+    titled(
+      "co-orgs",
+      "By org",
       table(
         "Mailboxes per org",
         columns("Org", (r) => r.org, true),
@@ -33,10 +32,9 @@ export async function complianceView(ctx) {
         { empty: "No org is registered." },
       ),
     ),
-    h(
-      "section",
-      { "aria-labelledby": "co-rules" },
-      h("h2", { id: "co-rules" }, "By rule"),
+    titled(
+      "co-rules",
+      "By rule",
       table(
         "Conflicts and cases per rule",
         columns("Rule", (r) => r.rule, false),
@@ -46,14 +44,8 @@ export async function complianceView(ctx) {
         },
       ),
     ),
-    h(
-      "section",
-      { "aria-labelledby": "co-trend" },
-      h("h2", { id: "co-trend" }, "Trend"),
-      h("div", { class: "fields" }, field("Show", length)),
-      trend(doc.trend),
-    ),
-    h("section", { "aria-labelledby": "co-ex" }, h("h2", { id: "co-ex" }, "Exemptions"), exemptions(doc.exemptions)),
+    titled("co-trend", "Trend", h("div", { class: "fields" }, field("Show", length)), trend(doc.trend)),
+    titled("co-ex", "Exemptions", exemptions(doc.exemptions)),
   );
 }
 

@@ -1,7 +1,7 @@
 // Held, failed and open cases at a glance, by org, and the held case waiting longest.
 
 import { api } from "../api.js";
-import { fill, h, heading, table } from "../elements.js";
+import { fill, h, heading, table, titled } from "../elements.js";
 import { when } from "../time.js";
 import { deadLetterSummary } from "./deadletters.js";
 
@@ -77,9 +77,9 @@ export async function overviewView({ main, signal }) {
   fill(
     main,
     heading("Overview"),
-    h("section", { "aria-labelledby": "ov-states" }, h("h2", { id: "ov-states" }, "Cases"), tiles),
-    h("section", { "aria-labelledby": "ov-oldest" }, h("h2", { id: "ov-oldest" }, "Waiting longest"), waiting),
-    h("section", { "aria-labelledby": "ov-orgs" }, h("h2", { id: "ov-orgs" }, "By org"), orgs),
+    titled("ov-states", "Cases", tiles),
+    titled("ov-oldest", "Waiting longest", waiting),
+    titled("ov-orgs", "By org", orgs),
     letters,
   );
 }
