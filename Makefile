@@ -61,7 +61,7 @@ test-fast: $(STAMP) static
 lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared functions sandbox function_app.py
+	$(BIN)/mypy shared functions sandbox bench function_app.py
 	$(BIN)/lint-imports --no-cache
 	npx --no-install prettier --check "functions/static/**/*.{js,css,html}"
 	for f in functions/static/js/*.js functions/static/js/views/*.js; do node --input-type=module --check < $$f || exit 1; done

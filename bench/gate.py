@@ -35,7 +35,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,11 +42,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from bench import openloop
 from bench.report import console, goals, header, median, percentile, table
+from bench.sandbox_process import free_port, wait_until_up
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Container
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "gate-test-enable.json"
@@ -88,7 +90,7 @@ def mixed(n: int, *, seed: int, prefix: str) -> list[bytes]:
     return out
 
 
-def seed_owners(c, n: int = OWNED) -> None:  # type: ignore[no-untyped-def]
+def seed_owners(c: Container, n: int = OWNED) -> None:
     """contoso-na owns owned0..owned<n-1> (a sweep found them), through the service."""
     from shared.domain.model import Claim, ClaimKind, MailboxKey, Origin
 
@@ -130,7 +132,7 @@ def bulk_load(path: Path, n: int) -> None:
     db.close()
 
 
-def _container(tmp: Path):  # type: ignore[no-untyped-def]
+def _container(tmp: Path) -> Container:
     sys.path.insert(0, str(REPO))
     from tests.factories import container
 
@@ -214,25 +216,16 @@ uvicorn.run(app, host="127.0.0.1", port={port}, log_level="error", access_log=Fa
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(script: str, **values: object) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", script.format(port=port, **values)], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("a benchmark server did not start")
+    try:
+        wait_until_up(f"{url}/api/health", proc, timeout=60)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, url
 
 
 def _wrk(url: str, path: str, *, script: Path | None = None, seconds: int = 8) -> tuple[float, float, float]:

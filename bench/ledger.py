@@ -14,8 +14,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.report import header, table
+
+if TYPE_CHECKING:
+    from shared.ledger.port import Ledger
 
 PER_RUN = {"sqlite": 2400, "tables": 480}
 
@@ -36,7 +40,7 @@ def _claims(n: int, tag: str) -> list:  # type: ignore[type-arg]
     ]
 
 
-def _rate(ledger, writers: int, total: int) -> float:  # type: ignore[no-untyped-def]
+def _rate(ledger: Ledger, writers: int, total: int) -> float:
     from shared.service.orgguard import OrgGuard
     from tests.factories import registry
 
@@ -70,6 +74,7 @@ def run() -> list[list[object]]:
         try:
             for kind in ("sqlite", "tables"):
                 for writers in (1, 4, 16):
+                    ledger: Ledger
                     if kind == "sqlite":
                         ledger = SqliteLedger(Path(tmp) / f"l{writers}.db")
                     else:

@@ -1,4 +1,5 @@
-"""The sandbox in a process of its own, for benchmarks whose figures must not share its GIL."""
+"""Processes the benchmarks start: the sandbox in a process of its own (its figures must not share the
+measured process's GIL), and the waiting until a started server answers."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_up(url: str, process: subprocess.Popen[bytes], *, timeout: float = 300) -> None:
+    """Until ``url`` answers 200; ``RuntimeError`` if the process ends or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.2)
+
+
 @dataclass(frozen=True)
 class Sandbox:
     base: str
@@ -43,15 +58,7 @@ def sandbox_process(*, mailboxes: int, overlap: float, orgs: int = 3, seed: int 
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/_sandbox/orgs", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the sandbox did not start") from None
-                time.sleep(0.3)
+        wait_until_up(f"{base}/_sandbox/orgs", process)
         yield Sandbox(base, process.pid)
     finally:
         process.terminate()

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.report import console, header, percentile, table
+from bench.sandbox_process import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -36,14 +37,6 @@ AIKO_ROW = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
 class Interval:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def process_state(pid: int) -> dict[str, float]:
@@ -130,7 +123,7 @@ def main() -> None:
     rate = float(os.environ.get("ORGGUARD_SOAK_RATE", "40"))
     every = max(5.0, seconds / 8)
     header(f"Soak: the local host under {rate:.0f} mixed requests/s for {seconds:.0f} s")
-    port, sandbox_port = _free_port(), _free_port()
+    port, sandbox_port = free_port(), free_port()
     orgguard = REPO / ".venv" / "bin" / "orgguard"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ORGGUARD_ADMIN_TOKEN": "soak-admin-token"}
@@ -140,16 +133,10 @@ def main() -> None:
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the local host did not start")
-                time.sleep(0.2)
+            try:
+                wait_until_up(f"{base}/api/health", server, timeout=60)
+            except RuntimeError:
+                raise SystemExit("the local host did not start") from None
             keys = json.loads((Path(tmp) / ".orgguard" / "keys.json").read_text())
             token_file = Path(tmp) / ".orgguard" / "admin-token"
             token = env["ORGGUARD_ADMIN_TOKEN"]

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 import httpx
 
 from bench.report import console, goals, header, table
+from bench.sandbox_process import Sandbox, sandbox_process
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_ORGS, GOAL_MAILBOXES = 4, 200_000  # the performance issue's goal 3
@@ -59,31 +59,6 @@ rules:
   - id: designated-primary
     effect: prefer-primary
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_sandbox(port: int, mailboxes: int, orgs: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "sandbox", "--port", str(port), "--mailboxes", str(mailboxes)]
-    process = subprocess.Popen(
-        [*command, "--overlap", "0.05", "--orgs", str(orgs)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_sandbox/orgs", timeout=5).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("the sandbox did not start")
 
 
 def _orgs_file(directory: Path, base: str) -> Path:
@@ -226,21 +201,15 @@ class Run:
         return sum(s["operations"] for s in self.served.values())
 
 
-def _cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time from ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _child(sandbox: subprocess.Popen[bytes], base: str, *args: str) -> Run:
-    before, served_before = _cpu_seconds(sandbox.pid), _counters(base)
+def _child(sandbox: Sandbox, *args: str) -> Run:
+    base = sandbox.base
+    before, served_before = sandbox.cpu_s(), _counters(base)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     answer = subprocess.run(
         [sys.executable, "-m", "bench.sweep", *args], cwd=REPO, capture_output=True, text=True, check=False
     )
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sandbox_cpu = _cpu_seconds(sandbox.pid) - before
+    sandbox_cpu = sandbox.cpu_s() - before
     if answer.returncode != 0:
         raise RuntimeError(answer.stderr[-3000:])
     doc: dict[str, Any] = json.loads(answer.stdout.strip().splitlines()[-1])
@@ -323,30 +292,28 @@ def main() -> None:
         f"Sweep: {orgs} orgs x {mailboxes:,} mailboxes, 5% in several orgs; the sandbox in its own process"
         + ("" if apply else " (BENCH_SWEEP_APPLY=1 adds --apply and the naive script: minutes more)")
     )
-    port = _port()
-    base = f"http://127.0.0.1:{port}"
     seeding = time.perf_counter()
-    sandbox = _start_sandbox(port, mailboxes, orgs)
-    console.print(f"sandbox seeded and serving in {time.perf_counter() - seeding:.1f} s")
-    try:
+    with sandbox_process(mailboxes=mailboxes, overlap=0.05, orgs=orgs) as sandbox:
+        base = sandbox.base
+        console.print(f"sandbox seeded and serving in {time.perf_counter() - seeding:.1f} s")
         with tempfile.TemporaryDirectory() as tmp:
             _orgs_file(Path(tmp), base)
-            floor = _child(sandbox, base, "child-pages", base)
-            swept = _child(sandbox, base, "child-sweep", tmp, "0")
+            floor = _child(sandbox, "child-pages", base)
+            swept = _child(sandbox, "child-sweep", tmp, "0")
             rows = [
                 _row("pages alone (plain httpx)", floor, "-"),
                 _row("sweep", swept, _minimum(swept.doc, swept.served)),
             ]
             applied = naive = None
             if apply:
-                applied = _child(sandbox, base, "child-sweep", tmp, "1")
+                applied = _child(sandbox, "child-sweep", tmp, "1")
                 rows.append(_row("sweep --apply", applied, _minimum(applied.doc, applied.served)))
                 per_org = max(1, min(mailboxes // 10, NAIVE_PER_ORG))
                 # The naive script would spend the documented 6,000 requests in minutes and then wait out windows;
                 # its baseline is the cost per mailbox, so the sandbox's service protection is off for it alone.
                 limits = {"budget": None, "execution_budget_s": None, "concurrency": None}
                 httpx.put(f"{base}/_sandbox/settings", json=limits, timeout=30).raise_for_status()
-                naive = _child(sandbox, base, "child-naive", base, str(per_org))
+                naive = _child(sandbox, "child-naive", base, str(per_org))
                 rows.append(_row(f"naive GET+PATCH, {naive.doc['mailboxes']:,} mailboxes", naive, "-"))
             columns = ["run", "wall s", "CPU s", "sandbox CPU s", "requests", "operations", "minimum", "ratio"]
             table([*columns, "peak RSS MiB", "findings", "writes"], rows)
@@ -369,9 +336,6 @@ def main() -> None:
                     f"{applied.http:,} requests -> {naive.doc['wall'] * scale / applied.doc['wall']:,.0f}x faster, "
                     f"{naive.http * scale / applied.http:,.0f}x fewer requests"
                 )
-    finally:
-        sandbox.terminate()
-        sandbox.wait(30)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,19 @@ rules:
     effect: prefer-primary
 """
 
+# contoso.co.jp mailboxes belong to contoso-jp; any other competing claim is blocked (sweeps repair toward it)
+JP_DOMAIN_POLICY = """
+version: 1
+mode: enforce
+default: block
+primary:
+  - when: {mailbox.domain: [contoso.co.jp]}
+    org: contoso-jp
+rules:
+  - id: designated-primary
+    effect: prefer-primary
+"""
+
 HOLDING_POLICY = """
 version: 1
 mode: enforce

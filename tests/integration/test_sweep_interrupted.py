@@ -16,22 +16,12 @@ from shared.domain.jobs import JobState
 from shared.domain.model import CaseQuery
 from shared.service import sweep as sweeping
 from shared.service.sweep import SweepResult
+from tests.factories import JP_DOMAIN_POLICY
 from tests.jobs_support import wired
 
 pytestmark = pytest.mark.sandbox
 
 SANDBOX_SEED = {"mailboxes": 60, "overlap": 0.3}
-POLICY = """
-version: 1
-mode: enforce
-default: block
-primary:
-  - when: {mailbox.domain: [contoso.co.jp]}
-    org: contoso-jp
-rules:
-  - id: designated-primary
-    effect: prefer-primary
-"""
 PAGE = 7  # rows a page, so each org is read in several pages
 
 
@@ -49,7 +39,7 @@ def test_a_sweep_cut_off_between_pages_fails_and_the_next_one_finds_the_same(
     sandbox: httpx.Client, base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(sweeping, "MAX_PAGE_SIZE", PAGE)
-    c = wired(tmp_path, base_url, POLICY)
+    c = wired(tmp_path, base_url, JP_DOMAIN_POLICY)
     clean = run(c)
     assert clean.pages["contoso-jp"] > 2 and clean.conflicts  # several pages, something to find
 
