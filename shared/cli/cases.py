@@ -14,7 +14,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from shared.cli.operations import CaseFilter, Doc, Operations, Verdict
-from shared.cli.terminal import JsonOpt, UrlOpt, connected, out, print_json, reported, short, table, unique, when
+from shared.cli.terminal import (
+    JsonOpt,
+    UrlOpt,
+    connected,
+    listing,
+    out,
+    print_json,
+    reported,
+    short,
+    table,
+    unique,
+    when,
+)
 from shared.domain.model import CaseState
 
 cases_app = typer.Typer(help="Work on recorded cases.", no_args_is_help=True)
@@ -57,14 +69,11 @@ def cases_list(
     query = CaseFilter(state=state.value if state else None, org=org, mailbox=mailbox, limit=limit)
     with reported(), connected(url) as ops:
         page = ops.cases(query)
-    if as_json:
-        print_json(page)
-        return
-    if page["items"]:
-        out.print(case_table(page["items"]))
+    summary = None
     if "total" in page:
         more = f"; --limit {min(500, page['total'])} for more" if page["total"] > len(page["items"]) else ""
-        out.print(f"{len(page['items'])} of {page['total']} case(s){more}")
+        summary = f"{len(page['items'])} of {page['total']} case(s){more}"
+    listing(page, as_json, case_table, summary)
 
 
 def case_table(items: list[Doc]) -> Table:

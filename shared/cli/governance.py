@@ -22,6 +22,7 @@ from shared.cli.terminal import (
     container,
     err,
     fail,
+    listing,
     out,
     print_json,
     reported,
@@ -160,12 +161,7 @@ def exemptions_list(
         raise fail(f"--state must be active, expired or removed, not {state!r}", 2)
     with reported(), governed(url) as gov:
         doc = gov.exemptions(state)
-    if as_json:
-        print_json(doc)
-        return
-    if doc["items"]:
-        out.print(exemption_table(doc["items"]))
-    out.print(f"{len(doc['items'])} exemption(s); the set is at version {doc['version']}")
+    listing(doc, as_json, exemption_table, f"{len(doc['items'])} exemption(s); the set is at version {doc['version']}")
 
 
 @exemptions_app.command("add")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +75,17 @@ def reported() -> Iterator[None]:
 
 def print_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def listing(doc: Mapping[str, Any], as_json: bool, render: Callable[[list[Any]], Table], summary: str | None) -> None:
+    """A list command's answer: the whole document as JSON, or its items as a table and a line saying how many."""
+    if as_json:
+        print_json(doc)
+        return
+    if doc["items"]:
+        out.print(render(doc["items"]))
+    if summary is not None:
+        out.print(summary)
 
 
 def operator() -> OperatorSettings:
