@@ -40,6 +40,14 @@ $(SWAGGER_UI)/swagger-ui-bundle.js: $(NODE_STAMP)
 
 static: $(SWAGGER_UI)/swagger-ui-bundle.js
 
+# The gate benchmark drives its HTTP throughput with Debian's wrk (a C load generator).
+WRK := /usr/bin/wrk
+$(WRK):
+	@command -v apt-get >/dev/null || { echo "error: $(WRK) is missing and apt-get is not here to install it" >&2; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "error: $(WRK) is missing; as root: apt-get install -y wrk" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
+
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) is missing and apt-get is not here to install it" >&2; exit 1; }
@@ -66,7 +74,7 @@ lint: $(STAMP) $(NODE_STAMP)
 	npx --no-install prettier --check "functions/static/**/*.{js,css,html}"
 	for f in functions/static/js/*.js functions/static/js/views/*.js; do node --input-type=module --check < $$f || exit 1; done
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP) $(WRK)
 	$(BIN)/python -m bench
 
 infra-check: $(STAMP)
