@@ -54,6 +54,7 @@ from shared.dataverse.port import (
     id_from_uri,
     normalize_id,
 )
+from shared.dataverse.tls import tls_context
 from shared.dataverse.tokens import TokenProvider
 from shared.telemetry.lograte import rate_limited
 
@@ -94,7 +95,7 @@ class DataverseClient:
         self._sleep = sleep
         self._user_agent = user_agent
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=retry.timeout)
+        self._http = http or httpx.AsyncClient(timeout=retry.timeout, verify=tls_context())
 
     async def __aenter__(self) -> DataverseClient:
         return self

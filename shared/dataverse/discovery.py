@@ -19,6 +19,7 @@ import httpx
 
 from shared.config.urls import bearer_target
 from shared.dataverse.port import DataverseError, error_from
+from shared.dataverse.tls import tls_context
 from shared.dataverse.tokens import TokenProvider, token_provider_for
 from shared.domain.environments import Environment
 from shared.domain.model import DomainError, normalize_guid
@@ -36,7 +37,7 @@ class GlobalDiscovery:
         self.base_url = base_url.rstrip("/")
         self.resource = f"{parts.scheme}://{parts.netloc}"
         self._tokens = tokens
-        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls_context())
 
     async def environments(self) -> list[Environment]:
         found: list[Environment] = []

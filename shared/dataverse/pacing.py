@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from shared.dataverse.port import MAX_BATCH, OrgClient, RetryPolicy, Throttled
+from shared.dataverse.tls import tls_context
 from shared.domain.model import Org
 
 REMAINING = "x-ms-ratelimit-burst-remaining-xrm-requests"
@@ -229,6 +230,7 @@ class Pacer:
 
             http = httpx.AsyncClient(
                 timeout=self.retry.timeout,
+                verify=tls_context(),
                 event_hooks={"request": [before], "response": [after]},
                 limits=httpx.Limits(max_connections=8),
             )

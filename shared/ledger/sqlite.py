@@ -304,8 +304,8 @@ class SqliteLedger(OutboxSteps):
                 )
             for case in change.cases:
                 self._write_case(db, case)
-            for event in change.audit:
-                self._append(db, event)
+            if change.audit:
+                self._append_all(db, change.audit)
 
     @staticmethod
     def _next_version(db: sqlite3.Connection, key: MailboxKey, expected: int, ownership: str | None) -> None:
@@ -480,6 +480,7 @@ class SqliteLedger(OutboxSteps):
             actions, cases = self._load_for_steps(db, list(dict.fromkeys(action_id for action_id, _ in steps)))
             moved_cases: set[str] = set()
             done: list[Action] = []
+            events: list[AuditEvent] = []
             for action_id, step in steps:
                 old = actions[action_id]
                 case = cases.get(old.case_id)
@@ -495,8 +496,9 @@ class SqliteLedger(OutboxSteps):
                     after = moved or case
                     cases[case.id] = replace(after, actions=tuple(new if a.id == new.id else a for a in after.actions))
                 if event is not None:
-                    self._append(db, event)
+                    events.append(event)
                 done.append(new)
+            self._append_all(db, events)
             changed = {a.id: a for a in done}
             db.executemany(
                 "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
@@ -550,21 +552,25 @@ class SqliteLedger(OutboxSteps):
             return self._append(db, event)
 
     def _append(self, db: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
-        entry = codec.entry_after(self._audit_head(db), event)
-        db.execute(
+        return self._append_all(db, [event])[0]
+
+    def _append_all(self, db: sqlite3.Connection, events: Sequence[AuditEvent]) -> list[AuditEntry]:
+        """``events`` chained after the head in order, written in one statement (a round's entries at once)."""
+        head = self._audit_head(db)
+        entries: list[AuditEntry] = []
+        for event in events:
+            entry = codec.entry_after(head, event)
+            entries.append(entry)
+            head = (entry.seq, entry.hash)
+        db.executemany(
             "INSERT INTO audit (seq, at, kind, subject, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.seq,
-                codec.ts(event.at),
-                event.kind,
-                event.subject,
-                event.actor,
-                codec.dumps(event.data),
-                entry.prev_hash,
-                entry.hash,
-            ),
-        )
-        return entry  # the trigger audit_head keeps meta's head in the same statement
+            [
+                (e.seq, codec.ts(e.event.at), e.event.kind, e.event.subject, e.event.actor, codec.dumps(e.event.data),
+                 e.prev_hash, e.hash)
+                for e in entries
+            ],
+        )  # fmt: skip
+        return entries  # the trigger audit_head keeps meta's head in the same statement
 
     @staticmethod
     def _audit_head(db: sqlite3.Connection) -> tuple[int, str] | None:
