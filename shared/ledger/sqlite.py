@@ -446,8 +446,7 @@ class SqliteLedger(OutboxSteps):
                 (codec.ts(now), limit),
             ).fetchall()
             taken = [codec.action_from(json.loads(r["doc"])) for r in rows]
-            for action in taken:
-                self._save_action(db, replace(action, next_attempt_at=until))
+            self._save_actions(db, [replace(action, next_attempt_at=until) for action in taken])
             return taken
 
     def _write_step(self, action_id: str, step: StepRule) -> Action:
@@ -499,12 +498,7 @@ class SqliteLedger(OutboxSteps):
                     events.append(event)
                 done.append(new)
             self._append_all(db, events)
-            changed = {a.id: a for a in done}
-            db.executemany(
-                "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
-                [(a.status.value, codec.ts(a.next_attempt_at), json.dumps(codec.action_doc(a)), a.id)
-                 for a in changed.values()],
-            )  # fmt: skip
+            self._save_actions(db, list({a.id: a for a in done}.values()))
             db.executemany(
                 "UPDATE cases SET state = ?, owner = ?, doc = ? WHERE id = ?",
                 [(c.state.value, c.owner, json.dumps(codec.case_doc(c)), c.id)
@@ -540,9 +534,14 @@ class SqliteLedger(OutboxSteps):
 
     @staticmethod
     def _save_action(db: sqlite3.Connection, action: Action) -> None:
-        db.execute(
+        SqliteLedger._save_actions(db, [action])
+
+    @staticmethod
+    def _save_actions(db: sqlite3.Connection, actions: Sequence[Action]) -> None:
+        """Each action's status, due time and document, in one statement however many there are."""
+        db.executemany(
             "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
-            (action.status.value, codec.ts(action.next_attempt_at), json.dumps(codec.action_doc(action)), action.id),
+            [(a.status.value, codec.ts(a.next_attempt_at), json.dumps(codec.action_doc(a)), a.id) for a in actions],
         )
 
     # --- audit ------------------------------------------------------------------------
