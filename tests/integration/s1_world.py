@@ -84,6 +84,14 @@ class World:
                 return
         raise AssertionError("actions still pending")
 
+    def wait_until_carried_out(self, timeout: float = 15) -> None:
+        """Until the actions OrgGuard started on its own (after deciding an event) are done."""
+        deadline = time.monotonic() + timeout
+        while has_pending(self.c.ledger):
+            if time.monotonic() > deadline:
+                raise AssertionError("OrgGuard's own round did not finish")
+            time.sleep(0.05)
+
     def wait_for_case(self, count: int = 1, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while len(self.c.ledger.cases(CaseQuery()).items) < count:

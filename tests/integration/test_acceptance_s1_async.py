@@ -34,6 +34,13 @@ def run_tests(w: World) -> None:
     w.sandbox.post("/_sandbox/test-enable/run").raise_for_status()
 
 
+def answering_late(w: World, latency_ms: int, *orgs: str) -> None:
+    """The orgs answer every Web API request ``latency_ms`` late: OrgGuard carries a decision out as soon as it has
+    decided an event, so a test that stages its own step first holds OrgGuard's writes back this way."""
+    for org in orgs:
+        w.sandbox.put("/_sandbox/settings", json={"org": org, "latency_ms": latency_ms}).raise_for_status()
+
+
 def jp_test(w: World) -> str:
     """How JP's first Test & Enable ended: the race's order shows in it."""
     jobs = w.sandbox.get("/_sandbox/test-enable", params={"org": "contoso-jp"}).json()["jobs"]
@@ -78,7 +85,8 @@ def test_s1_overriding_with_the_pending_test_racing_orgguard(world: World, seman
     start(world, semantics, OVERRIDING_POLICY, delay=HELD_BACK)
     assert world.test_and_enable("contoso-jp").status_code == 204
     if order == "test-first":
-        run_tests(world)  # JP's own test runs before OrgGuard demotes NA and promotes JP
+        run_tests(world)  # JP's own test runs before OrgGuard demotes NA and promotes JP (the gate decided this
+        # claim; its asynchronous event is the same operation, a duplicate, which starts no round of its own)
     settle(world, held_back=True)
 
     alone = "alert" if semantics == "alert" else "took-over"  # before OrgGuard's promote sets the check box
@@ -93,10 +101,14 @@ def test_s1_overriding_with_the_pending_test_racing_orgguard(world: World, seman
 def test_s1_gate_off_with_the_pending_test_racing_the_demote(world: World, semantics: str, order: str):
     start(world, semantics, BLOCKING_POLICY, delay=HELD_BACK)
     world.settings(gate=False)
+    if order == "test-first":
+        answering_late(world, 400, "contoso-jp")
     assert world.test_and_enable("contoso-jp").status_code == 204
     world.wait_for_case()
     if order == "test-first":
         run_tests(world)  # JP's test takes the mailbox (or fails with the alert) before OrgGuard's demote lands
+        answering_late(world, 0, "contoso-jp")
+        world.wait_until_carried_out()
     settle(world, held_back=True)
     took = "alert" if semantics == "alert" else "took-over"
     assert jp_test(world) == (took if order == "test-first" else "not-syncing")  # the demote won the race
