@@ -70,9 +70,14 @@ def test_the_plan_says_what_would_move_and_writes_nothing(sandbox: httpx.Client,
     assert c.ledger.cases(CaseQuery()).items == ()
 
 
+# A $batch counts once against the requests (FACTS.md), so the execution time each operation costs is what
+# spreads a migration over several windows.
+SLOW = {"budget": 20, "window_s": 0.5, "execution_budget_s": 0.5, "execution_cost_s": 0.02}
+
+
 def test_a_paused_migration_stops_and_resumes_to_the_end(sandbox: httpx.Client, base_url: str, tmp_path: Path):
     chosen, _ = in_both(sandbox, 60)
-    sandbox.put("/_sandbox/settings", json={"budget": 20, "window_s": 0.5}).raise_for_status()
+    sandbox.put("/_sandbox/settings", json=SLOW)  # slow enough to pause mid-way.raise_for_status()
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with api_client(wired(tmp_path, base_url), timeout=30, headers=auth) as http:
         body = {"from": "contoso-na", "to": "contoso-eu", "mailboxes": chosen, "apply": True}
