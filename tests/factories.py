@@ -90,7 +90,8 @@ def orgs_doc(base_url: str, *, keys: dict[str, str] | None = None) -> dict[str, 
     }
 
 
-def registry(base_url: str = "http://127.0.0.1:7072", *, keys: dict[str, str] | None = None) -> OrgRegistry:
+def registry(base_url: str = "http://127.0.0.1:8072", *, keys: dict[str, str] | None = None) -> OrgRegistry:
+    """The sandbox's orgs at ``base_url`` (the default is never listened on: unit tests only name the orgs)."""
     return parse_orgs(orgs_doc(base_url, keys=keys), env={})
 
 

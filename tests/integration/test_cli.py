@@ -210,7 +210,7 @@ def test_register_is_idempotent_and_refuses_plain_http(tmp_path):
         bootstrap.install(c)
         try:
             orgs = ["--org", "contoso-na", "--org", "contoso-jp"]
-            args = ["register", *orgs, "--url", "http://127.0.0.1:7071", "--json"]
+            args = ["register", *orgs, "--url", "http://127.0.0.1:8071", "--json"]
             first = json.loads(runner.invoke(app, args).stdout)
             again = json.loads(runner.invoke(app, args).stdout)
             assert [r["org"] for r in first] == ["contoso-na", "contoso-jp"] and all(r["created"] for r in first)

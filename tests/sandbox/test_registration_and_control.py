@@ -168,11 +168,11 @@ def webhook(client: httpx.Client, url: str, **extra: object) -> httpx.Response:
         ("https://orgguard.example.com:443/api/dataverse/gate", True),
         ("http://orgguard.example.com/api/dataverse/gate", True),
         ("https://orgguard.example.com:8443/api/dataverse/gate", False),
-        ("http://orgguard.example.com:7071/api/dataverse/gate", False),
+        ("http://orgguard.example.com:8071/api/dataverse/gate", False),
         ("http://orgguard.example.com:443/api/dataverse/gate", False),
         ("https://orgguard.example.com:80/api/dataverse/gate", False),
-        ("http://127.0.0.1:7071/api/dataverse/gate", False),
-        ("http://localhost:7071/api/dataverse/gate", False),
+        ("http://127.0.0.1:8071/api/dataverse/gate", False),
+        ("http://localhost:8071/api/dataverse/gate", False),
         ("https://orgguard.example.com:99999/x", False),
         ("ftp://orgguard.example.com/x", False),
     ],
@@ -195,12 +195,12 @@ def test_the_loopback_exception_is_a_visible_setting_for_loopback_only(
     assert control.get("/_sandbox/settings").json()["global"]["loopback_webhooks"] is True  # this suite did
     refused = control.put("/_sandbox/settings", json={"loopback_webhooks": False})
     assert refused.json()["global"]["loopback_webhooks"] is False
-    message = webhook(admin, "http://127.0.0.1:7071/x").json()["error"]["message"]
+    message = webhook(admin, "http://127.0.0.1:8071/x").json()["error"]["message"]
     assert "port 80 for HTTP and port 443 for HTTPS" in message and "loopback_webhooks" in message
     control.put("/_sandbox/settings", json={"loopback_webhooks": True})
-    assert webhook(admin, "http://127.0.0.1:7071/x").status_code == 204
-    assert webhook(admin, "http://[::1]:7071/x").status_code == 204
-    assert webhook(admin, "http://orgguard.example.com:7071/x").status_code == 400
+    assert webhook(admin, "http://127.0.0.1:8071/x").status_code == 204
+    assert webhook(admin, "http://[::1]:8071/x").status_code == 204
+    assert webhook(admin, "http://orgguard.example.com:8071/x").status_code == 400
     assert control.post("/_sandbox/reset").status_code == 200
     assert control.get("/_sandbox/settings").json()["global"]["loopback_webhooks"] is True  # the server's default
 

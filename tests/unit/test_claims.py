@@ -809,7 +809,7 @@ def test_a_property_given_twice_with_different_values_is_refused() -> None:
 REGISTERED = [
     Org(JP_ID, "contoso-jp", "https://contoso-jp.crm7.dynamics.com"),
     Org(NA_ID, "contoso-na", "https://contoso-na.crm.dynamics.com/"),
-    Org("c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34", "contoso-eu", "http://127.0.0.1:7072/orgs/contoso-eu"),
+    Org("c47b9e23-6d5a-4b18-8e3f-5f1a2c7d9b34", "contoso-eu", "http://127.0.0.1:8072/orgs/contoso-eu"),
 ]
 
 
@@ -820,8 +820,8 @@ REGISTERED = [
         ("https://contoso-jp.crm7.dynamics.com/", "contoso-jp"),
         ("HTTPS://Contoso-JP.crm7.dynamics.com:443", "contoso-jp"),
         ("  contoso-na.crm.dynamics.com  ", "contoso-na"),
-        ("http://127.0.0.1:7072/orgs/contoso-eu/", "contoso-eu"),  # the sandbox's URL form
-        ("127.0.0.1:7072/orgs/contoso-eu", "contoso-eu"),
+        ("http://127.0.0.1:8072/orgs/contoso-eu/", "contoso-eu"),  # the sandbox's URL form
+        ("127.0.0.1:8072/orgs/contoso-eu", "contoso-eu"),
         ("contoso-xx.crm.dynamics.com", None),
         ("127.0.0.1:7073/orgs/contoso-eu", None),  # another port is another server
         ("contoso-jp.crm7.dynamics.com/other", None),

@@ -111,9 +111,9 @@ def test_who_am_i_sends_the_web_api_headers_and_parses_the_ids() -> None:
 
 
 def test_sandbox_org_url_keeps_its_path_in_the_web_api_root() -> None:
-    h = Harness(sequence(httpx.Response(200, json={"value": []})), base_url="http://127.0.0.1:7072/orgs/contoso-na/")
+    h = Harness(sequence(httpx.Response(200, json={"value": []})), base_url="http://127.0.0.1:8072/orgs/contoso-na/")
     run(collect(h.client, select=["mailboxid"]))
-    assert str(h.requests[0].url).startswith("http://127.0.0.1:7072/orgs/contoso-na/api/data/v9.2/mailboxes?")
+    assert str(h.requests[0].url).startswith("http://127.0.0.1:8072/orgs/contoso-na/api/data/v9.2/mailboxes?")
 
 
 def test_plain_http_is_refused_for_a_remote_org() -> None:
@@ -344,7 +344,7 @@ def test_logs_name_the_entity_set_but_never_the_token_or_the_address(caplog: pyt
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:7072/orgs/contoso-na", "http://127.5.6.7/orgs/x", "http://localhost:7072", "http://[::1]:7072"],
+    ["http://127.0.0.1:8072/orgs/contoso-na", "http://127.5.6.7/orgs/x", "http://localhost:8072", "http://[::1]:8072"],
 )
 def test_loopback_orgs_use_the_local_development_token(url: str) -> None:
     provider = token_provider_for(url)

@@ -353,7 +353,7 @@ rules:
     c = container(tmp_path, policy, in_memory=True)
     types = {"contoso-na": "production", "contoso-jp": "sandbox"}  # contoso-eu has none
     c.service.orgs = parse_orgs({"orgs": [
-        {"name": n, "id": i, "url": f"http://127.0.0.1:7072/orgs/{n}", "webhook_key": KEYS[n], **(
+        {"name": n, "id": i, "url": f"http://127.0.0.1:8072/orgs/{n}", "webhook_key": KEYS[n], **(
             {"type": types[n]} if n in types else {})} for n, i in ORG_IDS.items()]}, env={})  # fmt: skip
     c.service.handle_claim(claim("contoso-na", op="1"))
     blocked = c.service.handle_claim(claim("contoso-jp", op="2"))

@@ -26,4 +26,4 @@ def test_graph_settings_are_read_and_normalized() -> None:
 def test_without_graph_or_sender_nothing_is_mailed() -> None:
     assert Settings.from_env({}).graph_url is None and not Settings.from_env({}).mail
     assert not Settings.from_env({"ORGGUARD_MAIL_FROM": "orgguard@contoso.com"}).mail
-    assert Settings.from_env({"ORGGUARD_GRAPH_URL": "http://127.0.0.1:7072/graph/v1.0"}).graph_url
+    assert Settings.from_env({"ORGGUARD_GRAPH_URL": "http://127.0.0.1:8072/graph/v1.0"}).graph_url
