@@ -14,19 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from shared.cli.operations import CaseFilter, Doc, Operations, Verdict
-from shared.cli.terminal import (
-    JsonOpt,
-    UrlOpt,
-    connected,
-    listing,
-    out,
-    print_json,
-    reported,
-    short,
-    table,
-    unique,
-    when,
-)
+from shared.cli.render import short, table, unique, when
+from shared.cli.terminal import JsonOpt, UrlOpt, connected, listing, out, print_json, reported
 from shared.domain.model import CaseState
 
 cases_app = typer.Typer(help="Work on recorded cases.", no_args_is_help=True)

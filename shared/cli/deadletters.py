@@ -17,7 +17,8 @@ from rich.markup import escape
 
 from shared.bus.port import QueueError
 from shared.cli.operations import Doc
-from shared.cli.terminal import JsonOpt, UrlOpt, actor, container, fail, out, print_json, reported, table, when
+from shared.cli.render import table, when
+from shared.cli.terminal import JsonOpt, UrlOpt, actor, container, fail, out, print_json, reported
 
 deadletters_app = typer.Typer(help="See, replay and purge dead letters (messages no consumer could settle).",
                               no_args_is_help=True)  # fmt: skip

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from shared.cli.terminal import JsonOpt, container, err, fail, out, print_json, reported, settings, table
+from shared.cli.render import table
+from shared.cli.terminal import JsonOpt, container, err, fail, out, print_json, reported, settings
 
 
 def discover(

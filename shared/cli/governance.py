@@ -15,22 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import typer
 from rich.markup import escape
 
-from shared.cli.terminal import (
-    JsonOpt,
-    UrlOpt,
-    actor,
-    container,
-    err,
-    fail,
-    listing,
-    out,
-    print_json,
-    reported,
-    short,
-    table,
-    unique,
-    when,
-)
+from shared.cli.render import short, table, unique, when
+from shared.cli.terminal import JsonOpt, UrlOpt, actor, container, err, fail, listing, out, print_json, reported
 from shared.domain.compliance import CSV_COLUMNS, STATUSES, rows
 from shared.domain.exemptions import Scope
 

@@ -22,20 +22,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.text import Text
 
 from shared.cli.operations import Doc, MigrationOrder, Operations
-from shared.cli.terminal import (
-    JsonOpt,
-    UrlOpt,
-    connected,
-    err,
-    fail,
-    out,
-    print_json,
-    reported,
-    short,
-    table,
-    unique,
-    when,
-)
+from shared.cli.render import short, table, unique, when
+from shared.cli.terminal import JsonOpt, UrlOpt, connected, err, fail, out, print_json, reported
 from shared.domain.jobs import JobKind, JobState
 from shared.domain.model import DomainError
 

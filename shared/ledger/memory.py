@@ -19,29 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from shared.domain import model
 from shared.domain.exemptions import Book, Plan
 from shared.domain.jobs import Job, JobConflict, JobKind
-from shared.domain.model import (
-    OPEN_STATES,
-    Action,
-    ActionStatus,
-    AuditEntry,
-    AuditEvent,
-    AuditReport,
-    Case,
-    CaseQuery,
-    Change,
-    ClaimRecord,
-    EventOutcome,
-    MailboxKey,
-    MailboxView,
-    NotFound,
-    Overview,
-    Ownership,
-    Page,
-    PolicyVersion,
-    utcnow,
-)
 from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
@@ -55,13 +35,13 @@ class Store:
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     mailboxes: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # key -> (version, ownership doc)
-    events: dict[str, EventOutcome] = field(default_factory=dict)
-    claims: dict[str, list[ClaimRecord]] = field(default_factory=dict)
+    events: dict[str, model.EventOutcome] = field(default_factory=dict)
+    claims: dict[str, list[model.ClaimRecord]] = field(default_factory=dict)
     cases: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, doc)
     actions: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, doc)
-    audit: list[AuditEntry] = field(default_factory=list)
+    audit: list[model.AuditEntry] = field(default_factory=list)
     audit_head: str | None = None
-    policies: list[PolicyVersion] = field(default_factory=list)
+    policies: list[model.PolicyVersion] = field(default_factory=list)
     exemptions: dict[str, str] = field(default_factory=dict)  # id -> doc
     exemptions_version: int = 0
     exemptions_read: Book | None = None  # the set as last built, by its version
@@ -104,19 +84,19 @@ class MemoryLedger(OutboxSteps):
 
     # --- the mailbox aggregate ---------------------------------------------------------
 
-    def mailbox(self, key: MailboxKey) -> MailboxView:
+    def mailbox(self, key: model.MailboxKey) -> model.MailboxView:
         with self.store.lock:
             found = self.store.mailboxes.get(key.address)
         if found is None:
-            return MailboxView(key, None, 0)
+            return model.MailboxView(key, None, 0)
         version, doc = found
-        return MailboxView(key, codec.ownership_from(key, json.loads(doc)) if doc else None, version)
+        return model.MailboxView(key, codec.ownership_from(key, json.loads(doc)) if doc else None, version)
 
-    def event(self, event_key: str) -> EventOutcome | None:
+    def event(self, event_key: str) -> model.EventOutcome | None:
         with self.store.lock:
             return self.store.events.get(event_key)
 
-    def commit(self, change: Change) -> None:
+    def commit(self, change: model.Change) -> None:
         s = self.store
         with self._writing():
             if change.event and change.event.event_key in s.events:
@@ -158,7 +138,7 @@ class MemoryLedger(OutboxSteps):
         finally:
             self.store.lock.release()
 
-    def _write_case(self, case: Case) -> None:
+    def _write_case(self, case: model.Case) -> None:
         s = self.store
         seq = s.cases[case.id][0] if case.id in s.cases else s.next_seq()
         s.cases[case.id] = (seq, json.dumps(codec.case_doc(case)))
@@ -168,42 +148,42 @@ class MemoryLedger(OutboxSteps):
 
     # --- reads -------------------------------------------------------------------------
 
-    def case(self, case_id: str) -> Case | None:
+    def case(self, case_id: str) -> model.Case | None:
         with self.store.lock:
             found = self.store.cases.get(case_id)
             return self._case_from(found[1]) if found else None
 
-    def _case_from(self, doc: str) -> Case:
+    def _case_from(self, doc: str) -> model.Case:
         data = json.loads(doc)
         mine = sorted((seq, a) for seq, a in self.store.actions.values() if json.loads(a)["case_id"] == data["id"])
         return codec.case_from(data, tuple(codec.action_from(json.loads(a)) for _, a in mine))
 
-    def _listing(self, query: CaseQuery) -> list[tuple[int, Case]]:
+    def _listing(self, query: model.CaseQuery) -> list[tuple[int, model.Case]]:
         """Every matching case, newest first."""
         with self.store.lock:
             rows = sorted(self.store.cases.values(), reverse=True)
             found = [(seq, self._case_from(doc)) for seq, doc in rows]
         return [(seq, case) for seq, case in found if query.matches(case)]
 
-    def cases(self, query: CaseQuery) -> Page:
+    def cases(self, query: model.CaseQuery) -> model.Page:
         after = self.cursors.seq(query.cursor) if query.cursor else None
         limit = max(1, min(query.limit, 500))
         found = [(seq, case) for seq, case in self._listing(query) if after is None or seq < after]
         nxt = self.cursors.issue("seq", found[limit - 1][0]) if len(found) > limit else None
-        return Page(tuple(case for _, case in found[:limit]), nxt)
+        return model.Page(tuple(case for _, case in found[:limit]), nxt)
 
-    def count_cases(self, query: CaseQuery) -> int:
+    def count_cases(self, query: model.CaseQuery) -> int:
         return len(self._listing(query))
 
-    def overview(self) -> Overview:
+    def overview(self) -> model.Overview:
         with self.store.lock:
-            everything = [case for _, case in self._listing(CaseQuery())]
+            everything = [case for _, case in self._listing(model.CaseQuery())]
         counts: dict[str, int] = {}
         for case in everything:
             counts[case.state.value] = counts.get(case.state.value, 0) + 1
-        return Overview.of(counts, [case for case in everything if case.state in OPEN_STATES])
+        return model.Overview.of(counts, [case for case in everything if case.state in model.OPEN_STATES])
 
-    def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]:
+    def claims(self, key: model.MailboxKey, limit: int = 50) -> Sequence[model.ClaimRecord]:
         with self.store.lock:
             mine = list(self.store.claims.get(key.address, ()))
         mine.sort(key=lambda c: (codec.ts(c.at), c.event_key), reverse=True)
@@ -211,32 +191,32 @@ class MemoryLedger(OutboxSteps):
 
     # --- the outbox --------------------------------------------------------------------
 
-    def _actions(self) -> list[Action]:
+    def _actions(self) -> list[model.Action]:
         return [codec.action_from(json.loads(doc)) for _, doc in sorted(self.store.actions.values())]
 
-    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]:
-        moment = now or utcnow()
+    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[model.Action]:
+        moment = now or model.utcnow()
         with self.store.lock:
-            due = [a for a in self._actions() if a.status is ActionStatus.PENDING and _due(a, moment)]
+            due = [a for a in self._actions() if a.status is model.ActionStatus.PENDING and _due(a, moment)]
         return due[:limit]
 
-    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
+    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[model.Action]:
         with self.store.lock:
-            taken = [a for a in self._actions() if a.status is ActionStatus.PENDING and _due(a, now)][:limit]
+            taken = [a for a in self._actions() if a.status is model.ActionStatus.PENDING and _due(a, now)][:limit]
             for action in taken:
                 self._save_action(replace(action, next_attempt_at=until))
             return taken
 
-    def _write_step(self, action_id: str, step: StepRule) -> Action:
+    def _write_step(self, action_id: str, step: StepRule) -> model.Action:
         s = self.store
         with s.lock:
             found = s.actions.get(action_id)
             if found is None:
-                raise NotFound(f"no action {action_id}", field="action")
+                raise model.NotFound(f"no action {action_id}", field="action")
             old = codec.action_from(json.loads(found[1]))
             stored = s.cases.get(old.case_id)
             case = self._case_from(stored[1]) if stored else None
-            planned = step(old, case, utcnow())
+            planned = step(old, case, model.utcnow())
             if planned is None:
                 return old
             new, moved, event = planned
@@ -247,15 +227,15 @@ class MemoryLedger(OutboxSteps):
             self._append(event)
             return new
 
-    def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
+    def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[model.Action]:
         """One round's actions under the store's lock, all checked before any is written (``record_attempts``)."""
         s = self.store
         with s.lock:
             missing = [action_id for action_id, _ in steps if action_id not in s.actions]
             if missing:
-                raise NotFound(f"no action {missing[0]}", field="action")
-            now = utcnow()
-            done: list[Action] = []
+                raise model.NotFound(f"no action {missing[0]}", field="action")
+            now = model.utcnow()
+            done: list[model.Action] = []
             for action_id, step in steps:
                 old = codec.action_from(json.loads(s.actions[action_id][1]))
                 stored = s.cases.get(old.case_id)
@@ -273,17 +253,17 @@ class MemoryLedger(OutboxSteps):
                 done.append(new)
             return done
 
-    def _save_action(self, action: Action) -> None:
+    def _save_action(self, action: model.Action) -> None:
         seq = self.store.actions[action.id][0]
         self.store.actions[action.id] = (seq, json.dumps(codec.action_doc(action)))
 
     # --- audit -------------------------------------------------------------------------
 
-    def append_audit(self, event: AuditEvent) -> AuditEntry:
+    def append_audit(self, event: model.AuditEvent) -> model.AuditEntry:
         with self.store.lock:
             return self._append(event)
 
-    def _append(self, event: AuditEvent) -> AuditEntry:
+    def _append(self, event: model.AuditEvent) -> model.AuditEntry:
         s = self.store
         # Kept as the storage keeps it: the data as JSON read back, so a later change to the caller's dict is not seen.
         stored = replace(event, data=json.loads(codec.dumps(event.data)))
@@ -292,30 +272,30 @@ class MemoryLedger(OutboxSteps):
         s.audit_head = f"{entry.seq}:{entry.hash}"
         return entry
 
-    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]:
+    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[model.AuditEntry]:
         with self.store.lock:
             return [e for e in self.store.audit if e.seq > after][:limit]
 
-    def verify_audit(self) -> AuditReport:
+    def verify_audit(self) -> model.AuditReport:
         with self.store.lock:
             entries = list(self.store.audit)
             head = self.store.audit_head
         ok, bad, reason = codec.verify_chain(entries)
         if ok and head != (f"{entries[-1].seq}:{entries[-1].hash}" if entries else None):
             ok, bad, reason = False, len(entries) + 1, "the newest entries were removed"
-        return AuditReport(ok, len(entries), bad, reason)
+        return model.AuditReport(ok, len(entries), bad, reason)
 
     # --- policy versions -----------------------------------------------------------------
 
-    def policy(self) -> PolicyVersion | None:
+    def policy(self) -> model.PolicyVersion | None:
         with self.store.lock:
             return self.store.policies[-1] if self.store.policies else None
 
-    def save_policy(self, text: str, actor: str) -> PolicyVersion:
+    def save_policy(self, text: str, actor: str) -> model.PolicyVersion:
         with self.store.lock:
-            saved = PolicyVersion(len(self.store.policies) + 1, text, actor, utcnow())
+            saved = model.PolicyVersion(len(self.store.policies) + 1, text, actor, model.utcnow())
             self.store.policies.append(saved)
-            self._append(AuditEvent("policy.saved", f"policy:{saved.version}", actor, {"version": saved.version}))
+            self._append(model.AuditEvent("policy.saved", f"policy:{saved.version}", actor, {"version": saved.version}))
             return saved
 
     # --- exemptions ----------------------------------------------------------------------
@@ -379,17 +359,17 @@ class MemoryLedger(OutboxSteps):
         mine.sort(key=lambda j: (-j.created_at.timestamp(), j.id))
         return mine[: max(1, limit)]
 
-    def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[Ownership]:
+    def ownerships(self, after: str = "", limit: int = 1000) -> Sequence[model.Ownership]:
         with self.store.lock:
             owned = sorted((k, doc) for k, (_, doc) in self.store.mailboxes.items() if doc and k > after)
-        return [codec.ownership_from(MailboxKey(k), json.loads(doc)) for k, doc in owned[: max(1, limit)]]
+        return [codec.ownership_from(model.MailboxKey(k), json.loads(doc)) for k, doc in owned[: max(1, limit)]]
 
     # --- tampering, for the contract suite's audit tests ------------------------------
 
-    def tamper(self, edit: Callable[[list[AuditEntry]], None]) -> None:
+    def tamper(self, edit: Callable[[list[model.AuditEntry]], None]) -> None:
         with self.store.lock:
             edit(self.store.audit)
 
 
-def _due(action: Action, moment: datetime) -> bool:
+def _due(action: model.Action, moment: datetime) -> bool:
     return action.next_attempt_at is None or action.next_attempt_at <= moment

@@ -17,25 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
+from shared.domain import model
 from shared.domain.exemptions import Book, Plan
-from shared.domain.model import (
-    Action,
-    ActionStatus,
-    AuditEntry,
-    AuditEvent,
-    AuditReport,
-    Case,
-    CaseQuery,
-    Change,
-    ClaimRecord,
-    EventOutcome,
-    MailboxKey,
-    MailboxView,
-    Notice,
-    Overview,
-    Page,
-    PolicyVersion,
-)
 
 
 class LedgerError(Exception):
@@ -49,7 +32,7 @@ class ConcurrencyConflict(LedgerError):
 class DuplicateEvent(LedgerError):
     """The source event was already processed; nothing was written."""
 
-    def __init__(self, outcome: EventOutcome) -> None:
+    def __init__(self, outcome: model.EventOutcome) -> None:
         super().__init__(f"event {outcome.event_key} already processed")
         self.outcome = outcome
 
@@ -63,10 +46,10 @@ class Attempt:
     """
 
     action_id: str
-    status: ActionStatus
+    status: model.ActionStatus
     error: str | None = None
     retry_at: datetime | None = None
-    notice: Notice | None = None
+    notice: model.Notice | None = None
     spent: bool = True
     lease: datetime | None = None
 
@@ -77,11 +60,11 @@ class Attempt:
 class Mailboxes(Protocol):
     """The mailbox aggregate: its view, the events already processed, and atomic changes."""
 
-    def mailbox(self, key: MailboxKey) -> MailboxView: ...
+    def mailbox(self, key: model.MailboxKey) -> model.MailboxView: ...
 
-    def event(self, event_key: str) -> EventOutcome | None: ...
+    def event(self, event_key: str) -> model.EventOutcome | None: ...
 
-    def commit(self, change: Change) -> None:
+    def commit(self, change: model.Change) -> None:
         """Write ``change`` atomically; raise ``DuplicateEvent`` or ``ConcurrencyConflict``."""
         ...
 
@@ -89,27 +72,27 @@ class Mailboxes(Protocol):
 class CaseReads(Protocol):
     """Cases and claims as recorded, for the API, the console and the reports."""
 
-    def case(self, case_id: str) -> Case | None: ...
+    def case(self, case_id: str) -> model.Case | None: ...
 
-    def cases(self, query: CaseQuery) -> Page: ...
+    def cases(self, query: model.CaseQuery) -> model.Page: ...
 
-    def count_cases(self, query: CaseQuery) -> int:
+    def count_cases(self, query: model.CaseQuery) -> int:
         """How many cases ``query`` matches (its cursor and limit aside)."""
         ...
 
-    def overview(self) -> Overview:
+    def overview(self) -> model.Overview:
         """Cases per state, the open ones per org, and the oldest held case."""
         ...
 
-    def claims(self, key: MailboxKey, limit: int = 50) -> Sequence[ClaimRecord]: ...
+    def claims(self, key: model.MailboxKey, limit: int = 50) -> Sequence[model.ClaimRecord]: ...
 
 
 class Outbox(Protocol):
     """The actions decisions left to carry out, and what became of each attempt."""
 
-    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[Action]: ...
+    def pending_actions(self, limit: int = 100, *, now: datetime | None = None) -> Sequence[model.Action]: ...
 
-    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
+    def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[model.Action]:
         """Take up to ``limit`` due pending actions for one worker.
 
         Each taken action is not due again before ``until`` (its lease), so two
@@ -121,12 +104,12 @@ class Outbox(Protocol):
     def record_attempt(
         self,
         action_id: str,
-        status: ActionStatus,
+        status: model.ActionStatus,
         error: str | None = None,
         *,
         retry_at: datetime | None = None,
-        notice: Notice | None = None,
-    ) -> Action:
+        notice: model.Notice | None = None,
+    ) -> model.Action:
         """Record one attempt at an action; the case follows (applied/failed) when all its writes are done.
 
         ``status`` PENDING with ``retry_at`` is a transient failure to try again later.
@@ -137,7 +120,7 @@ class Outbox(Protocol):
         """
         ...
 
-    def record_attempts(self, attempts: Sequence[Attempt]) -> Sequence[Action]:
+    def record_attempts(self, attempts: Sequence[Attempt]) -> Sequence[model.Action]:
         """Record one round's results at once (a ``$batch``'s): each as ``record_attempt`` would; in order.
 
         SQLite and memory write them all in one transaction: all or nothing, and an unknown action
@@ -149,7 +132,7 @@ class Outbox(Protocol):
         """
         ...
 
-    def reset_action(self, action_id: str, *, actor: str) -> Action:
+    def reset_action(self, action_id: str, *, actor: str) -> model.Action:
         """Make a failed action pending again (a retry asked by ``actor``), with its audit entry.
 
         Anything but a failed action is refused with ``InvalidTransition`` (409): of two
@@ -161,19 +144,19 @@ class Outbox(Protocol):
 class AuditLog(Protocol):
     """The hash-chained log of everything decided and done."""
 
-    def append_audit(self, event: AuditEvent) -> AuditEntry: ...
+    def append_audit(self, event: model.AuditEvent) -> model.AuditEntry: ...
 
-    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[AuditEntry]: ...
+    def audit_entries(self, after: int = 0, limit: int = 1000) -> Sequence[model.AuditEntry]: ...
 
-    def verify_audit(self) -> AuditReport: ...
+    def verify_audit(self) -> model.AuditReport: ...
 
 
 class PolicyVersions(Protocol):
     """Every saved version of the policy; the newest is in force."""
 
-    def policy(self) -> PolicyVersion | None: ...
+    def policy(self) -> model.PolicyVersion | None: ...
 
-    def save_policy(self, text: str, actor: str) -> PolicyVersion: ...
+    def save_policy(self, text: str, actor: str) -> model.PolicyVersion: ...
 
 
 ExemptionPlanner = Callable[[Book], Plan]

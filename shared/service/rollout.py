@@ -15,19 +15,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from shared.dataverse import schema
 from shared.dataverse.pacing import Pacer
 from shared.dataverse.port import MAX_BATCH, OrgClient
-from shared.dataverse.schema import (
-    ACT_METHOD,
-    INCOMING_EMAIL,
-    MAILBOX_ID,
-    MAILBOXES,
-    OUTGOING_EMAIL,
-    PRIMARY_FLAG,
-    TEST_ENABLE,
-    TESTED_ON,
-    ActMethod,
-)
 from shared.domain.model import Action, ActionKind, ActionStatus, Case, CaseState
 from shared.ledger.port import Ledger
 from shared.service.execution import ExecutionReport
@@ -147,17 +137,25 @@ def done_in_org(action: Action, row: dict[str, object]) -> bool:
     if action.kind is ActionKind.DEMOTE:
         return landed(action.kind, row, None, action.fence)
     if action.kind is ActionKind.PROMOTE:
-        if row.get(ACT_METHOD) != ActMethod.SERVER_SIDE_SYNC or not row.get(PRIMARY_FLAG):
+        if row.get(schema.ACT_METHOD) != schema.ActMethod.SERVER_SIDE_SYNC or not row.get(schema.PRIMARY_FLAG):
             return False
-        if row.get(TEST_ENABLE) is True:
+        if row.get(schema.TEST_ENABLE) is True:
             return True
-        tested = str(row.get(TESTED_ON) or "")
+        tested = str(row.get(schema.TESTED_ON) or "")
         decided = action.created_at.strftime("%Y-%m-%dT%H:%M:%S")
         return bool(tested) and tested[:19] >= decided
     return False
 
 
-VERIFY_COLUMNS = (MAILBOX_ID, ACT_METHOD, PRIMARY_FLAG, TEST_ENABLE, TESTED_ON, INCOMING_EMAIL, OUTGOING_EMAIL)
+VERIFY_COLUMNS = (
+    schema.MAILBOX_ID,
+    schema.ACT_METHOD,
+    schema.PRIMARY_FLAG,
+    schema.TEST_ENABLE,
+    schema.TESTED_ON,
+    schema.INCOMING_EMAIL,
+    schema.OUTGOING_EMAIL,
+)
 IDS_PER_QUERY = 50
 
 
@@ -179,10 +177,10 @@ async def verify_in_doubt(ledger: Ledger, client_for: Callable[[str], OrgClient]
         client = client_for(org)
         for start in range(0, len(actions), IDS_PER_QUERY):
             chunk = actions[start : start + IDS_PER_QUERY]
-            query = " or ".join(f"{MAILBOX_ID} eq {a.mailbox_id}" for a in chunk)
+            query = " or ".join(f"{schema.MAILBOX_ID} eq {a.mailbox_id}" for a in chunk)
             rows: dict[str, dict[str, object]] = {}
-            async for page in client.query(MAILBOXES, select=VERIFY_COLUMNS, filter=query):
-                rows.update({str(r[MAILBOX_ID]).lower(): r for r in page})
+            async for page in client.query(schema.MAILBOXES, select=VERIFY_COLUMNS, filter=query):
+                rows.update({str(r[schema.MAILBOX_ID]).lower(): r for r in page})
             for action in chunk:
                 row = rows.get(str(action.mailbox_id).lower())
                 if row is not None and done_in_org(action, row):

@@ -20,20 +20,7 @@ from itertools import count, pairwise
 
 import pytest
 
-from shared.domain.model import (
-    ActionStatus,
-    AuditEvent,
-    CaseState,
-    Change,
-    ClaimKind,
-    ClaimRecord,
-    Effect,
-    EventOutcome,
-    MailboxKey,
-    Origin,
-    Ownership,
-    utcnow,
-)
+from shared.domain import model
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger
 from tests.contract.conftest import Clock, LedgerSpec, contested, in_processes, mailbox, needs_processes
 
@@ -41,7 +28,7 @@ pytestmark = pytest.mark.slow
 ORGS = ("contoso-na", "contoso-jp", "contoso-eu", "contoso-dev")
 
 
-def take_over(ledger: Ledger, key: MailboxKey, org: str, event_key: str) -> bool:
+def take_over(ledger: Ledger, key: model.MailboxKey, org: str, event_key: str) -> bool:
     """``org`` takes the mailbox: one decision, retried until it lands; False when the event was done.
 
     A writer that lost a race waits a little, growing and jittered, before deciding again, as a client of
@@ -58,15 +45,17 @@ def take_over(ledger: Ledger, key: MailboxKey, org: str, event_key: str) -> bool
         if ledger.event(event_key) is not None:
             return False
         view = ledger.mailbox(key)
-        now = utcnow()
+        now = model.utcnow()
         version = view.version + 1
         previous = view.ownership.owner if view.ownership else None
         data: dict[str, object] = {"version": version, "owner": org, "previous": previous, "event": event_key}
-        change = Change(
-            key, view.version, Ownership(key, org, now, "race", version),
-            EventOutcome(event_key, Effect.OVERRIDE, None, now),
-            ClaimRecord(key, org, ClaimKind.ADMIN, Origin.ADMIN, event_key, Effect.OVERRIDE, None, now),
-            audit=(AuditEvent("owner.set", key.address, org, data, now),),
+        change = model.Change(
+            key, view.version, model.Ownership(key, org, now, "race", version),
+            model.EventOutcome(event_key, model.Effect.OVERRIDE, None, now),
+            model.ClaimRecord(
+                key, org, model.ClaimKind.ADMIN, model.Origin.ADMIN, event_key, model.Effect.OVERRIDE, None, now
+            ),
+            audit=(model.AuditEvent("owner.set", key.address, org, data, now),),
         )  # fmt: skip
         try:
             ledger.commit(change)
@@ -77,7 +66,7 @@ def take_over(ledger: Ledger, key: MailboxKey, org: str, event_key: str) -> bool
         return True
 
 
-def assert_one_story(ledger: Ledger, keys: dict[MailboxKey, list[str]]) -> None:
+def assert_one_story(ledger: Ledger, keys: dict[model.MailboxKey, list[str]]) -> None:
     """Per mailbox: versions 1..n each decided once, each owner taking over from the previous one."""
     report = ledger.verify_audit()
     assert report.ok, report
@@ -137,7 +126,7 @@ def test_concurrent_appends_make_one_chain(ledger: Ledger, instances: Callable[[
 
     def run(t: int) -> list[int]:
         me = ledger if t % 2 else second
-        return [me.append_audit(AuditEvent("race", f"t{t}", "tester", {"i": i})).seq for i in range(15)]
+        return [me.append_audit(model.AuditEvent("race", f"t{t}", "tester", {"i": i})).seq for i in range(15)]
 
     with ThreadPoolExecutor(6) as pool:
         seqs = [seq for got in pool.map(run, range(6)) for seq in got]
@@ -148,20 +137,20 @@ def test_concurrent_appends_make_one_chain(ledger: Ledger, instances: Callable[[
 
 def test_attempts_racing_on_one_case_settle_it_once(ledger: Ledger, instances: Callable[[], Ledger]) -> None:
     second = instances()
-    cases = [contested(ledger, Clock(), Effect.BLOCK) for _ in range(3)]
+    cases = [contested(ledger, Clock(), model.Effect.BLOCK) for _ in range(3)]
     work = [(a.id, i % 2) for case in cases for i, a in enumerate(case.actions)]
 
     def run(item: tuple[str, int]) -> None:
         action_id, which = item
-        (ledger if which else second).record_attempt(action_id, ActionStatus.APPLIED)
+        (ledger if which else second).record_attempt(action_id, model.ActionStatus.APPLIED)
 
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(run, work))
     for case in cases:
         stored = ledger.case(case.id)
-        assert stored is not None and stored.state is CaseState.APPLIED
+        assert stored is not None and stored.state is model.CaseState.APPLIED
         assert [h.note for h in stored.history].count("every action applied") == 1
-        assert all(a.status is ActionStatus.APPLIED and a.attempts == 1 for a in stored.actions)
+        assert all(a.status is model.ActionStatus.APPLIED and a.attempts == 1 for a in stored.actions)
     assert ledger.pending_actions() == []
     assert ledger.verify_audit().ok
 
@@ -172,7 +161,7 @@ def hammer(url: str, seed: int, work: list[tuple[str, str]], out: multiprocessin
     try:
         mine = work[:]
         random.Random(seed).shuffle(mine)
-        won = [event for address, event in mine if take_over(ledger, MailboxKey(address), ORGS[seed % 4], event)]
+        won = [event for address, event in mine if take_over(ledger, model.MailboxKey(address), ORGS[seed % 4], event)]
         out.put(won)
     finally:
         ledger.close()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain import model
 from shared.domain.exemptions import (
     Book,
     DuplicateExemption,
@@ -21,17 +22,6 @@ from shared.domain.exemptions import (
     plan_expired,
     plan_remove,
     resolve,
-)
-from shared.domain.model import (
-    ActionKind,
-    CaseQuery,
-    CaseState,
-    DomainError,
-    Effect,
-    InvalidTransition,
-    MailboxKey,
-    NotFound,
-    Origin,
 )
 from shared.domain.policy import UserUnknown
 from shared.service.exemptions import Exemptions
@@ -73,7 +63,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("scope", "value", "other", "field", "fragment"), REFUSED)
 def test_a_bad_exemption_is_refused_naming_its_field(scope, value, other, field, fragment):
-    with pytest.raises(DomainError) as refused:
+    with pytest.raises(model.DomainError) as refused:
         exemption(scope, value, **other)
     assert refused.value.field == field and fragment in refused.value.detail
 
@@ -95,7 +85,7 @@ def test_subjects_are_normalized_so_the_same_thing_is_the_same_exemption():
 def covers(e: Exemption, *, key: str = "aiko.tanaka@contoso.com", claimant: str = "contoso-jp",
            owner: str | None = "contoso-na", user: Mapping[str, object] | None = None,
            today: date = date(2026, 11, 10)) -> bool:  # fmt: skip
-    found = covering([e], key=MailboxKey.parse(key), claimant=claimant, owner=owner, user=user or {}, today=today)
+    found = covering([e], key=model.MailboxKey.parse(key), claimant=claimant, owner=owner, user=user or {}, today=today)
     return found is e
 
 
@@ -128,7 +118,7 @@ def test_an_exemption_applies_through_its_last_day_in_utc_and_stops_by_itself():
 def test_the_oldest_of_several_covering_exemptions_is_named():
     older = exemption(Scope.DOMAIN, "contoso.com", now=NOW)
     newer = exemption(Scope.MAILBOX, "aiko.tanaka@contoso.com", now=NOW + timedelta(hours=1))
-    key = MailboxKey.parse("aiko.tanaka@contoso.com")
+    key = model.MailboxKey.parse("aiko.tanaka@contoso.com")
     found = covering([newer, older], key=key, claimant="contoso-jp", owner="contoso-na", user={},
                      today=date(2026, 11, 3))  # fmt: skip
     assert found is older
@@ -160,12 +150,12 @@ def test_removing_twice_or_removing_nothing_is_refused():
     e = replace(exemption(Scope.DOMAIN, "contoso.com"), added_in=1)
     plan = plan_remove(Book(1, (e,)), e.id, actor="a", reason="done", now=NOW)
     gone = plan.changed[0]
-    with pytest.raises(InvalidTransition) as again:
+    with pytest.raises(model.InvalidTransition) as again:
         plan_remove(Book(2, (gone,)), e.id, actor="b", reason=None, now=NOW)
     assert again.value.state == "removed"
-    with pytest.raises(NotFound):
+    with pytest.raises(model.NotFound):
         plan_remove(Book(2, (gone,)), "nope", actor="b", reason=None, now=NOW)
-    with pytest.raises(DomainError, match="reason"):
+    with pytest.raises(model.DomainError, match="reason"):
         plan_remove(Book(1, (e,)), e.id, actor="a", reason="\x00", now=NOW)
 
 
@@ -183,9 +173,9 @@ def test_an_exemption_is_found_by_a_unique_prefix():
     a, b = replace(a, id="aaaa1111-0000"), replace(b, id="aaaa2222-0000")
     book = Book(2, (a, b))
     assert resolve(book, "aaaa1") is a and resolve(book, b.id) is b
-    with pytest.raises(DomainError, match="give more"):
+    with pytest.raises(model.DomainError, match="give more"):
         resolve(book, "aaaa")
-    with pytest.raises(NotFound):
+    with pytest.raises(model.NotFound):
         resolve(book, "bbbb")
 
 
@@ -200,12 +190,12 @@ def test_a_covered_claim_is_only_recorded_and_its_decision_names_the_exemption(t
                      actor="admin@contoso.com")  # fmt: skip
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2"))
-    assert outcome.effect is Effect.AUDIT and not outcome.decision.stops_claim
+    assert outcome.effect is model.Effect.AUDIT and not outcome.decision.stops_claim
     assert outcome.decision.exemption == added.id and outcome.decision.rule == "default"
     assert f"exemption {added.id[:8]} (CHG-7, until 2026-11-20: Tokyo move)" in outcome.decision.explanation
     assert "would block it" in outcome.decision.explanation
     case = c.service.case(outcome.case_id)
-    assert case.actions == () and case.state is CaseState.DECIDED
+    assert case.actions == () and case.state is model.CaseState.DECIDED
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
     decided = [e.event for e in c.ledger.audit_entries() if e.event.kind == "claim.decided"][-1]
     assert decided.data["exemption"] == added.id
@@ -219,10 +209,10 @@ def test_an_expired_exemption_stops_applying_and_is_reported_once(tmp_path):
     added = desk.add("orgs", ["contoso-jp", "contoso-na"], reason="pilot", ticket="T-1", expires="2026-11-03",
                      actor="admin")  # fmt: skip
     c.service.handle_claim(claim("contoso-na", op="1"))
-    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is Effect.AUDIT
+    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is model.Effect.AUDIT
     assert desk.report_expired() == []
     clock[0] = datetime(2026, 11, 4, 0, 0, 1, tzinfo=UTC)  # nothing ran in between
-    assert c.service.handle_claim(claim("contoso-jp", op="3")).effect is Effect.BLOCK
+    assert c.service.handle_claim(claim("contoso-jp", op="3")).effect is model.Effect.BLOCK
     reported = desk.report_expired()
     assert [e.id for e in reported] == [added.id] and desk.report_expired() == []
     kinds = [e.event.kind for e in c.ledger.audit_entries() if e.event.kind.startswith("exemption")]
@@ -238,10 +228,10 @@ def test_a_removed_exemption_no_longer_applies(tmp_path):
     removed = desk.remove(added.id[:8], actor="b", reason="not needed")
     assert removed.removed_by == "b" and removed.removed_reason == "not needed"
     c.service.handle_claim(claim("contoso-na", op="1"))
-    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is Effect.HOLD
-    with pytest.raises(InvalidTransition):
+    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is model.Effect.HOLD
+    with pytest.raises(model.InvalidTransition):
         desk.remove(added.id, actor="c")
-    with pytest.raises(DomainError, match="one of mailbox, domain, user, orgs"):
+    with pytest.raises(model.DomainError, match="one of mailbox, domain, user, orgs"):
         desk.add("tenant", "x", reason="r", ticket="t", expires="2026-11-30", actor="a")
 
 
@@ -254,13 +244,13 @@ class Directory:
         self.users = users
         self.asked: list[str] = []
 
-    def attributes(self, key: MailboxKey, *, groups: bool = True) -> Mapping[str, object]:
+    def attributes(self, key: model.MailboxKey, *, groups: bool = True) -> Mapping[str, object]:
         self.asked.append(key.address)
         if key.address not in self.users:
             raise UserUnknown("Microsoft Graph has no user with this address", outage=False)
         return self.users[key.address]
 
-    def prefetch(self, keys: Sequence[MailboxKey], *, groups: bool = True) -> None:
+    def prefetch(self, keys: Sequence[model.MailboxKey], *, groups: bool = True) -> None:
         return None
 
 
@@ -270,15 +260,15 @@ def test_a_user_exemption_reads_the_user_even_when_the_policy_does_not(tmp_path)
     directory = Directory({AIKO.address: {"userPrincipalName": "aiko@contoso.onmicrosoft.com", "id": "u-1"}})
     c.service.users = directory
     c.service.handle_claim(claim("contoso-na", op="1"))
-    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is Effect.BLOCK
+    assert c.service.handle_claim(claim("contoso-jp", op="2")).effect is model.Effect.BLOCK
     assert directory.asked == []  # nothing reads the user yet: no Graph on the path
     Exemptions(c.service).add("user", "aiko@contoso.onmicrosoft.com", reason="r", ticket="t", expires="2026-11-30",
                               actor="a")  # fmt: skip
-    assert c.service.handle_claim(claim("contoso-jp", op="3")).effect is Effect.AUDIT
+    assert c.service.handle_claim(claim("contoso-jp", op="3")).effect is model.Effect.AUDIT
     assert directory.asked == [AIKO.address]
     c.service.users = Directory({})  # Graph does not know the user: the exemption cannot match
     outcome = c.service.handle_claim(claim("contoso-jp", op="4"))
-    assert outcome.effect is Effect.BLOCK and "no user with this address" in outcome.decision.explanation
+    assert outcome.effect is model.Effect.BLOCK and "no user with this address" in outcome.decision.explanation
 
 
 def test_what_if_and_explain_see_the_exemptions_too(tmp_path):
@@ -287,9 +277,9 @@ def test_what_if_and_explain_see_the_exemptions_too(tmp_path):
     c.service.handle_claim(claim("contoso-na", op="1"))
     Exemptions(c.service).add("mailbox", AIKO.address, reason="r", ticket="T-9", expires="2026-11-30", actor="a")
     decision, trace = c.service.explain(AIKO, "contoso-jp")
-    assert decision.effect is Effect.AUDIT and any("T-9" in line for line in trace)
-    assert c.service.evaluate(AIKO, "contoso-jp", origin=Origin.GATE).exemption is not None
-    assert c.ledger.cases(CaseQuery()).items == ()
+    assert decision.effect is model.Effect.AUDIT and any("T-9" in line for line in trace)
+    assert c.service.evaluate(AIKO, "contoso-jp", origin=model.Origin.GATE).exemption is not None
+    assert c.ledger.cases(model.CaseQuery()).items == ()
 
 
 def test_a_warned_claim_goes_through_and_tells_the_admin_and_the_owner(tmp_path):
@@ -303,9 +293,9 @@ notify:
                   mail_from="orgguard@contoso.com")  # fmt: skip
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2", user_id="u-jp"))
-    assert outcome.effect is Effect.WARN and not outcome.decision.stops_claim and not outcome.decision.acts
+    assert outcome.effect is model.Effect.WARN and not outcome.decision.stops_claim and not outcome.decision.acts
     case = c.service.case(outcome.case_id)
-    (notice,) = [a for a in case.actions if a.kind is ActionKind.NOTIFY]
+    (notice,) = [a for a in case.actions if a.kind is model.ActionKind.NOTIFY]
     assert notice.notice is not None and notice.notice.kind.value == "warned"
     assert set(notice.notice.to) == {"admin:contoso-jp/u-jp", "crm-admins@contoso.com"}
     assert c.ledger.mailbox(AIKO).ownership.owner == "contoso-na"
@@ -316,7 +306,7 @@ def test_a_warn_rule_without_mail_says_it_only_records(tmp_path):
     c = container(tmp_path, "version: 1\ndefault: warn\n", in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
     outcome = c.service.handle_claim(claim("contoso-jp", op="2", user_id="u-jp"))
-    assert outcome.effect is Effect.WARN and c.service.case(outcome.case_id).actions == ()
+    assert outcome.effect is model.Effect.WARN and c.service.case(outcome.case_id).actions == ()
     assert any("warns, but no mail can be sent" in w for w in c.service.policy_warnings())
 
 
@@ -330,12 +320,12 @@ rules:
 """
     c = container(tmp_path, policy, in_memory=True)
     c.service.handle_claim(claim("contoso-na", op="1"))
-    gate = c.service.handle_claim(claim("contoso-jp", op="2", origin=Origin.GATE))
-    assert gate.effect is Effect.BLOCK and "(its effect at the gate)" in gate.decision.explanation
-    later = c.service.handle_claim(claim("contoso-jp", op="3", origin=Origin.SERVICEBUS))
-    assert later.effect is Effect.AUDIT and "via servicebus" in later.decision.explanation
-    swept = c.service.handle_claim(claim("contoso-jp", op="4", origin=Origin.SWEEP))
-    assert swept.effect is Effect.HOLD
+    gate = c.service.handle_claim(claim("contoso-jp", op="2", origin=model.Origin.GATE))
+    assert gate.effect is model.Effect.BLOCK and "(its effect at the gate)" in gate.decision.explanation
+    later = c.service.handle_claim(claim("contoso-jp", op="3", origin=model.Origin.SERVICEBUS))
+    assert later.effect is model.Effect.AUDIT and "via servicebus" in later.decision.explanation
+    swept = c.service.handle_claim(claim("contoso-jp", op="4", origin=model.Origin.SWEEP))
+    assert swept.effect is model.Effect.HOLD
 
 
 def test_org_types_from_the_registry_decide_non_production_claims(tmp_path):
@@ -357,8 +347,10 @@ rules:
             {"type": types[n]} if n in types else {})} for n, i in ORG_IDS.items()]}, env={})  # fmt: skip
     c.service.handle_claim(claim("contoso-na", op="1"))
     blocked = c.service.handle_claim(claim("contoso-jp", op="2"))
-    assert blocked.effect is Effect.BLOCK and blocked.decision.rule == "non-production-never-takes-from-production"
+    assert (
+        blocked.effect is model.Effect.BLOCK and blocked.decision.rule == "non-production-never-takes-from-production"
+    )
     untyped = c.service.handle_claim(claim("contoso-eu", op="3"))
-    assert untyped.effect is Effect.OVERRIDE  # an org without a type never matches a type condition
+    assert untyped.effect is model.Effect.OVERRIDE  # an org without a type never matches a type condition
     _, trace = c.service.explain(AIKO, "contoso-jp", owner="contoso-eu")
     assert "owner.type of contoso-eu is not known" in trace[0]
