@@ -92,7 +92,7 @@ class LocalQueue:
     ) -> None:
         self.path = str(path)
         if self.path == ":memory:" or not self.path:
-            raise QueueError("the local queue needs a file (each thread opens its own connection)")
+            raise QueueError("the local queue needs a file (its consumers in other processes share it)")
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -101,12 +101,14 @@ class LocalQueue:
         self.max_deliveries = max_deliveries
         self.lock_s = lock_s
         self.clock = clock
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._conns = threading.Lock()
+        # One connection per queue, its transactions taken in turn: the file lock serializes writers anyway,
+        # and a queue's operations are few and short next to the work they hand out.
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         self._wakeup = _wakeup(str(Path(self.path).resolve()))
         try:
-            self._conn().executescript(SCHEMA)
+            with self._lock:
+                self._open().executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise QueueError(f"cannot prepare the local queue at {self.path}: {exc}") from exc
 
@@ -121,38 +123,40 @@ class LocalQueue:
 
     # --- connections and transactions ----------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _open(self) -> sqlite3.Connection:
+        """The queue's connection (opened on first use, and again after ``close``); call it holding the lock."""
+        if self._db is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise QueueError(f"cannot open the local queue at {self.path}: {exc}") from exc
-            self._local.conn = conn
-            with self._conns:
-                self._all.append(conn)
-        return conn
+            self._db = db
+        return self._db
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise QueueError(f"the local queue is unavailable: {exc}") from exc
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise QueueError(f"the local queue could not commit: {exc}") from exc
+        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            db = self._open()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                with db:  # the connection's own context: COMMIT, or ROLLBACK on any exception
+                    yield db
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.rollback()
+                raise QueueError(f"the local queue is unavailable: {exc}") from exc
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        """A read outside any transaction (one statement sees one committed state in WAL mode)."""
+        with self._lock:
+            try:
+                return self._open().execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise QueueError(f"the local queue is unavailable: {exc}") from exc
 
     def _notify(self) -> None:
         with self._wakeup:
@@ -280,7 +284,7 @@ class LocalQueue:
     # --- dead letters ----------------------------------------------------------------------
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = self._conn().execute(
+        rows = self._rows(
             "SELECT * FROM messages WHERE queue = ? AND dead = 1 ORDER BY dead_at, seq LIMIT ?", (self.name, limit)
         )
         return [self._dead(row) for row in rows]
@@ -289,12 +293,8 @@ class LocalQueue:
         seq = self._seq(dead_letter_id)
         if seq is None:
             return None
-        row = (
-            self._conn()
-            .execute("SELECT * FROM messages WHERE seq = ? AND queue = ? AND dead = 1", (seq, self.name))
-            .fetchone()
-        )
-        return self._dead(row) if row else None
+        rows = self._rows("SELECT * FROM messages WHERE seq = ? AND queue = ? AND dead = 1", (seq, self.name))
+        return self._dead(rows[0]) if rows else None
 
     def replay(self, dead_letter_id: str) -> DeadLetter:
         with self._tx() as db:
@@ -350,23 +350,18 @@ class LocalQueue:
 
     def counts(self) -> QueueCounts:
         now = self.clock()
-        row = (
-            self._conn()
-            .execute(
-                "SELECT SUM(dead = 0 AND visible_at <= ?) AS active, SUM(dead = 0 AND visible_at > ?) AS scheduled, "
-                "SUM(dead = 1) AS dead FROM messages WHERE queue = ?",
-                (now, now, self.name),
-            )
-            .fetchone()
+        (row,) = self._rows(
+            "SELECT SUM(dead = 0 AND visible_at <= ?) AS active, SUM(dead = 0 AND visible_at > ?) AS scheduled, "
+            "SUM(dead = 1) AS dead FROM messages WHERE queue = ?",
+            (now, now, self.name),
         )
         return QueueCounts(self.name, row["active"] or 0, row["scheduled"] or 0, row["dead"] or 0)
 
     def close(self) -> None:
-        with self._conns:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _too_many(deliveries: int) -> str:
