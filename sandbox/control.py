@@ -370,19 +370,17 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
     async def add_graph_user(spec: GraphUserSpec) -> dict[str, Any]:
         """A directory user; two users may share an address (the conflict real tenants have)."""
         groups = tuple(state.group(name).id for name in spec.groups)
-        user = GraphUser(
-            id=stable_id("graph-user", len(state.graph_users), spec.mail, spec.displayName),
-            displayName=spec.displayName,
-            userPrincipalName=spec.userPrincipalName or spec.mail.lower(),
-            mail=spec.mail,
-            usageLocation=spec.usageLocation,
-            country=spec.country,
+        user = GraphUser.at(
+            spec.mail,
+            spec.displayName,
+            user_id=stable_id("graph-user", len(state.graph_users), spec.mail, spec.displayName),
+            place=(spec.usageLocation, spec.country),
             department=spec.department,
-            jobTitle="",
             groups=groups,
-            companyName=spec.companyName,
-            officeLocation=spec.officeLocation,
-            proxyAddresses=tuple(spec.proxyAddresses) or (f"SMTP:{spec.mail}",),
+            office=spec.officeLocation,
+            company=spec.companyName,
+            upn=spec.userPrincipalName,
+            proxies=tuple(spec.proxyAddresses),
         )
         state.add_graph_user(user)
         return user.as_json()
@@ -394,19 +392,8 @@ def router(state: SandboxState, poster: Poster, tests: TestEnable) -> APIRouter:
         start = len(group.members)
         for n in range(start, start + spec.count):
             address = f"member{n}.{group.id[:8]}@contoso.com"
-            state.add_graph_user(
-                GraphUser(
-                    id=stable_id("graph-member", group.id, n),
-                    displayName=f"Member {n}",
-                    userPrincipalName=address,
-                    mail=address,
-                    usageLocation="US",
-                    country="United States",
-                    department="",
-                    jobTitle="",
-                    groups=(group.id,),
-                )
-            )
+            user_id = stable_id("graph-member", group.id, n)
+            state.add_graph_user(GraphUser.at(address, f"Member {n}", user_id=user_id, groups=(group.id,)))
         return {"group": group.id, "members": len(group.members)}
 
     return routes

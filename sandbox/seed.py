@@ -274,18 +274,16 @@ def _graph_user(rng: random.Random, state: SandboxState, person: Person, key: st
         groups.append(APPROVERS)
     local, _, domain = key.partition("@")
     state.add_graph_user(
-        GraphUser(
-            id=_guid(rng),
-            displayName=f"{person.first} {person.last}",
-            userPrincipalName=person.address.lower(),
-            mail=person.address,
-            usageLocation=usage,
-            country=country,
+        GraphUser.at(
+            person.address,
+            f"{person.first} {person.last}",
+            user_id=_guid(rng),
+            place=(usage, country),
             department=department,
-            jobTitle=rng.choice(TITLES),
+            title=rng.choice(TITLES),
             groups=tuple(state.group(name).id for name in groups),
-            officeLocation=OFFICES.get(usage, ""),
-            proxyAddresses=(f"SMTP:{person.address}", f"smtp:{local}@{domain.split('.')[0]}.onmicrosoft.com"),
+            office=OFFICES.get(usage, ""),
+            proxies=(f"SMTP:{person.address}", f"smtp:{local}@{domain.split('.')[0]}.onmicrosoft.com"),
         )
     )
 
@@ -302,34 +300,21 @@ def _approver(state: SandboxState, region: str) -> GraphUser:
     """Each region's CRM admin approves OrgGuard's held cases (so the approvers group is never empty)."""
     address = f"crm-admin@{MAIL_DOMAINS[region]}"
     usage = NAMES[region][3][0]
-    return GraphUser(
-        id=stable_id("graph-user", address),
-        displayName=f"Contoso {region} CRM admin",
-        userPrincipalName=address,
-        mail=address,
-        usageLocation=usage[0],
-        country=usage[1],
+    return GraphUser.at(
+        address,
+        f"Contoso {region} CRM admin",
+        user_id=stable_id("graph-user", address),
+        place=usage,
         department="IT",
-        jobTitle="CRM administrator",
+        title="CRM administrator",
         groups=(state.group(f"Contoso {region}").id, state.group(APPROVERS).id),
-        officeLocation=OFFICES.get(usage[0], ""),
-        proxyAddresses=(f"SMTP:{address}",),
+        office=OFFICES.get(usage[0], ""),
     )
 
 
 def _sender() -> GraphUser:
-    return GraphUser(
-        id=stable_id("graph-user", SENDER),
-        displayName="OrgGuard",
-        userPrincipalName=SENDER,
-        mail=SENDER,
-        usageLocation="US",
-        country="United States",
-        department="IT",
-        jobTitle="Service mailbox",
-        groups=(),
-        proxyAddresses=(f"SMTP:{SENDER}",),
-    )
+    user_id = stable_id("graph-user", SENDER)
+    return GraphUser.at(SENDER, "OrgGuard", user_id=user_id, department="IT", title="Service mailbox")
 
 
 @cache

@@ -257,6 +257,39 @@ class GraphUser:
     proxyAddresses: tuple[str, ...] = ()
     accountEnabled: bool = True
 
+    @classmethod
+    def at(
+        cls,
+        mail: str,
+        name: str,
+        *,
+        user_id: str,
+        place: tuple[str, str] = ("US", "United States"),
+        department: str = "",
+        title: str = "",
+        groups: tuple[str, ...] = (),
+        office: str = "",
+        company: str = "Contoso",
+        upn: str | None = None,
+        proxies: tuple[str, ...] = (),
+    ) -> GraphUser:
+        """A user whose mail is ``mail``: the UPN is the address in lower case and the one proxy address its
+        primary SMTP address, unless given; ``place`` is the usage location and the country's name."""
+        return cls(
+            id=user_id,
+            displayName=name,
+            userPrincipalName=upn or mail.lower(),
+            mail=mail,
+            usageLocation=place[0],
+            country=place[1],
+            department=department,
+            jobTitle=title,
+            groups=groups,
+            companyName=company,
+            officeLocation=office,
+            proxyAddresses=proxies or (f"SMTP:{mail}",),
+        )
+
     def as_json(self) -> dict[str, Any]:
         """Graph's user resource: the fields are named as Graph names them; the groups are served by /memberOf."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "groups"}
