@@ -16,22 +16,9 @@ from bench.report import header, median, table
 
 OWNED = 20_000
 HELD = 200
-CURRENT = """
-version: 1
-default: hold
-approval: {approvers: [group:OrgGuard Approvers]}
-"""
-CANDIDATE = """
-version: 2
-default: hold
-primary:
-  - when: {mailbox.domain: [contoso.co.jp]}
-    org: contoso-jp
-rules:
-  - id: designated-primary
-    effect: prefer-primary
-approval: {approvers: [group:OrgGuard Approvers], on_expiry: override}
-"""
+POLICIES = Path(__file__).parent / "policies"
+CURRENT = (POLICIES / "impact-current.yaml").read_text()
+CANDIDATE = (POLICIES / "impact-candidate.yaml").read_text()
 
 
 def _seed(service: object, owned: int, held: int) -> None:

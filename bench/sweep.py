@@ -46,19 +46,7 @@ from bench.sandbox_process import Sandbox, sandbox_process
 REPO = Path(__file__).resolve().parents[1]
 GOAL_ORGS, GOAL_MAILBOXES = 4, 200_000  # the performance issue's goal 3
 NAIVE_PER_ORG = 1_000  # the naive script's sample per org (its cost is per mailbox; it is scaled to the whole)
-POLICY = """
-version: 1
-mode: enforce
-default: block
-primary:
-  - when: {mailbox.domain: [contoso.co.jp]}
-    org: contoso-jp
-  - when: {mailbox.domain: [contoso.eu, contoso.de]}
-    org: contoso-eu
-rules:
-  - id: designated-primary
-    effect: prefer-primary
-"""
+POLICY = (Path(__file__).parent / "policies" / "sweep.yaml").read_text()
 
 
 def _orgs_file(directory: Path, base: str) -> Path:
