@@ -126,65 +126,26 @@ def test_design_copy_is_verbatim():
     assert block.group(1) == DESIGN_POLICY
 
 
+AIKO_NA = "aiko.tanaka@contoso.com"
+IN_MIGRATION, AFTER_MIGRATION = datetime(2026, 11, 15, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("claimant", "owner", "address", "now", "effect", "rule"),
     [
-        pytest.param(
-            "contoso-eu",
-            "contoso-na",
-            "aiko.tanaka@contoso.com",
-            datetime(2026, 11, 15, tzinfo=UTC),
-            Effect.OVERRIDE,
-            "migration-2026-q4",
-            id="S3-migration-window",
-        ),
-        pytest.param(
-            "contoso-jp",
-            "contoso-na",
-            "kenji.sato@contoso.co.jp",
-            NOW,
-            Effect.OVERRIDE,
-            "designated-primary",
-            id="S1-jp-designated-by-domain-takes-over",
-        ),
-        pytest.param(
-            "contoso-jp",
-            "contoso-na",
-            "ceo@contoso.com",
-            NOW,
-            Effect.BLOCK,
-            "designated-primary",
-            id="S1-na-designated-owner-keeps-ceo",
-        ),
-        pytest.param(
-            "contoso-dev",
-            "contoso-na",
-            "aiko.tanaka@contoso.com",
-            NOW,
-            Effect.BLOCK,
-            "sandbox-orgs-never-win",
-            id="sandbox-org-blocked",
-        ),
-        pytest.param(
-            "contoso-jp",
-            "contoso-na",
-            "aiko.tanaka@contoso.com",
-            NOW,
-            Effect.HOLD,
-            "default",
-            id="S1-nobody-designated-holds",
-        ),
-        pytest.param(
-            "contoso-eu",
-            "contoso-na",
-            "aiko.tanaka@contoso.com",
-            datetime(2027, 1, 1, tzinfo=UTC),
-            Effect.HOLD,
-            "default",
-            id="after-migration-window-holds",
-        ),
+        pytest.param("contoso-eu", "contoso-na", AIKO_NA, IN_MIGRATION, Effect.OVERRIDE, "migration-2026-q4",
+                     id="S3-migration-window"),
+        pytest.param("contoso-jp", "contoso-na", "kenji.sato@contoso.co.jp", NOW, Effect.OVERRIDE, "designated-primary",
+                     id="S1-jp-designated-by-domain-takes-over"),
+        pytest.param("contoso-jp", "contoso-na", "ceo@contoso.com", NOW, Effect.BLOCK, "designated-primary",
+                     id="S1-na-designated-owner-keeps-ceo"),
+        pytest.param("contoso-dev", "contoso-na", AIKO_NA, NOW, Effect.BLOCK, "sandbox-orgs-never-win",
+                     id="sandbox-org-blocked"),
+        pytest.param("contoso-jp", "contoso-na", AIKO_NA, NOW, Effect.HOLD, "default", id="S1-nobody-designated-holds"),
+        pytest.param("contoso-eu", "contoso-na", AIKO_NA, AFTER_MIGRATION, Effect.HOLD, "default",
+                     id="after-migration-window-holds"),
     ],
-)
+)  # fmt: skip
 def test_design_example_decides(claimant, owner, address, now, effect, rule):
     decision = decide(load_policy(DESIGN_POLICY), situation(claimant, owner, address=address, now=now))
     assert (decision.effect, decision.rule, decision.dry_run) == (effect, rule, False)
@@ -692,254 +653,8 @@ def test_explain_an_uncontested_claim():
 # ---------------------------------------------------------------------------
 # Validation: every error, each with its path
 
-INVALID = [
-    # id, text, path, message fragment
-    ("yaml-syntax", "version: 1\nrules:\n  - id: a\n   effect: block\n", "", "line 4"),
-    ("yaml-unclosed", "version: 1\nrules: [\n", "", "YAML syntax error at line 3"),
-    ("yaml-duplicate-key", "version: 1\nrules: []\nrules: []\n", "", "line 3: the key 'rules' appears twice"),
-    ("json-duplicate-key", '{"version": 1, "default": "block", "default": "hold"}', "", "'default' appears twice"),
-    ("empty", "", "", "empty"),
-    ("top-level-list", "- version: 1\n", "", "must be a mapping"),
-    ("top-level-text", "just words", "", "must be a mapping"),
-    ("version-missing", "default: hold\n", "version", "is required"),
-    ("version-zero", "version: 0\n", "version", "positive whole number"),
-    ("version-negative", "version: -2\n", "version", "positive whole number"),
-    ("version-text", "version: '3'\n", "version", "positive whole number, not the text '3'"),
-    ("version-bool", "version: true\n", "version", "positive whole number, not the boolean true"),
-    ("version-float", "version: 1.5\n", "version", "positive whole number"),
-    ("mode-unknown", "version: 1\nmode: enforcing\n", "mode", "unknown mode 'enforcing'"),
-    ("default-unknown", "version: 1\ndefault: explode\n", "default", "unknown effect 'explode'"),
-    ("default-allow", "version: 1\ndefault: allow\n", "default", "unknown effect 'allow'"),
-    ("default-prefer-primary", "version: 1\ndefault: prefer-primary\n", "default", "cannot be the default"),
-    ("rules-not-list", "version: 1\nrules: {id: a}\n", "rules", "must be a list"),
-    ("rule-not-mapping", "version: 1\nrules: [block]\n", "rules[0]", "must be a mapping"),
-    ("rule-id-missing", "version: 1\nrules: [{effect: block}]\n", "rules[0].id", "is required"),
-    ("rule-id-number", "version: 1\nrules: [{id: 7, effect: block}]\n", "rules[0].id", "not the number 7"),
-    ("rule-id-spaces", "version: 1\nrules: [{id: my rule, effect: block}]\n", "rules[0].id", "letters, digits"),
-    ("rule-effect-missing", "version: 1\nrules: [{id: a}]\n", "rules[0].effect", "is required"),
-    ("rule-effect-unknown", "version: 1\nrules: [{id: a, effect: allow}]\n", "rules[0].effect", "unknown effect"),
-    ("rule-effect-list", "version: 1\nrules: [{id: a, effect: [block]}]\n", "rules[0].effect", "a list"),
-    (
-        "rule-unknown-key",
-        "version: 1\nrules: [{id: a, effect: block, efect: hold}]\n",
-        "rules[0].efect",
-        "unknown key 'efect'",
-    ),
-    (
-        "rule-dry-run-text",
-        "version: 1\nrules: [{id: a, effect: block, dry_run: maybe}]\n",
-        "rules[0].dry_run",
-        "true or false",
-    ),
-    (
-        "rule-description-list",
-        "version: 1\nrules: [{id: a, effect: block, description: [x]}]\n",
-        "rules[0].description",
-        "must be text",
-    ),
-    (
-        "duplicate-rule-id",
-        "version: 1\nrules: [{id: a, effect: block}, {id: a, effect: hold}]\n",
-        "rules[1].id",
-        "duplicate rule id 'a'; rules[0] has it already",
-    ),
-    (
-        "when-not-mapping",
-        "version: 1\nrules: [{id: a, effect: block, when: [claimant]}]\n",
-        "rules[0].when",
-        "mapping of conditions",
-    ),
-    (
-        "unknown-condition",
-        "version: 1\nrules: [{id: a, effect: block, when: {user.title: CEO}}]\n",
-        "rules[0].when.user.title",
-        "unknown condition 'user.title'",
-    ),
-    (
-        "nested-condition",
-        "version: 1\nrules: [{id: a, effect: block, when: {mailbox: {domain: x.com}}}]\n",
-        "rules[0].when.mailbox",
-        "unknown condition 'mailbox'",
-    ),
-    (
-        "condition-number",
-        "version: 1\nrules: [{id: a, effect: block, when: {claimant: 3}}]\n",
-        "rules[0].when.claimant",
-        "non-empty text, not the number 3",
-    ),
-    (
-        "condition-empty-list",
-        "version: 1\nrules: [{id: a, effect: block, when: {owner: []}}]\n",
-        "rules[0].when.owner",
-        "at least one value",
-    ),
-    (
-        "condition-item-path",
-        "version: 1\nrules: [{id: a, effect: block, when: {claimant: [contoso-na, {}]}}]\n",
-        "rules[0].when.claimant[1]",
-        "a mapping",
-    ),
-    (
-        "norway-problem",
-        "version: 1\nrules: [{id: a, effect: block, when: {user.usageLocation: [JP, NO]}}]\n",
-        "rules[0].when.user.usageLocation[1]",
-        "quote it",
-    ),
-    (
-        "origin-unknown",
-        "version: 1\nrules: [{id: a, effect: block, when: {origin: teams}}]\n",
-        "rules[0].when.origin",
-        "unknown value 'teams'",
-    ),
-    (
-        "kind-unknown",
-        "version: 1\nrules: [{id: a, effect: block, when: {kind: [test-enable]}}]\n",
-        "rules[0].when.kind",
-        "unknown value 'test-enable'",
-    ),
-    (
-        "address-without-at",
-        "version: 1\nrules: [{id: a, effect: block, when: {mailbox.address: contoso.com}}]\n",
-        "rules[0].when.mailbox.address",
-        "use mailbox.domain",
-    ),
-    (
-        "domain-with-at",
-        "version: 1\nrules: [{id: a, effect: block, when: {mailbox.domain: ceo@contoso.com}}]\n",
-        "rules[0].when.mailbox.domain",
-        "not a domain pattern",
-    ),
-    (
-        "domain-bad-idna",
-        "version: 1\nrules: [{id: a, effect: block, when: {mailbox.domain: 'a\u00a0b.com'}}]\n",
-        "rules[0].when.mailbox.domain",
-        "not a valid domain name",
-    ),
-    (
-        "during-one-date",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [2026-11-01]}}]\n",
-        "rules[0].when.during",
-        "[start, end]",
-    ),
-    (
-        "during-text",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: november}}]\n",
-        "rules[0].when.during",
-        "[start, end]",
-    ),
-    (
-        "during-impossible-date",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [2026-02-30, 2026-03-01]}}]\n",
-        "rules[0].when.during[0]",
-        "'2026-02-30' is not a date",
-    ),
-    (
-        "during-bad-text",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [2026-11-01, end of year]}}]\n",
-        "rules[0].when.during[1]",
-        "is not a date",
-    ),
-    (
-        "during-date-time",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [2026-11-01T08:00:00, 2026-12-01]}}]\n",
-        "rules[0].when.during[0]",
-        "without a time of day",
-    ),
-    (
-        "during-number",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [20261101, 2026-12-01]}}]\n",
-        "rules[0].when.during[0]",
-        "not the number 20261101",
-    ),
-    (
-        "during-reversed",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: [2026-12-31, 2026-11-01]}}]\n",
-        "rules[0].when.during",
-        "ends (2026-11-01) before it starts (2026-12-31)",
-    ),
-    (
-        "condition-null",
-        "version: 1\nrules: [{id: a, effect: block, when: {claimant: null}}]\n",
-        "rules[0].when.claimant",
-        "not nothing (null)",
-    ),
-    (
-        "during-null",
-        "version: 1\nrules: [{id: a, effect: block, when: {during: null}}]\n",
-        "rules[0].when.during",
-        "[start, end]",
-    ),
-    (
-        "address-pattern-in-a-list",
-        "version: 1\nrules: [{id: a, effect: block, when: {mailbox.address: [ceo@contoso.com, contoso.com]}}]\n",
-        "rules[0].when.mailbox.address[1]",
-        "use mailbox.domain",
-    ),
-    ("rule-id-newline", 'version: 1\nrules: [{id: "a\\n", effect: block}]\n', "rules[0].id", "letters, digits"),
-    ("notify-flag-text", "version: 1\nnotify: {expired: later}\n", "notify.expired", "true or false"),
-    ("notify-owners-list", "version: 1\nnotify: {owners: [a@contoso.com]}\n", "notify.owners", "org names"),
-    ("notify-owner-key-blank", "version: 1\nnotify: {owners: {' ': [a@contoso.com]}}\n", "notify.owners. ", "keyed by"),
-    ("notify-not-mapping", "version: 1\nnotify: yes\n", "notify", "must be a mapping like"),
-    ("remind-before-words", "version: 1\nnotify: {remind_before: a day}\n", "notify.remind_before", "ISO 8601"),
-    ("primary-not-list", "version: 1\nprimary: {org: contoso-na}\n", "primary", "must be a list"),
-    ("designation-not-mapping", "version: 1\nprimary: [contoso-na]\n", "primary[0]", "must be a mapping"),
-    (
-        "designation-org-missing",
-        "version: 1\nprimary: [{when: {mailbox.domain: contoso.com}}]\n",
-        "primary[0].org",
-        "is required",
-    ),
-    ("designation-org-number", "version: 1\nprimary: [{org: 5}]\n", "primary[0].org", "must be an org name"),
-    (
-        "designation-unknown-key",
-        "version: 1\nprimary: [{org: contoso-na, effect: block}]\n",
-        "primary[0].effect",
-        "unknown key 'effect'",
-    ),
-    (
-        "designation-bad-condition",
-        "version: 1\nprimary: [{org: contoso-na, when: {usageLocation: US}}]\n",
-        "primary[0].when.usageLocation",
-        "unknown condition",
-    ),
-    ("approval-not-mapping", "version: 1\napproval: [someone]\n", "approval", "must be a mapping"),
-    ("approval-unknown-key", "version: 1\napproval: {expires: P3D}\n", "approval.expires", "unknown key 'expires'"),
-    (
-        "approvers-not-text",
-        "version: 1\napproval: {approvers: [{group: x}]}\n",
-        "approval.approvers[0]",
-        "non-empty text",
-    ),
-    (
-        "duration-words",
-        "version: 1\napproval: {expires_after: 3 days}\n",
-        "approval.expires_after",
-        "not an ISO 8601 duration",
-    ),
-    ("duration-number", "version: 1\napproval: {expires_after: 72}\n", "approval.expires_after", "not the number 72"),
-    ("duration-months", "version: 1\napproval: {expires_after: P1M}\n", "approval.expires_after", "no fixed length"),
-    ("duration-years", "version: 1\napproval: {expires_after: P1Y}\n", "approval.expires_after", "no fixed length"),
-    ("duration-zero", "version: 1\napproval: {expires_after: PT0S}\n", "approval.expires_after", "longer than zero"),
-    ("duration-bare-p", "version: 1\napproval: {expires_after: P}\n", "approval.expires_after", "not an ISO 8601"),
-    (
-        "duration-dangling-t",
-        "version: 1\napproval: {expires_after: P1DT}\n",
-        "approval.expires_after",
-        "not an ISO 8601",
-    ),
-    (
-        "duration-huge",
-        "version: 1\napproval: {expires_after: P99999999999D}\n",
-        "approval.expires_after",
-        "longer than any calendar",
-    ),
-    (
-        "on-expiry-unknown",
-        "version: 1\napproval: {on_expiry: hold}\n",
-        "approval.on_expiry",
-        "unknown on_expiry 'hold'",
-    ),
-]
+# Each: an id, the policy's text, the path of its one error, and a fragment of that error's message.
+INVALID = json.loads((Path(__file__).parents[1] / "fixtures" / "invalid_policies.json").read_text())
 
 
 @pytest.mark.parametrize(("text", "path", "fragment"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
