@@ -8,7 +8,7 @@ than silently answered wrong.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -41,6 +41,7 @@ def no_property(spec: TableSpec, name: str) -> ODataError:
 
 
 Predicate = Callable[[Record], bool]
+Pins = frozenset[tuple[str, str]]  # the primary keys of the only rows a predicate can be true for
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -84,7 +85,7 @@ class _Parser:
         self.text = text
         self.tokens = self._tokenize(text)
         self.position = 0
-        self.pinned: dict[Predicate, frozenset[tuple[str, str]]] = {}  # a predicate true only for these rows
+        self.pinned: dict[Predicate, Pins] = {}  # a predicate true only for these rows
 
     def _tokenize(self, text: str) -> list[tuple[str, str]]:
         tokens, index = [], 0
@@ -117,35 +118,34 @@ class _Parser:
             raise self.error(f"expected '{value}' but found '{text}'")
 
     def expression(self) -> Predicate:
-        terms = [self.conjunction()]
-        while self.peek() == "or":
-            self.take()
-            terms.append(self.conjunction())
-        if len(terms) == 1:
-            return terms[0]
-
-        def either(row: Record) -> bool:
-            return any(term(row) for term in terms)
-
-        if all(term in self.pinned for term in terms):  # each term pins rows: so does their union
-            self.pinned[either] = frozenset().union(*(self.pinned[term] for term in terms))
-        return either
+        return self._chain("or", self.conjunction, any, _union)
 
     def conjunction(self) -> Predicate:
-        factors = [self.unary()]
-        while self.peek() == "and":
+        return self._chain("and", self.unary, all, _narrowest)
+
+    def _chain(
+        self,
+        word: str,
+        operand: Callable[[], Predicate],
+        quantifier: Callable[[Iterable[bool]], bool],
+        pin: Callable[[list[Pins | None]], Pins | None],
+    ) -> Predicate:
+        """``operand (word operand)*``: one predicate over the operands (any for or, all for and), pinned to the
+        rows ``pin`` derives from the operands' pins."""
+        parts = [operand()]
+        while self.peek() == word:
             self.take()
-            factors.append(self.unary())
-        if len(factors) == 1:
-            return factors[0]
+            parts.append(operand())
+        if len(parts) == 1:
+            return parts[0]
 
-        def every(row: Record) -> bool:
-            return all(factor(row) for factor in factors)
+        def joined(row: Record) -> bool:
+            return quantifier(part(row) for part in parts)
 
-        pins = [self.pinned[factor] for factor in factors if factor in self.pinned]
-        if pins:  # any factor that pins rows pins the conjunction to them (the predicate still decides each)
-            self.pinned[every] = min(pins, key=len)
-        return every
+        pins = pin([self.pinned.get(part) for part in parts])
+        if pins is not None:
+            self.pinned[joined] = pins
+        return joined
 
     def unary(self) -> Predicate:
         if self.peek() == "not":
@@ -315,3 +315,16 @@ def read_cookie(token: str) -> tuple[int, int]:
     if position is None or page is None:
         raise ODataError(400, "The $skiptoken is not valid; follow @odata.nextLink as given.", QUERY_ERROR)
     return int(page.group(1)), int(position.group(1))
+
+
+def _union(pins: list[Pins | None]) -> Pins | None:
+    """Terms of an ``or`` pin rows only if each does: then to their union."""
+    if any(p is None for p in pins):
+        return None
+    return frozenset().union(*(p for p in pins if p is not None))
+
+
+def _narrowest(pins: list[Pins | None]) -> Pins | None:
+    """Any factor of an ``and`` that pins rows pins it to them (the predicate still decides each): the fewest."""
+    known = [p for p in pins if p is not None]
+    return min(known, key=len) if known else None
