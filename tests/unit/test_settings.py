@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,43 +38,33 @@ def test_a_gate_deadline_dataverse_would_not_wait_for_is_refused(raw: str, says:
 
 # --- every variable is read here, one rule per kind of value ------------------------------------------------------
 
-EVERY_VARIABLE = {
-    "ORGGUARD_LEDGER": ("sqlite:///x.db", "ledger", "sqlite:///x.db"),
-    "ORGGUARD_ORGS": ("mine.yaml", "orgs", "mine.yaml"),
-    "ORGGUARD_POLICY": ("version: 1\n", "policy", "version: 1\n"),
-    "ORGGUARD_ADMIN_TOKEN": ("a-token-0123456789", "admin_token", "a-token-0123456789"),
+SB = "servicebus.windows.net"
+# variable: (raw value, field) when the field holds the raw value as it is, else (raw value, field, value)
+EVERY_VARIABLE: dict[str, tuple[Any, ...]] = {
+    "ORGGUARD_LEDGER": ("sqlite:///x.db", "ledger"),
+    "ORGGUARD_ORGS": ("mine.yaml", "orgs"),
+    "ORGGUARD_POLICY": ("version: 1\n", "policy"),
+    "ORGGUARD_ADMIN_TOKEN": ("a-token-0123456789", "admin_token"),
     "ORGGUARD_GATE_ON_ERROR": (" Allow ", "gate_on_error", "allow"),
     "ORGGUARD_AUTH": ("EASYAUTH", "auth", "easyauth"),
-    "ORGGUARD_SWEEP_SCHEDULE": ("0 0 * * * *", "sweep_schedule", "0 0 * * * *"),
+    "ORGGUARD_SWEEP_SCHEDULE": ("0 0 * * * *", "sweep_schedule"),
     "ORGGUARD_SWEEP_APPLY": ("Yes", "sweep_apply", True),
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": ("InstrumentationKey=x", "app_insights", "InstrumentationKey=x"),
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": ("Authorization=AAD", "app_insights_auth", "Authorization=AAD"),
-    "ORGGUARD_TELEMETRY": ("file:/tmp/t.jsonl", "telemetry", "file:/tmp/t.jsonl"),
-    "ORGGUARD_GRAPH_URL": ("https://graph.microsoft.com/v1.0", "graph_url", "https://graph.microsoft.com/v1.0"),
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": ("InstrumentationKey=x", "app_insights"),
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": ("Authorization=AAD", "app_insights_auth"),
+    "ORGGUARD_TELEMETRY": ("file:/tmp/t.jsonl", "telemetry"),
+    "ORGGUARD_GRAPH_URL": ("https://graph.microsoft.com/v1.0", "graph_url"),
     "ORGGUARD_MAIL_FROM": ("OrgGuard@contoso.com", "mail_from", "orgguard@contoso.com"),
     "ORGGUARD_PUBLIC_URL": ("http://orgguard.contoso.com/", "public_url", "http://orgguard.contoso.com"),
     "ORGGUARD_GRAPH_TIMEOUT_S": ("4", "graph_timeout_s", 4.0),
     "ORGGUARD_GATE_DEADLINE_S": ("5", "gate_deadline_s", 5.0),
     "ORGGUARD_BUS": (" sqlite:///.orgguard/bus.db ", "bus", "sqlite:///.orgguard/bus.db"),
-    "ORGGUARD_WORK_QUEUE": ("work-1", "work_queue", "work-1"),
-    "ORGGUARD_QUEUE": ("dataverse.in", "dataverse_queue", "dataverse.in"),
-    "ORGGUARD_REJECTED_QUEUE": ("rejects", "rejected_queue", "rejects"),
-    "OrgGuardBus__fullyQualifiedNamespace": (
-        "SB-OrgGuard.servicebus.windows.net",
-        "bus_namespace",
-        "sb-orgguard.servicebus.windows.net",
-    ),
-    "ServiceBusConnection__fullyQualifiedNamespace": (
-        "sb-dv.servicebus.windows.net",
-        "dataverse_namespace",
-        "sb-dv.servicebus.windows.net",
-    ),
-    "ORGGUARD_DECISION_EVENTS": ("file:/tmp/e.jsonl", "decision_events", "file:/tmp/e.jsonl"),
-    "AZURE_CLIENT_ID": (
-        "0f3c9a52-0000-4000-8000-000000000001",
-        "azure_client_id",
-        "0f3c9a52-0000-4000-8000-000000000001",
-    ),
+    "ORGGUARD_WORK_QUEUE": ("work-1", "work_queue"),
+    "ORGGUARD_QUEUE": ("dataverse.in", "dataverse_queue"),
+    "ORGGUARD_REJECTED_QUEUE": ("rejects", "rejected_queue"),
+    "OrgGuardBus__fullyQualifiedNamespace": (f"SB-OG.{SB}", "bus_namespace", f"sb-og.{SB}"),
+    "ServiceBusConnection__fullyQualifiedNamespace": (f"sb-dv.{SB}", "dataverse_namespace"),
+    "ORGGUARD_DECISION_EVENTS": ("file:/tmp/e.jsonl", "decision_events"),
+    "AZURE_CLIENT_ID": ("0f3c9a52-0000-4000-8000-000000000001", "azure_client_id"),
     "ORGGUARD_DISCOVERY_URL": (
         "https://globaldisco.crm9.dynamics.com/",
         "discovery_url",
@@ -84,7 +75,8 @@ EVERY_VARIABLE = {
 
 @pytest.mark.parametrize("name", EVERY_VARIABLE)
 def test_each_setting_is_read_from_its_variable(name: str) -> None:
-    raw, field, value = EVERY_VARIABLE[name]
+    raw, field, *rest = EVERY_VARIABLE[name]
+    value = rest[0] if rest else raw
     assert getattr(Settings.from_env({name: raw}), field) == value
     assert getattr(Settings.from_env({}), field) == getattr(Settings(), field)  # unset: the default
 
