@@ -37,6 +37,8 @@ TOO_MANY_CONCURRENT = "0x80072326"
 
 @dataclass(frozen=True)
 class Limits:
+    """An org's service-protection limits as its settings give them now (None: no limit of that kind)."""
+
     requests: int | None
     execution_s: float | None
     concurrent: int | None

@@ -58,24 +58,26 @@ def session_of(key: MailboxKey) -> str:
 
 
 @dataclass(frozen=True)
-class Message:
-    """A message to send: its body, id, session (on a session queue), properties, and when to deliver it."""
+class Envelope:
+    """What a message carries from sender to consumer: its body, id, session (on a session queue) and properties."""
 
     body: bytes
     message_id: str
     session: str | None = None
     properties: Properties = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Message(Envelope):
+    """A message to send, and when to deliver it."""
+
     deliver_at: datetime | None = None  # scheduled: invisible until then
 
 
 @dataclass(frozen=True)
-class Received:
+class Received(Envelope):
     """A message as a consumer sees it, from the port or from a host that received it (the Functions trigger)."""
 
-    message_id: str
-    body: bytes
-    session: str | None = None
-    properties: Properties = field(default_factory=dict)
     delivery_count: int = 1  # 1 on the first delivery
     enqueued_at: datetime | None = None
 

@@ -101,6 +101,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class WhoAmI:
+    """Dataverse's ``WhoAmI`` answer: the caller's user, business unit and the org it is in."""
+
     business_unit_id: str
     user_id: str
     organization_id: str

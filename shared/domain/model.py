@@ -623,6 +623,8 @@ class Change:
 
 @dataclass(frozen=True)
 class AuditReport:
+    """What verifying the audit chain found: ``ok``, how many entries it read, and the first that breaks it."""
+
     ok: bool
     entries: int
     first_bad: int | None = None
@@ -631,6 +633,8 @@ class AuditReport:
 
 @dataclass(frozen=True)
 class PolicyVersion:
+    """One saved policy: its text as the admin wrote it, who saved it and when (the ledger keeps every one)."""
+
     version: int
     text: str
     actor: str

@@ -22,11 +22,13 @@ def test_an_admin_reads_replays_and_purges_dead_letters(open_page, make_host, sh
     c = host.c
     assert c.bus.work is not None and c.bus.inbound is not None
     c.bus.work.reject(
-        Received("w-1", json.dumps({"case": held.id}).encode(), "mbx-1", {"kind": "orgguard.work"}, 3),
+        Received(json.dumps({"case": held.id}).encode(), "w-1", "mbx-1", {"kind": "orgguard.work"}, delivery_count=3),
         "MaxDeliveryCountExceeded",
         "delivered 3 time(s) without being completed (the ledger was down)",
     )
-    c.bus.inbound.reject(Received("dv-1", b"{oops", None, {}, 1), "malformed", "the body is not valid JSON")
+    c.bus.inbound.reject(
+        Received(b"{oops", "dv-1", None, {}, delivery_count=1), "malformed", "the body is not valid JSON"
+    )
     (work,) = c.bus.work.dead_letters()
     (inbound,) = c.bus.inbound.dead_letters()
 

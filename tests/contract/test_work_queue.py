@@ -367,7 +367,9 @@ def test_a_purged_dead_letter_is_gone_for_good(opened) -> None:
 
 def test_a_message_another_host_received_is_dead_lettered_at_once_with_its_reason(opened) -> None:
     q = opened("dataverse", sessions=False, max_deliveries=5)
-    seen = Received("sb-1", b"{not json", None, {"http://schemas.microsoft.com/xrm/2011/Claims/Organization": "x"}, 2)
+    seen = Received(
+        b"{not json", "sb-1", None, {"http://schemas.microsoft.com/xrm/2011/Claims/Organization": "x"}, delivery_count=2
+    )
     q.reject(seen, "malformed", "the body is not a RemoteExecutionContext")
     (dead,) = q.dead_letters()
     assert (dead.message_id, dead.reason, dead.delivery_count, dead.body) == ("sb-1", "malformed", 2, b"{not json")

@@ -31,7 +31,9 @@ def build(tmp_path: Path, *, bus: bool = True, auth: str = "token") -> bootstrap
 def poison(c: bootstrap.Container) -> tuple[str, str]:
     """A Dataverse message rejected as malformed and a work message dead-lettered after its last delivery."""
     assert c.bus.inbound is not None and c.bus.work is not None
-    c.bus.inbound.reject(Received("dv-1", b"{oops", None, {"p": "v"}, 1), "malformed", "the body is not JSON")
+    c.bus.inbound.reject(
+        Received(b"{oops", "dv-1", None, {"p": "v"}, delivery_count=1), "malformed", "the body is not JSON"
+    )
     c.bus.work.send([Message(b'{"case": "c-1"}', "w-1", "mbx-1", {"kind": "orgguard.work"})])
     for _ in range(3):
         (d,) = c.bus.work.receive()

@@ -273,7 +273,9 @@ def test_settling_something_this_queue_did_not_deliver_is_refused(inbound) -> No
 
 
 def test_a_rejected_message_is_sent_to_the_rejections_queue_and_dead_lettered_from_there(inbound, broker) -> None:
-    seen = Received("sb-7", b"{bad", None, {"http://schemas.microsoft.com/xrm/2011/Claims/Organization": "u"}, 2)
+    seen = Received(
+        b"{bad", "sb-7", None, {"http://schemas.microsoft.com/xrm/2011/Claims/Organization": "u"}, delivery_count=2
+    )
     copy_in_queue = received(
         b"{bad",
         receiver=None,

@@ -47,6 +47,8 @@ class Situation:
 
 @dataclass(frozen=True)
 class _Check:
+    """Whether one condition of a rule holds, and the words the explanation gives for it."""
+
     ok: bool
     why: str
 
