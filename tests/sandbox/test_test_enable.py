@@ -16,6 +16,11 @@ JP, NA = api("contoso-jp"), api("contoso-na")
 LATER = {"test_enable_delay_s": 3600}  # pending until a test runs it through /_sandbox/test-enable/run
 
 
+def later(control: httpx.Client, semantics: str | None = None) -> None:
+    """Test & Enable waits until a test runs it (/_sandbox/test-enable/run), under ``semantics`` when given."""
+    control.put("/_sandbox/settings", json=LATER | ({"semantics": semantics} if semantics else {}))
+
+
 def save(admin: httpx.Client, org: str, body: dict[str, Any], mailbox_id: str | None = None) -> None:
     target = mailbox_id or mailbox(admin, org)["mailboxid"]
     answer = admin.patch(api(org) + f"mailboxes({target})", json=body, headers={"If-Match": "*"})
@@ -70,7 +75,7 @@ def test_the_save_only_schedules_the_test_which_completes_later(admin: httpx.Cli
 
 
 def test_a_demote_landing_before_the_pending_test_wins(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json=LATER)
+    later(control)
     enable(admin)
     save(admin, "contoso-jp", {"actdeliverymethod": 2, "orgmarkedasprimaryforexchangesync": False})  # OrgGuard's demote
     (job,) = run(control)
@@ -80,7 +85,7 @@ def test_a_demote_landing_before_the_pending_test_wins(admin: httpx.Client, cont
 
 
 def test_a_test_whose_flag_was_cleared_does_not_run(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json=LATER)
+    later(control)
     before = mailbox(admin, "contoso-jp")
     enable(admin)
     save(admin, "contoso-jp", {"testemailconfigurationscheduled": False})
@@ -93,7 +98,7 @@ def test_a_test_whose_flag_was_cleared_does_not_run(admin: httpx.Client, control
 
 
 def test_scheduling_twice_runs_one_test(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json=LATER)
+    later(control)
     enable(admin)
     enable(admin, checkbox=True)
     assert control.get("/_sandbox/test-enable").json()["pending"] == 1
@@ -101,7 +106,7 @@ def test_scheduling_twice_runs_one_test(admin: httpx.Client, control: httpx.Clie
 
 
 def test_under_overwrite_the_old_owners_alert_appears_afterwards(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json={**LATER, "semantics": "overwrite"})
+    later(control, "overwrite")
     na = mailbox(admin, "contoso-na")
     enable(admin)
     assert alerts(admin, "contoso-na", na["mailboxid"]) == []
@@ -119,7 +124,7 @@ def test_under_overwrite_the_old_owners_alert_appears_afterwards(admin: httpx.Cl
 def test_the_old_owners_alert_does_not_appear_when_it_took_the_mailbox_back_first(
     admin: httpx.Client, control: httpx.Client
 ) -> None:
-    control.put("/_sandbox/settings", json={**LATER, "semantics": "overwrite"})
+    later(control, "overwrite")
     na = mailbox(admin, "contoso-na")
     enable(admin)
     run(control, org="contoso-jp")  # JP takes over; NA's next synchronization is still to come
@@ -132,7 +137,7 @@ def test_the_old_owners_alert_does_not_appear_when_it_took_the_mailbox_back_firs
 
 
 def test_under_alert_the_test_fails_with_the_alert_when_it_runs(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json={**LATER, "semantics": "alert"})
+    later(control, "alert")
     before = alerts(admin, "contoso-jp", AIKO_JP)
     enable(admin)
     assert alerts(admin, "contoso-jp", AIKO_JP) == before
@@ -146,7 +151,7 @@ def test_under_alert_the_test_fails_with_the_alert_when_it_runs(admin: httpx.Cli
 def test_under_disable_other_the_other_row_goes_to_none_when_the_test_runs(
     admin: httpx.Client, control: httpx.Client
 ) -> None:
-    control.put("/_sandbox/settings", json={**LATER, "semantics": "disable-other"})
+    later(control, "disable-other")
     enable(admin)
     assert mailbox(admin, "contoso-na")["actdeliverymethod"] == 1
     run(control)
@@ -159,7 +164,7 @@ def test_the_tests_own_writes_reach_asynchronous_steps_as_system(
     admin: httpx.Client, control: httpx.Client, hook: Hook
 ) -> None:
     register(admin, "contoso-jp", hook.url)
-    control.put("/_sandbox/settings", json=LATER)
+    later(control)
     enable(admin)
     control.get("/_sandbox/events", params={"wait": 5})
     (saved,) = hook.of_mode(1)
@@ -190,7 +195,7 @@ def test_seeded_alerts_are_failures_too(admin: httpx.Client) -> None:
 
 
 def test_reset_forgets_pending_tests(admin: httpx.Client, control: httpx.Client) -> None:
-    control.put("/_sandbox/settings", json=LATER)
+    later(control)
     enable(admin)
     assert control.post("/_sandbox/reset").status_code == 200
     assert control.get("/_sandbox/test-enable").json() == {"jobs": [], "pending": 0}
