@@ -99,7 +99,7 @@ class RetryPolicy:
         return backoff.delay(attempt, base=self.base_delay, cap=self.max_delay, jitter=0.5 if self.jitter else 0.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WhoAmI:
     """Dataverse's ``WhoAmI`` answer: the caller's user, business unit and the org it is in."""
 
@@ -108,7 +108,7 @@ class WhoAmI:
     organization_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchOperation:
     """One request inside ``$batch``; ``url`` is relative to the Web API root, e.g. ``mailboxes(<id>)``."""
 
@@ -118,7 +118,7 @@ class BatchOperation:
     etag: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     """What Dataverse answered for one operation; ``status`` is None when it was never processed."""
 

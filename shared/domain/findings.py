@@ -16,7 +16,7 @@ class FindingKind(StrEnum):
     UNKNOWN_OWNER = "unknown_owner"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stamp:
     """Who last changed a row, and when (``modifiedby``, ``modifiedonbehalfby``, ``modifiedon``)."""
 
@@ -25,7 +25,7 @@ class Stamp:
     on_behalf_of: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One org's active server-side-sync row for the mailbox."""
 
@@ -52,7 +52,7 @@ def needs_stamp(finding: Finding, row: Row) -> bool:
     return finding.owner is not None and row.org != finding.owner and not row.alert
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     key: MailboxKey
     kinds: tuple[FindingKind, ...]

@@ -45,7 +45,7 @@ class Situation:
         return self.owner is not None and self.owner != self.claimant
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Check:
     """Whether one condition of a rule holds, and the words the explanation gives for it."""
 
@@ -53,7 +53,7 @@ class _Check:
     why: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     decision: Decision
     trace: list[str]
