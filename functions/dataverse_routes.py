@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 
-from functions.deadlines import decide_by
+from functions.deadlines import decide_by, decides_at_once
 from functions.deps import container, limited_body, webhook_settings
 from functions.problems import problem
 from shared import bootstrap, telemetry
@@ -42,9 +42,11 @@ async def _receive(request: Request, origin: Origin, read: list[bytes] | None = 
     if read is not None:
         read.append(body)
     key, size_exceeded = request.headers.get(KEY_HEADER), _size_exceeded(request)
+    built = bootstrap.built()  # the first request builds the container on a thread: its ledger may be what is stuck
     return await decide_by(
         deadline,
         lambda: container().intake.receive_webhook(body, key=key, origin=origin, size_exceeded=size_exceeded),
+        at_once=built is not None and decides_at_once(built.ledger),
     )
 
 
