@@ -1,8 +1,9 @@
 """Running Dataverse's webhooks to a deadline on a bounded set of threads.
 
 Dataverse waits 60 s for a webhook's answer; the gate answers within its own
-deadline (``ORGGUARD_GATE_DEADLINE_S``) whatever the ledger does. The decision
-runs on this module's own threads, so a stuck ledger can hold at most
+deadline (``ORGGUARD_GATE_DEADLINE_S``) whatever the ledger does. A decision on a
+free SQLite ledger is made on the event loop itself (``at_once``); one that would
+wait runs on this module's own threads, so a stuck ledger can hold at most
 ``WORKERS`` of them (never the server's shared pool, which the admin API and
 health need), and at most ``WAITING`` decisions wait at once; beyond that a
 call is answered at once as undecidable instead of queueing. See

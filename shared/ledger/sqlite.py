@@ -169,7 +169,8 @@ class SqliteLedger(OutboxSteps):
 
         The wait for this process's writer lock and for SQLite's file lock share one budget: the current
         deadline's working time (the gate's), else ``DEFAULT_WAIT_S``. A writer that cannot get in within it
-        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread.
+        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread. Inside
+        ``deadline.without_waiting`` (the gate on the event loop) it waits for neither: ``WouldWait`` at once.
         """
         db = self._conn()
         if not deadline.waiting_allowed():  # on the event loop: get in at once or not at all
