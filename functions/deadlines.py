@@ -1,8 +1,9 @@
 """Running Dataverse's webhooks to a deadline on a bounded set of threads.
 
 Dataverse waits 60 s for a webhook's answer; the gate answers within its own
-deadline (``ORGGUARD_GATE_DEADLINE_S``) whatever the ledger does. The decision
-runs on this module's own threads, so a stuck ledger can hold at most
+deadline (``ORGGUARD_GATE_DEADLINE_S``) whatever the ledger does. A decision on a
+free SQLite ledger is made on the event loop itself (``at_once``); one that would
+wait runs on this module's own threads, so a stuck ledger can hold at most
 ``WORKERS`` of them (never the server's shared pool, which the admin API and
 health need), and at most ``WAITING`` decisions wait at once; beyond that a
 call is answered at once as undecidable instead of queueing. See
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from shared.ledger.deadline import Deadline, DeadlineExceeded, bound
+from shared.ledger.deadline import Deadline, DeadlineExceeded, WouldWait, bound, without_waiting
 
 T = TypeVar("T")
 
@@ -32,8 +33,30 @@ class Overloaded(DeadlineExceeded):
     """Too many decisions already wait for the ledger; this one is answered at once."""
 
 
-async def decide_by(deadline: Deadline, work: Callable[[], T]) -> T:
-    """``work()`` on a webhook thread, answered by ``deadline``; ``DeadlineExceeded`` when it could not be."""
+def decides_at_once(ledger: object) -> bool:
+    """Whether a decision on ``ledger`` may first be tried on the event loop: SQLite's, whose every wait (this
+    process's writer lock, another process's write lock) can be tried without waiting. Table Storage's waits are
+    HTTP calls, the memory ledger's a lock it waits for: those decide on the threads only."""
+    from shared.ledger.sqlite import SqliteLedger
+
+    return isinstance(ledger, SqliteLedger)
+
+
+async def decide_by(deadline: Deadline, work: Callable[[], T], *, at_once: bool = False) -> T:
+    """``work()`` on a webhook thread, answered by ``deadline``; ``DeadlineExceeded`` when it could not be.
+
+    ``at_once``: first try ``work()`` right here on the event loop, without waiting for anything
+    (``without_waiting``): a free ledger decides in a fraction of a millisecond, and the hop to a thread and
+    back, and the two threads handing the interpreter lock to each other at every SQLite call, cost more than
+    the decision. When it would wait (a lock held, a conflict to back off from, a remote call), nothing was
+    recorded and it goes to the threads as before, with what is left of the same deadline."""
+    if at_once:
+        try:
+            with bound(deadline), without_waiting():
+                deadline.check("start deciding")
+                return work()
+        except WouldWait:
+            pass
     if not _slots.acquire(blocking=False):
         raise Overloaded(f"{WAITING} decisions are already waiting for the ledger")
 

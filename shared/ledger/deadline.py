@@ -113,3 +113,36 @@ def wait_budget(default: float = DEFAULT_WAIT_S) -> float:
     """How long a ledger writer may wait now: what the current deadline leaves, else ``default``."""
     deadline = current()
     return default if deadline is None else deadline.working_time()
+
+
+class WouldWait(LedgerError):
+    """Work asked not to wait (``without_waiting``) came to a wait: a lock held, a back-off, a remote call.
+
+    Nothing was recorded; the caller runs the work again where waiting is allowed (the gate: on its threads)."""
+
+
+_inline: ContextVar[bool] = ContextVar("orgguard_without_waiting", default=False)
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Run the enclosed work without any wait: each place that would wait raises ``WouldWait`` instead.
+
+    The gate decides on the server's event loop this way when the ledger is free, which saves the hop to a
+    thread and back; a decision that would have to wait goes to the bounded threads (``functions.deadlines``)."""
+    token = _inline.set(True)
+    try:
+        yield
+    finally:
+        _inline.reset(token)
+
+
+def waiting_allowed() -> bool:
+    """False inside ``without_waiting``."""
+    return not _inline.get()
+
+
+def may_wait(what: str) -> None:
+    """Raise ``WouldWait`` inside ``without_waiting``: the work is about to ``what``, which can take a while."""
+    if _inline.get():
+        raise WouldWait(f"deciding would {what}")

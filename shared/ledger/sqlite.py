@@ -48,7 +48,7 @@ from shared.domain.model import (
 from shared.ledger import codec, deadline
 from shared.ledger.checkpoints import CHECKPOINTS
 from shared.ledger.cursors import CursorCodec, new_secret
-from shared.ledger.deadline import DeadlineExceeded
+from shared.ledger.deadline import DeadlineExceeded, WouldWait
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
 from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
 
@@ -169,19 +169,26 @@ class SqliteLedger(OutboxSteps):
 
         The wait for this process's writer lock and for SQLite's file lock share one budget: the current
         deadline's working time (the gate's), else ``DEFAULT_WAIT_S``. A writer that cannot get in within it
-        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread.
+        gives up with ``DeadlineExceeded`` instead of queueing behind a stuck lock and holding a thread. Inside
+        ``deadline.without_waiting`` (the gate on the event loop) it waits for neither: ``WouldWait`` at once.
         """
         db = self._conn()
-        wait = deadline.wait_budget() if budget is None else budget
-        until = time.monotonic() + wait
-        if not self._writer.acquire(timeout=max(wait, 0.0)):
-            raise DeadlineExceeded(f"the ledger's writers stayed busy for {wait:.1f} s")
+        if not deadline.waiting_allowed():  # on the event loop: get in at once or not at all
+            if not self._writer.acquire(blocking=False):
+                raise WouldWait("another writer of this process holds the ledger")
+            wait, until = 0.0, 0.0
+        else:
+            wait = deadline.wait_budget() if budget is None else budget
+            until = time.monotonic() + wait
+            if not self._writer.acquire(timeout=max(wait, 0.0)):
+                raise DeadlineExceeded(f"the ledger's writers stayed busy for {wait:.1f} s")
         try:
             try:
-                self._busy_timeout(db, max(1, int((until - time.monotonic()) * 1000)))
+                self._busy_timeout(db, max(1, int((until - time.monotonic()) * 1000)) if until else 0)
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if _busy(exc):
+                    deadline.may_wait("wait for another process's write lock")
                     raise DeadlineExceeded(
                         f"another process held the ledger's write lock for over {wait:.1f} s"
                     ) from exc
@@ -208,7 +215,8 @@ class SqliteLedger(OutboxSteps):
     def _busy_timeout(self, db: sqlite3.Connection, ms: int) -> None:
         """Bound SQLite's wait for another process's lock to ``ms``; the pragma is a statement of its own, so it is
         sent again only when the budget moved by more than ``BUSY_SLACK_MS`` (the gate's is the same each time)."""
-        if abs(ms - self._local.busy_ms) > BUSY_SLACK_MS:
+        now = self._local.busy_ms
+        if ms != now and (0 in (ms, now) or abs(ms - now) > BUSY_SLACK_MS):  # 0 (never wait) is exact
             db.execute(f"PRAGMA busy_timeout={ms}")
             self._local.busy_ms = ms
 
@@ -238,6 +246,10 @@ class SqliteLedger(OutboxSteps):
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):  # a reader meets a lock only while the log is recovered or reset: wait where allowed
+                deadline.may_wait("wait for the ledger's log")
+            raise LedgerError(f"the ledger is unavailable: {exc}") from exc
         except sqlite3.Error as exc:
             raise LedgerError(f"the ledger is unavailable: {exc}") from exc
 
@@ -707,6 +719,11 @@ class SqliteLedger(OutboxSteps):
             (after, max(1, limit)),
         )
         return [codec.ownership_from(MailboxKey(r["key"]), json.loads(r["ownership"])) for r in rows]
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's answer when a lock is held (SQLITE_BUSY, SQLITE_LOCKED)."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _statements(script: str) -> Iterator[str]:

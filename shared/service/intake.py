@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from shared.dataverse.payloads import Context, MailboxRow, check_size, loads_context, parse_context, to_claim
 from shared.domain.model import Decision, DomainError, Effect, InvalidPayload, Org, Origin
 from shared.domain.orgs import OrgRegistry
-from shared.ledger.deadline import DeadlineExceeded
+from shared.ledger.deadline import DeadlineExceeded, may_wait
 from shared.ledger.port import LedgerError
 from shared.service.orgguard import OrgGuard, Outcome
 from shared.telemetry.lograte import rate_limited
@@ -116,6 +116,7 @@ class Intake:
             raise OrgUnavailable(
                 "the payload was trimmed and no Dataverse client is configured to read the mailbox back"
             )
+        may_wait("read the mailbox back from its org")
         try:
             row = self.read_back(org, ctx.mailbox_id)
         except Exception as exc:

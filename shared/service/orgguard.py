@@ -63,6 +63,7 @@ from shared.domain.policy import (
     reads_groups,
     user_conditions,
 )
+from shared.ledger.deadline import may_wait
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, Ledger, LedgerError
 from shared.service.dispatch import Dispatch
 from shared.service.registrations import Registrations
@@ -237,6 +238,7 @@ class OrgGuard:
             done = attempt()
             if done is not None:
                 return done
+            may_wait("back off and decide again")
             backoff(n)
         raise LedgerBusy(f"{what} kept changing; try again")
 
@@ -305,6 +307,8 @@ class OrgGuard:
         reads, groups = any(r for r, _ in needs) or also, any(g for _, g in needs)
         if not reads:
             return {}, None
+        if self.users.configured:
+            may_wait("ask the user directory")
         try:
             return self.users.attributes(key, groups=groups), None
         except UserUnknown as exc:
