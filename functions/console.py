@@ -95,7 +95,8 @@ def serve(
 
     from functions.local_host import create_local_app
     from shared import bootstrap
-    from shared.config.settings import Settings, environment
+    from shared.config.environment import environment
+    from shared.config.settings import Settings
     from shared.dataverse.port import DataverseError
 
     if sandbox and no_sandbox:

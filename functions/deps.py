@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from shared import bootstrap
-from shared.config.settings import Settings, SettingsError
 from shared.dataverse.payloads import MAX_BODY, check_size
 from shared.domain.auth import Principal, Role, authenticate
 from shared.domain.model import hidden_character
+
+if TYPE_CHECKING:
+    from shared.config.settings import Settings
 
 
 def container() -> bootstrap.Container:
@@ -28,6 +30,8 @@ def webhook_settings() -> Settings:
     ledger may be the stuck part); the built-in defaults if the environment is invalid, which
     the build itself then reports.
     """
+    from shared.config.settings import Settings, SettingsError  # pydantic-settings: not on ``import function_app``
+
     c = bootstrap.built()
     if c is not None:
         return c.settings

@@ -8,7 +8,7 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
-from shared.config.settings import sweep_schedule
+from shared.config.environment import sweep_schedule
 
 log = logging.getLogger("orgguard.timer")
 bp = func.Blueprint()  # type: ignore[no-untyped-call]

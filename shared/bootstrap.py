@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.config.orgs import load_orgs
-from shared.config.settings import Settings, inline_document
 from shared.dataverse.payloads import MailboxRow
 from shared.domain.model import DomainError, MailboxKey, Org
 from shared.domain.orgs import OrgRegistry
@@ -26,10 +24,11 @@ from shared.service.intake import Intake, MailboxReader
 from shared.service.orgguard import OrgGuard
 from shared.telemetry import setup as telemetry_setup
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # and the settings (pydantic-settings) and orgs file (YAML): read when the container is built
     from shared.bus.decisions import DecisionEvents
     from shared.bus.port import WorkQueue
     from shared.bus.servicebus import ServiceBus
+    from shared.config.settings import Settings
     from shared.dataverse.clients import ClientPool
     from shared.dataverse.pacing import Pacer
     from shared.dataverse.port import EnvironmentDirectory, RetryPolicy
@@ -268,6 +267,9 @@ def build(
     read_back: MailboxReader | None = None,
     bus: Bus | None = None,
 ) -> Container:
+    from shared.config.orgs import load_orgs
+    from shared.config.settings import Settings
+
     settings = settings or Settings.from_env()
     telemetry_setup.configure(
         connection_string=settings.app_insights, authentication=settings.app_insights_auth, local=settings.telemetry
@@ -359,6 +361,8 @@ def user_directory(settings: Settings) -> UserDirectory:
 
 def seed_policy(service: OrgGuard, path: str) -> None:
     """Start the ledger from the policy file (or the policy ORGGUARD_POLICY carries) when it holds none yet."""
+    from shared.config.settings import inline_document
+
     version, _ = service.policy_text()
     if version != 0:
         return
@@ -388,13 +392,14 @@ class NotConfigured(DomainError, status=503, title="OrgGuard is not configured")
     """OrgGuard cannot start: its settings, orgs file or policy file are refused (a server-side fault)."""
 
 
-def container(settings: Callable[[], Settings] = Settings.from_env) -> Container:
-    """The process-wide container, built on first use from ``settings()``; ``NotConfigured`` saying why it cannot be."""
+def container(settings: Callable[[], Settings] | None = None) -> Container:
+    """The process-wide container, built on first use from ``settings()`` (the environment's by default);
+    ``NotConfigured`` saying why it cannot be."""
     global _container
     with _lock:
         if _container is None:
             try:
-                _container = build(settings())
+                _container = build(settings() if settings is not None else None)
             except NotConfigured:
                 raise
             except DomainError as exc:  # bad configuration is not the caller's bad request

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from shared.config.documents import TooComplex, load_yaml
+from shared.config.environment import environment
 from shared.config.settings import (
-    environment,
     inline_document,
     is_key_vault_reference,
     secret_problem,

@@ -1,4 +1,5 @@
-"""Every environment variable OrgGuard reads is read here, with the same names as the Azure app settings.
+"""Every environment variable OrgGuard reads is read here, with the same names as the Azure app settings
+(ORGGUARD_SWEEP_SCHEDULE is also read alone, without pydantic, by ``environment.py`` for the timers).
 
 ``Settings`` is the app's (the Function App, the local host, the CLI on the local ledger);
 ``OperatorSettings`` is the operator's shell (the CLI going through an OrgGuard's API). Both
@@ -15,7 +16,6 @@ A bad value is one ``SettingsError`` naming the variable.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Mapping
 from functools import partial
@@ -25,6 +25,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.config.environment import SWEEP_SCHEDULE, environment
+from shared.config.environment import sweep_schedule as sweep_schedule  # the timers read it without pydantic
 from shared.domain.model import DomainError, MailboxKey, hidden_character
 
 GateOnError = Literal["block", "allow"]
@@ -37,12 +39,6 @@ DEFAULT_GATE_DEADLINE_S = 10.0
 
 class SettingsError(DomainError, title="Invalid settings"):
     """An environment variable OrgGuard cannot use."""
-
-
-def environment() -> Mapping[str, str]:
-    """The process environment. Read through here only: by ``from_env``, and for the webhook keys an orgs
-    file names as ``env:NAME`` (``shared.config.orgs``)."""
-    return os.environ
 
 
 def inline_document(value: str) -> str | None:
@@ -269,7 +265,7 @@ class Settings(_FromEnvironment):
     admin_token: Secret | None = Field(default=None, validation_alias="ORGGUARD_ADMIN_TOKEN", repr=False)
     gate_on_error: Annotated[GateOnError, Choice] = Field(default="block", validation_alias="ORGGUARD_GATE_ON_ERROR")
     auth: Annotated[AuthMode, Choice] = Field(default="token", validation_alias="ORGGUARD_AUTH")
-    sweep_schedule: str = Field(default="0 0 */6 * * *", validation_alias="ORGGUARD_SWEEP_SCHEDULE")
+    sweep_schedule: str = Field(default=SWEEP_SCHEDULE, validation_alias="ORGGUARD_SWEEP_SCHEDULE")
     sweep_apply: Flag = Field(default=False, validation_alias="ORGGUARD_SWEEP_APPLY")  # whether the timer sweep acts
     # telemetry to Azure Monitor, and Entra ingestion (the Functions host reads these too)
     app_insights: str | None = Field(default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
@@ -333,12 +329,6 @@ class Settings(_FromEnvironment):
         if wants and not self.bus_namespace:
             name = "OrgGuardBus__fullyQualifiedNamespace"
             raise SettingsError(f"{wants[0]} uses Service Bus, so {name} must name its namespace", field=name)
-
-
-def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
-    """ORGGUARD_SWEEP_SCHEDULE alone: the timer decorator needs it at import, before the settings are checked
-    whole (a bad other setting must not stop the app from indexing its functions; the container reports it)."""
-    return str(Settings._read(env).get("ORGGUARD_SWEEP_SCHEDULE") or Settings.model_fields["sweep_schedule"].default)
 
 
 class OperatorSettings(_FromEnvironment):

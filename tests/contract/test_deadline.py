@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shared.ledger.deadline import Deadline, DeadlineExceeded, bound
-from shared.ledger.port import Ledger
+from shared.ledger.port import Ledger, LedgerError
 from shared.ledger.tables import TableLedger
 from tests.azurite import connection_string
 from tests.contract.conftest import T0, claim, decide, event_key, mailbox
@@ -58,15 +58,21 @@ def test_a_stalled_table_account_is_cut_off_at_the_deadline(azurite: str) -> Non
         ledger = TableLedger.from_connection_string(connection_string(proxy.port), prefix=f"d{uuid.uuid4().hex[:12]}")
         try:
             claim(ledger, mailbox(2), "contoso-na", "na:before", T0)  # works through the proxy
-            change = decide(ledger.mailbox(mailbox(1)), "contoso-na", "na:stalled", T0)
             entries = ledger.verify_audit().entries
-            proxy.stall()
+            proxy.stall()  # before the decision's reads: nothing is claimed, nothing can land
             started = time.monotonic()
             with bound(Deadline(1.0)), pytest.raises(DeadlineExceeded):
-                ledger.commit(change)
+                ledger.commit(decide(ledger.mailbox(mailbox(1)), "contoso-na", "na:stalled", T0))
             assert time.monotonic() - started < 1.5
             proxy.resume()
             nothing_recorded(ledger, "na:stalled", entries)
+            change = decide(ledger.mailbox(mailbox(1)), "contoso-na", "na:claimed", T0)
+            proxy.stall()  # after the reads: the commit is claimed, then the account stops answering
+            started = time.monotonic()
+            with bound(Deadline(1.0)), pytest.raises(LedgerError, match="may or may not be recorded"):
+                ledger.commit(change)
+            assert time.monotonic() - started < 4.0  # ended, not retried for minutes
+            proxy.resume()
         finally:
             ledger.drop_tables()
             ledger.close()

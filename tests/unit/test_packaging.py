@@ -47,3 +47,21 @@ def test_service_bus_stays_off_the_function_apps_import_and_the_containers_build
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": [], "build": []}
+
+
+def test_the_settings_and_the_policys_validators_wait_for_the_first_use():
+    """`import function_app` (the host indexing the functions, every cold start) loads no pydantic-settings and
+    builds no policy validator: the container reads the settings when it is built, a policy is built when read."""
+    probe = (
+        "import function_app, json, sys\n"
+        "from shared.domain.policy.schema import Policy\n"
+        "seen = {'import': sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic_settings', 'dotenv')),\n"
+        "        'policy built': Policy.__pydantic_complete__}\n"
+        "from shared.domain.policy import parse_policy\n"
+        "parse_policy({'version': 1, 'rules': []})\n"
+        "seen['read'] = Policy.__pydantic_complete__\n"
+        "print(json.dumps(seen))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": [], "policy built": False, "read": True}

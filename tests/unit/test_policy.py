@@ -298,6 +298,21 @@ def test_default_policy_holds_every_competing_claim():
     assert (decision.effect, decision.rule) == (Effect.HOLD, "default")
 
 
+def test_the_sections_defaults_are_the_sections_as_validated():
+    """The defaults are built without validation (so no validator is built at import): they must be exactly what
+    validating an empty section gives."""
+    from shared.domain.policy.schema import Approval, Designation, Notify, Rule, When
+
+    for section, default in ((When, Designation.model_fields["when"].default),
+                             (When, Rule.model_fields["when"].default),
+                             (Approval, Policy.model_fields["approval"].default),
+                             (Notify, Policy.model_fields["notify"].default)):  # fmt: skip
+        validated = section()
+        assert default == validated and default.__dict__ == validated.__dict__
+        assert default.model_fields_set == validated.model_fields_set
+        assert default.__pydantic_extra__ == validated.__pydantic_extra__
+
+
 def test_optional_sections_have_defaults():
     policy = load_policy("version: 1\n")
     assert (policy.mode, policy.default, policy.primary, policy.rules) == ("enforce", Effect.HOLD, [], [])

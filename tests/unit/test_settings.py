@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.config.settings import OperatorSettings, Settings, SettingsError, sweep_schedule
 
@@ -186,6 +188,20 @@ def test_the_sweep_schedule_is_read_alone_so_a_bad_other_setting_does_not_stop_t
     assert sweep_schedule({**bad, "ORGGUARD_SWEEP_SCHEDULE": "0 30 * * * *"}) == "0 30 * * * *"
 
 
+_ENV_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), _ENV_TEXT), st.dictionaries(st.sampled_from(["ORGGUARD_GATE_DEADLINE_S", "X"]), _ENV_TEXT))
+def test_the_sweep_schedule_read_alone_is_what_the_settings_read(value: str | None, others: dict[str, str]) -> None:
+    """The timers read ORGGUARD_SWEEP_SCHEDULE without pydantic-settings; it must be the value ``Settings`` reads."""
+    env = others if value is None else {**others, "ORGGUARD_SWEEP_SCHEDULE": value}
+    assert sweep_schedule(env) == Settings._read(env).get("ORGGUARD_SWEEP_SCHEDULE", Settings().sweep_schedule) or (
+        Settings().sweep_schedule
+    )
+    assert sweep_schedule(env) == Settings.from_env({"ORGGUARD_SWEEP_SCHEDULE": value or ""}).sweep_schedule
+
+
 def test_the_operator_s_shell() -> None:
     shell = OperatorSettings.from_env(
         {"ORGGUARD_URL": " https://orgguard.contoso.com ", "ORGGUARD_API_SCOPE": "api://x/.default", "USER": "ann"}
@@ -202,7 +218,7 @@ def test_the_operator_s_shell() -> None:
 READS_ENVIRONMENT = re.compile(r"\bos\.environ\b|\bos\.getenv\b|\bgetenv\(|envvar=")
 
 
-def test_the_environment_is_read_in_shared_config_settings_only() -> None:
+def test_the_environment_is_read_in_shared_config_environment_only() -> None:
     repo = Path(__file__).resolve().parents[2]
     readers = {
         path.relative_to(repo).as_posix()
@@ -210,4 +226,4 @@ def test_the_environment_is_read_in_shared_config_settings_only() -> None:
         for path in (repo / folder).rglob("*.py")
         if READS_ENVIRONMENT.search(path.read_text(encoding="utf-8"))
     } | ({"function_app.py"} if READS_ENVIRONMENT.search((repo / "function_app.py").read_text()) else set())
-    assert readers == {"shared/config/settings.py"}
+    assert readers == {"shared/config/environment.py"}  # Settings and the timers' schedule read through it

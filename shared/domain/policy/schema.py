@@ -86,7 +86,7 @@ class Designation(Section):
     noun = "a designation"
     null_is_absent = ("when",)
 
-    when: When = When()
+    when: When = When.model_construct()  # as When(): the defaults, without building the validator at import
     org: Annotated[
         str,
         StringConstraints(strict=True, strip_whitespace=True, min_length=1),
@@ -106,7 +106,7 @@ class Rule(Section):
         Field(strict=True, pattern=RULE_ID, description="a short name that decisions and cases cite"),
         Says("letters, digits, '.', '_', ':' or '-' (at most 100)"),
     ]
-    when: When = When()
+    when: When = When.model_construct()  # as When(): the defaults, without building the validator at import
     effect: Annotated[
         RuleEffect | ByOrigin,
         BeforeValidator(effect_spec),
@@ -155,8 +155,8 @@ class Policy(Section):
     default: Annotated[DefaultEffect, BeforeValidator(_not_prefer_primary), Field(title="effect")] = Effect.HOLD
     primary: list[Designation] = []
     rules: list[Rule] = []
-    approval: Approval = Approval()
-    notify: Notify = Notify()
+    approval: Approval = Approval.model_construct()  # as Approval() (a test holds them equal)
+    notify: Notify = Notify.model_construct()  # as Notify()
     fence: Annotated[
         Fences, Field(description="what a demote sets to None in the losing org: act, or act and email")
     ] = ACT_ONLY

@@ -64,7 +64,7 @@ class Section(BaseModel):
     in ``null_is_absent`` may be written as null, meaning "as by default".
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)  # built when a policy is first read
 
     shape: ClassVar[str] = "must be a mapping"
     noun: ClassVar[str] = "it"

@@ -33,8 +33,9 @@ RowKey                              row
 =================================== ==========================================
 
 PartitionKey ``~journals``, RowKey ``esc(address)`` or ``~policy``: recovery
-markers, written before a journal, so a sweep finds work a crashed instance
-left behind.
+markers, written after a mailbox's transaction (before its roll-forward) and
+before a policy or exemptions change, so any instance finds work in flight; a
+journal whose writer died before its marker is found by ``recover``'s scan.
 
 ``events`` -- PartitionKey ``esc(event key)``, RowKey ``event``: the processed
 event's outcome, for ``event()`` look-ups without knowing the mailbox.
@@ -54,7 +55,8 @@ NextAt: the executor's outbox.
 ``e<seq:016>``, and ``origin|<id>`` markers that make each append idempotent.
 
 ``policies`` -- PartitionKey ``policy``, RowKey ``inv(version)``; PartitionKey ``exemptions``: RowKey
-``head`` (the set's version) and ``x|<esc(id)>`` per exemption (``exemptions.py``).
+``head`` (the set's version), ``x|<esc(id)>`` per exemption (``exemptions.py``) and ``policy`` (the newest
+policy version in force), so one query reads both versions (``versions.py``).
 
 Concurrency without a lock. Every write to a mailbox's partition is one
 transaction whose first operation updates the root with ``If-Match`` (or
@@ -72,19 +74,21 @@ mailbox before, but not one committed there at the very same moment.)
 Derived records (the ``events`` look-up, case and outbox indexes, audit) are
 written from the journal after ``commit`` returns, on the ledger's backlog threads
 (``backlog.py``), then the journal row is deleted; the gate's path is the
-mailbox read (root and journal rows in one query), the recovery marker and the
-transaction, which is conditioned on the root that read saw (a root that moved,
+versions read (policy and exemptions, one query), the mailbox read (root and
+journal rows in one query) and the transaction, which is conditioned on the root that read saw (a root that moved,
 an event or a case that exists fails it, and the commit reads the partition and
 plans again as before). The root names the mailbox's newest event, so a repeat
 of it is answered from that read. A read through an index (``case``, ``cases``,
 the outbox, the audit log) first waits for this instance's backlog and rolls
-forward the journals other instances have in flight (their markers), so it sees
-every decision whose commit returned. Each step is idempotent, and index rows
+forward the journals other instances have in flight (their markers, written
+right after the answer), so it sees every decision whose roll-forward began. Each step is idempotent, and index rows
 carry the mailbox Seq that wrote them (``Stamp``): an index row is only
 overwritten or deleted by a newer journal, so journals may be rolled forward in
 any order or twice. A journal older than ``takeover_after`` is someone else's
 unfinished work: the next reader or writer of that mailbox, or ``recover`` in
-``pending_actions`` (the housekeeping timer's outbox round), rolls it forward.
+``pending_actions`` (the housekeeping timer's outbox round: the markers, and at
+most once per ``takeover_after`` a scan of every partition for old journal rows,
+which finds a writer killed between its transaction and its marker), rolls it forward.
 Reads that go through an index (``cases``, ``pending_actions``) re-check every
 hit against the mailbox partition, so a stale index row costs a read, never a
 wrong answer; reads are eventually consistent only for an instance that died
@@ -126,6 +130,7 @@ Where each part lives:
 ``audit.py``       the audit chain
 ``policies.py``    policy versions (and auditing a saved one)
 ``exemptions.py``  the exemptions, versioned: one transaction per change, audited right after
+``versions.py``    the policy's and the exemptions' versions, read in one query per decision
 ``journal.py``     journals rolled forward, recovery markers, ``recover``
 ``partition.py``   the mailbox-partition transaction (snapshot, seal, transact)
 ``backlog.py``     journals rolled forward on worker threads after the decision returns

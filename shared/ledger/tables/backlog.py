@@ -1,13 +1,14 @@
 """Derived work a decision leaves (its journal rolled forward), done on worker threads after the decision returns.
 
 A decision is recorded once its mailbox transaction lands: the journal row in that transaction says what the
-indexes and the audit chain must learn, and the recovery marker written before it lets any instance find the
-journal if this one dies. So the gate need not wait for the roll-forward: ``Backlog`` runs it on a few worker
-threads of this ledger instance. ``settle`` waits for what is in flight, so every read through an index on
-this instance sees the decisions it committed; when more than ``limit`` roll-forwards wait, the committing
-thread does its own (the backlog never grows without bound). Work a dying process leaves is finished from
-its marker by ``recover`` (the housekeeping timer's outbox round), by the mailbox's next reader, or by any
-instance reading through an index (``Journals._catch_up``).
+indexes and the audit chain must learn; the recovery marker written first here, and ``recover``'s scan for
+old journal rows, let any instance find the journal if this one dies. So the gate need not wait for the
+roll-forward: ``Backlog`` runs it on a few worker threads of this ledger instance. ``settle`` waits for what
+is in flight, so every read through an index on this instance sees the decisions it committed; when more
+than ``limit`` roll-forwards wait, the committing thread does its own (the backlog never grows without
+bound). Work a dying process leaves is finished from its marker or journal row by ``recover`` (the
+housekeeping timer's outbox round), by the mailbox's next reader, or by any instance reading through an
+index (``Journals._catch_up``).
 """
 
 from __future__ import annotations

@@ -33,9 +33,8 @@ from shared.ledger.tables.audit import AuditChain
 from shared.ledger.tables.entities import Entity, Operation, check_entity, etag, get_doc, get_text, if_match, put_text
 from shared.ledger.tables.keys import MARKERS, clock, escape, literal
 from shared.ledger.tables.storage import WRITE_TRIES, pause
+from shared.ledger.tables.versions import HEAD, PARTITION, Versions
 
-PARTITION: Final = "exemptions"
-HEAD: Final = "head"
 EXEMPTIONS_MARKER: Final = "~exemptions"
 MAX_PER_CHANGE: Final = 98  # one transaction: the head and up to 99 operations more (an expiry report marks many)
 
@@ -44,9 +43,9 @@ def _rk(exemption_id: str) -> str:
     return f"x|{escape(exemption_id)}"
 
 
-class ExemptionRows(AuditChain):
+class ExemptionRows(AuditChain, Versions):
     def _exemption_rows(self) -> tuple[TableEntity | None, list[TableEntity]]:
-        rows = list(self._rows("policies", f"PartitionKey eq {literal(PARTITION)}"))
+        rows = list(self._rows("policies", f"PartitionKey eq {literal(PARTITION)}"))  # the policy pointer too
         head = next((r for r in rows if r["RowKey"] == HEAD), None)
         return head, [r for r in rows if str(r["RowKey"]).startswith("x|")]
 
@@ -58,12 +57,15 @@ class ExemptionRows(AuditChain):
     _exemptions_read: tuple[str, Book] | None = None  # the set as last read, by its head's ETag
 
     def exemptions(self) -> Book:
-        """The set; one point read of its head when nothing changed since the last read (every competing claim
-        asks for it), the whole partition otherwise."""
+        """The set; its head's ETag (read with the policy's version, or one point read) when nothing changed since
+        the last read (every competing claim asks for it), the whole partition otherwise."""
         with self._storage("read the exemptions"):
-            head = self._get("policies", PARTITION, HEAD)
+            tag = self._fresh_head()  # read with the policy's version at this decision's start (``versions.py``)
+            if tag is None:
+                head = self._get("policies", PARTITION, HEAD)
+                tag = etag(head) if head is not None else ""
             cached = self._exemptions_read
-            if cached is not None and cached[0] == (etag(head) if head is not None else ""):
+            if cached is not None and cached[0] == tag:
                 return cached[1]  # no head is no exemption: the first change creates it with its rows
             head, rows = self._exemption_rows()
         book = self._book_of(head, rows)

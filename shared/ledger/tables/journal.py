@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
@@ -145,12 +146,19 @@ class Journals(PolicyRows, ExemptionRows):
 
     # --- recovery markers: work a crashed instance left behind ------------------------
 
+    _scanned_at: float | None = None  # when this instance last scanned every partition for old journals
+
     def recover(self, limit: int = 50) -> int:
-        """Finish work instances left behind (journals older than ``takeover_after``); return how many marks."""
+        """Finish work instances left behind (journals older than ``takeover_after``); return how many marks.
+
+        The markers name what a writer left while rolling forward; a writer that died between its transaction
+        and its marker left a journal row only, which the scan across partitions finds (at most once per
+        ``takeover_after`` per instance: on Table Storage it reads every partition's keys in that range)."""
         cutoff = clock(utcnow() - self.takeover_after)
         query = f"PartitionKey eq {literal(MARKERS)} and At le {literal(cutoff)}"
         done = 0
         with self._storage("recover unfinished work"):
+            done += self._scan_journals(cutoff, limit)
             found = self._tables["mailboxes"].query_entities(query, results_per_page=max(1, limit))
             for _, marker in zip(range(max(1, limit)), found, strict=False):
                 if marker["RowKey"] == POLICY_MARKER:
@@ -165,6 +173,20 @@ class Journals(PolicyRows, ExemptionRows):
                     continue
                 done += 1
         return done
+
+    def _scan_journals(self, cutoff: str, limit: int) -> int:
+        """Roll forward journal rows older than ``cutoff`` in any mailbox partition (unmarked work included)."""
+        now = time.monotonic()
+        with self._lock:
+            due = self._scanned_at is None or now - self._scanned_at >= self.takeover_after.total_seconds()
+            if due:
+                self._scanned_at = now
+        if not due:
+            return 0
+        query = f"{prefix_range('journal|')} and At le {literal(cutoff)}"
+        found = self._tables["mailboxes"].query_entities(query, results_per_page=max(1, limit))
+        return sum(self._roll_forward(json.loads(get_text(row, "Journal")))
+                   for _, row in zip(range(max(1, limit)), found, strict=False))  # fmt: skip
 
     def _catch_up(self) -> None:
         """Before a read through an index: this instance's roll-forwards done, and the journals any instance

@@ -73,9 +73,10 @@ class MailboxAggregate(Partition):
     def commit(self, change: Change) -> None:
         """One transaction on the mailbox's partition; its journal is rolled forward after this returns.
 
-        On the gate's path: the transaction (conditioned on the root ``mailbox`` read) and the recovery marker
-        before it, nothing else, when the mailbox did not move since that read.
+        On the gate's path: the transaction (conditioned on the root ``mailbox`` read), nothing else, when the
+        mailbox did not move since that read; the recovery marker is written after, with the roll-forward.
         """
+        self._forget_head()  # the decision ends here (``versions.py``)
         pk = escape(change.key.address)
         event_key = change.event.event_key if change.event else None
         journal_id = str(uuid.uuid4())
@@ -86,11 +87,11 @@ class MailboxAggregate(Partition):
             if read is not None:
                 write = self._plan_commit(change, read, journal_id)
                 try:
-                    marked = self._transact(pk, write)
+                    self._transact(pk, write)
                 except Retry:
                     pass  # the partition moved, or the event or a case exists: read it and decide as before
                 else:
-                    self._finish_later(pk, write.journal, marked)
+                    self._finish_later(pk, write.journal)
                     return None
             for attempt in range(COMMIT_TRIES):
                 case_ids = [c.id for c in change.cases] + [case_id for case_id, _ in change.expect]

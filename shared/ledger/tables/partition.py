@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Final
 
 from azure.core.exceptions import (
+    AzureError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -25,7 +27,10 @@ from shared.ledger.tables.audit import audit_entity
 from shared.ledger.tables.entities import Entity, Operation, check_entity, etag, get_text, if_match, put_text
 from shared.ledger.tables.journal import Journal, Journals
 from shared.ledger.tables.keys import MARKERS, ROOT, case_rk, clock, event_rk, journal_rk, literal, prefix_range
-from shared.ledger.tables.storage import pause
+from shared.ledger.tables.storage import brief, pause
+from shared.ledger.tables.timeouts import PastDeadline
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH_OPS: Final = 100
 MAX_BATCH_BYTES: Final = 2_000_000
@@ -115,20 +120,20 @@ class Partition(Journals):
         """Submit ``write`` and roll its journal forward (``later``: on the backlog's threads, after this returns);
         False (after a pause) when the partition moved."""
         try:
-            marked = self._transact(pk, write)
+            self._transact(pk, write)
         except Retry:
             pause(attempt)
             return False
         if later:
-            self._finish_later(pk, write.journal, marked)
+            self._finish_later(pk, write.journal)
         else:
-            self._finish(pk, write.journal, marked)
+            self._finish(pk, write.journal)
         return True
 
-    def _finish_later(self, pk: str, journal: Journal, marker_etag: str) -> None:
+    def _finish_later(self, pk: str, journal: Journal) -> None:
         """``_finish`` on the backlog; here and now when the backlog is full."""
-        if not self._backlog.submit(lambda: self._finish(pk, journal, marker_etag)):
-            self._finish(pk, journal, marker_etag)
+        if not self._backlog.submit(lambda: self._finish(pk, journal)):
+            self._finish(pk, journal)
 
     def _seal(
         self, pk: str, seq: int, journal_id: str, ops: list[Operation], journal: Journal, audit: list[AuditEvent]
@@ -150,15 +155,12 @@ class Partition(Journals):
             raise LedgerError(f"one change would send about {wire} bytes; a transaction holds at most 2 MB")
         return Write(ops, journal)
 
-    def _transact(self, pk: str, write: Write) -> str:
-        """Mark the mailbox as having work in flight, then submit; ``Retry`` when the partition moved.
+    def _transact(self, pk: str, write: Write) -> None:
+        """Submit the transaction; ``Retry`` when the partition moved.
 
-        Returns the marker's ETag, for ``_finish`` to remove it once the journal is rolled forward.
+        Nothing else is written first: the recovery marker comes after, with the roll-forward (``_finish``), and
+        a journal whose writer died before its marker is found by ``recover``'s scan for old journal rows.
         """
-        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": write.journal["address"]}
-        marker["At"] = clock(utcnow())
-        # Before the commit is claimed: a marker that cannot be written in time stops the decision unrecorded.
-        marked = self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)
         work = deadline.current()
         if work is not None and not work.claim_commit():  # a late decision is never recorded
             raise DeadlineExceeded(f"the decision missed its {work.seconds:g} s deadline; nothing recorded")
@@ -168,11 +170,9 @@ class Partition(Journals):
             if exc.status_code in (404, 409, 412):
                 raise Retry from None
             raise
-        except (ServiceRequestError, ServiceResponseError):
-            if self._landed(pk, write):
-                return str(marked["etag"])
-            raise Retry from None
-        return str(marked["etag"])
+        except (ServiceRequestError, ServiceResponseError, PastDeadline):
+            if not self._landed(pk, write):
+                raise Retry from None
 
     def _landed(self, pk: str, write: Write) -> bool:
         """After a lost answer: whether the transaction landed; if not, fence it so it never lands late.
@@ -202,11 +202,21 @@ class Partition(Journals):
             return ours()  # the root moved first: our transaction, or another writer's (which fences ours too)
         return False
 
-    def _finish(self, pk: str, journal: Journal, marker_etag: str) -> None:
-        """Roll the journal forward; then the marker goes, unless a newer write re-marked the mailbox."""
-        if self._roll_forward(journal):
+    def _finish(self, pk: str, journal: Journal) -> None:
+        """Mark the mailbox as having work in flight (so any instance's index reads roll it forward meanwhile),
+        roll the journal forward, then remove the marker unless a newer write re-marked the mailbox.
+
+        The transaction has landed: a marker that cannot be written does not undo it (``recover``'s scan finds the
+        journal), so it is logged, not raised."""
+        marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": journal["address"], "At": clock(utcnow())}
+        try:
+            marked: str | None = str(self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)["etag"])
+        except AzureError as exc:
+            log.warning("ledger recovery marker not written", extra={"journal": journal["id"], "error": brief(exc)})
+            marked = None
+        if self._roll_forward(journal) and marked is not None:
             with suppress(ResourceModifiedError, ResourceNotFoundError):
-                self._tables["mailboxes"].delete_entity(MARKERS, pk, **if_match(marker_etag))
+                self._tables["mailboxes"].delete_entity(MARKERS, pk, **if_match(marked))
 
     def _take_over(self, snap: Snapshot) -> None:
         """Roll forward journals their writer left behind (older than ``takeover_after``)."""

@@ -1,4 +1,4 @@
-"""Policy versions, newest first; a saved version is audited after it is created.
+"""Policy versions, newest first; a saved version is put in force (``versions.py``) and audited after it is created.
 
 The policy row and the audit chain are in two tables, so no transaction holds
 both: the ``~policy`` marker (written first) and the row's ``Audited`` flag let
@@ -17,24 +17,22 @@ from shared.ledger.tables.audit import AuditChain
 from shared.ledger.tables.entities import Entity, check_entity, etag, get_text, if_match, put_text
 from shared.ledger.tables.keys import MARKERS, POLICY_MARKER, clock, inv
 from shared.ledger.tables.storage import WRITE_TRIES, pause
+from shared.ledger.tables.versions import Versions
 
 
-class PolicyRows(AuditChain):
-    def _newest_policy(self) -> TableEntity | None:
-        return next(self._rows("policies", "PartitionKey eq 'policy'", page=1), None)
-
+class PolicyRows(AuditChain, Versions):
     _policy_read: PolicyVersion | None = None  # the newest version as last read whole
 
     def policy(self) -> PolicyVersion | None:
         """The newest version: its number read on every call (every decision asks), its text when it is new."""
         with self._storage("read the policy"):
-            newest = next(self._rows("policies", "PartitionKey eq 'policy'", page=1, select=["Version"]), None)
-            if newest is None:
+            version = self._versions()  # with the exemptions' head, in one query (``versions.py``)
+            if version is None:
                 return None
             known = self._policy_read
-            if known is not None and known.version == int(newest["Version"]):
+            if known is not None and known.version == version:
                 return known
-            row = self._tables["policies"].get_entity("policy", inv(int(newest["Version"])))
+            row = self._tables["policies"].get_entity("policy", inv(version))
         read = PolicyVersion(int(row["Version"]), get_text(row, "Text"), str(row["Actor"]), codec.must_ts(row["At"]))
         self._policy_read = read
         return read
@@ -56,15 +54,18 @@ class PolicyRows(AuditChain):
                 except ResourceExistsError:
                     pause(attempt)
                     continue
+                self._advance_policy_pointer(version)
                 self._audit_policy(self._tables["policies"].get_entity("policy", inv(version)))
                 return saved
         raise LedgerError("the policy kept changing; try again")
 
     def _audit_newest_policy(self) -> TableEntity | None:
-        """The newest version, audited first if its writer did not get that far."""
+        """The newest version, in force (the pointer moved) and audited first if its writer did not get that far."""
         newest = self._newest_policy()
-        if newest is not None and not newest.get("Audited"):
-            self._audit_policy(newest)
+        if newest is not None:
+            self._advance_policy_pointer(int(newest["Version"]))
+            if not newest.get("Audited"):
+                self._audit_policy(newest)
         return newest
 
     def _audit_policy(self, row: TableEntity) -> None:
