@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.factories import REPO
+
+
+def printed(probe: str) -> Any:
+    """What the Python code ``probe`` printed last, as JSON, run in a fresh interpreter from the repository."""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_function_app_loads_no_command_line_code():
@@ -17,9 +25,7 @@ def test_the_function_app_loads_no_command_line_code():
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich') "
         "or m.startswith(('shared.cli', 'functions.console')))))"
     )
-    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, capture_output=True,
-                                       text=True, timeout=60).stdout)  # fmt: skip
-    assert loaded == []
+    assert printed(probe) == []
     runtime = (REPO / "requirements.txt").read_text()
     assert "typer" not in runtime and "rich" not in runtime
 
@@ -44,9 +50,7 @@ def test_service_bus_stays_off_the_function_apps_import_and_the_containers_build
         "print(json.dumps(seen))\n"
         "os._exit(0)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": [], "build": []}
+    assert printed(probe) == {"import": [], "build": []}
 
 
 def test_the_settings_and_the_policys_validators_wait_for_the_first_use():
@@ -62,6 +66,4 @@ def test_the_settings_and_the_policys_validators_wait_for_the_first_use():
         "seen['read'] = Policy.__pydantic_complete__\n"
         "print(json.dumps(seen))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"import": [], "policy built": False, "read": True}
+    assert printed(probe) == {"import": [], "policy built": False, "read": True}
