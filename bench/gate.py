@@ -294,17 +294,26 @@ def over_http(seconds: int = 8) -> tuple[list[list[object]], dict[str, float]]:
     return rows, figures
 
 
+IMPORTS = {
+    "import function_app": "import function_app",
+    # what an HTTP instance's first request adds: the FastAPI app the deferred app builds then (deferred_app.py)
+    "import function_app, then the HTTP app built": "import function_app; import function_app as f; f._api()",
+    "import azure.functions": "import azure.functions",
+}
+
+
 def import_time(runs: int = 10) -> list[list[object]]:
-    code = "import time; t=time.perf_counter(); import {m}; print(time.perf_counter()-t)"
+    """Each statement's wall time in a fresh interpreter, ``runs`` times: the median and the best."""
+    code = "import time; t=time.perf_counter(); {s}; print(time.perf_counter()-t)"
     rows = []
-    for module in ("function_app", "azure.functions"):
+    for label, statement in IMPORTS.items():
         times = []
         for _ in range(runs):
             out = subprocess.run(
-                [sys.executable, "-c", code.format(m=module)], cwd=REPO, capture_output=True, text=True, check=True
+                [sys.executable, "-c", code.format(s=statement)], cwd=REPO, capture_output=True, text=True, check=True
             )
             times.append(float(out.stdout.strip()))
-        rows.append([f"import {module}", runs, median(times) * 1e3, min(times) * 1e3])
+        rows.append([label, runs, median(times) * 1e3, min(times) * 1e3])
     return rows
 
 
@@ -326,7 +335,7 @@ def main() -> None:
     cpu_ratio = inproc["cpu_us"] / inproc["base_us"]
     http_ratio = http["gate_rate"] / http["bare_rate"]
     p99_ratio = http["gate_p99"] / http["bare_p99"]
-    import_s = float(imports[0][2]) / 1e3  # type: ignore[arg-type]
+    import_s, with_http_s = (float(row[2]) / 1e3 for row in imports[:2])  # type: ignore[arg-type]
     goals(
         [
             ("1. CPU per decision, in-process",
@@ -341,8 +350,9 @@ def main() -> None:
             (f"2. HTTP p99 at {RATE}/s",
              f"{http['gate_p99']:.1f} ms (bare {http['bare_p99']:.1f} ms, {p99_ratio:.1f}x)",
              f"≤ {GOAL_HTTP_P99_RATIO:g}x", p99_ratio <= GOAL_HTTP_P99_RATIO),
-            ("6. import function_app", f"{import_s:.3f} s (median of 10)", f"≤ {GOAL_IMPORT_S:g} s",
-             import_s <= GOAL_IMPORT_S),
+            ("6. import function_app",
+             f"{import_s:.3f} s (median of 10; {with_http_s:.3f} s with the HTTP app an HTTP instance's first "
+             "request builds)", f"≤ {GOAL_IMPORT_S:g} s", import_s <= GOAL_IMPORT_S),
         ]
     )  # fmt: skip
     console.print("Also: python -X importtime -c 'import function_app' 2>&1 | sort -t'|' -k2 -n | tail")

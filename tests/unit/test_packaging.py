@@ -67,3 +67,15 @@ def test_the_settings_and_the_policys_validators_wait_for_the_first_use():
         "print(json.dumps(seen))\n"
     )
     assert printed(probe) == {"import": [], "policy built": False, "read": True}
+
+
+def test_indexing_the_functions_loads_no_http_framework():
+    """The host imports function_app on every cold start, Service Bus and timer instances too: FastAPI and
+    Starlette load when the HTTP app is first called (functions/deferred_app.py), not then."""
+    probe = (
+        "import function_app, json, sys\n"
+        "seen = {'import': sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')),\n"
+        "        'built': function_app.app.middleware._app.built}\n"
+        "print(json.dumps(seen))\n"
+    )
+    assert printed(probe) == {"import": [], "built": False}
