@@ -26,7 +26,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
-from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxSteps
 
 
 @dataclass
@@ -206,26 +206,6 @@ class MemoryLedger(OutboxSteps):
             for action in taken:
                 self._save_action(replace(action, next_attempt_at=until))
             return taken
-
-    def _write_step(self, action_id: str, step: StepRule) -> model.Action:
-        s = self.store
-        with s.lock:
-            found = s.actions.get(action_id)
-            if found is None:
-                raise model.NotFound(f"no action {action_id}", field="action")
-            old = codec.action_from(json.loads(found[1]))
-            stored = s.cases.get(old.case_id)
-            case = self._case_from(stored[1]) if stored else None
-            planned = step(old, case, model.utcnow())
-            if planned is None:
-                return old
-            new, moved, event = planned
-            self._save_action(new)
-            if moved is not None and case is not None and moved.history != case.history:
-                seq = s.cases[moved.id][0]
-                s.cases[moved.id] = (seq, json.dumps(codec.case_doc(moved)))
-            self._append(event)
-            return new
 
     def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[model.Action]:
         """One round's actions under the store's lock, all checked before any is written (``record_attempts``)."""

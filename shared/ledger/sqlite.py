@@ -50,7 +50,7 @@ from shared.ledger.checkpoints import CHECKPOINTS
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded, WouldWait
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
-from shared.ledger.steps import ChangeRule, OutboxSteps, StepRule
+from shared.ledger.steps import ChangeRule, OutboxSteps
 
 SCHEMA_VERSION = 2  # 2: exemptions
 BUSY_SLACK_MS = 250  # a writer's busy timeout is set again only when its budget moved by more than this
@@ -461,25 +461,6 @@ class SqliteLedger(OutboxSteps):
             self._save_actions(db, [replace(action, next_attempt_at=until) for action in taken])
             return taken
 
-    def _write_step(self, action_id: str, step: StepRule) -> Action:
-        """Change one action, its case and the audit log in one transaction (the rule is ``step``'s)."""
-        with self._tx() as db:
-            row = db.execute("SELECT doc FROM actions WHERE id = ?", (action_id,)).fetchone()
-            if not row:
-                raise NotFound(f"no action {action_id}", field="action")
-            old = codec.action_from(json.loads(row["doc"]))
-            case_row = db.execute("SELECT doc FROM cases WHERE id = ?", (old.case_id,)).fetchone()
-            case = self._case_from(case_row["doc"]) if case_row else None
-            planned = step(old, case, utcnow())
-            if planned is None:
-                return old
-            new, moved, event = planned
-            self._save_action(db, new)
-            if moved is not None and case is not None and moved.history != case.history:
-                self._write_case(db, moved)
-            self._append(db, event)
-            return new
-
     def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
         """One round's actions, their cases and audit entries in one transaction (``record_attempts``).
 
@@ -543,10 +524,6 @@ class SqliteLedger(OutboxSteps):
         if missing:
             raise NotFound(f"no action {missing[0]}", field="action")
         return actions, cases
-
-    @staticmethod
-    def _save_action(db: sqlite3.Connection, action: Action) -> None:
-        SqliteLedger._save_actions(db, [action])
 
     @staticmethod
     def _save_actions(db: sqlite3.Connection, actions: Sequence[Action]) -> None:

@@ -2,9 +2,9 @@
 
 The rule is the case work's (``casework.attempt``, ``casework.retry``, ``casework.hand_back``):
 given the stored action and its case, each says what the action, the case and the audit log must
-become. A ledger adds only ``_write_step`` (reading the action and its case, and writing the step's
-result in one transaction, so the audit entry lands with the change it records) and ``_write_steps``
-(one round's steps at once: one transaction where the storage has one for them).
+become. A ledger adds only ``_write_steps``: reading the actions and their cases, and writing the steps'
+results in one transaction where the storage has one for them, so each audit entry lands with the
+change it records (``_write_step`` is one step of it).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class OutboxSteps:
 
     def _write_step(self, action_id: str, step: StepRule) -> Action:
         """Apply ``step`` to the stored action in one transaction; ``NotFound`` when there is no such action."""
-        raise NotImplementedError
+        return self._write_steps([(action_id, step)])[0]
 
     def _write_steps(self, steps: Sequence[tuple[str, ChangeRule]]) -> list[Action]:
         """Apply each rule to its stored action, in order, each seeing the ones before (``record_attempts``)."""
