@@ -195,3 +195,27 @@ def test_a_decision_planned_on_a_root_that_moved_is_refused_and_decided_again(
     with pytest.raises(ConcurrencyConflict):
         one.commit(stale)
     assert [c.org for c in one.claims(key)] == ["contoso-jp"] and one.mailbox(key).version == 1
+
+
+def test_a_full_backlog_finishes_inline_and_a_failed_marker_never_fails_the_landed_decision(
+    make: Callable[..., TableLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backlog full, the work runs on the committing thread; past the deadline a storage call gets one try, and
+    the marker write failing then (``PastDeadline``) must not turn a landed decision into an error."""
+    from shared.ledger.tables.timeouts import PastDeadline
+
+    ledger = make()
+    monkeypatch.setattr(ledger._backlog, "submit", lambda work: False)  # full: nothing taken
+    mailboxes = ledger.table("mailboxes")
+    upsert = mailboxes.upsert_entity
+
+    def no_marker(entity: Any, **kwargs: Any) -> Any:
+        if entity["PartitionKey"] == "~journals":
+            raise PastDeadline("the gate's deadline passed; one try only")
+        return upsert(entity, **kwargs)
+
+    monkeypatch.setattr(mailboxes, "upsert_entity", no_marker)
+    case = contested(ledger, Clock(), Effect.HOLD)  # returns: the decision is recorded, not "may or may not be"
+    assert ledger.mailbox(case.key).version == 2
+    assert [c.id for c in ledger.cases(CaseQuery(state=CaseState.HELD)).items] == [case.id]  # rolled forward inline
+    assert list(mailboxes.query_entities("PartitionKey eq '~journals'")) == []

@@ -42,7 +42,7 @@ class Backlog:
                 return False
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="orgguard-journal")
-            future = self._pool.submit(_logged, work)
+            future = self._pool.submit(logged, work)
             self._pending.add(future)
         future.add_done_callback(self._done)
         return True
@@ -77,11 +77,12 @@ class Backlog:
 _worker = threading.local()  # busy: this thread is running backlog work
 
 
-def _logged(work: Callable[[], None]) -> None:
+def logged(work: Callable[[], None]) -> None:
+    """Run a decision's follow-up ``work``: its failure is logged, never the decision's (its transaction landed)."""
     _worker.busy = True
     try:
         work()
-    except Exception:  # the decision stands; its marker lets recover() finish the work
+    except Exception:  # the decision stands; its journal row (marked, or found by recover()'s scan) is finished later
         log.exception("ledger journal not rolled forward; recover() will finish it")
     finally:
         _worker.busy = False

@@ -24,6 +24,7 @@ from shared.ledger import codec, deadline
 from shared.ledger.deadline import DeadlineExceeded
 from shared.ledger.port import LedgerError
 from shared.ledger.tables.audit import audit_entity
+from shared.ledger.tables.backlog import logged
 from shared.ledger.tables.entities import Entity, Operation, check_entity, etag, get_text, if_match, put_text
 from shared.ledger.tables.journal import Journal, Journals
 from shared.ledger.tables.keys import MARKERS, ROOT, case_rk, clock, event_rk, journal_rk, literal, prefix_range
@@ -131,9 +132,10 @@ class Partition(Journals):
         return True
 
     def _finish_later(self, pk: str, journal: Journal) -> None:
-        """``_finish`` on the backlog; here and now when the backlog is full."""
+        """``_finish`` on the backlog; here and now when the backlog is full, its failure logged as on the backlog
+        (past the deadline a storage call gets one try: the transaction landed, so the commit must not fail)."""
         if not self._backlog.submit(lambda: self._finish(pk, journal)):
-            self._finish(pk, journal)
+            logged(lambda: self._finish(pk, journal))
 
     def _seal(
         self, pk: str, seq: int, journal_id: str, ops: list[Operation], journal: Journal, audit: list[AuditEvent]
@@ -211,7 +213,7 @@ class Partition(Journals):
         marker: Entity = {"PartitionKey": MARKERS, "RowKey": pk, "Address": journal["address"], "At": clock(utcnow())}
         try:
             marked: str | None = str(self._tables["mailboxes"].upsert_entity(marker, mode=UpdateMode.REPLACE)["etag"])
-        except AzureError as exc:
+        except (AzureError, PastDeadline) as exc:
             log.warning("ledger recovery marker not written", extra={"journal": journal["id"], "error": brief(exc)})
             marked = None
         if self._roll_forward(journal) and marked is not None:
