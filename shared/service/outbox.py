@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -171,7 +171,7 @@ class Executor:
                 if mailbox_id:
                     ready.append((action, mailbox_id))
             await round_.record()  # what was settled without a write (a gone case, a failed look-up, a hold)
-            await asyncio.gather(*(deliver(ready[start : start + size]) for start in range(0, len(ready), size)))
+            await _all_of(deliver(ready[start : start + size]) for start in range(0, len(ready), size))
         round_.report.requests += client.requests_sent - before
 
     async def _resolve(self, client: OrgClient, action: Action, round_: Round) -> str | None:
@@ -273,3 +273,11 @@ def has_pending(ledger: Ledger) -> bool:
 
 def _describe(exc: DataverseError) -> str:
     return f"{exc.status or 'no answer'}: {exc}"
+
+
+async def _all_of(batches: Iterable[Awaitable[None]]) -> None:
+    """Run the batches together and wait for every one, each recording its own answers, before a failure goes up:
+    a batch that fails must not leave the others writing to the orgs after the round has returned."""
+    failed = [r for r in await asyncio.gather(*batches, return_exceptions=True) if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
