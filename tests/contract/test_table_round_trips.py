@@ -158,8 +158,13 @@ def test_a_ledger_from_before_the_policy_pointer_reads_its_newest_policy(make: C
     assert reader.save_policy("version: 3\n", "admin").version == 3 and old.policy().version == 3  # type: ignore[union-attr]
 
 
-def test_the_exemptions_read_with_the_policy_answer_that_decision_only(make: Callable[..., TableLedger]) -> None:
+def test_the_exemptions_read_with_the_policy_answer_that_decision_only(
+    make: Callable[..., TableLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The head read with the policy's version answers the same thread's next exemptions() once, never later."""
+    from shared.ledger.tables import versions
+
+    monkeypatch.setattr(versions, "FRESH_S", 60.0)  # the reads below are "within the decision" however slow Azurite is
     ledger, other = make(), make()
     assert ledger.policy() is None and ledger.exemptions().version == 0
     ledger.policy()
@@ -170,6 +175,16 @@ def test_the_exemptions_read_with_the_policy_answer_that_decision_only(make: Cal
     ledger.commit(decide(ledger.mailbox(mailbox(3)), "contoso-na", "na:9", Clock()()))  # the decision ended
     other.change_exemptions(lambda book: plan_remove(book, book.items[0].id, actor="a", reason=None, now=NOW))
     assert ledger.exemptions().version == 2
+
+
+def test_an_instance_reads_its_own_exemptions_change_at_once(make: Callable[..., TableLedger]) -> None:
+    """A head read with the policy, then a change of the set by the same instance: the next read is the new set."""
+    ledger = make()
+    assert ledger.exemptions().version == 0
+    ledger.save_policy("version: 1\n", "admin")
+    ledger.policy()  # as a timer's work does before it changes the exemptions (report_expired, then measure)
+    add(ledger, exemption())
+    assert ledger.exemptions().version == 1
 
 
 def test_a_repeated_event_answers_its_first_outcome_whether_or_not_it_is_the_newest(

@@ -73,6 +73,7 @@ class ExemptionRows(AuditChain, Versions):
         return book
 
     def change_exemptions(self, planner: ExemptionPlanner) -> tuple[Book, Plan]:
+        self._forget_head()  # a head read with the policy before this change must not answer the next read
         with self._storage("change the exemptions"):
             for attempt in range(WRITE_TRIES):
                 head, rows = self._exemption_rows()

@@ -149,7 +149,8 @@ class Journals(PolicyRows, ExemptionRows):
     _scanned_at: float | None = None  # when this instance last scanned every partition for old journals
 
     def recover(self, limit: int = 50) -> int:
-        """Finish work instances left behind (journals older than ``takeover_after``); return how many marks.
+        """Finish work instances left behind (journals older than ``takeover_after``); return how many markers and
+        scanned journals were finished (a journal found both ways counts twice).
 
         The markers name what a writer left while rolling forward; a writer that died between its transaction
         and its marker left a journal row only, which the scan across partitions finds (at most once per
@@ -190,8 +191,10 @@ class Journals(PolicyRows, ExemptionRows):
 
     def _catch_up(self) -> None:
         """Before a read through an index: this instance's roll-forwards done, and the journals any instance
-        committed and has not rolled forward yet (its marker is still there) rolled forward here, so the read
-        sees every decision whose commit returned, wherever it was made. Young markers stay for their writer."""
+        committed and marked but has not rolled forward yet rolled forward here, so the read sees every decision
+        whose roll-forward has begun, wherever it was made (the marker is written after the answer, with the
+        roll-forward: for those few milliseconds only the mailbox's own reads see it). Young markers stay for their
+        writer."""
         self._backlog.settle()
         query = f"PartitionKey eq {literal(MARKERS)}"
         markers = self._tables["mailboxes"].query_entities(query, results_per_page=CATCH_UP)
