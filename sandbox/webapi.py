@@ -216,7 +216,7 @@ class WebApi:
         pinned = condition.pins if condition is not None else None
         if pinned is not None and spec is not MAILBOX and any(kind == "address" for kind, _ in pinned):
             pinned = None  # only mailboxes are indexed by address
-        ids = [i for pin in sorted(pinned) for i in self._pinned_ids(table, pin)] if pinned is not None else []
+        ids = list(dict.fromkeys(i for pin in sorted(pinned) for i in self._pinned_ids(table, pin))) if pinned else []
         if condition is not None and pinned is not None and (len(pinned) == 1 or len(ids) <= size):
             found = (table.get(row_id) for row_id in ids)
             rows = [row for row in found if row is not None and condition.predicate(row)][:size]
