@@ -318,17 +318,6 @@ STEP_COLUMNS = (
 IMAGE_COLUMNS = ("sdkmessageprocessingstepimageid", *desired_image(ImageSpec("", 0), ""))
 
 
-async def _named(
-    client: OrgClient, entity_set: str, id_column: str, columns: Sequence[str], specs: Sequence[EndpointSpec | StepSpec]
-) -> dict[str, list[dict[str, Any]]]:
-    """The rows answering to each spec's name, in one query."""
-    either = " or ".join(f"name eq {odata_string(spec.name)}" for spec in specs)
-    found: dict[str, list[dict[str, Any]]] = {}
-    for row in await _all(client, entity_set, list(dict.fromkeys([id_column, *columns])), either):
-        found.setdefault(str(row.get("name")), []).append(row)
-    return found
-
-
 Registered = tuple[
     dict[str, list[dict[str, Any]]], str, str, dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]
 ]
