@@ -26,7 +26,6 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.config.environment import SWEEP_SCHEDULE, environment
-from shared.config.environment import sweep_schedule as sweep_schedule  # the timers read it without pydantic
 from shared.domain.model import DomainError, MailboxKey, hidden_character
 
 GateOnError = Literal["block", "allow"]

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.config.settings import OperatorSettings, Settings, SettingsError, sweep_schedule
+from shared.config.environment import sweep_schedule
+from shared.config.settings import OperatorSettings, Settings, SettingsError
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(None, 10.0), ("", 10.0), ("2.5", 2.5), (" 30 ", 30.0), ("54.9", 54.9)])
