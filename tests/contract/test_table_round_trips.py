@@ -234,3 +234,19 @@ def test_a_full_backlog_finishes_inline_and_a_failed_marker_never_fails_the_land
     assert ledger.mailbox(case.key).version == 2
     assert [c.id for c in ledger.cases(CaseQuery(state=CaseState.HELD)).items] == [case.id]  # rolled forward inline
     assert list(mailboxes.query_entities("PartitionKey eq '~journals'")) == []
+
+
+def test_the_scan_for_unmarked_journals_runs_once_per_its_interval(
+    make: Callable[..., TableLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan reads the whole table on Table Storage: an instance runs it at most once per ``scan_every``."""
+    dying = make()
+    monkeypatch.setattr(dying._backlog, "submit", lambda work: True)  # died with its backlog: no marker, no roll-fwd
+    housekeeper = make(takeover_after=timedelta(0), scan_every=timedelta(hours=1))
+    first = contested(dying, Clock(), Effect.BLOCK)
+    assert housekeeper.recover() > 0  # the first round scans and finds its journals
+    assert housekeeper.case(first.id) == first
+    second = contested(dying, Clock(), Effect.BLOCK)
+    assert housekeeper.recover() == 0  # the next round, within the hour: no scan, nothing found
+    assert make(takeover_after=timedelta(0), scan_every=timedelta(0)).recover() > 0  # one due to scan finds them
+    assert housekeeper.case(second.id) == second

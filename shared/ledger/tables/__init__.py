@@ -87,7 +87,7 @@ overwritten or deleted by a newer journal, so journals may be rolled forward in
 any order or twice. A journal older than ``takeover_after`` is someone else's
 unfinished work: the next reader or writer of that mailbox, or ``recover`` in
 ``pending_actions`` (the housekeeping timer's outbox round: the markers, and at
-most once per ``takeover_after`` a scan of every partition for old journal rows,
+most once per ``scan_every`` (ten minutes) a scan of every partition for old journal rows,
 which finds a writer killed between its transaction and its marker), rolls it forward.
 Reads that go through an index (``cases``, ``pending_actions``) re-check every
 hit against the mailbox partition, so a stale index row costs a read, never a

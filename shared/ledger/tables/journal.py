@@ -154,7 +154,7 @@ class Journals(PolicyRows, ExemptionRows):
 
         The markers name what a writer left while rolling forward; a writer that died between its transaction
         and its marker left a journal row only, which the scan across partitions finds (at most once per
-        ``takeover_after`` per instance: on Table Storage it reads every partition's keys in that range)."""
+        ``scan_every`` per instance: on Table Storage it reads the whole table)."""
         cutoff = clock(utcnow() - self.takeover_after)
         query = f"PartitionKey eq {literal(MARKERS)} and At le {literal(cutoff)}"
         done = 0
@@ -179,7 +179,7 @@ class Journals(PolicyRows, ExemptionRows):
         """Roll forward journal rows older than ``cutoff`` in any mailbox partition (unmarked work included)."""
         now = time.monotonic()
         with self._lock:
-            due = self._scanned_at is None or now - self._scanned_at >= self.takeover_after.total_seconds()
+            due = self._scanned_at is None or now - self._scanned_at >= self.scan_every.total_seconds()
             if due:
                 self._scanned_at = now
         if not due:

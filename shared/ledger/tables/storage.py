@@ -44,6 +44,11 @@ def brief(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+# How often an instance scans every mailbox partition for journals their writer left unmarked (killed between its
+# transaction and its marker, a window of milliseconds): on Table Storage the scan reads the whole table.
+SCAN_EVERY = timedelta(minutes=10)
+
+
 class TableStore:
     """One prefix's tables in one account; safe across threads."""
 
@@ -53,12 +58,14 @@ class TableStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         takeover_after: timedelta = timedelta(seconds=15),
+        scan_every: timedelta = SCAN_EVERY,
         sorted_results: bool | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise LedgerError(f"the table prefix {prefix!r} must be a letter then up to 39 letters or digits")
         self.prefix = prefix
         self.takeover_after = takeover_after
+        self.scan_every = scan_every
         self._service = service
         self._sorted = not is_cosmos(service.url) if sorted_results is None else sorted_results
         self._tables = {name: service.get_table_client(prefix + name) for name in TABLE_NAMES}
