@@ -10,7 +10,7 @@ class ExecutionReport:
     applied: int = 0
     failed: int = 0
     deferred: int = 0
-    held: int = 0  # left for a later round: their org is over its service protection budget for now
+    held: int = 0  # left unsent for a later round: their org is over its budget, or their lease nearly out
     requests: int = 0
     errors: list[str] = field(default_factory=list)
 

@@ -14,6 +14,10 @@ over its budget is left alone until its window ends (its leased actions are hand
 back, due when the window ends; no attempt is spent on them), and an org's ``$batch``es
 hold no more operations than the execution time it has left allows.
 
+A round never starts a ``$batch`` with less than ``lease_reserve_s`` left on its lease: what is
+left is handed back, due at once, so a slow org's round does not go on sending actions another
+worker may lease once the lease runs out.
+
 What becomes of each action is recorded per ``$batch``, in one ledger call
 (``Outbox.record_attempts``: one transaction on SQLite), as soon as its answer is in.
 """
@@ -60,6 +64,9 @@ class Executor:
     # A killed worker holds its actions this long. A run slower than this may write a
     # mailbox twice (harmless: the writes are idempotent and each is recorded once).
     lease_s: float = 30.0
+    # No $batch starts with less than this left on its round's lease: the rest are handed back, due at once, so a
+    # slow org's round never goes on sending what another worker may have leased since (a lease outlived).
+    lease_reserve_s: float = 10.0
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     paces: Callable[[str], OrgPace] | None = None  # each org's budget (the client pool's or a job's pacer)
@@ -146,6 +153,10 @@ class Executor:
         async def deliver(chunk: Sequence[tuple[Action, str]]) -> None:
             async with gate:
                 part = Round(self, round_.report, round_.lease)
+                if self._lease_running_out(round_):
+                    part.hand_back([action for action, _ in chunk], due=self.clock())
+                    await part.record()
+                    return
                 outcomes = await OrgWrites(client).deliver([Write(action, mailbox_id) for action, mailbox_id in chunk])
                 for action, outcome in outcomes:
                     if isinstance(outcome, Applied):
@@ -156,6 +167,10 @@ class Executor:
 
         size = self.batch_size
         while actions:
+            if self._lease_running_out(round_):
+                round_.hand_back(actions, due=self.clock())
+                log.info("%s: %d actions handed back, their lease nearly spent", org.name, len(actions))
+                break
             if pace is not None and pace.wait_s() > 0:
                 wait = pace.wait_s()
                 round_.hand_back(actions, due=self.clock() + timedelta(seconds=wait))  # not one request until it ends
@@ -173,6 +188,9 @@ class Executor:
             await round_.record()  # what was settled without a write (a gone case, a failed look-up, a hold)
             await _all_of(deliver(ready[start : start + size]) for start in range(0, len(ready), size))
         round_.report.requests += client.requests_sent - before
+
+    def _lease_running_out(self, round_: Round) -> bool:
+        return self.clock() >= round_.lease - timedelta(seconds=self.lease_reserve_s)
 
     async def _resolve(self, client: OrgClient, action: Action, round_: Round) -> str | None:
         """Find the org's own mailbox row for the case's address (admin designations, unknown owners)."""

@@ -165,6 +165,48 @@ def test_two_workers_never_apply_an_action_twice(tmp_path):
         assert patches(base) == 2 * len(keys), "a mailbox was written twice"
 
 
+def test_a_round_slower_than_its_lease_hands_the_rest_back_rather_than_write_what_another_worker_leased(tmp_path):
+    """A slow org: one worker's round would outlast its lease, and a second worker leases what the lease let go.
+
+    The first must stop starting ``$batch``es before its lease runs out and hand the rest back (unattempted, due
+    at once): every mailbox is written once, each action applied once, none spends an attempt it did not make.
+    """
+    from sandbox.server import running
+
+    with running(mailboxes=200, overlap=0.8) as base:
+        service, keys = contested_world(tmp_path, base, 12)
+        configure(base, {"gate": False, "events": False}, {"org": "contoso-na", "latency_ms": 500})
+        with httpx.Client(base_url=base) as control:
+            control.delete("/_sandbox/requests")
+        held: list[int] = []
+
+        async def worker(start_after: float) -> None:
+            await asyncio.sleep(start_after)
+            pool = orgclients.ClientPool(RetryPolicy(attempts=3, base_delay=0.05, max_delay=1.0), client_id=None)
+            executor = Executor(service.ledger, service.orgs, pool, lease_s=2.0, lease_reserve_s=1.2,
+                                batch_size=2, batches_in_flight=1)  # fmt: skip
+            try:
+                for _ in range(100):
+                    report = await executor.run_once()
+                    held.append(report.held)
+                    if not has_pending(service.ledger):
+                        return
+                    await asyncio.sleep(0.05)
+            finally:
+                await pool.aclose()
+
+        async def both() -> None:  # the second starts while the first is sending: it leases what is let go
+            await asyncio.gather(worker(0.0), worker(0.5))
+
+        asyncio.run(both())
+        assert patches(base) == 2 * len(keys), "a mailbox was written twice"
+        assert_all_applied_once(service, base, keys)
+        assert sum(held) > 0, "the slow round should have handed actions back"
+        actions = [a for c in service.ledger.cases(CaseQuery(limit=50)).items if c.origin is Origin.ADMIN
+                   for a in c.actions]  # fmt: skip
+        assert {a.attempts for a in actions} == {1}  # a hand-back costs no attempt
+
+
 def test_one_round_carries_out_more_than_a_first_batch_when_the_budget_holds_it(tmp_path):
     """An org that reports its execution time gets a first batch of about ten (FACTS.md); the rest of the round's
     actions follow in further batches as the answers show what one costs, not after the round's lease runs out."""
