@@ -16,7 +16,6 @@ OrgGuard's clock: no polling in the measurement.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import tempfile
 import time
@@ -25,10 +24,11 @@ from typing import Any
 
 import httpx
 
+from bench import knobs
 from bench.report import header, percentile, table
 
 DECISIONS = 30
-TIMER_S = float(os.environ.get("ORGGUARD_BENCH_TIMER_S", "60"))
+TIMER_S = knobs.amount("ORGGUARD_BENCH_TIMER_S", 60.0, minimum=1.0, unit="seconds")
 
 
 def _container(base: str, tmp: Path, *, bus: bool) -> Any:

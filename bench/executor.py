@@ -47,16 +47,22 @@ from typing import Any
 
 import httpx
 
+from bench import knobs
 from bench.report import goals, header, table
 from bench.sandbox_process import REPO, Sandbox, sandbox_process
 
-CASES = int(os.environ.get("BENCH_CASES", "1000"))
+CASES = knobs.whole("BENCH_CASES", 1000, minimum=1)
 BASELINE_COMMIT = "c9724cdc27c4304ca54e75e08ccbcf88496a2756"  # before one transaction per $batch
 WINDOW_S = 30.0
 BUDGET_S = 10.0
 COST_S = 0.05  # so each org takes 200 operations per 30 s window
-BUDGET_CASES = int(os.environ.get("BENCH_BUDGET_CASES", "560"))  # 572 operations in JP: three windows' worth
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # unthrottled runs of each, the median counts (a busy machine)
+BUDGET_CASES = knobs.whole(  # 560: 572 operations in JP, three windows' worth
+    "BENCH_BUDGET_CASES",
+    560,
+    minimum=200,
+    why="more than one window of 200 operations, or the budget never binds",
+)
+REPEATS = knobs.whole("BENCH_REPEATS", 3, minimum=1)  # unthrottled runs of each, the median counts (a busy machine)
 READ_CHUNK = 50  # promotes whose rows one query reads first (shared.service.org_writes.READ_CHUNK)
 ORGS = ("contoso-na", "contoso-jp")
 PROTECTION_OFF = {"budget": None, "execution_budget_s": None, "concurrency": None}

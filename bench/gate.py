@@ -51,9 +51,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import openloop
+from bench import knobs, openloop
 from bench.report import console, goals, header, median, percentile, table
-from bench.sandbox_process import free_port, wait_until_up
+from bench.sandbox_process import wait_until_up
+from sandbox.server import free_port
 
 if TYPE_CHECKING:
     from shared.bootstrap import Container
@@ -65,7 +66,7 @@ OPERATION = "0b3f6d2e-7a91-4c5d-a8e2-6f4b1d9c3e70"
 MAILBOX_ID = "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b"
 MIX = {"first": 0.70, "competing": 0.20, "repeated": 0.10}  # the share of each kind of claim in a run
 OWNED = 4000  # mailboxes contoso-na owns before the run: the competing claims' targets
-LEDGER_MAILBOXES = int(os.environ.get("BENCH_LEDGER_MAILBOXES", "1000000"))
+LEDGER_MAILBOXES = knobs.whole("BENCH_LEDGER_MAILBOXES", 1_000_000, minimum=0)
 RATE = 400  # requests per second for the latency goal
 GOAL_CPU_RATIO, GOAL_P99_MS, GOAL_HTTP_RATIO, GOAL_HTTP_P99_RATIO, GOAL_IMPORT_S = 3.0, 2.0, 0.4, 3.0, 0.35
 
@@ -327,14 +328,18 @@ def import_time(runs: int = 10) -> list[list[object]]:
 
 def main() -> None:
     mix = ", ".join(f"{share:.0%} {kind}" for kind, share in MIX.items())
-    header(f"Gate decisions in-process (example policy; {mix}; {LEDGER_MAILBOXES:,} mailboxes in the ledger; "
-           "telemetry off)")
+    header(
+        f"Gate decisions in-process (example policy; {mix}; {LEDGER_MAILBOXES:,} mailboxes in the ledger; "
+        "telemetry off)"
+    )
     rows, inproc = in_process()
     table(["path", "requests", "CPU µs each", "wall µs each", "x baseline (CPU)"], rows)
     table(["latency per decision", "p50 ms", "p99 ms", "max ms"],
           [["gate decision", inproc["p50_ms"], inproc["p99_ms"], inproc["max_ms"]]])  # fmt: skip
-    header(f"Gate over HTTP (uvicorn, 1 worker; wrk -t1 -c8 -d8s; then open loop at {RATE}/s for 5 s; "
-           "telemetry off; an answer but a decided 200/409 fails the run)")
+    header(
+        f"Gate over HTTP (uvicorn, 1 worker; wrk -t1 -c8 -d8s; then open loop at {RATE}/s for 5 s; "
+        "telemetry off; an answer but a decided 200/409 fails the run)"
+    )
     http_rows, http = over_http()
     table(["route", "req/s (wrk)", "p50 ms (wrk)", "p99 ms (wrk)", f"p50 ms @{RATE}/s", f"p99 ms @{RATE}/s"],
           http_rows)  # fmt: skip

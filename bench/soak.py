@@ -25,8 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from bench import knobs
 from bench.report import console, header, percentile, table
-from bench.sandbox_process import free_port, wait_until_up
+from bench.sandbox_process import wait_until_up
+from sandbox.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -119,8 +121,8 @@ async def _load(
 
 
 def main() -> None:
-    seconds = float(os.environ.get("ORGGUARD_SOAK_S", "120"))
-    rate = float(os.environ.get("ORGGUARD_SOAK_RATE", "40"))
+    seconds = knobs.amount("ORGGUARD_SOAK_S", 120.0, minimum=1.0, unit="seconds")
+    rate = knobs.amount("ORGGUARD_SOAK_RATE", 40.0, minimum=0.1, unit="claims per second")
     every = max(5.0, seconds / 8)
     header(f"Soak: the local host under {rate:.0f} mixed requests/s for {seconds:.0f} s")
     port, sandbox_port = free_port(), free_port()

@@ -52,6 +52,16 @@ def running(
         yield url
 
 
+def free_port() -> int:
+    """A loopback port free this moment, for a server started in another process (which binds it itself).
+
+    Another process may take it in between; servers in this process bind first instead (``serving``).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
 def serving(
     app: Any,

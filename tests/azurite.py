@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandbox.server import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "devstoreaccount1"
 # The emulator's well-known, public development key (the same in every Azurite and in Microsoft's docs).
@@ -73,13 +75,6 @@ def executable() -> Path:
                     f"`npm ci` could not install Azurite (exit {done.returncode}): {done.stderr[-2000:]}"
                 )
     return exe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(port: int) -> bool:

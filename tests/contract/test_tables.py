@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox.server import free_port
 from shared.domain.model import (
     ActionStatus,
     AuditEvent,
@@ -26,7 +27,7 @@ from shared.domain.model import (
 from shared.ledger import open_ledger
 from shared.ledger.port import LedgerError
 from shared.ledger.tables import TableLedger, account, check_entity, escape, get_text, parse_target, put_text
-from tests.azurite import connection_string, free_port
+from tests.azurite import connection_string
 from tests.contract.conftest import T0, Clock, claim, contested, decide, event_key, mailbox
 
 pytestmark = pytest.mark.azurite

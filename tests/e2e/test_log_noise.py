@@ -15,13 +15,14 @@ from collections.abc import Iterator
 import pytest
 
 from functions.http_api import create_api
+from sandbox.server import free_port
 from shared import bootstrap
 from shared.dataverse.clients import ClientPool
 from shared.dataverse.port import RetryPolicy
 from shared.ledger.port import LedgerError
 from shared.service.outbox import Executor
 from tests.factories import KEYS, container, registry
-from tests.serving import free_port, serve
+from tests.serving import serve
 
 REPEATS = 20
 

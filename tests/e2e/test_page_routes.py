@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from functions import page_routes
-from sandbox.server import running
+from sandbox.server import free_port, running
 from shared.config.orgs import parse_orgs
 from shared.dataverse.clients import ClientPool
 from shared.service.org_rows import OrgRow, read_rows
@@ -27,7 +27,6 @@ from tests.factories import (
     registry,
 )
 from tests.hosting import api_client
-from tests.serving import free_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STATIC = Path(page_routes.__file__).resolve().parent / "static"

@@ -26,12 +26,13 @@ from typer.testing import CliRunner
 from functions.console import app
 from functions.http_api import create_api
 from functions.local_host import create_local_app
+from sandbox.server import free_port
 from shared import bootstrap
 from shared.cli import api_client
 from shared.domain.model import ActionStatus
 from tests.factories import ADMIN_TOKEN, AIKO, HOLDING_POLICY, claim, container, registry
 from tests.jobs_support import exchange, row_for
-from tests.serving import free_port, serve
+from tests.serving import serve
 
 pytestmark = pytest.mark.sandbox
 

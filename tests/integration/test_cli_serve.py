@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandbox.server import free_port
 from tests.factories import REPO
-from tests.serving import free_port
 
 pytestmark = pytest.mark.sandbox
 
