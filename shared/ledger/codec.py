@@ -108,8 +108,14 @@ def action_from(doc: dict[str, Any]) -> Action:
         updated_at=must_ts(doc["updated_at"]),
         next_attempt_at=parse_ts(doc.get("next_attempt_at")),
         notice=notice_from(doc["notice"]) if doc.get("notice") else None,
-        fence=tuple(Fence(f) for f in doc.get("fence") or ()) or ACT_ONLY,  # stored before fences: ACT only
+        fence=_fence(doc.get("fence")),
     )
+
+
+def _fence(stored: list[str] | None) -> tuple[Fence, ...]:
+    """The fence as stored, exactly (so a decoded action equals the one written); ACT only for an action stored
+    before fences were."""
+    return ACT_ONLY if stored is None else tuple(Fence(f) for f in stored)
 
 
 def notice_doc(n: Notice) -> dict[str, Any]:

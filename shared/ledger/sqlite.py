@@ -50,6 +50,7 @@ from shared.ledger.checkpoints import CHECKPOINTS
 from shared.ledger.cursors import CursorCodec, new_secret
 from shared.ledger.deadline import DeadlineExceeded, WouldWait
 from shared.ledger.port import ConcurrencyConflict, DuplicateEvent, ExemptionPlanner, LedgerError
+from shared.ledger.recent import Recent
 from shared.ledger.steps import ChangeRule, OutboxSteps
 
 SCHEMA_VERSION = 2  # 2: exemptions
@@ -132,6 +133,7 @@ class SqliteLedger(OutboxSteps):
         self._policy: PolicyVersion | None = None  # the newest version as last read
         self._closed = False
         self._checkpointing = threading.Lock()
+        self._actions = Recent(_decode_action)  # the outbox reads back what it wrote a moment before
         self._migrate()
 
     @classmethod
@@ -339,8 +341,7 @@ class SqliteLedger(OutboxSteps):
             current = int(row["version"]) if row else 0
             raise ConcurrencyConflict(f"mailbox version is {current}, the decision was made at {expected}")
 
-    @staticmethod
-    def _write_case(db: sqlite3.Connection, case: Case) -> None:
+    def _write_case(self, db: sqlite3.Connection, case: Case) -> None:
         db.execute(
             "INSERT INTO cases (id, key, owner, claimant, state, doc) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state = excluded.state, owner = excluded.owner, doc = excluded.doc",
@@ -350,13 +351,7 @@ class SqliteLedger(OutboxSteps):
             db.execute(
                 "INSERT INTO actions (id, case_id, status, next_at, doc) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO NOTHING",
-                (
-                    action.id,
-                    action.case_id,
-                    action.status.value,
-                    codec.ts(action.next_attempt_at),
-                    json.dumps(codec.action_doc(action)),
-                ),
+                (action.id, action.case_id, action.status.value, codec.ts(action.next_attempt_at), self._text(action)),
             )
 
     # --- reads -------------------------------------------------------------------
@@ -368,7 +363,7 @@ class SqliteLedger(OutboxSteps):
     def _case_from(self, doc: str) -> Case:
         data = json.loads(doc)
         actions = self._read("SELECT doc FROM actions WHERE case_id = ? ORDER BY seq", (data["id"],))
-        return codec.case_from(data, tuple(codec.action_from(json.loads(a["doc"])) for a in actions))
+        return codec.case_from(data, tuple(self._actions.read(a["doc"]) for a in actions))
 
     @staticmethod
     def _where(query: CaseQuery) -> tuple[str, list[object]]:
@@ -448,7 +443,7 @@ class SqliteLedger(OutboxSteps):
             "ORDER BY seq LIMIT ?",
             (moment, limit),
         )
-        return [codec.action_from(json.loads(r["doc"])) for r in rows]
+        return [self._actions.read(r["doc"]) for r in rows]
 
     def lease_actions(self, limit: int, *, now: datetime, until: datetime) -> Sequence[Action]:
         with self._tx() as db:
@@ -457,7 +452,7 @@ class SqliteLedger(OutboxSteps):
                 "ORDER BY seq LIMIT ?",
                 (codec.ts(now), limit),
             ).fetchall()
-            taken = [codec.action_from(json.loads(r["doc"])) for r in rows]
+            taken = [self._actions.read(r["doc"]) for r in rows]
             self._save_actions(db, [replace(action, next_attempt_at=until) for action in taken])
             return taken
 
@@ -514,7 +509,7 @@ class SqliteLedger(OutboxSteps):
             marks = ", ".join("?" * len(chunk))
             of_case: dict[str, list[Action]] = {}
             for r in db.execute(f"SELECT doc FROM actions WHERE case_id IN ({marks}) ORDER BY seq", chunk):  # noqa: S608
-                action = codec.action_from(json.loads(r["doc"]))
+                action = self._actions.read(r["doc"])
                 actions[action.id] = action
                 of_case.setdefault(action.case_id, []).append(action)
             for r in db.execute(f"SELECT doc FROM cases WHERE id IN ({marks})", chunk):  # noqa: S608
@@ -525,13 +520,18 @@ class SqliteLedger(OutboxSteps):
             raise NotFound(f"no action {missing[0]}", field="action")
         return actions, cases
 
-    @staticmethod
-    def _save_actions(db: sqlite3.Connection, actions: Sequence[Action]) -> None:
+    def _save_actions(self, db: sqlite3.Connection, actions: Sequence[Action]) -> None:
         """Each action's status, due time and document, in one statement however many there are."""
         db.executemany(
             "UPDATE actions SET status = ?, next_at = ?, doc = ? WHERE id = ?",
-            [(a.status.value, codec.ts(a.next_attempt_at), json.dumps(codec.action_doc(a)), a.id) for a in actions],
+            [(a.status.value, codec.ts(a.next_attempt_at), self._text(a), a.id) for a in actions],
         )
+
+    def _text(self, action: Action) -> str:
+        """The action's stored document; kept with it, so reading the row back unchanged decodes nothing."""
+        text = json.dumps(codec.action_doc(action))
+        self._actions.wrote(text, action)
+        return text
 
     # --- audit ------------------------------------------------------------------------
 
@@ -728,6 +728,10 @@ def _event_from(row: sqlite3.Row) -> EventOutcome:
 def _audit_from(row: sqlite3.Row) -> AuditEntry:
     event = AuditEvent(row["kind"], row["subject"], row["actor"], json.loads(row["data"]), codec.must_ts(row["at"]))
     return AuditEntry(int(row["seq"]), event, row["prev_hash"], row["hash"])
+
+
+def _decode_action(text: str) -> Action:
+    return codec.action_from(json.loads(text))
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
