@@ -148,10 +148,11 @@ async def register(client: Registrar, *, org_name: str, base_url: str, key: str)
         raise ValueError("the webhook key is empty")
     base = base_url.rstrip("/")
     tally = _Tally()
+    found = await asyncio.gather(*(_all(client, q.entity_set, list(q.select), q.filter) for q in MAILBOX_UPDATE))
+    message_id, filter_id = _mailbox_update(*found)  # first: an org without it gets no endpoint without its steps
     endpoint_ids = {
         spec.name: await _ensure_endpoint(client, spec, base=base, key=key, tally=tally) for spec in ENDPOINTS
     }
-    message_id, filter_id = await _mailbox_update(client)
     for step in STEPS:
         step_id = await _ensure_step(client, step, endpoint_ids[step.endpoint], message_id, filter_id, tally=tally)
         for image in step.images:
@@ -326,9 +327,9 @@ Registered = tuple[
 async def _registered(client: OrgClient) -> Registered:
     """What ``check`` compares, in one ``$batch`` of five queries, none waiting for another's answer.
 
-    (endpoints by name, the Update message's id, its mailbox filter's id, steps by name, images by
-    step id.) The filter is found among the mailbox's filters by its message, and the images among
-    those with OrgGuard's aliases by their step, rather than each asked for by ids read first.
+    (endpoints by name, the Update message and the mailbox's filters (``MAILBOX_UPDATE``), steps by
+    name, images by step id.) The images are found among those with OrgGuard's aliases by their step,
+    rather than asked for by ids read first.
     """
     named_endpoints = _either("name", [spec.name for spec in ENDPOINTS])
     named_steps = _either("name", [spec.name for spec in STEPS])
@@ -337,20 +338,12 @@ async def _registered(client: OrgClient) -> Registered:
         client,
         [
             Query("serviceendpoints", _columns("serviceendpointid", ENDPOINT_COLUMNS), named_endpoints),
-            Query("sdkmessages", ["sdkmessageid"], f"name eq {odata_string('Update')}"),
-            Query("sdkmessagefilters", ["sdkmessagefilterid", "_sdkmessageid_value"], _MAILBOX_FILTERS),
+            *MAILBOX_UPDATE,
             Query("sdkmessageprocessingsteps", _columns("sdkmessageprocessingstepid", STEP_COLUMNS), named_steps),
             Query("sdkmessageprocessingstepimages", list(IMAGE_COLUMNS), aliases),
         ],
     )
-    if not messages:
-        raise DataverseError(f"no sdkmessages row matches name eq {odata_string('Update')}")
-    message_id = str(messages[0]["sdkmessageid"])
-    update_filters = [f for f in filters if str(f.get("_sdkmessageid_value") or "").lower() == message_id.lower()]
-    if not update_filters:
-        raise DataverseError(
-            f"no sdkmessagefilters row matches {_MAILBOX_FILTERS} and _sdkmessageid_value eq {message_id}"
-        )
+    message_id, filter_id = _mailbox_update(messages, filters)
     endpoints: dict[str, list[dict[str, Any]]] = {}
     for row in endpoint_rows:
         endpoints.setdefault(str(row.get("name")), []).append(row)
@@ -360,10 +353,31 @@ async def _registered(client: OrgClient) -> Registered:
     images: dict[str, list[dict[str, Any]]] = {}
     for row in image_rows:
         images.setdefault(str(row.get("_sdkmessageprocessingstepid_value") or "").lower(), []).append(row)
-    return endpoints, message_id, str(update_filters[0]["sdkmessagefilterid"]), steps, images
+    return endpoints, message_id, filter_id, steps, images
 
 
+_UPDATE = f"name eq {odata_string('Update')}"
 _MAILBOX_FILTERS = f"primaryobjecttypecode eq {odata_string(MAILBOX)}"
+MAILBOX_UPDATE = (
+    Query("sdkmessages", ["sdkmessageid"], _UPDATE),
+    Query("sdkmessagefilters", ["sdkmessagefilterid", "_sdkmessageid_value"], _MAILBOX_FILTERS),
+)
+"""The two queries that find what every OrgGuard step is registered on (``_mailbox_update``); neither waits for
+the other's answer, so ``check`` sends them in its one ``$batch``."""
+
+
+def _mailbox_update(messages: Sequence[Mapping[str, Any]], filters: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The Update message's id and its mailbox filter's id, from what the ``MAILBOX_UPDATE`` queries answered:
+    the filter is found among the mailbox's filters by its message. ``register`` and ``check`` both find them so."""
+    if not messages:
+        raise DataverseError(f"no sdkmessages row matches {_UPDATE}")
+    message_id = str(messages[0]["sdkmessageid"])
+    update_filters = [f for f in filters if str(f.get("_sdkmessageid_value") or "").lower() == message_id.lower()]
+    if not update_filters:
+        raise DataverseError(
+            f"no sdkmessagefilters row matches {_MAILBOX_FILTERS} and _sdkmessageid_value eq {message_id}"
+        )
+    return message_id, str(update_filters[0]["sdkmessagefilterid"])
 
 
 def _either(column: str, values: Sequence[str]) -> str:
@@ -499,25 +513,6 @@ async def _find_one(client: Registrar, entity_set: str, select: list[str], filte
     if len(rows) > 1:
         raise DataverseError(f"more than one {entity_set} row matches; remove the duplicates first")
     return rows[0] if rows else None
-
-
-async def _mailbox_update(client: OrgClient) -> tuple[str, str]:
-    """The Update message's id and its mailbox filter's id: what every OrgGuard step is registered on."""
-    message_id = await _lookup_id(client, "sdkmessages", "sdkmessageid", f"name eq {odata_string('Update')}")
-    filter_id = await _lookup_id(
-        client,
-        "sdkmessagefilters",
-        "sdkmessagefilterid",
-        f"primaryobjecttypecode eq {odata_string(MAILBOX)} and _sdkmessageid_value eq {message_id}",
-    )
-    return message_id, filter_id
-
-
-async def _lookup_id(client: OrgClient, entity_set: str, id_column: str, filter: str) -> str:
-    rows = await _all(client, entity_set, [id_column], filter)
-    if not rows:
-        raise DataverseError(f"no {entity_set} row matches {filter}")
-    return str(rows[0][id_column])
 
 
 async def _all(client: OrgClient, entity_set: str, select: list[str], filter: str) -> list[dict[str, Any]]:

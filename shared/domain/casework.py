@@ -277,12 +277,18 @@ def attempt(
     retry_at: datetime | None,
     now: datetime,
     notice: Notice | None = None,
+    number: int | None = None,
 ) -> Step | None:
     """One attempt recorded; None when the action is no longer pending (a late second worker changes nothing).
 
     ``notice`` replaces a notify action's notice (what a partly sent message reached so far).
+    ``number`` is which attempt this is: a deferral for one the action has counted already changes
+    nothing (its round is being recorded again: the ledger's answer was lost), while an outcome that
+    ends the action still lands (what the org answered), as it would for a late second worker.
     """
     if action.status is not ActionStatus.PENDING:
+        return None
+    if status is ActionStatus.PENDING and number is not None and action.attempts >= number:
         return None
     new = replace(
         action,

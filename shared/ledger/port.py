@@ -43,6 +43,10 @@ class Attempt:
 
     ``spent`` False hands a leased action back without an attempt (its org was over its budget, so
     nothing was sent): due again at ``retry_at``, if ``lease`` (the lease it was taken with) still holds it.
+
+    ``number`` says which attempt at the action this is (one more than the attempts it was leased with):
+    a deferral the stored action has counted already is the same round recorded again (the ledger's
+    answer was lost) and changes nothing. None: not known, every recording counts.
     """
 
     action_id: str
@@ -52,6 +56,7 @@ class Attempt:
     notice: model.Notice | None = None
     spent: bool = True
     lease: datetime | None = None
+    number: int | None = None
 
 
 # --- the ports, one per role: a use case names the narrow one it needs ---------------------

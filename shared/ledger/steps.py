@@ -62,8 +62,9 @@ class OutboxSteps:
 
         def step(old: Action, case: Case | None, now: datetime) -> casework.Step | None:
             return casework.attempt(
-                old, case, status=attempt.status, error=kept, retry_at=attempt.retry_at, notice=attempt.notice, now=now
-            )
+                old, case, status=attempt.status, error=kept, retry_at=attempt.retry_at, notice=attempt.notice,
+                number=attempt.number, now=now,
+            )  # fmt: skip
 
         return step
 

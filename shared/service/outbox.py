@@ -223,13 +223,12 @@ class Executor:
         """A failed write: deferred with backoff (honouring ``Retry-After``), or failed when permanent or the last."""
         attempts = action.attempts + 1
         if exc.status in PERMANENT or attempts >= self.max_attempts:
-            return Attempt(action.id, ActionStatus.FAILED, _describe(exc))
+            return Attempt(action.id, ActionStatus.FAILED, _describe(exc), number=attempts)
         delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
         if isinstance(exc, Throttled) and exc.retry_after:
             delay = max(delay, exc.retry_after)
-        return Attempt(
-            action.id, ActionStatus.PENDING, _describe(exc), retry_at=self.clock() + timedelta(seconds=delay)
-        )
+        retry_at = self.clock() + timedelta(seconds=delay)
+        return Attempt(action.id, ActionStatus.PENDING, _describe(exc), retry_at=retry_at, number=attempts)
 
 
 @dataclass
@@ -246,10 +245,10 @@ class Round:
     attempts: list[tuple[Action, Attempt]] = field(default_factory=list)
 
     def applied(self, action: Action) -> None:
-        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED)))
+        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED, number=action.attempts + 1)))
 
     def fail(self, action: Action, error: str) -> None:
-        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error)))
+        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error, number=action.attempts + 1)))
 
     def defer_or_fail(self, action: Action, exc: DataverseError) -> None:
         self.attempts.append((action, self.executor.after_error(action, exc)))

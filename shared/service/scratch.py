@@ -117,7 +117,13 @@ class ScratchIndex:
         return int(keys), int(unowned)
 
     def findings(self, batch: int = 500) -> Iterator[Finding]:
-        """Every key with something to settle, in key order, streamed."""
+        """Every key with something to settle, in key order, streamed.
+
+        The ``r.failing = 1`` conditions never leave a row out (every alert is a failing row's: only their
+        alerts are read), and are not dead for that: the one in the join lets SQLite find the alerted rows through
+        the partial index ``failing_rows`` rather than scan every row, and the one before ``EXISTS`` spares the
+        alerts' index a look-up for each row that syncs fine (nearly all of them).
+        """
         cursor = self.db.execute(
             """
             WITH flagged AS (

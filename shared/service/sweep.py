@@ -428,14 +428,18 @@ class Sweep:
         """Settle a chunk in a worker thread (the ledger and the policy block), one hop for the whole chunk: a hop
         per finding cost more wall time than the settling itself on a busy machine. Each settled finding is
         recorded in order, also those before one that failed; cancelled (Ctrl-C, a shutdown), the worker stops
-        before its next finding. The findings left unsettled (their primary's row is still to be read) come back.
+        before its next finding, and the cancel waits for the finding it is on: what it settles is reported before
+        the sweep says it was cancelled. The findings left unsettled (their primary's row is still to be read) come
+        back.
         """
         done: list[Settled] = []
         stop = threading.Event()
+        worker = asyncio.ensure_future(asyncio.to_thread(work, items, done, stop))
         try:
-            await asyncio.to_thread(work, items, done, stop)
+            await asyncio.shield(worker)
         except asyncio.CancelledError:
             stop.set()
+            await _outlast(worker)
             raise
         finally:
             for finding, _, settlement in list(done):
@@ -476,6 +480,16 @@ class Sweep:
         case_ids += settlement.cases
         if self.on_finding:
             self.on_finding(doc)
+
+
+async def _outlast(worker: asyncio.Future[None]) -> None:
+    """Wait for ``worker`` (a thread, which no cancel stops) to end, however often this wait is cancelled meanwhile:
+    a thread that settles a finding after its sweep returned would leave it settled but never reported."""
+    while not worker.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([worker])
+    with contextlib.suppress(Exception):
+        worker.result()  # the cancel goes up, not what the thread raised while it was stopping
 
 
 Settled = tuple[Finding, str | None, Settlement | None]  # a finding, its designated primary, how it was settled

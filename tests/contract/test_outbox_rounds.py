@@ -74,17 +74,43 @@ def test_a_round_leaves_cases_as_one_attempt_at_a_time_would(ledger: Ledger) -> 
     assert at_once[2].actions[0].id not in pending and at_once[2].actions[1].id in pending
 
 
-def test_a_round_repeated_changes_nothing_the_second_time(ledger: Ledger) -> None:
-    """The ledger's answer was lost and the worker records the same round again: each attempt counts once."""
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(ActionStatus.APPLIED, None), (ActionStatus.PENDING, "429: throttled"), (ActionStatus.FAILED, FORBIDDEN)],
+)
+def test_a_round_repeated_changes_nothing_the_second_time(ledger: Ledger, status: ActionStatus, error: str) -> None:
+    """The ledger's answer was lost and the worker records the same round again: each attempt counts once.
+
+    A deferral (throttled, transient) leaves its action pending, so only which attempt the round
+    recorded (``number``, as the executor numbers them) says the second recording is the same one.
+    """
     cases = [contested(ledger, Clock(), Effect.BLOCK) for _ in range(3)]
-    round_ = [Attempt(a.id, ActionStatus.APPLIED) for case in cases for a in case.actions]
+    retry_at = LATER + timedelta(minutes=5) if status is ActionStatus.PENDING else None
+    round_ = [
+        Attempt(a.id, status, error, retry_at=retry_at, number=a.attempts + 1) for case in cases for a in case.actions
+    ]
     ledger.record_attempts(round_)
     stories = [_story(ledger, c) for c in cases]
     entries = ledger.audit_entries()
     again = ledger.record_attempts(round_)
-    assert all(a.status is ActionStatus.APPLIED and a.attempts == 1 for a in again)
+    assert all(a.status is status and a.attempts == 1 for a in again)
     assert [_story(ledger, c) for c in cases] == stories
     assert ledger.audit_entries() == entries
+
+
+def test_the_next_round_after_a_deferral_counts_its_attempt(ledger: Ledger) -> None:
+    """What tells a repeated round apart is the attempt it records, not that the action is still pending."""
+    case = contested(ledger, Clock(), Effect.BLOCK)
+    demote = case.actions[0]
+    first = LATER + timedelta(minutes=1)
+    ledger.record_attempts([Attempt(demote.id, ActionStatus.PENDING, "503: unavailable", first, number=1)])
+    second = LATER + timedelta(minutes=3)
+    (again,) = ledger.record_attempts([Attempt(demote.id, ActionStatus.PENDING, "429: throttled", second, number=2)])
+    assert (again.attempts, again.last_error, again.next_attempt_at) == (2, "429: throttled", second)
+    # a worker whose lease ran out ends the action with what the org answered, though its attempt was counted
+    (done,) = ledger.record_attempts([Attempt(demote.id, ActionStatus.APPLIED, number=2)])
+    assert (done.status, done.attempts) == (ActionStatus.APPLIED, 3)
+    assert [k for k, _ in _audited(ledger)] == ["action.pending", "action.pending", "action.applied"]
 
 
 def test_an_unknown_action_in_a_round_writes_nothing(ledger: Ledger) -> None:

@@ -148,6 +148,31 @@ def test_a_policy_saved_by_an_instance_that_died_before_putting_it_in_force_is_p
     assert [e.event.subject for e in reader.audit_entries()] == ["policy:1", "policy:2"]
 
 
+def test_a_policy_saved_by_an_instance_still_on_the_code_before_the_pointer_is_put_in_force_by_housekeeping(
+    make: Callable[..., TableLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade: an instance on the old code saves a policy (its row, no pointer move) and its own
+    ``recover`` deletes the ``~policy`` marker without moving the pointer. The next housekeeping round of an
+    instance on this code finds the row beyond the pointer and puts it in force (off the gate's path)."""
+    old, reader = make(), make()
+    old.save_policy("version: 1\n", "admin")
+    monkeypatch.setattr(old, "_advance_policy_pointer", lambda version: None)  # the old code moves no pointer
+    old.save_policy("version: 2\n", "admin")
+    old.table("mailboxes").delete_entity("~journals", "~policy")  # the old code's recover: audited, marker gone
+    assert reader.policy().version == 1  # type: ignore[union-attr]  # the gate reads the pointer only
+    housekeeper = make(takeover_after=timedelta(hours=1))  # a young marker would wait; a lagging pointer does not
+    assert housekeeper.pending_actions() == []  # the timer's outbox round: pending_actions -> recover
+    assert reader.policy().text == "version: 2\n"  # type: ignore[union-attr]
+    assert [e.event.subject for e in reader.audit_entries()] == ["policy:1", "policy:2"]
+
+    old.save_policy("version: 3\n", "admin")
+    old.table("mailboxes").delete_entity("~journals", "~policy")
+    housekeeper.recover()  # at most once per takeover_after per instance
+    assert reader.policy().version == 2  # type: ignore[union-attr]
+    make(takeover_after=timedelta(0)).recover()
+    assert reader.policy().version == 3  # type: ignore[union-attr]
+
+
 def test_a_ledger_from_before_the_policy_pointer_reads_its_newest_policy(make: Callable[..., TableLedger]) -> None:
     old, reader = make(), make()
     old.save_policy("version: 1\n", "admin")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 
 import httpx
 import pytest
 
 from shared.dataverse import clients as orgclients
 from shared.dataverse.port import RetryPolicy
-from shared.domain.model import ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
+from shared.domain.model import Action, ActionStatus, CaseQuery, CaseState, Claim, ClaimKind, MailboxKey, Origin
+from shared.ledger.port import Attempt
 from shared.ledger.sqlite import SqliteLedger
 from shared.service.orgguard import OrgGuard
 from shared.service.outbox import END_OF_TIME, Executor, has_pending
@@ -263,3 +265,37 @@ def test_a_round_records_each_outcome_once(tmp_path):
         attempts = Counter(e.event.data["action"] for e in service.ledger.audit_entries(limit=10_000)
                            if e.event.kind.startswith("action."))  # fmt: skip
         assert set(attempts.values()) == {1}
+
+
+class LostAnswers(SqliteLedger):
+    """A ledger whose answer to each round is lost on the way back: the round is recorded again."""
+
+    def record_attempts(self, attempts: Sequence[Attempt]) -> list[Action]:
+        super().record_attempts(attempts)
+        return super().record_attempts(attempts)
+
+
+def test_a_round_recorded_again_counts_each_deferral_once(tmp_path):
+    """Every write answers 503 (the action stays pending, deferred): recorded twice, each attempt counts once."""
+    from sandbox.server import running
+
+    with running(mailboxes=100, overlap=0.8) as base:
+        service, _ = contested_world(tmp_path, base, 3)
+        configure(base, {"gate": False, "events": False}, {"fail": {"status": 503, "count": 10_000}})
+
+        async def once() -> None:
+            pool = orgclients.ClientPool(RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.1), client_id=None)
+            executor = Executor(LostAnswers(tmp_path / "l.db"), service.orgs, pool, base_delay=60, max_delay=60)
+            try:
+                report = await executor.run_once()
+                assert report.deferred == 6, report
+            finally:
+                await pool.aclose()
+
+        asyncio.run(once())
+        actions = [a for c in service.ledger.cases(CaseQuery(limit=50)).items if c.origin is Origin.ADMIN
+                   for a in c.actions]  # fmt: skip
+        assert [(a.status, a.attempts) for a in actions] == [(ActionStatus.PENDING, 1)] * 6
+        attempts = Counter(e.event.data["action"] for e in service.ledger.audit_entries(limit=10_000)
+                           if e.event.kind.startswith("action."))  # fmt: skip
+        assert attempts == Counter({a.id: 1 for a in actions})

@@ -328,6 +328,34 @@ def test_an_org_without_the_update_message_fails_clearly() -> None:
         run_register(org)
 
 
+def test_the_steps_go_on_the_mailbox_filter_of_update_among_the_mailboxs_other_filters() -> None:
+    """``register`` finds the filter as ``check`` does: among the mailbox's filters, by its message."""
+    org = FakeOrg()
+    create = org.one("sdkmessages", name="Create")["sdkmessageid"]
+    filters = org.rows("sdkmessagefilters")
+    org.tables["sdkmessagefilters"] = {}
+    org.add("sdkmessagefilters", {"sdkmessagefilterid": str(uuid.uuid4()), "primaryobjecttypecode": "mailbox",
+                                  "_sdkmessageid_value": create})  # fmt: skip  # the mailbox's Create filter first
+    for row in filters:
+        org.add("sdkmessagefilters", row)
+    run_register(org)
+    steps = org.rows("sdkmessageprocessingsteps")
+    assert {s["_sdkmessagefilterid_value"] for s in steps} == {MAILBOX_UPDATE_FILTER}
+
+
+@pytest.mark.parametrize(
+    ("entity_set", "row_id"), [("sdkmessages", UPDATE_ID), ("sdkmessagefilters", MAILBOX_UPDATE_FILTER)]
+)
+def test_an_org_without_the_mailbox_update_filter_fails_clearly_before_writing_anything(
+    entity_set: str, row_id: str
+) -> None:
+    org = FakeOrg()
+    org.tables[entity_set].pop(row_id)
+    with pytest.raises(DataverseError, match=entity_set):
+        run_register(org)
+    assert org.writes == []  # no endpoint left behind without its steps
+
+
 def test_an_empty_key_is_refused() -> None:
     with pytest.raises(ValueError):
         run_register(FakeOrg(), key="")

@@ -143,3 +143,21 @@ def test_the_findings_are_those_of_a_plain_grouping_whatever_the_page_size(
     got = [(f.key.address, f.kinds, [(r.org, r.mailbox_id, r.failing, r.alert) for r in f.rows]) for f in found]
     assert got == expected
     assert all(f.owner == owners.get(f.key.address) for f in found)
+
+
+def test_the_alerted_rows_are_found_through_the_partial_index_of_failing_rows() -> None:
+    """Without ``r.failing = 1`` in the join (it never leaves a row out) SQLite scans every row for the alerts."""
+    scratch = ScratchIndex(ORGS)
+    try:
+        fill(scratch, PAGES, [])
+        scratch.index()
+        asked: list[str] = []
+        scratch.db.set_trace_callback(asked.append)
+        assert next(scratch.findings(), None) is not None
+        scratch.db.set_trace_callback(None)
+        (findings,) = [sql for sql in asked if "WITH flagged" in sql]
+        plan = [str(step[3]) for step in scratch.db.execute("EXPLAIN QUERY PLAN " + findings)]
+        assert any("USING INDEX failing_rows" in step for step in plan), plan
+        assert not any(step == "SCAN r" for step in plan), plan
+    finally:
+        scratch.close()

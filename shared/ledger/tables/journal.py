@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 from contextlib import suppress
+from datetime import timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -146,7 +147,7 @@ class Journals(PolicyRows, ExemptionRows):
 
     # --- recovery markers: work a crashed instance left behind ------------------------
 
-    _scanned_at: float | None = None  # when this instance last scanned every partition for old journals
+    _ran_at: dict[str, float] | None = None  # when this instance last ran each of recover's periodic checks
 
     def recover(self, limit: int = 50) -> int:
         """Finish work instances left behind (journals older than ``takeover_after``); return how many markers and
@@ -154,11 +155,18 @@ class Journals(PolicyRows, ExemptionRows):
 
         The markers name what a writer left while rolling forward; a writer that died between its transaction
         and its marker left a journal row only, which the scan across partitions finds (at most once per
-        ``scan_every`` per instance: on Table Storage it reads the whole table)."""
+        ``scan_every`` per instance: on Table Storage it reads the whole table).
+
+        A policy version beyond the pointer is put in force at most once per ``takeover_after`` per instance
+        (two requests): an instance still on the code from before the pointer (a rolling upgrade) saves one
+        without moving the pointer, and its own ``recover`` deletes the ``~policy`` marker without moving it
+        either. Checked here rather than by the gate's read, which stays one query (``versions.py``)."""
         cutoff = clock(utcnow() - self.takeover_after)
         query = f"PartitionKey eq {literal(MARKERS)} and At le {literal(cutoff)}"
         done = 0
         with self._storage("recover unfinished work"):
+            if self._due_every("policy", self.takeover_after):
+                self._audit_newest_policy()
             done += self._scan_journals(cutoff, limit)
             found = self._tables["mailboxes"].query_entities(query, results_per_page=max(1, limit))
             for _, marker in zip(range(max(1, limit)), found, strict=False):
@@ -177,17 +185,22 @@ class Journals(PolicyRows, ExemptionRows):
 
     def _scan_journals(self, cutoff: str, limit: int) -> int:
         """Roll forward journal rows older than ``cutoff`` in any mailbox partition (unmarked work included)."""
-        now = time.monotonic()
-        with self._lock:
-            due = self._scanned_at is None or now - self._scanned_at >= self.scan_every.total_seconds()
-            if due:
-                self._scanned_at = now
-        if not due:
+        if not self._due_every("scan", self.scan_every):
             return 0
         query = f"{prefix_range('journal|')} and At le {literal(cutoff)}"
         found = self._tables["mailboxes"].query_entities(query, results_per_page=max(1, limit))
         return sum(self._roll_forward(json.loads(get_text(row, "Journal")))
                    for _, row in zip(range(max(1, limit)), found, strict=False))  # fmt: skip
+
+    def _due_every(self, check: str, every: timedelta) -> bool:
+        """Whether this instance runs ``check`` now: at most once per ``every`` (noted as run when it is due)."""
+        now = time.monotonic()
+        with self._lock:
+            ran = self._ran_at = self._ran_at if self._ran_at is not None else {}
+            if check in ran and now - ran[check] < every.total_seconds():
+                return False
+            ran[check] = now
+            return True
 
     def _catch_up(self) -> None:
         """Before a read through an index: this instance's roll-forwards done, and the journals any instance

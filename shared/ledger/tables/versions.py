@@ -9,6 +9,9 @@ taken at the decision's start, not a cache, so another instance's change is seen
 
 The pointer only moves forward (conditional writes, read again on a race). A writer that dies between creating a
 version's row and moving the pointer leaves the ``~policy`` marker, so ``recover`` (and the next save) moves it.
+An instance still on the code from before the pointer (a rolling upgrade) saves a version without moving it:
+``recover`` also checks for a version beyond the pointer, at most once per ``takeover_after`` (``journal.py``),
+so the gate's read stays one query and decides on the version before it until then.
 Tables written before the pointer existed have none: the first read finds the newest version the old way and
 writes it.
 """
