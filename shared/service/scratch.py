@@ -15,7 +15,7 @@ from typing import Any
 from shared.dataverse.schema import ACT_STATUS, ADDRESS, MAILBOX_ID, TEST_ENABLE, SyncStatus
 from shared.domain import findings
 from shared.domain.findings import Finding, Row, classify
-from shared.domain.model import InvalidAddress, MailboxKey
+from shared.domain.model import MailboxKey
 from shared.ledger.port import JobLedger
 
 SCRATCH_CACHE_KIB = 8 * 1024
@@ -51,16 +51,13 @@ class ScratchIndex:
         The number of rows kept comes back.
         """
         index = self._org_index[org]
-
-        def keep() -> Iterator[tuple[str, int, str, int]]:
-            for row in page:
-                try:
-                    key = MailboxKey.parse(row.get(ADDRESS))
-                except InvalidAddress:
-                    continue
-                yield key.address, index, str(row[MAILBOX_ID]).lower(), int(_failing(row))
-
-        return self._insert("INSERT INTO rows VALUES (?, ?, ?, ?)", keep())
+        keys = MailboxKey.addresses([row.get(ADDRESS) for row in page])  # the page's addresses in one pass
+        kept = [
+            (key, index, str(row[MAILBOX_ID]).lower(), int(_failing(row)))
+            for key, row in zip(keys, page, strict=True)
+            if key is not None
+        ]
+        return self._insert("INSERT INTO rows VALUES (?, ?, ?, ?)", kept)
 
     def failing(self, org: str) -> list[str]:
         cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
