@@ -20,6 +20,7 @@ from shared.domain.model import MailboxKey
 from shared.ledger.port import JobLedger
 
 SCRATCH_CACHE_KIB = 8 * 1024
+FAILURE = SyncStatus.FAILURE  # ``actstatus`` of a row whose last test failed
 ROWS_PER_STATEMENT = 100  # rows one INSERT carries (300-400 parameters; SQLite allows 32,766)
 
 
@@ -56,10 +57,10 @@ class ScratchIndex:
         index = self._org_index[org]
         keys = MailboxKey.addresses([row.get(ADDRESS) for row in page])  # the page's addresses in one pass
         kept = [
-            (key, index, str(row[MAILBOX_ID]).lower(), int(_failing(row)))
+            (key, index, str(row[MAILBOX_ID]).lower(), row.get(ACT_STATUS) == FAILURE and _failing(row))
             for key, row in zip(keys, page, strict=True)
             if key is not None
-        ]
+        ]  # a row whose status is not Failure is not failing (``findings.failing``): most rows, no call each
         return self._insert("INSERT INTO rows", kept)
 
     def failing(self, org: str) -> list[str]:
