@@ -52,16 +52,21 @@ class ScratchIndex:
     def add_rows(self, org: str, page: Sequence[dict[str, Any]]) -> int:
         """Keep what the sweep needs of one page, all of it or nothing; rows without a valid address are skipped.
 
-        The number of rows kept comes back.
+        The number of rows kept comes back. The rows' values go to SQLite as one flat list, a column
+        at a time (no tuple per row), and as ``int``: SQLite's driver binds a ``bool`` several times
+        slower than an ``int``.
         """
-        index = self._org_index[org]
         keys = MailboxKey.addresses([row.get(ADDRESS) for row in page])  # the page's addresses in one pass
-        kept = [
-            (key, index, str(row[MAILBOX_ID]).lower(), row.get(ACT_STATUS) == FAILURE and _failing(row))
-            for key, row in zip(keys, page, strict=True)
-            if key is not None
-        ]  # a row whose status is not Failure is not failing (``findings.failing``): most rows, no call each
-        return self._insert("INSERT INTO rows", kept)
+        rows = page
+        if None in keys:
+            rows = [row for key, row in zip(keys, page, strict=True) if key is not None]
+            keys = [key for key in keys if key is not None]
+        values: list[object] = [self._org_index[org]] * (4 * len(rows))  # key, org, mailbox_id, failing; a row
+        values[0::4] = keys
+        values[2::4] = [str(row[MAILBOX_ID]).lower() for row in rows]
+        # a row whose status is not Failure is not failing (``findings.failing``): most rows, no call each
+        values[3::4] = [1 if row.get(ACT_STATUS) == FAILURE and _failing(row) else 0 for row in rows]
+        return self._insert("INSERT INTO rows", 4, values)
 
     def failing(self, org: str) -> list[str]:
         cur = self.db.execute("SELECT mailbox_id FROM rows WHERE org = ? AND failing = 1", (self._org_index[org],))
@@ -71,38 +76,39 @@ class ScratchIndex:
         """The failing rows (``failing``) whose alert says "configured with another"; a row that syncs fine
         has no alert to act on, so only failing rows' alerts count."""
         index = self._org_index[org]
-        self._insert("INSERT INTO alerts", [(index, m.lower()) for m in mailbox_ids])
+        self._insert("INSERT INTO alerts", 2, _flat([(index, m.lower()) for m in mailbox_ids]))
 
     def add_owners(self, owners: Sequence[tuple[str, str]]) -> None:
         self._insert(
             "INSERT OR REPLACE INTO owners",
-            [(key, owner, self._org_index.get(owner)) for key, owner in owners],
+            3,
+            _flat([(key, owner, self._org_index.get(owner)) for key, owner in owners]),
         )
 
-    def _insert(self, into: str, rows: Sequence[tuple[object, ...]]) -> int:
-        """All of ``rows`` in one transaction, or none (how many went in comes back): a transaction per row cost
-        several times more than the rows themselves. ``into``: the statement up to its ``VALUES``.
+    def _insert(self, into: str, width: int, values: list[object]) -> int:
+        """Rows of ``width`` values (``values``, flat) in one transaction, or none (how many went in comes back): a
+        transaction per row cost several times more than the rows themselves. ``into``: the statement up to its
+        ``VALUES``.
 
         ``ROWS_PER_STATEMENT`` rows go in each statement run (``VALUES (...), (...), ...``): running
         a statement, not binding its values, was most of what a row cost, so this halves it.
         A page that fails half-way leaves nothing behind (the rollback), so the index only ever
         holds whole pages; the sweep that hit the failure ends, and the next one starts afresh.
         """
-        if not rows:
-            return 0
-        whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
+        step = ROWS_PER_STATEMENT * width
+        whole = len(values) - len(values) % step
         self.db.execute("BEGIN")
         try:
             if whole:
-                chunks = (_flat(rows[i : i + ROWS_PER_STATEMENT]) for i in range(0, whole, ROWS_PER_STATEMENT))
-                self.db.executemany(_values(into, len(rows[0]), ROWS_PER_STATEMENT), chunks)
-            if whole < len(rows):
-                self.db.execute(_values(into, len(rows[0]), len(rows) - whole), _flat(rows[whole:]))
+                chunks = (values[i : i + step] for i in range(0, whole, step))
+                self.db.executemany(_values(into, width, ROWS_PER_STATEMENT), chunks)
+            if whole < len(values):
+                self.db.execute(_values(into, width, (len(values) - whole) // width), values[whole:])
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        return len(rows)
+        return len(values) // width
 
     def index(self) -> None:
         """Index the rows by key once they are all in (cheaper than keeping an index up to date row by row), and
