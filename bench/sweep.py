@@ -4,9 +4,19 @@ The sandbox runs in its own process (it does not share OrgGuard's GIL) with 4 or
 200,000 mailboxes, the issue's size, 5% of people in several orgs. Each measured run is a
 child process, so its CPU time (``wait4``'s rusage, imports included) and its peak RSS are
 its own; over the same interval the sandbox's CPU time is read from ``/proc/<pid>/stat``.
-First the same pages the sweep reads are read by the plainest client (httpx and ``json``,
-every org in parallel): its wall time is the floor for the machine as loaded as it is now,
-and the sandbox's CPU for it the floor for the sandbox's work. Then the dry sweep.
+
+The floor ("pages alone") is the pages the sweep cannot do without, read by the plainest client
+(httpx and ``json``, every org in parallel): each org's syncing mailboxes, then, where the org has
+failing rows, their "configured with another" alerts, asked for as the sweep asks. Its wall time
+is the floor for the machine as loaded as it is then, and **the sandbox's CPU serving it is the
+denominator of "OrgGuard's CPU <= 1.5x the sandbox's"**: the sandbox's CPU during the sweep is not,
+since it also serves what the sweep asks above the floor (the registration check, who last changed
+a row, designated primaries' rows), and every such request would lower the ratio.
+
+The floor and the sweep run ``REPEATS`` times in turns (a busy machine: the lead and other helpers
+share the two cores); each sweep's CPU is divided by the sandbox's CPU for the floor run just before
+it, and the goal rows show the median pair (by that ratio), the median wall time (the slowest beside
+it), and the largest peak RSS.
 
 Requests are counted by the sandbox twice: as service protection counts them (a ``$batch``
 once: ``http``) and as operations (each one inside a ``$batch`` too). The floor ("pages") is
@@ -19,8 +29,8 @@ registration check and the look-ups of designated primaries' rows are above it, 
 a sample of ``NAIVE_PER_ORG`` mailboxes per org, scaled): at 4 x 200,000 the sandbox spends
 minutes simulating the 20,000 writes and their Test & Enable, too long for every ``make bench``.
 
-``python -m bench sweep`` (``BENCH_MAILBOXES`` / ``BENCH_ORGS`` change the size; the goal
-row says which size it measured).
+``python -m bench sweep`` (``BENCH_MAILBOXES`` / ``BENCH_ORGS`` change the size, ``BENCH_REPEATS``
+the turns; the goal row says which size it measured).
 """
 
 from __future__ import annotations
@@ -40,13 +50,14 @@ from typing import Any
 
 import httpx
 
-from bench.report import console, goals, header, table
+from bench.report import console, goals, header, load, table
 from bench.sandbox_process import Sandbox, sandbox_process
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_ORGS, GOAL_MAILBOXES = 4, 200_000  # the performance issue's goal 3
 NAIVE_PER_ORG = 1_000  # the naive script's sample per org (its cost is per mailbox; it is scaled to the whole)
 POLICY = (Path(__file__).parent / "policies" / "sweep.yaml").read_text()
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # the floor and the sweep in turns; the median pair counts
 
 
 def _orgs_file(directory: Path, base: str) -> Path:
@@ -88,6 +99,7 @@ def child_sweep(directory: str, apply: bool) -> None:
     sys.path.insert(0, str(REPO))
     from shared import bootstrap
     from shared.config.settings import Settings
+    from shared.service.sweep import SweepResult
 
     folder = Path(directory)
     ledger_path = folder / ("apply.db" if apply else "sweep.db")
@@ -100,7 +112,15 @@ def child_sweep(directory: str, apply: bool) -> None:
     resting_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     job = jobs.start_sweep([], apply=apply, actor="bench")
-    _, result = asyncio.run(jobs.run_sweep(job))
+    swept: list[SweepResult] = []
+
+    async def work() -> None:  # as ``orgguard sweep`` runs it: the result is kept, not the main task's answer
+        # (leaving ``asyncio.run``, Python 3.11 looks up the SIGINT handler, whose failed enum lookup builds a repr
+        # of the finished main task, answer included: 0.1 s of CPU for 9,000 findings that no caller pays)
+        swept.append((await jobs.run_sweep(job))[1])
+
+    asyncio.run(work())
+    result = swept[0]
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     doc = result.doc(limit=0)
@@ -109,33 +129,52 @@ def child_sweep(directory: str, apply: bool) -> None:
 
 
 def child_pages(base: str) -> None:
-    """The sweep's pages alone, read by the plainest client (httpx, ``json``), every org in parallel: what serving
-    them costs the sandbox, the floor OrgGuard's CPU is held against."""
+    """The pages the sweep cannot do without, read by the plainest client (httpx, ``json``), every org in parallel:
+    each org's syncing mailboxes, then the alerts of its failing rows as the sweep asks for them
+    (``shared.dataverse.syncing``). What serving them costs the sandbox is the floor OrgGuard's CPU is held against.
+    """
     sys.path.insert(0, str(REPO))
-    from shared.dataverse.syncing import COLUMNS, SYNCING
+    from shared.dataverse.schema import ACT_STATUS, MAILBOX_ID, TEST_ENABLE, SyncStatus
+    from shared.dataverse.syncing import ALERT_FILTER, ALERTS_BY_ID, COLUMNS, SYNCING
+    from shared.domain.findings import failing
 
     orgs = [o["name"] for o in httpx.get(f"{base}/_sandbox/orgs", timeout=30).json()]
     headers = {"Authorization": "Bearer bench-pages", "Prefer": "odata.maxpagesize=5000"}
 
-    async def read(http: httpx.AsyncClient, org: str) -> int:
-        url: str | None = f"/orgs/{org}/api/data/v9.2/mailboxes"
-        params: dict[str, str] | None = {"$select": ",".join(COLUMNS), "$filter": SYNCING}
-        rows = 0
+    async def pages(http: httpx.AsyncClient, url: str | None, params: dict[str, str] | None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
         while url:
             answer = await http.get(url, params=params, headers=headers)
             answer.raise_for_status()
             page = json.loads(answer.content)
-            rows += len(page["value"])
+            rows += page["value"]
             url, params = page.get("@odata.nextLink"), None
         return rows
 
-    async def read_all() -> int:
+    async def read(http: httpx.AsyncClient, org: str) -> tuple[int, int]:
+        api = f"/orgs/{org}/api/data/v9.2/"
+        rows = await pages(http, api + "mailboxes", {"$select": ",".join(COLUMNS), "$filter": SYNCING})
+        failed = {
+            str(r[MAILBOX_ID]).lower()
+            for r in rows
+            if failing(r.get(ACT_STATUS) == SyncStatus.FAILURE, r.get(TEST_ENABLE) is True)
+        }
+        alerts: list[dict[str, Any]] = []
+        if failed:
+            by_id = " or ".join(f"_regardingobjectid_value eq {m}" for m in sorted(failed))
+            query = f"({by_id})" if len(failed) <= ALERTS_BY_ID else ALERT_FILTER
+            select = {"$select": "_regardingobjectid_value,text", "$filter": query}
+            alerts = await pages(http, api + "tracelogs", select)
+        return len(rows), len(alerts)
+
+    async def read_all() -> list[tuple[int, int]]:
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
-            return sum(await asyncio.gather(*(read(http, org) for org in orgs)))
+            return list(await asyncio.gather(*(read(http, org) for org in orgs)))
 
     started = time.perf_counter()
-    rows = asyncio.run(read_all())
-    print(json.dumps({"rows": rows, "wall": time.perf_counter() - started}))
+    read_ = asyncio.run(read_all())
+    wall = time.perf_counter() - started
+    print(json.dumps({"rows": sum(r for r, _ in read_), "alerts": sum(a for _, a in read_), "wall": wall}))
 
 
 def child_naive(base: str, per_org: int) -> None:
@@ -216,59 +255,80 @@ def _minimum(result: dict[str, Any], served: dict[str, dict[str, int]]) -> int:
     return _pages(result) + sum(math.ceil(s["patch"] / 1000) for s in served.values())
 
 
-def _goals(run: Run, floor: Run, orgs: int, mailboxes: int) -> None:
-    """Goal 3 of the performance issue, for the dry sweep, each figure beside its baseline and ratio (``floor``: the
-    same pages read by the plainest client, just before, on the machine as loaded as it then was)."""
-    doc = run.doc
+@dataclass
+class Turn:
+    """One turn: the floor (the pages alone, by the plainest client), then the dry sweep just after it."""
+
+    floor: Run
+    sweep: Run
+
+    @property
+    def cpu_ratio(self) -> float:
+        """OrgGuard's CPU over the sandbox's serving the floor (see the module's docstring for why that one)."""
+        return self.sweep.cpu_s / self.floor.sandbox_cpu_s
+
+
+def _goals(turns: list[Turn], orgs: int, mailboxes: int) -> None:
+    """Goal 3 of the performance issue, for the dry sweep, each figure beside its baseline and ratio: the median
+    turn (by the CPU ratio) of ``turns``, the median wall times, the largest peak RSS."""
+    median = sorted(turns, key=lambda t: t.cpu_ratio)[len(turns) // 2]
+    run, floor, doc = median.sweep, median.floor, median.sweep.doc
+    walls = sorted(t.sweep.doc["wall"] for t in turns)
+    wall = walls[len(walls) // 2]
+    floor_wall = sorted(t.floor.doc["wall"] for t in turns)[len(turns) // 2]
+    peak = max(turns, key=lambda t: t.sweep.doc["peak_mib"]).sweep.doc
+    most = max(t.sweep.http for t in turns)
+    most_ops = max(t.sweep.operations for t in turns)
     at_goal = (orgs, mailboxes) == (GOAL_ORGS, GOAL_MAILBOXES)
     size = f"{orgs} x {mailboxes:,}" + ("" if at_goal else f" (not the goal's size: BENCH_MAILBOXES={GOAL_MAILBOXES})")
     pages = _pages(doc)
-    cpu_ratio = run.cpu_s / run.sandbox_cpu_s
+    ratios = ", ".join(f"{t.cpu_ratio:.2f}x" for t in turns)
     goals(
         [
             (
                 f"3. sweep dry, {size}",
-                f"{doc['wall']:.1f} s (the pages alone {floor.doc['wall']:.1f} s, "
-                f"{doc['wall'] / floor.doc['wall']:.2f}x; the sandbox busy {run.sandbox_cpu_s:.1f} s)",
+                f"{wall:.1f} s, the median of {len(turns)} (the slowest {walls[-1]:.1f} s; the pages alone "
+                f"{floor_wall:.1f} s, {wall / floor_wall:.2f}x)",
                 "<= 10 s",
-                at_goal and doc["wall"] <= 10,
+                at_goal and wall <= 10,
             ),
             (
-                "3. OrgGuard's CPU (whole process) vs the sandbox's",
-                f"{run.cpu_s:.1f} s (sandbox {run.sandbox_cpu_s:.1f} s, {cpu_ratio:.2f}x)",
+                "3. OrgGuard's CPU (whole process) vs the sandbox's serving the pages alone",
+                f"{run.cpu_s:.1f} s (sandbox {floor.sandbox_cpu_s:.1f} s, {median.cpu_ratio:.2f}x; the median of "
+                f"{ratios}; the sandbox during the sweep {run.sandbox_cpu_s:.1f} s)",
                 "<= 1.5x",
-                cpu_ratio <= 1.5,
+                median.cpu_ratio <= 1.5,
             ),
             (
                 "3. peak RSS",
-                f"{doc['peak_mib']:.0f} MiB (at rest before the sweep {doc['resting_mib']:.0f} MiB, "
-                f"{doc['peak_mib'] / doc['resting_mib']:.2f}x)",
+                f"{peak['peak_mib']:.0f} MiB, the largest of {len(turns)} (at rest before the sweep "
+                f"{peak['resting_mib']:.0f} MiB, {peak['peak_mib'] / peak['resting_mib']:.2f}x)",
                 "<= 200 MiB",
-                doc["peak_mib"] <= 200,
+                peak["peak_mib"] <= 200,
             ),
             (
                 "3. requests (service protection: a $batch once)",
-                f"{run.http} (pages {pages}, {run.http / pages:.3f}x)",
+                f"{most} (pages {pages}, {most / pages:.3f}x)",
                 "<= 1.05 x pages",
-                run.http <= 1.05 * pages,
+                most <= 1.05 * pages,
             ),
             (
                 "3. operations (each inside a $batch too)",
-                f"{run.operations} (pages {pages}, {run.operations / pages:.3f}x)",
+                f"{most_ops} (pages {pages}, {most_ops / pages:.3f}x)",
                 "<= 1.05 x pages",
-                run.operations <= 1.05 * pages,
+                most_ops <= 1.05 * pages,
             ),
         ]
     )
 
 
-def _row(name: str, run: Run, minimum: int | str) -> list[object]:
+def _row(name: str, run: Run, minimum: int | str, cpu_ratio: float | None = None) -> list[object]:
     doc = run.doc
     ratio = f"{run.http / minimum:.3f}" if isinstance(minimum, int) else "-"
     peak = f"{doc['peak_mib']:.0f}" if "peak_mib" in doc else "-"
     found = doc.get("conflicts_total", "-")
     writes = sum(s["patch"] for s in run.served.values())
-    cpu = (f"{run.cpu_s:.1f}", f"{run.sandbox_cpu_s:.1f}")
+    cpu = (f"{run.cpu_s:.1f}", f"{run.sandbox_cpu_s:.1f}", "-" if cpu_ratio is None else f"{cpu_ratio:.2f}x")
     return [name, f"{doc['wall']:.1f}", *cpu, run.http, run.operations, minimum, ratio, peak, found, writes]
 
 
@@ -277,7 +337,8 @@ def main() -> None:
     orgs = int(os.environ.get("BENCH_ORGS", str(GOAL_ORGS)))
     apply = os.environ.get("BENCH_SWEEP_APPLY", "") == "1"
     header(
-        f"Sweep: {orgs} orgs x {mailboxes:,} mailboxes, 5% in several orgs; the sandbox in its own process"
+        f"Sweep: {orgs} orgs x {mailboxes:,} mailboxes, 5% in several orgs; the sandbox in its own process; "
+        f"{REPEATS} turns of the pages alone (the floor: its sandbox CPU is the CPU goal's denominator) and the sweep"
         + ("" if apply else " (BENCH_SWEEP_APPLY=1 adds --apply and the naive script: minutes more)")
     )
     seeding = time.perf_counter()
@@ -286,12 +347,16 @@ def main() -> None:
         console.print(f"sandbox seeded and serving in {time.perf_counter() - seeding:.1f} s")
         with tempfile.TemporaryDirectory() as tmp:
             _orgs_file(Path(tmp), base)
-            floor = _child(sandbox, "child-pages", base)
-            swept = _child(sandbox, "child-sweep", tmp, "0")
-            rows = [
-                _row("pages alone (plain httpx)", floor, "-"),
-                _row("sweep", swept, _minimum(swept.doc, swept.served)),
-            ]
+            turns: list[Turn] = []
+            rows = []
+            for turn in range(1, max(1, REPEATS) + 1):
+                floor = _child(sandbox, "child-pages", base)
+                swept = _child(sandbox, "child-sweep", tmp, "0")
+                turns.append(Turn(floor, swept))
+                rows += [
+                    _row(f"{turn}: pages alone (plain httpx)", floor, "-"),
+                    _row(f"{turn}: sweep", swept, _minimum(swept.doc, swept.served), turns[-1].cpu_ratio),
+                ]
             applied = naive = None
             if apply:
                 applied = _child(sandbox, "child-sweep", tmp, "1")
@@ -303,19 +368,20 @@ def main() -> None:
                 httpx.put(f"{base}/_sandbox/settings", json=limits, timeout=30).raise_for_status()
                 naive = _child(sandbox, "child-naive", base, str(per_org))
                 rows.append(_row(f"naive GET+PATCH, {naive.doc['mailboxes']:,} mailboxes", naive, "-"))
-            columns = ["run", "wall s", "CPU s", "sandbox CPU s", "requests", "operations", "minimum", "ratio"]
-            table([*columns, "peak RSS MiB", "findings", "writes"], rows)
-            doc = swept.doc
-            above = swept.http - _pages(doc)
+            columns = ["run", "wall s", "CPU s", "sandbox CPU s", "CPU / floor's sandbox CPU", "requests"]
+            table([*columns, "operations", "minimum", "ratio", "peak RSS MiB", "findings", "writes"], rows)
+            last = turns[-1]
+            doc = last.sweep.doc
+            above = last.sweep.http - _pages(doc)
             lookups = sum(doc["pages"].values()) - _pages(doc)
             console.print(
                 f"rows read {doc['mailboxes']:,} (syncing), alerts read {doc['alerts_read']:,}; "
                 f"counts {doc['counts']}; unowned single-org {doc['unowned']:,}; requests above the pages: {above} "
-                f"({lookups} looking up designated primaries' rows, the rest the registration check). The sandbox "
-                f"serving the pages alone took {floor.sandbox_cpu_s:.1f} s of CPU: OrgGuard's CPU is "
-                f"{swept.cpu_s / floor.sandbox_cpu_s:.2f}x that."
+                f"({lookups} looking up designated primaries' rows, the rest the registration check); the pages "
+                f"alone: {last.floor.http} requests for {last.floor.doc['rows']:,} rows and "
+                f"{last.floor.doc['alerts']:,} alerts ({load()} now)."
             )
-            _goals(swept, floor, orgs, mailboxes)
+            _goals(turns, orgs, mailboxes)
             if applied is not None and naive is not None:
                 scale = orgs * mailboxes / max(1, naive.doc["mailboxes"])
                 console.print(

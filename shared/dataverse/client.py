@@ -39,6 +39,7 @@ import httpx
 
 from shared import telemetry
 from shared.config.urls import bearer_target
+from shared.dataverse import bodies
 from shared.dataverse.batch import encode_batch, match_batch_results, not_processed, parse_batch_response
 from shared.dataverse.port import (
     API_PATH,
@@ -322,7 +323,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if not response.content:
         return {}
     try:
-        payload = response.json()
+        payload = bodies.loads(response.content)
     except ValueError:
         raise DataverseError("Dataverse answered with a body that is not JSON", status=response.status_code) from None
     if not isinstance(payload, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from shared.dataverse.schema import ACT_STATUS, ADDRESS, MAILBOX_ID, TEST_ENABLE, SyncStatus
 from shared.domain.findings import Finding, FindingKind
+from shared.service import scratch as scratch_module
 from shared.service.scratch import ScratchIndex
 
 ORGS = ["contoso-na", "contoso-jp", "contoso-eu"]
@@ -120,9 +122,10 @@ rows_of_an_org = st.lists(st.tuples(people, spellings, st.booleans(), st.boolean
     st.fixed_dictionaries({org: rows_of_an_org for org in ORGS}),
     st.integers(min_value=1, max_value=5),
     st.dictionaries(people, st.sampled_from([*ORGS, "contoso-gone"]), max_size=4),
+    st.integers(min_value=1, max_value=4),
 )
 def test_the_findings_are_those_of_a_plain_grouping_whatever_the_page_size(
-    drawn: dict[str, list[tuple[str, str, bool, bool]]], page_size: int, owned: dict[str, str]
+    drawn: dict[str, list[tuple[str, str, bool, bool]]], page_size: int, owned: dict[str, str], per_statement: int
 ):
     numbered = iter(range(1, 10_000))
     pages = {}
@@ -134,7 +137,8 @@ def test_the_findings_are_those_of_a_plain_grouping_whatever_the_page_size(
     owners = {f"{who}@contoso.com": org for who, org in owned.items()}
     scratch = ScratchIndex(ORGS)
     try:
-        fill(scratch, pages, sorted(owners.items()))
+        with patch.object(scratch_module, "ROWS_PER_STATEMENT", per_statement):  # whole statements and a rest
+            fill(scratch, pages, sorted(owners.items()))
         totals, found = everything(scratch)
     finally:
         scratch.close()
@@ -159,5 +163,23 @@ def test_the_alerted_rows_are_found_through_the_partial_index_of_failing_rows() 
         plan = [str(step[3]) for step in scratch.db.execute("EXPLAIN QUERY PLAN " + findings)]
         assert any("USING INDEX failing_rows" in step for step in plan), plan
         assert not any(step == "SCAN r" for step in plan), plan
+    finally:
+        scratch.close()
+
+
+def test_pages_of_the_size_dataverse_sends_go_in_whole_and_a_broken_one_not_at_all():
+    scratch = ScratchIndex(ORGS)
+    try:
+        big = [row(n, f"person{n}@contoso.com", failing=n % 7 == 0) for n in range(5_017)]
+        assert scratch.add_rows("contoso-na", big[:5_000]) == 5_000  # whole statements only
+        assert scratch.add_rows("contoso-jp", big[3_000:]) == 2_017  # and a rest of 17 rows
+        with pytest.raises(KeyError):  # a row without its id, after two whole statements' worth of rows
+            scratch.add_rows("contoso-eu", [*big[:250], {ADDRESS: "x@contoso.com"}, *big[251:400]])
+        (keys, unowned), found = everything(scratch)
+        assert (keys, unowned) == (5_017, 5_017 - 2_000)
+        assert len(found) == 2_000 and all(f.orgs == ["contoso-jp", "contoso-na"] for f in found)
+        assert sorted(scratch.failing("contoso-jp")) == sorted(
+            f"00000000-0000-4000-8000-{n:012x}" for n in range(3_000, 5_017) if n % 7 == 0
+        )
     finally:
         scratch.close()
