@@ -218,8 +218,8 @@ def _ascii_domain(domain: str) -> str:
 
 
 def _plain_key(local: str, domain: str) -> str | None:
-    """The key of a plain address's parts (``_PLAIN``'s two groups), or None when the full checks must say (a part
-    too long, a domain IDNA refuses or without a dot)."""
+    """The key of a plain address's parts (``_PLAIN_ADDRESS``'s two groups), or None when the full checks must say
+    (a part too long, a domain IDNA refuses or without a dot)."""
     if len(local) > 64 or len(local) + 1 + len(domain) > MAX_ADDRESS:
         return None
     try:
