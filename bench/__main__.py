@@ -13,7 +13,7 @@ Each prints its tables with the baseline, the ratio, the machine's load and the 
 suites: gate, ledger, tables, executor, dispatch, sweep, graph, impact, soak
 
 sizes (environment): BENCH_LEDGER_MAILBOXES (gate), BENCH_CASES, BENCH_BUDGET_CASES, BENCH_REPEATS (executor),
-BENCH_MAILBOXES, BENCH_ORGS, BENCH_SWEEP_APPLY=1 (sweep), ORGGUARD_BENCH_TIMER_S (dispatch),
+BENCH_MAILBOXES, BENCH_ORGS, BENCH_REPEATS, BENCH_SWEEP_APPLY=1 (sweep), ORGGUARD_BENCH_TIMER_S (dispatch),
 ORGGUARD_SOAK_S, ORGGUARD_SOAK_RATE (soak)
 """
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 
+from bench import knobs
 from bench.report import console, goals, header, load, table
 from bench.sandbox_process import Sandbox, sandbox_process
 
@@ -57,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 GOAL_ORGS, GOAL_MAILBOXES = 4, 200_000  # the performance issue's goal 3
 NAIVE_PER_ORG = 1_000  # the naive script's sample per org (its cost is per mailbox; it is scaled to the whole)
 POLICY = (Path(__file__).parent / "policies" / "sweep.yaml").read_text()
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # the floor and the sweep in turns; the median pair counts
+REPEATS = knobs.whole("BENCH_REPEATS", 3, minimum=1)  # the floor and the sweep in turns; the median pair counts
 
 
 def _orgs_file(directory: Path, base: str) -> Path:
@@ -333,8 +334,8 @@ def _row(name: str, run: Run, minimum: int | str, cpu_ratio: float | None = None
 
 
 def main() -> None:
-    mailboxes = int(os.environ.get("BENCH_MAILBOXES", str(GOAL_MAILBOXES)))
-    orgs = int(os.environ.get("BENCH_ORGS", str(GOAL_ORGS)))
+    mailboxes = knobs.whole("BENCH_MAILBOXES", GOAL_MAILBOXES, minimum=1)
+    orgs = knobs.whole("BENCH_ORGS", GOAL_ORGS, minimum=2, why="a mailbox needs two orgs to be contested")
     apply = os.environ.get("BENCH_SWEEP_APPLY", "") == "1"
     header(
         f"Sweep: {orgs} orgs x {mailboxes:,} mailboxes, 5% in several orgs; the sandbox in its own process; "
