@@ -61,12 +61,8 @@ class Executor:
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 300.0
-    # A killed worker holds its actions this long. A run slower than this may write a
-    # mailbox twice (harmless: the writes are idempotent and each is recorded once).
+    # A killed worker holds its actions this long (and a live one hands them back before it runs out: lease_reserve_s).
     lease_s: float = 30.0
-    # No $batch starts with less than this left on its round's lease: the rest are handed back, due at once, so a
-    # slow org's round never goes on sending what another worker may have leased since (a lease outlived).
-    lease_reserve_s: float = 10.0
     clock: Callable[[], datetime] = utcnow
     mail: Delivery | None = None  # sends notify actions; without it they wait for a worker that has one
     paces: Callable[[str], OrgPace] | None = None  # each org's budget (the client pool's or a job's pacer)
@@ -74,6 +70,10 @@ class Executor:
     # its answer is in: the org works on one while OrgGuard records another (one big $batch left both idle in turn).
     batch_size: int = 200
     batches_in_flight: int = 4
+    # No $batch starts with less than this left on its round's lease: the rest are handed back, due at once, so a slow
+    # org's round never sends what another worker may lease once the lease runs out (one $batch slower than this
+    # still may: the writes are idempotent, and each is recorded once).
+    lease_reserve_s: float = 10.0
     _known_users: set[str] = field(default_factory=set)
     whoami_backoff: Backoff = field(default_factory=Backoff)
 
