@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 USAGE = """usage: python -m bench [SUITE ...]
 
@@ -50,7 +51,7 @@ def main() -> None:
             _usage_error(str(exc))
 
 
-def _usage_error(message: str) -> None:
+def _usage_error(message: str) -> NoReturn:
     print(f"python -m bench: {message}", file=sys.stderr)
     sys.exit(2)
 

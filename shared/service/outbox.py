@@ -221,7 +221,7 @@ class Executor:
 
     def after_error(self, action: Action, exc: DataverseError) -> Attempt:
         """A failed write: deferred with backoff (honouring ``Retry-After``), or failed when permanent or the last."""
-        attempts = action.attempts + 1
+        attempts = attempt_number(action)
         if exc.status in PERMANENT or attempts >= self.max_attempts:
             return Attempt(action.id, ActionStatus.FAILED, _describe(exc), number=attempts)
         delay = backoff.delay(attempts, base=self.base_delay, cap=self.max_delay, jitter=0.0)
@@ -245,10 +245,10 @@ class Round:
     attempts: list[tuple[Action, Attempt]] = field(default_factory=list)
 
     def applied(self, action: Action) -> None:
-        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED, number=action.attempts + 1)))
+        self.attempts.append((action, Attempt(action.id, ActionStatus.APPLIED, number=attempt_number(action))))
 
     def fail(self, action: Action, error: str) -> None:
-        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error, number=action.attempts + 1)))
+        self.attempts.append((action, Attempt(action.id, ActionStatus.FAILED, error, number=attempt_number(action))))
 
     def defer_or_fail(self, action: Action, exc: DataverseError) -> None:
         self.attempts.append((action, self.executor.after_error(action, exc)))
@@ -281,6 +281,11 @@ class Round:
 
 
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def attempt_number(action: Action) -> int:
+    """Which attempt at ``action`` this round makes: one more than it was leased with (``Attempt.number``)."""
+    return action.attempts + 1
 
 
 def has_pending(ledger: Ledger) -> bool:
